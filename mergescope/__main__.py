@@ -1,0 +1,3 @@
+from mergescope.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""Serving backends behind one small protocol, found by name in a registry and imported lazily."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from mergescope.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lm_eval.api.model import LM
+
+
+class Backend(Protocol):
+    """Serves one model at a time to lm-eval and to answer generation."""
+
+    name: str
+
+    def load(self, model_dir: Path) -> "LM":
+        """An lm-eval model serving the weights in `model_dir` (replacing whatever was served)."""
+
+    def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
+        """Completions of `prompts` by the model loaded last."""
+
+    def close(self) -> None:
+        """Release the engine and its memory."""
+
+
+# name -> "module:factory"; a factory takes keyword options and returns a Backend.
+BACKENDS: dict[str, str] = {"hf": "mergescope.backends.hf:HFBackend"}
+
+
+def register_backend(name: str, target: str) -> None:
+    """Make a backend available under `name`; `target` is "module:factory", imported on first use."""
+    BACKENDS[name] = target
+
+
+def default_backend() -> str:
+    """vLLM where it is installed and registered, else in-process transformers."""
+    if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
+    return "hf"
+
+
+def create_backend(name: str, **options) -> Backend:
+    """A new backend of the registered `name`."""
+    if name not in BACKENDS:
+        from mergescope.errors import did_you_mean
+
+        raise ConfigError(f"unknown backend {name!r}", hint=did_you_mean(name, set(BACKENDS)))
+    module_name, factory = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), factory)(**options)

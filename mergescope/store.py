@@ -1,0 +1,140 @@
+"""The SQLite results store of a run: the source of truth that reports and notebooks read.
+
+Everything about one evaluated subject (its row, scores and per-item outcomes) is written in one
+transaction, so a sweep killed at any point leaves either all of it or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from mergescope.errors import MergescopeError
+from mergescope.records import EvalSubject, Evaluation
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS subjects (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, method TEXT, parameters TEXT,
+    seed INTEGER, mix REAL, mergekit_config TEXT, path TEXT, status TEXT NOT NULL DEFAULT 'planned',
+    position INTEGER, merge_seconds REAL, eval_seconds REAL, finished_at TEXT
+);
+CREATE TABLE IF NOT EXISTS scores (
+    subject_id TEXT NOT NULL REFERENCES subjects(id), task TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL NOT NULL, stderr REAL, n_items INTEGER, PRIMARY KEY (subject_id, task, metric)
+);
+CREATE TABLE IF NOT EXISTS items (
+    subject_id TEXT NOT NULL REFERENCES subjects(id), task TEXT NOT NULL, doc_id INTEGER NOT NULL,
+    metric TEXT NOT NULL, doc_hash TEXT NOT NULL, value REAL NOT NULL, prompt TEXT, target TEXT, response TEXT,
+    PRIMARY KEY (subject_id, task, doc_id, metric)
+);
+"""
+
+STORE_NAME = "results.sqlite"
+
+
+class ResultsStore:
+    """One run's results.sqlite, opened for reading and writing."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.connection = sqlite3.connect(self.path, timeout=30)
+            self.connection.row_factory = sqlite3.Row
+            self.connection.executescript(SCHEMA)
+        except sqlite3.Error as error:
+            raise MergescopeError(f"cannot open the results store {self.path}: {error}",
+                                  hint="check that the run directory is writable") from None
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "ResultsStore":
+        """The store of an existing run directory."""
+        path = Path(run_dir) / STORE_NAME
+        if not path.is_file():
+            raise MergescopeError(f"{run_dir}: no {STORE_NAME} here, so this is not a mergescope run",
+                                  hint="give the --out directory of a sweep")
+        return cls(path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self.connection:
+            yield self.connection
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- writing ---------------------------------------------------------------------------
+    def set_meta(self, **values: Any) -> None:
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                           [(k, json.dumps(v, default=str)) for k, v in values.items()])
+
+    def plan(self, subjects: list[EvalSubject]) -> None:
+        """Record the subjects a sweep will evaluate, keeping those already finished as they are."""
+        with self.transaction() as db:
+            for position, subject in enumerate(subjects):
+                db.execute(
+                    "INSERT INTO subjects (id, kind, label, method, parameters, seed, mix, mergekit_config, path, position)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET position = excluded.position",
+                    _subject_row(subject) + (position,),
+                )
+
+    def record(self, subject: EvalSubject, evaluation: Evaluation, merge_seconds: float | None = None) -> None:
+        """Store a finished evaluation and mark its subject done, all in one transaction."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM scores WHERE subject_id = ?", (subject.id,))
+            db.execute("DELETE FROM items WHERE subject_id = ?", (subject.id,))
+            db.executemany(
+                "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+                [(s.subject_id, s.task, s.metric, s.value, s.stderr, s.n_items) for s in evaluation.scores],
+            )
+            db.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(i.subject_id, i.task, i.doc_id, i.metric, i.doc_hash, i.value, i.prompt, i.target, i.response)
+                 for i in evaluation.items],
+            )
+            db.execute(
+                "UPDATE subjects SET status = 'done', merge_seconds = ?, eval_seconds = ?,"
+                " finished_at = datetime('now') WHERE id = ?",
+                (merge_seconds, evaluation.seconds, subject.id),
+            )
+
+    # -- reading ---------------------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        return {row["key"]: json.loads(row["value"]) for row in self.connection.execute("SELECT * FROM meta")}
+
+    def finished_ids(self) -> set[str]:
+        rows = self.connection.execute("SELECT id FROM subjects WHERE status = 'done'")
+        return {row["id"] for row in rows}
+
+    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        return list(self.connection.execute(sql, params))
+
+    def score_table(self) -> list[dict[str, Any]]:
+        """One row per (subject, task, metric) of finished subjects, in sweep order."""
+        rows = self.query(
+            "SELECT s.id, s.kind, s.label, s.method, s.parameters, s.seed, s.mix, c.task, c.metric, c.value,"
+            " c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id"
+            " ORDER BY s.position, c.task, c.metric"
+        )
+        return [{**dict(row), "parameters": json.loads(row["parameters"] or "{}")} for row in rows]
+
+
+def _subject_row(subject: EvalSubject) -> tuple:
+    candidate = subject.candidate
+    return (
+        subject.id,
+        subject.kind,
+        subject.label,
+        candidate.method if candidate else subject.kind,
+        candidate.parameters_json() if candidate else "{}",
+        candidate.seed if candidate else None,
+        candidate.mix if candidate else None,
+        yaml.safe_dump(candidate.mergekit_config, sort_keys=False) if candidate else None,
+        str(subject.path) if subject.path else None,
+    )
