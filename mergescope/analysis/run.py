@@ -21,6 +21,8 @@ class RunData:
     subjects: pd.DataFrame  # one row per parent, base and candidate, in sweep order
     scores: pd.DataFrame  # one row per (subject_id, task, metric)
     items: pd.DataFrame  # one row per (subject_id, task, doc_id, metric)
+    # Every other table of the store (kinship, judgments, ...) by table name, as written by its stage.
+    tables: dict[str, pd.DataFrame]
 
     @property
     def name(self) -> str:
@@ -62,6 +64,9 @@ def load_run(path: str | Path) -> RunData:
         subjects["parameters"] = subjects["parameters"].map(lambda text: json.loads(text or "{}"))
         scores = pd.read_sql_query("SELECT * FROM scores", store.connection)
         items = pd.read_sql_query("SELECT * FROM items", store.connection)
-        return RunData(path=path, meta=store.meta(), subjects=subjects, scores=scores, items=items)
+        names = [row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        tables = {name: pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection)
+                  for name in names if name not in {"meta", "subjects", "scores", "items"}}
+        return RunData(path=path, meta=store.meta(), subjects=subjects, scores=scores, items=items, tables=tables)
     finally:
         store.close()
