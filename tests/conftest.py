@@ -29,3 +29,17 @@ def zoo():
             shutil.rmtree(root, ignore_errors=True)
             build_zoo(root, progress=False)
     return load_zoo(root)
+
+
+@pytest.fixture(scope="session")
+def default_run(zoo, tmp_path_factory):
+    """The default sweep of the zoo's two parents (with the base) on all zoo tasks, run once per session."""
+    from mergescope.sweep import SweepSettings, sweep
+
+    run_dir = tmp_path_factory.mktemp("runs") / "default"
+    settings = SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        base=str(zoo.model_path("base")), out=run_dir, backend="hf", progress=False,
+    )
+    result = sweep(settings)
+    return settings, result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -35,8 +37,12 @@ class TaskSuite:
 
 
 def _quiet_lm_eval() -> None:
-    for name in ("lm_eval", "lm-eval", "datasets", "transformers.modeling_utils"):
+    for name in ("lm_eval", "lm-eval", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
 
 
 def resolve_tasks(names: list[str], include_paths: list[Path] = (), limit: int | None = None) -> TaskSuite:
@@ -74,15 +80,17 @@ def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
 
     _quiet_lm_eval()
     started = time.perf_counter()
-    results = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=list(suite.names),
-        task_manager=suite.task_manager(),
-        limit=suite.limit,
-        log_samples=True,
-        bootstrap_iters=1000,
-        verbosity="ERROR",
-    )
+    # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
+    with contextlib.redirect_stderr(io.StringIO()):
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=list(suite.names),
+            task_manager=suite.task_manager(),
+            limit=suite.limit,
+            log_samples=True,
+            bootstrap_iters=1000,
+            verbosity="ERROR",
+        )
     scores = tuple(_task_scores(results, subject_id))
     items = tuple(_item_outcomes(results, subject_id))
     return Evaluation(scores=scores, items=items, seconds=time.perf_counter() - started)
@@ -98,7 +106,8 @@ def _task_scores(results: dict[str, Any], subject_id: str):
     for task, values in results["results"].items():
         n_items = int(results.get("n-samples", {}).get(task, {}).get("effective", 0))
         for key, value in values.items():
-            if key == "alias" or "_stderr," in key or not isinstance(value, (int, float)):
+            # sample_len is a count lm-eval reports beside the metrics, not a score
+            if key in ("alias", "sample_len") or "_stderr," in key or not isinstance(value, (int, float)):
                 continue
             metric, _, filter_name = key.partition(",")
             stderr = values.get(f"{metric}_stderr,{filter_name}")
