@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench screenshot validate clean
+.PHONY: install demo test test-fast bench screenshot browser validate clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[$(SERVE_EXTRA),test]"
+	$(BIN)/pip install -q -e ".[$(SERVE_EXTRA),ray,test]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/mergescope demo
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install
@@ -36,6 +36,17 @@ test-fast: install
 
 validate: install
 	$(BIN)/mergescope validate
+
+# Headless Chromium for the browser tests and the screenshot; where apt-get cannot install it they skip.
+browser:
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
+		|| echo "chromium could not be installed: the browser tests will skip"
+
+# The README's screenshot of the demo report (after `make demo`).
+screenshot: install browser
+	test -f runs/demo/results.sqlite || $(BIN)/mergescope demo
+	$(BIN)/mergescope report runs/demo --out reports/demo
+	$(BIN)/python -m mergescope.report.browser reports/demo/index.html docs/report.png
 
 bench: install
 	$(BIN)/python benchmarks/run.py

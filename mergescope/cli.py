@@ -17,6 +17,10 @@ app.add_typer(zoo_app, name="zoo")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 RunArgument = Annotated[Path, typer.Argument(help="A run directory (the --out of a sweep).")]
+JudgeUrlOption = Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1.")]
+JudgeModelOption = Annotated[Optional[str], typer.Option(help="Model name the judge endpoint serves.")]
+RubricOption = Annotated[Optional[list[Path]], typer.Option("--rubric", help="Judge rubric YAML, e.g. judges/zoo_skills.yaml (repeatable).")]
+ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding the judge's API key.")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -65,6 +69,15 @@ def sweep(
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
+    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")] = None,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
     from mergescope.sweep import SweepSettings
@@ -74,11 +87,54 @@ def sweep(
     settings = SweepSettings(
         parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
+        judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
+        executor=executor,
+        executor_options={"address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+        if executor == "ray" else {},
     )
     result = run_sweep(settings)
     typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
                f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+
+
+@app.command()
+@user_errors
+def judge(
+    run: RunArgument,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
+    pairwise: Annotated[bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")] = True,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one judge reply.")] = 60.0,
+    retries: Annotated[int, typer.Option(min=0, help="Retries (with exponential backoff) of a failed request.")] = 4,
+    backend: Annotated[Optional[str], typer.Option(help="Backend that generates missing answers.")] = None,
+    as_json: JsonOption = False,
+):
+    """(Re)judge a run's finished subjects with an LLM judge; cached judgments cost nothing."""
+    from mergescope.errors import ConfigError, MergescopeError
+    from mergescope.scoring.judge_run import JudgeSettings, judge_run
+
+    if not (judge_url and judge_model):
+        raise ConfigError("judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1")
+    settings = JudgeSettings(url=judge_url, model=judge_model, rubrics=tuple(str(r) for r in rubric or ()),
+                             api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
+                             pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries)
+    result = judge_run(run, settings, backend)
+    if as_json:
+        typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,
+                               "requests_sent": result.requests_sent, "incomplete": result.incomplete}, indent=1))
+    else:
+        state = f"incomplete for {len(result.incomplete)} subjects" if result.incomplete else "complete"
+        typer.echo(f"judged {result.n_subjects} subjects of {result.run_dir} ({result.requests_sent} requests): judging {state}")
+    if result.incomplete:  # what was judged is kept; exit 1 so that scripts see the rest is missing
+        raise MergescopeError(f"judging incomplete for {len(result.incomplete)} subjects: "
+                              f"{result.failure or 'some judgments are missing'}",
+                              hint="rerun this command once the judge answers; finished judgments are kept")
 
 
 @app.command()
@@ -110,12 +166,126 @@ def results(run: RunArgument, as_json: JsonOption = False):
 
 @app.command()
 @user_errors
+def candidates(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec YAML.")],
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
+    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
+    as_json: JsonOption = False,
+):
+    """Plan a sweep: how many candidates a spec gives over these parents, and their ids (nothing is merged)."""
+    from mergescope.candidates import plan_candidates
+
+    plan = plan_candidates(spec, [*(parents or []), *(extra_parents or [])], base, export)
+    if as_json:
+        typer.echo(json.dumps(plan.rows(), indent=1))
+        return
+    typer.echo(f"{plan.spec}: {len(plan.candidates)} candidates of {', '.join(p.name for p in plan.parents.parents)}")
+    for row in plan.rows():
+        typer.echo(f"  {row['id']}  {row['label']}" + (f"  -> {row['file']}" if row["file"] else ""))
+
+
+@app.command()
+@user_errors
+def merge(
+    config: Annotated[str, typer.Argument(help="A mergekit YAML file, or a candidate id with --run.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the merged model directory.")],
+    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate CONFIG names.")] = None,
+):
+    """Merge one mergekit config (or one candidate of a run) into a loadable model directory, in process."""
+    from mergescope.merge import merge_file
+
+    typer.echo(str(merge_file(config, out_dir, run)))
+
+
+@app.command()
+@user_errors
+def validate(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: sweeps/, judges/).")] = None,
+    as_json: JsonOption = False,
+):
+    """Check every sweep spec (and other registered YAML) and report all problems at once; exit 2 on any."""
+    from mergescope.validate import validate as validate_files
+
+    report = validate_files(paths)
+    if as_json:
+        typer.echo(json.dumps({"files": [str(f) for f in report.files], "problems": list(report.problems)}, indent=1))
+    else:
+        for problem in report.problems:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo(f"{len(report.files)} files checked, {len(report.problems)} problems")
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
 def demo(zoo_dir: Annotated[Path, typer.Option(help="Where the zoo is built.")] = Path(".cache/zoo")):
     """Build the zoo (once), sweep its two parents with the default spec, write the report."""
     from mergescope.demo import run_demo
 
     report_path = run_demo(zoo_dir)
     typer.echo(f"report: {report_path.resolve()}")
+
+
+@app.command()
+@user_errors
+def emergence(
+    run: RunArgument,
+    as_json: JsonOption = False,
+    alpha: Annotated[float, typer.Option(help="Significance level of the labels.")] = 0.05,
+    correction: Annotated[str, typer.Option(help="Correction across a sweep's candidates: holm or bh.")] = "holm",
+    split: Annotated[str, typer.Option(help="Items the figures use: all, selection-reporting or cross-fit.")] = "all",
+):
+    """Per candidate and task: gains over the parents, 0->1 / 1->0 items, McNemar p, adjusted p, label."""
+    from mergescope.analysis.emergence import emergence as run_emergence
+
+    report = run_emergence(run, alpha=alpha, correction=correction, split=split)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+        return
+    typer.echo(f"{'task':<16} {'candidate':<26} {'split':<11} {'n':>4} {'score':>6} {'vs best':>8} {'vs mean':>8} "
+               f"{'vs interp':>9} {'0->1':>5} {'1->0':>5} {'p best':>8} {'p adj':>8}  label")
+    for row in report.rows:
+        split_name = f"{row.split}({row.half})" if row.half else row.split
+        counts = f"{row.gained_vs_best:>5} {row.lost_vs_best:>5}" if row.gained_vs_best is not None else f"{'-':>5} {'-':>5}"
+        typer.echo(f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {row.score:>6.3f} "
+                   f"{row.gain_over_best:>+8.3f} {row.gain_over_mean:>+8.3f} {row.gain_over_interpolation:>+9.3f} "
+                   f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}")
+    typer.echo(f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "
+               f"parent, {report.correction}-adjusted across the candidates; label at alpha {report.alpha}")
+    for problem in report.problems:
+        typer.echo(f"note: {problem}", err=True)
+
+
+@app.command()
+@user_errors
+def kinship(
+    models: Annotated[list[Path], typer.Argument(help="Two or more model directories (safetensors).")],
+    base: Annotated[Optional[Path], typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer figures.")] = False,
+    as_json: JsonOption = False,
+):
+    """Print how related models are: Pearson, cosine and Euclidean distance of their task vectors."""
+    from mergescope.analysis.kinship import kinship as compute_kinship
+
+    report = compute_kinship(models, base)
+    typer.echo(json.dumps(report.to_json(per_layer), indent=1) if as_json else report.to_text(per_layer))
+
+
+@app.command()
+@user_errors
+def serve(
+    target: Annotated[str, typer.Argument(help="A model directory, or a subject id of --run (candidate or parent).")],
+    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate id TARGET names.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = 8000,
+):
+    """Serve one candidate or parent on an OpenAI-compatible endpoint through vLLM's server."""
+    from mergescope.serve import serve as run_server
+
+    raise typer.Exit(run_server(target, run, host, port))
 
 
 def main() -> None:  # pragma: no cover - console entry point for `python -m mergescope`

@@ -10,14 +10,18 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from mergescope import provenance
-from mergescope.backends import create_backend, default_backend
+from mergescope.backends import default_backend
 from mergescope.candidates import expand, validate_with_mergekit
 from mergescope.config import load_sweep
 from mergescope.errors import ConfigError, MergescopeError
-from mergescope.merge import merge_to_disk, remove_partial_merges
+from mergescope.faults import checkpoint
+from mergescope.executors import EvalJob, SubjectResult, create_executor
+from mergescope.executors.worker import Generator
+from mergescope.merge import is_merged, remove_partial_merges
 from mergescope.parents import resolve_parents
 from mergescope.records import EvalSubject, ParentSet
-from mergescope.scoring.lmeval import TaskSuite, evaluate, resolve_tasks
+from mergescope.resources import check_disk, check_memory, merged_output_bytes
+from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
 from mergescope.store import STORE_NAME, ResultsStore
 
 
@@ -35,7 +39,15 @@ class SweepSettings:
     limit: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    executor: str = "local"  # or "ray" (executors/): where subjects are merged, served and scored
+    executor_options: dict = field(default_factory=dict)  # e.g. {"address": ..., "workers": 2, "gpus_per_worker": 1}
+    max_memory: str | None = None  # e.g. "8GB": refuse a sweep whose merge would need more (resources.py)
     progress: bool = True
+    # LLM judging after each subject's lm-eval scores (scoring/judge_run.py); off without judge_url.
+    judge_url: str | None = None
+    judge_model: str | None = None
+    rubrics: list[Path] = field(default_factory=list)
+    judge_api_key_env: str = "MERGESCOPE_JUDGE_API_KEY"
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ def sweep(settings: SweepSettings) -> SweepResult:
         settings.parents or spec.parents or [], settings.base or spec.base,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
+    check_memory(parents, spec.dtype, settings.max_memory)
     candidates = expand(spec, parents)
     for candidate in candidates:
         validate_with_mergekit(candidate)
@@ -67,9 +80,16 @@ def sweep(settings: SweepSettings) -> SweepResult:
         _check_same_sweep(store, parents, run_dir)
         store.set_meta(**provenance.run_meta(spec, parents, suite, settings.backend))
         store.plan(subjects)
-        todo = [s for s in subjects if s.id not in store.finished_ids()]
+        # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
+        from mergescope.analysis.kinship import record_kinship
+        from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
+
+        record_kinship(store, parents)  # both are cheap, and skipped when the store already holds them
+        record_slerp_diagnostics(store, candidates)
+        todo = [s for s in subjects if s.id not in _finished_ids(store, settings)]
         _say(settings, f"{len(candidates)} candidates + {len(subjects) - len(candidates)} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
+        _check_disk_for_merges(todo, parents, run_dir)
         _evaluate_all(todo, store, suite, run_dir, settings)
     return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started)
 
@@ -140,26 +160,72 @@ def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) ->
                           hint="choose another --out for these parents")
 
 
+def _finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
+    """Subjects stored as done and, in a judged sweep, judged too: one killed before its judging is redone."""
+    from mergescope.scoring.judge_run import judged_ids, settings_from_sweep
+
+    judge_settings = settings_from_sweep(settings)
+    finished = store.finished_ids()
+    return finished & judged_ids(store, judge_settings) if judge_settings else finished
+
+
+def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir: Path) -> None:
+    """Refuse, before merging anything, a sweep whose merged models (all kept on disk) would not fit."""
+    merges = run_dir / "merges"
+    pending = [s.candidate for s in todo if s.candidate and not is_merged(merges, s.candidate)]
+    needed = sum(merged_output_bytes(parents, c.mergekit_config.get("dtype", "float32")) for c in pending)
+    check_disk(merges, needed, f"{len(pending)} merged models")
+
+
 def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite, run_dir: Path,
                   settings: SweepSettings) -> None:
-    if not todo:
+    backend_name = settings.backend or default_backend()
+    judging = _start_judging(settings, store, run_dir, backend_name)
+    if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return
-    backend = create_backend(settings.backend or default_backend())
+    judged_later: list[EvalSubject] = []  # subjects served elsewhere (Ray): judged here once all are scored
+
+    def on_result(result: SubjectResult, generate: Generator | None) -> None:
+        store.record(result.subject, result.evaluation, result.merge_seconds)
+        checkpoint("store.committed")
+        scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
+        _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
+        if judging is not None and generate is None:
+            judged_later.append(result.subject)
+        elif judging is not None:
+            _say(settings, judging.judge_subject(result.subject, generate))
+            checkpoint("judge.subject_done")
+
+    executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
     try:
-        bar = tqdm(todo, desc="sweep", unit="model", disable=not settings.progress)
-        for subject in bar:
-            bar.set_postfix_str(subject.label)
-            merge_started = time.perf_counter()
-            model_dir = subject.path or merge_to_disk(subject.candidate, run_dir / "merges")
-            merge_seconds = time.perf_counter() - merge_started if subject.candidate else None
-            evaluation = evaluate(backend.load(model_dir), suite, subject.id)
-            store.record(subject, evaluation, merge_seconds)
-            summary = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in evaluation.scores)
-            _say(settings, f"  {subject.label}: {summary} ({evaluation.seconds:.1f}s)", bar)
+        executor.run(todo, EvalJob(suite, run_dir / "merges", backend_name), on_result)
+        if judging is not None and judged_later:
+            _judge_here(judging, judged_later, backend_name, run_dir, settings)
     finally:
-        backend.close()
+        if judging is not None and judging.close():
+            _say(settings, f"judging incomplete: rerun `mergescope judge {run_dir}` with the same judge options")
 
 
-def _say(settings: SweepSettings, line: str, bar: tqdm | None = None) -> None:
+def _judge_here(judging, subjects: list[EvalSubject], backend_name: str, run_dir: Path, settings) -> None:
+    from mergescope.scoring.judge_run import ModelLoader
+
+    models = ModelLoader(backend_name, run_dir)
+    try:
+        for subject in subjects:
+            _say(settings, judging.judge_subject(subject, models.generator(subject)))
+            checkpoint("judge.subject_done")
+    finally:
+        models.close()
+
+
+def _start_judging(settings: SweepSettings, store: ResultsStore, run_dir: Path, backend_name: str):
+    """The run's judge stage, or None when the sweep was given no judge."""
+    from mergescope.scoring.judge_run import RunJudging, settings_from_sweep
+
+    judge_settings = settings_from_sweep(settings)
+    return RunJudging(judge_settings, store, run_dir, backend=backend_name) if judge_settings else None
+
+
+def _say(settings: SweepSettings, line: str) -> None:
     if settings.progress:
-        (bar.write if bar is not None else tqdm.write)(line)
+        tqdm.write(line)

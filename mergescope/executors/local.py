@@ -1,0 +1,25 @@
+"""The default executor: one worker in this process, subjects in sweep order, with a progress bar."""
+
+from __future__ import annotations
+
+from tqdm import tqdm
+
+from mergescope.executors.worker import EvalJob, SubjectWorker
+from mergescope.records import EvalSubject
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, progress: bool = True, **_ignored):
+        self.progress = progress
+
+    def run(self, todo: list[EvalSubject], job: EvalJob, on_result) -> None:
+        worker = SubjectWorker(job)
+        try:
+            bar = tqdm(todo, desc="sweep", unit="model", disable=not self.progress)
+            for subject in bar:
+                bar.set_postfix_str(subject.label)
+                on_result(worker.evaluate(subject), worker.generate)
+        finally:
+            worker.close()

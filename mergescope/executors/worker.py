@@ -1,0 +1,60 @@
+"""The unit of work of a sweep: merge one subject, load it into a backend, score it with lm-eval."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from mergescope.backends import create_backend
+from mergescope.faults import checkpoint
+from mergescope.merge import Merger, merge_to_disk
+from mergescope.records import EvalSubject, Evaluation
+from mergescope.scoring.lmeval import TaskSuite, evaluate
+
+# (prompts, max_tokens, temperature) -> completions of the model loaded last.
+Generator = Callable[[list[str], int, float], list[str]]
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What every worker of a sweep needs to evaluate any subject; small and picklable."""
+
+    suite: TaskSuite
+    merges_root: Path
+    backend: str
+    backend_options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubjectResult:
+    subject: EvalSubject
+    evaluation: Evaluation
+    merge_seconds: float | None
+
+
+class SubjectWorker:
+    """Holds one backend (one live engine) and one Merger, and evaluates subjects one after another."""
+
+    def __init__(self, job: EvalJob):
+        self.job = job
+        self.backend = create_backend(job.backend, **job.backend_options)
+        self.merger = Merger()  # parent tensors are read once and shared by every candidate this worker merges
+
+    def evaluate(self, subject: EvalSubject) -> SubjectResult:
+        """Merge (unless cached on disk), load and score `subject`."""
+        started = time.perf_counter()
+        model_dir = subject.path or merge_to_disk(subject.candidate, self.job.merges_root, merger=self.merger)
+        merge_seconds = time.perf_counter() - started if subject.candidate else None
+        lm = self.backend.load(model_dir)
+        checkpoint("eval.before")
+        evaluation = evaluate(lm, self.job.suite, subject.id)
+        checkpoint("eval.after")
+        return SubjectResult(subject, evaluation, merge_seconds)
+
+    def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
+        return self.backend.generate(prompts, max_tokens, temperature)
+
+    def close(self) -> None:
+        self.backend.close()

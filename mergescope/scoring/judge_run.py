@@ -1,0 +1,256 @@
+"""The judging stage of a run: generate answers, grade them, compare candidates with parents, store it all.
+
+`RunJudging` is used by the sweep (right after each subject's lm-eval scores are stored, with the model
+still loaded) and by `mergescope judge RUN` (which re-judges finished subjects, loading a model only where
+its answers are not stored yet). When the judge endpoint fails for good, what was judged is kept, the rest
+of the run's subjects are marked `incomplete` in `judge_status`, and the run carries on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from mergescope.errors import ConfigError
+from mergescope.faults import checkpoint
+from mergescope.records import Answer, Candidate, EvalSubject
+from mergescope.scoring import judge_store
+from mergescope.scoring.agreement import judge_statistics
+from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
+from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_rubric
+from mergescope.store import ResultsStore
+
+CACHE_NAME = "judge_cache.sqlite"
+# (prompts, max_tokens, temperature) -> completions, from the model being judged.
+Generator = Callable[[list[str], int, float], list[str]]
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Which judge grades which rubrics, and how."""
+
+    url: str
+    model: str
+    rubrics: tuple[str, ...]
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    samples: int = 1
+    temperature: float = 0.0
+    pairwise: bool = True
+    concurrency: int = 4
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    cache_path: Path | None = None  # default: RUN/judge_cache.sqlite
+
+    def endpoint(self) -> JudgeEndpoint:
+        return JudgeEndpoint(url=self.url, model=self.model, api_key_env=self.api_key_env,
+                             temperature=self.temperature, timeout_s=self.timeout_s, max_retries=self.max_retries,
+                             backoff_s=self.backoff_s, concurrency=self.concurrency)
+
+
+def settings_from_sweep(sweep_settings) -> JudgeSettings | None:
+    """The judge settings a sweep asks for (None without --judge-url), checked for a model and a rubric."""
+    url, model, rubrics = sweep_settings.judge_url, sweep_settings.judge_model, sweep_settings.rubrics
+    if not url and not rubrics:
+        return None
+    if not (url and model and rubrics):
+        raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
+                          hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric judges/zoo_skills.yaml")
+    return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics),
+                         api_key_env=sweep_settings.judge_api_key_env)
+
+
+@dataclass
+class RunJudging:
+    """The judge stage of one run's store; `judge_subject` per subject, then `close`."""
+
+    settings: JudgeSettings
+    store: ResultsStore
+    run_dir: Path
+    backend: str = "hf"
+    rubrics: list[Rubric] = field(init=False)
+    session: JudgeSession = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rubrics = [find_rubric(r) for r in self.settings.rubrics]
+        judge_store.ensure_tables(self.store)
+        self.session = JudgeSession(self.settings.endpoint(), self.settings.cache_path or self.run_dir / CACHE_NAME)
+
+    def judge_subject(self, subject: EvalSubject, generate: Generator) -> str:
+        """Judge one subject on every rubric; returns a one-line summary for the progress log."""
+        parts = []
+        for rubric in self.rubrics:
+            answers = self._answers(subject, rubric, generate)
+            checkpoint("judge.answers_written")
+            expected, done = self._judge(subject, rubric, answers)
+            judge_store.write_status(self.store, subject.id, rubric.name, self.settings.model, expected, done,
+                                     self.session.failure)
+            parts.append(f"{rubric.name} {done}/{expected} judged")
+        failure = f" (judging incomplete: {self.session.failure})" if self.session.failure else ""
+        return f"  {subject.label}: " + ", ".join(parts) + failure
+
+    def _answers(self, subject: EvalSubject, rubric: Rubric, generate: Generator) -> list[Answer]:
+        """The subject's stored answers to the rubric's questions, generating the missing ones."""
+        stored = {a.question_id: a for a in judge_store.stored_answers(self.store, subject.id, rubric.name)}
+        missing = [q for q in rubric.questions if q.id not in stored]
+        if missing:
+            prompts = [answer_prompt(rubric, q) for q in missing]
+            replies = generate(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
+            sampling = judge_store.sampling_json(rubric, self.backend)
+            fresh = [Answer(subject.id, rubric.name, q.id, prompt, cut_at_stop(reply, rubric.generation.stop), sampling)
+                     for q, prompt, reply in zip(missing, prompts, replies)]
+            judge_store.write_answers(self.store, fresh)
+            stored.update({a.question_id: a for a in fresh})
+        return [stored[q.id] for q in rubric.questions]
+
+    def _judge(self, subject: EvalSubject, rubric: Rubric, answers: list[Answer]) -> tuple[int, int]:
+        """Grade (and compare with the parents) one subject's answers; returns (judgments expected, done)."""
+        samples, judge = self.settings.samples, self.settings.model
+        judgments = grade(self.session, rubric, answers, samples, self._self_preference(subject))
+        judge_store.write_judgments(self.store, rubric, judgments)
+        checkpoint("judge.graded")
+        judge_store.write_judge_scores(self.store, rubric, judge, judgments, answers)
+        expected, done = len(answers) * samples, len({(j.question_id, j.sample) for j in judgments})
+        for opponent in self._opponents(subject):
+            theirs = judge_store.stored_answers(self.store, opponent.id, rubric.name)
+            comparisons = compare(self.session, rubric, answers, theirs, samples,
+                                  self._self_preference(subject, opponent))
+            judge_store.write_comparisons(self.store, comparisons)
+            expected, done = expected + len(theirs) * samples, done + len(comparisons)
+        return expected, done
+
+    def _opponents(self, subject: EvalSubject) -> list[EvalSubject]:
+        """The parents a candidate is compared with pairwise (none for parents, the base, or without pairwise)."""
+        if subject.kind != "candidate" or not self.settings.pairwise:
+            return []
+        return [s for s in stored_subjects(self.store, self.run_dir) if s.kind == "parent"]
+
+    def _self_preference(self, subject: EvalSubject, opponent: EvalSubject | None = None) -> bool:
+        """Whether the judge is one of the compared models, or (for a candidate) one of its parents or base."""
+        compared = [subject] + ([opponent] if opponent else [])
+        if subject.kind == "candidate":
+            compared += [s for s in stored_subjects(self.store, self.run_dir) if s.kind in ("parent", "base")]
+        models = [(s.label, str(s.path) if s.path else None) for s in compared]
+        return is_self_preference(self.settings.model, models)
+
+    def close(self) -> list[str]:
+        """Write the agreement statistics and the run's judging flag; returns the incompletely judged subjects."""
+        import pandas as pd
+
+        try:
+            judgments = pd.read_sql_query("SELECT * FROM judgments", self.store.connection)
+            comparisons = pd.read_sql_query("SELECT * FROM comparisons", self.store.connection)
+            checkpoint("judge.closing")
+            judge_store.write_stats(self.store, judge_statistics(judgments, comparisons))
+            incomplete = judge_store.incomplete_subjects(self.store)
+            self.store.set_meta(judging={
+                "judge_model": self.settings.model, "judge_url": self.settings.url, "samples": self.settings.samples,
+                "temperature": self.settings.temperature, "pairwise": self.settings.pairwise,
+                "rubrics": [r.label for r in self.rubrics],
+                "rubric_sources": [str(Path(r.source).resolve()) for r in self.rubrics],
+                "complete": not incomplete,
+                "incomplete_subjects": incomplete, "last_error": self.session.failure})
+            return incomplete
+        finally:
+            self.session.close()
+
+
+def judged_ids(store: ResultsStore, settings: JudgeSettings) -> set[str]:
+    """Subjects with a judging status (complete or not) for every rubric of `settings` by its judge."""
+    judge_store.ensure_tables(store)
+    rubrics = {find_rubric(r).name for r in settings.rubrics}
+    rows = store.query("SELECT subject_id, rubric FROM judge_status WHERE judge = ?", settings.model)
+    judged: dict[str, set[str]] = {}
+    for row in rows:
+        judged.setdefault(row["subject_id"], set()).add(row["rubric"])
+    return {subject for subject, names in judged.items() if rubrics <= names}
+
+
+def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
+    """The run's finished subjects, in sweep order; a candidate's path is its merge directory."""
+    rows = store.query("SELECT * FROM subjects WHERE status = 'done' ORDER BY position")
+    return [_subject(row, Path(run_dir)) for row in rows]
+
+
+def _subject(row, run_dir: Path) -> EvalSubject:
+    if row["kind"] != "candidate":
+        return EvalSubject(id=row["id"], kind=row["kind"], label=row["label"], path=Path(row["path"]))
+    candidate = Candidate(id=row["id"], method=row["method"], label=row["label"],
+                          mergekit_config=yaml.safe_load(row["mergekit_config"]),
+                          parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
+    return EvalSubject(id=row["id"], kind="candidate", label=row["label"], candidate=candidate,
+                       path=run_dir / "merges" / row["id"])
+
+
+@dataclass(frozen=True)
+class JudgeRunResult:
+    run_dir: Path
+    n_subjects: int
+    incomplete: list[str]
+    requests_sent: int
+    failure: str | None = None  # why judging stopped, when the judge failed for good
+
+
+def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None) -> JudgeRunResult:
+    """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing."""
+    from mergescope.sweep import _locked_run
+
+    with _locked_run(Path(run_dir)) as store:
+        meta = store.meta()
+        if not settings.rubrics:
+            settings = replace(settings, rubrics=tuple(meta.get("judging", {}).get("rubric_sources", ())))
+        if not settings.rubrics:
+            raise ConfigError(f"{run_dir} has never been judged, so there is no rubric to reuse",
+                              hint="pass --rubric judges/NAME.yaml")
+        backend_name = backend_name or meta.get("backend") or _default_backend()
+        judging = RunJudging(settings, store, Path(run_dir), backend=backend_name)
+        models = ModelLoader(backend_name, Path(run_dir))
+        subjects = stored_subjects(store, Path(run_dir))
+        try:
+            for subject in subjects:
+                judging.judge_subject(subject, models.generator(subject))
+        finally:
+            models.close()
+            incomplete = judging.close()
+        return JudgeRunResult(Path(run_dir), len(subjects), incomplete, judging.session.requests_sent,
+                              judging.session.failure)
+
+
+def _default_backend() -> str:
+    from mergescope.backends import default_backend
+
+    return default_backend()
+
+
+class ModelLoader:
+    """Loads a subject's model into the backend only when its answers must be generated."""
+
+    def __init__(self, backend_name: str, run_dir: Path):
+        self.backend_name, self.run_dir = backend_name, run_dir
+        self.backend, self.loaded = None, None
+
+    def generator(self, subject: EvalSubject) -> Generator:
+        def generate(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
+            self._load(subject)
+            return self.backend.generate(prompts, max_tokens, temperature)
+
+        return generate
+
+    def _load(self, subject: EvalSubject) -> None:
+        from mergescope.backends import create_backend
+        from mergescope.merge import merge_to_disk
+
+        if self.loaded == subject.id:
+            return
+        model_dir = merge_to_disk(subject.candidate, self.run_dir / "merges") if subject.candidate else subject.path
+        self.backend = self.backend or create_backend(self.backend_name)
+        self.backend.load(model_dir)
+        self.loaded = subject.id
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
