@@ -1,0 +1,96 @@
+"""Benchmark: an end-to-end sweep of 10 candidates x 2 tasks, mergescope vs the loop a user would script.
+
+The naive loop is what one writes without mergescope: per candidate, `mergekit-yaml CONFIG OUT` and then
+`lm_eval --model hf ... --log_samples` (each a fresh process that imports everything and loads the model).
+mergescope runs `mergescope sweep` once over the same candidates (fresh process, start-up included), on the
+same tasks, with the same backend (hf), keeping per-item results as the naive loop does with --log_samples.
+mergescope also scores the two parents and the base (it always does); the naive loop does not.
+
+    python benchmarks/sweep_bench.py [ZOO_DIR] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent
+TASKS = ("zoo_arith", "zoo_composite")
+SPEC = {
+    "name": "bench",
+    "methods": [{"method": "slerp", "parameters": {"t": {"start": 0.1, "stop": 0.9, "num": 8}}},
+                {"method": "linear", "per_parent": [{"weight": 0.3}, {"weight": 0.7}]},
+                {"method": "task_arithmetic", "per_parent": {"weight": 0.5}}],
+}
+
+
+def _timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return time.perf_counter() - started
+
+
+def _mergescope_sweep(zoo, spec: Path, out: Path) -> float:
+    return _timed([str(BIN / "mergescope"), "sweep", "--parents", str(zoo.model_path("arith")),
+                   str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--sweep", str(spec),
+                   *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)])
+
+
+def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
+    model_dir = scratch / f"model-{config.stem}"
+    merge = [str(BIN / "mergekit-yaml"), str(config), str(model_dir)]
+    evaluate = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
+                "--tasks", ",".join(TASKS), "--include_path", str(zoo.task_yaml_dir()), "--device", "cpu",
+                "--batch_size", "32", "--log_samples", "--output_path", str(scratch / f"eval-{config.stem}")]
+    return _timed(merge) + _timed(evaluate)
+
+
+def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
+    from mergescope.candidates import expand, to_mergekit_yaml
+    from mergescope.config import load_sweep
+    from mergescope.parents import resolve_parents
+
+    parents = resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for candidate in expand(load_sweep(spec), parents):
+        paths.append(directory / f"{candidate.id}.yaml")
+        paths[-1].write_text(to_mergekit_yaml(candidate))
+    return paths
+
+
+def run(zoo, repeats: int = 3) -> dict:
+    """Timings of both sides and their ratio; medians over `repeats` mergescope sweeps."""
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
+        scratch = Path(scratch)
+        spec = scratch / "bench.yaml"
+        spec.write_text(yaml.safe_dump(SPEC))
+        sweeps = [_mergescope_sweep(zoo, spec, scratch / f"run-{i}") for i in range(repeats)]
+        # mergescope's total also scores its three reference models (parents, base), which the naive loop
+        # skips: the comparison is charged against mergescope, not for it.
+        configs = _exported_configs(zoo, spec, scratch / "configs")
+        naive = [_naive_candidate(config, zoo, scratch) for config in configs]
+    result = {
+        "candidates": len(naive), "tasks": list(TASKS),
+        "mergescope_sweep_s": statistics.median(sweeps), "mergescope_runs_s": sweeps,
+        "naive_total_s": sum(naive), "naive_per_candidate_median_s": statistics.median(naive),
+    }
+    result["speedup"] = result["naive_total_s"] / result["mergescope_sweep_s"]
+    return result
+
+
+if __name__ == "__main__":
+    from mergescope.zoo import load_zoo
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("zoo", nargs="?", default=".cache/test-zoo")
+    parser.add_argument("--repeats", type=int, default=3)
+    arguments = parser.parse_args()
+    print(run(load_zoo(arguments.zoo), arguments.repeats))

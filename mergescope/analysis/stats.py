@@ -1,0 +1,137 @@
+"""Paired item-level statistics: every p-value and interval comes from scipy or statsmodels.
+
+Two models are compared on the same items, so the tests are paired:
+  - binary outcomes (solved or not): exact McNemar, i.e. a binomial test of the discordant pairs;
+  - graded outcomes (judge scores, or binary outcomes averaged over merge seeds): Wilcoxon signed-rank.
+Both drop the items on which the two models agree (McNemar's concordant pairs, Wilcoxon's zero
+differences), so `wins` and `losses` are exactly the items that carry evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from mergescope.errors import ConfigError, did_you_mean
+
+ScoreKind = Literal["binary", "graded"]
+
+# The user-facing name of each multiple-comparison correction and statsmodels' name for it.
+CORRECTIONS: dict[str, str] = {"holm": "holm", "bh": "fdr_bh"}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A child compared with one reference model on the same items."""
+
+    test: str  # "mcnemar-exact" or "wilcoxon"
+    n_items: int
+    wins: int  # items the child scores higher on (0->1 for binary outcomes)
+    losses: int  # items the child scores lower on (1->0)
+    mean_difference: float  # mean over items of child - reference
+    p_greater: float  # one-sided: the child is better
+    p_less: float  # one-sided: the child is worse
+    p_two_sided: float
+
+
+def _counts(child: np.ndarray, reference: np.ndarray) -> tuple[int, int, float]:
+    difference = np.asarray(child, float) - np.asarray(reference, float)
+    if difference.size == 0:
+        raise ValueError("no paired items to compare")
+    return int((difference > 0).sum()), int((difference < 0).sum()), float(difference.mean())
+
+
+def exact_mcnemar(child: Sequence[float], reference: Sequence[float]) -> PairedComparison:
+    """Exact McNemar test of two paired binary outcome vectors (binomial test of discordant pairs)."""
+    wins, losses, mean_difference = _counts(child, reference)
+    n_discordant = wins + losses
+    if n_discordant == 0:
+        # No discordant pair: the data hold no evidence either way, and binomtest needs n >= 1.
+        return PairedComparison("mcnemar-exact", len(child), 0, 0, mean_difference, 1.0, 1.0, 1.0)
+    p = {side: stats.binomtest(wins, n_discordant, 0.5, alternative=side).pvalue
+         for side in ("greater", "less", "two-sided")}
+    return PairedComparison("mcnemar-exact", len(child), wins, losses, mean_difference,
+                            float(p["greater"]), float(p["less"]), float(p["two-sided"]))
+
+
+def wilcoxon_signed_rank(child: Sequence[float], reference: Sequence[float]) -> PairedComparison:
+    """Wilcoxon signed-rank test of two paired graded score vectors (zero differences dropped)."""
+    wins, losses, mean_difference = _counts(child, reference)
+    if wins + losses == 0:
+        # Every difference is zero: scipy would divide by a zero variance; there is no evidence either way.
+        return PairedComparison("wilcoxon", len(child), 0, 0, mean_difference, 1.0, 1.0, 1.0)
+    p = {side: stats.wilcoxon(child, reference, zero_method="wilcox", alternative=side).pvalue
+         for side in ("greater", "less", "two-sided")}
+    return PairedComparison("wilcoxon", len(child), wins, losses, mean_difference,
+                            float(p["greater"]), float(p["less"]), float(p["two-sided"]))
+
+
+PAIRED_TESTS: dict[str, Callable[[Sequence[float], Sequence[float]], PairedComparison]] = {
+    "binary": exact_mcnemar,
+    "graded": wilcoxon_signed_rank,
+}
+
+
+def paired_test(child: Sequence[float], reference: Sequence[float], kind: ScoreKind) -> PairedComparison:
+    """The paired test that fits the kind of score: exact McNemar (binary) or Wilcoxon (graded)."""
+    return PAIRED_TESTS[kind](child, reference)
+
+
+def score_kind(values: np.ndarray) -> ScoreKind:
+    """'binary' when every finite value is 0 or 1, else 'graded'."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    return "binary" if np.isin(finite, (0.0, 1.0)).all() else "graded"
+
+
+def _mean_difference(child: np.ndarray, reference: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(child - reference, axis=axis)
+
+
+def bootstrap_difference_ci(child: Sequence[float], reference: Sequence[float], confidence: float = 0.95,
+                            n_resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+    """The paired bootstrap percentile CI of mean(child - reference), resampling items with a fixed seed.
+
+    Percentile rather than BCa: BCa is undefined (NaN) when the differences are all equal, which
+    happens often with binary outcomes of near-identical models.
+    """
+    result = stats.bootstrap((np.asarray(child, float), np.asarray(reference, float)), _mean_difference,
+                             paired=True, vectorized=True, n_resamples=n_resamples,
+                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
+def correction_method(name: str) -> str:
+    """statsmodels' name of the user's correction ('holm' or 'bh'), or a ConfigError."""
+    if name not in CORRECTIONS:
+        raise ConfigError(f"unknown multiple-comparison correction {name!r}", hint=did_you_mean(name, set(CORRECTIONS)))
+    return CORRECTIONS[name]
+
+
+def adjust_p_values(p_values: Sequence[float], correction: str = "holm") -> np.ndarray:
+    """p-values adjusted across one family of tests (Holm or Benjamini-Hochberg); NaN stays NaN."""
+    p_values = np.asarray(p_values, float)
+    adjusted = np.full_like(p_values, np.nan)
+    finite = np.isfinite(p_values)
+    if finite.any():
+        adjusted[finite] = multipletests(p_values[finite], method=correction_method(correction))[1]
+    return adjusted
+
+
+def intersection_union_p(one_sided_p_values: Sequence[float]) -> float:
+    """The intersection-union p-value of "better than every reference": the largest one-sided p.
+
+    Rejecting "not better than some parent" needs every one-sided test to reject, so the IUT
+    level-alpha test is max(p) < alpha, with no correction for the number of parents.
+    """
+    return float(np.max(one_sided_p_values))
+
+
+def between_seed_sd(scores_per_seed: Sequence[float]) -> float:
+    """The sample SD of a score across merge seeds (NaN for a single seed)."""
+    scores = np.asarray(scores_per_seed, float)
+    return float(np.std(scores, ddof=1)) if scores.size > 1 else float("nan")
