@@ -63,7 +63,8 @@ class MethodBlock(Strict):
 
     method: str
     parameters: dict[str, Any] = Field(default_factory=dict)
-    # One mapping per parent (in the order parents are given), or one mapping applied to every parent.
+    # One mapping per parent (in the order parents are given), or one mapping applied to every parent (a sweep
+    # in it is then one axis: every parent takes the same value at each point).
     per_parent: list[dict[str, Any]] | dict[str, Any] | None = None
     base_model: BaseChoice = "auto"
     # Random methods (DARE, DELLA) are merged once per seed; deterministic ones ignore seeds.

@@ -45,24 +45,25 @@ def weight_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.safetensors"))
 
 
-def tensor_shapes(model: ModelRef) -> dict[str, tuple[int, ...]]:
-    """Every tensor's shape, read from safetensors headers without loading any weights."""
-    shapes: dict[str, tuple[int, ...]] = {}
+def tensor_layout(model: ModelRef) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every tensor's (shape, dtype), read from safetensors headers without loading any weights."""
+    layout: dict[str, tuple[tuple[int, ...], str]] = {}
     for file in weight_files(model.path):
         try:
             with safe_open(str(file), framework="pt") as handle:
                 for name in handle.keys():
-                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+                    tensor = handle.get_slice(name)
+                    layout[name] = (tuple(tensor.get_shape()), tensor.get_dtype())
         except Exception as error:  # safetensors raises several types for a damaged header
             raise ConfigError(f"{file}: unreadable safetensors file ({error})", hint="re-save or re-download it") from None
-    return shapes
+    return layout
 
 
 def check_compatible(parents: ParentSet) -> None:
     """Raise ConfigError naming the first difference that stops these models from merging."""
     models = [*parents.parents, *([parents.base] if parents.base else [])]
     reference, reference_config = models[0], _read_json(models[0].path / "config.json")
-    reference_shapes = tensor_shapes(reference) if weight_files(reference.path) else {}
+    reference_layout = tensor_layout(reference) if weight_files(reference.path) else {}
     reference_vocab = _vocabulary(reference.path)
     for other in models[1:]:
         config = _read_json(other.path / "config.json")
@@ -72,22 +73,29 @@ def check_compatible(parents: ParentSet) -> None:
                     f"{other.name} and {reference.name} differ in {key}: "
                     f"{config.get(key)!r} vs {reference_config.get(key)!r}; they cannot be merged"
                 )
-        if reference_shapes and weight_files(other.path):
-            _check_tensors(reference, reference_shapes, other, tensor_shapes(other))
+        if reference_layout and weight_files(other.path):
+            _check_tensors(reference, reference_layout, other, tensor_layout(other))
         vocab = _vocabulary(other.path)
         if reference_vocab is not None and vocab is not None and vocab != reference_vocab:
             raise ConfigError(f"{other.name} and {reference.name} have different tokenizer vocabularies")
 
 
-def _check_tensors(a: ModelRef, a_shapes: dict, b: ModelRef, b_shapes: dict) -> None:
-    for name in sorted(set(a_shapes) | set(b_shapes)):
-        if name not in a_shapes or name not in b_shapes:
-            missing_from = a.name if name not in a_shapes else b.name
+def _check_tensors(a: ModelRef, a_layout: dict, b: ModelRef, b_layout: dict) -> None:
+    """Raise ConfigError at the first tensor (in name order) that one model lacks or holds otherwise."""
+    for name in sorted(set(a_layout) | set(b_layout)):
+        if name not in a_layout or name not in b_layout:
+            missing_from = a.name if name not in a_layout else b.name
             raise ConfigError(f"tensor {name} is missing from {missing_from}; the parents' tensors differ")
-        if a_shapes[name] != b_shapes[name]:
+        (a_shape, a_dtype), (b_shape, b_dtype) = a_layout[name], b_layout[name]
+        if a_shape != b_shape:
             raise ConfigError(
-                f"tensor {name} has shape {list(a_shapes[name])} in {a.name} "
-                f"but {list(b_shapes[name])} in {b.name}; the parents cannot be merged"
+                f"tensor {name} has shape {list(a_shape)} in {a.name} "
+                f"but {list(b_shape)} in {b.name}; the parents cannot be merged"
+            )
+        if a_dtype != b_dtype:
+            raise ConfigError(
+                f"tensor {name} is {a_dtype} in {a.name} but {b_dtype} in {b.name}",
+                hint="convert the parents to one dtype before merging",
             )
 
 

@@ -92,3 +92,72 @@ class Evaluation:
     scores: tuple[TaskScore, ...]
     items: tuple[ItemOutcome, ...]
     seconds: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A judged model's answer to one rubric question, with the sampling config (JSON) that produced it."""
+
+    subject_id: str
+    rubric: str
+    question_id: str
+    prompt: str
+    answer: str
+    sampling: str
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One judge's score of one answer on one criterion; `score` is None when the reply could not be read."""
+
+    subject_id: str
+    rubric: str
+    question_id: str
+    criterion: str
+    judge: str
+    sample: int
+    score: float | None
+    parse_status: str
+    raw_reply: str
+    # The judge is the judged model itself or one of its parents: its scores may favour its own style.
+    self_preference: bool = False
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A pairwise judgment of a subject's answer against an opponent's, judged in both orders.
+
+    `verdict_first` is the judge's pick ("A", "B", "tie" or None) with the subject's answer shown first (as A),
+    `verdict_swapped` with it shown second (as B).
+    """
+
+    subject_id: str
+    opponent_id: str
+    rubric: str
+    question_id: str
+    judge: str
+    sample: int
+    verdict_first: str | None
+    verdict_swapped: str | None
+    raw_first: str
+    raw_swapped: str
+    self_preference: bool = False
+
+    @property
+    def consistent(self) -> bool | None:
+        """Whether both orders agree on the subject's outcome (None when a verdict is missing)."""
+        first, swapped = self._outcomes()
+        return None if first is None or swapped is None else first == swapped
+
+    @property
+    def outcome(self) -> str | None:
+        """"win", "loss" or "tie" for the subject; orders that disagree count as a tie; None when missing."""
+        first, swapped = self._outcomes()
+        if first is None or swapped is None:
+            return None
+        return first if first == swapped else "tie"
+
+    def _outcomes(self) -> tuple[str | None, str | None]:
+        as_first = {"A": "win", "B": "loss", "tie": "tie"}
+        as_second = {"A": "loss", "B": "win", "tie": "tie"}
+        return as_first.get(self.verdict_first or ""), as_second.get(self.verdict_swapped or "")

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import yaml
 
 from mergescope.errors import MergescopeError
+from mergescope.faults import checkpoint
 from mergescope.records import EvalSubject, Evaluation
 
 SCHEMA = """
@@ -103,6 +104,7 @@ class ResultsStore:
                 " finished_at = datetime('now') WHERE id = ?",
                 (merge_seconds, evaluation.seconds, subject.id),
             )
+            checkpoint("store.before_commit")
 
     # -- reading ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

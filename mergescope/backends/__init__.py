@@ -29,7 +29,11 @@ class Backend(Protocol):
 
 
 # name -> "module:factory"; a factory takes keyword options and returns a Backend.
-BACKENDS: dict[str, str] = {"hf": "mergescope.backends.hf:HFBackend"}
+BACKENDS: dict[str, str] = {
+    "hf": "mergescope.backends.hf:HFBackend",
+    "vllm": "mergescope.backends.vllm:VLLMBackend",
+    "openai": "mergescope.backends.openai:OpenAIBackend",
+}
 
 
 def register_backend(name: str, target: str) -> None:
@@ -38,10 +42,20 @@ def register_backend(name: str, target: str) -> None:
 
 
 def default_backend() -> str:
-    """vLLM where it is installed and registered, else in-process transformers."""
-    if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None:
+    """vLLM on a GPU machine where it is installed and registered, else in-process transformers.
+
+    On CPU-only machines hf stays the default: for zoo-sized models vLLM's engine start (~35 s) costs more
+    than a whole sweep with hf (numbers in benchmarks/vllm_bench.py); `--backend vllm` still works there.
+    """
+    if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None and _has_gpu():
         return "vllm"
     return "hf"
+
+
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def create_backend(name: str, **options) -> Backend:
@@ -51,4 +65,12 @@ def create_backend(name: str, **options) -> Backend:
 
         raise ConfigError(f"unknown backend {name!r}", hint=did_you_mean(name, set(BACKENDS)))
     module_name, factory = BACKENDS[name].split(":")
-    return getattr(importlib.import_module(module_name), factory)(**options)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        from mergescope.errors import PrerequisiteError
+
+        others = ", ".join(sorted(set(BACKENDS) - {name}))
+        raise PrerequisiteError(f"the {name} backend cannot be imported: {error}",
+                                hint=f"install what it needs (`make install`), or use --backend with one of: {others}") from None
+    return getattr(module, factory)(**options)

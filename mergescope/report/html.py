@@ -1,17 +1,28 @@
-"""The self-contained HTML report: Jinja2 with autoescaping, plots embedded as SVG data."""
+"""The self-contained HTML report: Jinja2 with autoescaping, plots embedded as SVG data, no network at all.
+
+The page carries a Content-Security-Policy that allows nothing but data: images and the report's own
+inline style and script (by hash): even if model text ever escaped autoescaping, no injected script would
+run and nothing would be fetched.
+"""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-from jinja2 import Environment, PackageLoader, select_autoescape
+import matplotlib
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from mergescope.analysis.run import RunData, load_run
+from mergescope.errors import MergescopeError
+from mergescope.faults import checkpoint
+from mergescope.report import sections
 from mergescope.report.plots import PLOTS
+
+STATIC_FILES = {"style": "report.css", "script": "sortable.js"}
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,9 @@ class EmbeddedPlot:
 def embed(figure) -> str:
     """A figure as a base64 SVG data URI, so the report needs no other file and no network."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
+    # Text stays text (smaller files, searchable); a fixed hash salt makes the SVG reproducible.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "mergescope"}):
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -42,20 +54,53 @@ def render_plots(run: RunData) -> list[EmbeddedPlot]:
 
 def _environment() -> Environment:
     # Autoescaping is on for every template: model outputs are untrusted text and must stay text.
-    return Environment(loader=PackageLoader("mergescope.report", "templates"), autoescape=select_autoescape(default=True))
+    environment = Environment(loader=PackageLoader("mergescope.report", "templates"),
+                              autoescape=select_autoescape(default=True, default_for_string=True),
+                              undefined=StrictUndefined)
+    environment.filters["number"] = sections.number
+    return environment
+
+
+def _csp_hash(environment: Environment, template: str) -> str:
+    """The CSP source of an inline block: the sha256 of the text the template includes."""
+    text = environment.get_template(template).render()
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def render_report(run: RunData) -> str:
+    """The report of a run as one HTML document."""
+    environment = _environment()
+    return environment.get_template("report.html").render(
+        run=run, tasks=run.tasks(), plots=render_plots(run), summary=sections.summary(run),
+        candidates=sections.candidate_table(run), examples=sections.example_transitions(run),
+        judges=sections.judge_section(run), kinship=sections.kinship_table(run), slerp=sections.slerp_table(run),
+        lineage=sections.lineage(run), provenance=sections.provenance(run), static=STATIC_FILES,
+        csp={kind: _csp_hash(environment, name) for kind, name in STATIC_FILES.items()},
+    )
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write `reports/NAME/index.html` (or `out/index.html`) for the run in `run_dir`; returns its path."""
     run = load_run(run_dir)
     out_dir = Path(out) if out else Path("reports") / run.name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    wide = run.wide_scores()
-    html = _environment().get_template("report.html").render(
-        run=run, tasks=run.tasks(), rows=wide.reset_index().to_dict("records"), plots=render_plots(run),
-    )
+    html = render_report(run)
     target = out_dir / "index.html"
-    partial = target.with_suffix(".html.partial")
-    partial.write_text(html, encoding="utf-8")
-    partial.replace(target)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, html)
+    except OSError as error:
+        raise MergescopeError(f"cannot write the report {target}: {error.strerror or error}",
+                              hint="free disk space or choose a writable --out") from None
     return target
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Write `target` through a temporary sibling, so that no reader (and no kill) ever meets half a report."""
+    partial = target.with_suffix(".html.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        checkpoint("report.partial_written")
+        partial.replace(target)
+    finally:
+        if partial.exists():
+            partial.unlink()

@@ -1,0 +1,275 @@
+"""The report's sections as typed records, built from a run's DataFrames; the template only lays them out.
+
+Every string here may come from a model or a user (answers, prompts, labels, paths) and is handed to the
+template as plain text, where autoescaping keeps it text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mergescope.analysis.emergence import emergence
+from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
+from mergescope.analysis.run import RunData
+from mergescope.report.plots import emergence_table
+
+EMERGENCE_SEED = 0  # the seed of the item halves and the bootstrap CIs (emergence's default)
+MAX_EXAMPLE_CANDIDATES = 6
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of already formatted cells; `sort_keys` holds each cell's sort value (number or text)."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    sort_keys: tuple[tuple[Any, ...], ...] = ()
+    row_classes: tuple[str, ...] = ()
+
+
+def number(value: Any, digits: int = 3) -> str:
+    """A number as text with `digits` decimals; '–' for a missing value."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def frame_table(frame: pd.DataFrame, digits: int = 3) -> Table:
+    """Any DataFrame as a Table, numbers rounded to `digits` decimals."""
+    rows = tuple(tuple(number(v, digits) for v in record) for record in frame.itertuples(index=False))
+    keys = tuple(tuple(_key(v) for v in record) for record in frame.itertuples(index=False))
+    return Table(tuple(str(c) for c in frame.columns), rows, keys)
+
+
+# -- summary ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BestCandidate:
+    """The candidate chosen on the selection half of one measure's items, scored on the other half."""
+
+    task: str
+    measure: str
+    candidate: str
+    selection_half: str
+    selection_score: float
+    reporting_half: str
+    n_items: int
+    score: float
+    best_parent: str
+    best_parent_score: float
+    gain: float
+    ci_low: float
+    ci_high: float
+    p_all_parents: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    best: tuple[BestCandidate, ...]
+    n_rows: int
+    n_emergent: int
+    n_degraded: int
+    strongest: dict | None  # the row with the smallest adjusted p of "beats every parent"
+    problems: tuple[str, ...]
+
+
+def best_candidates(run: RunData) -> tuple[BestCandidate, ...]:
+    """Per measure: the best candidate chosen on selection half A, reported alone on half B."""
+    rows = emergence(run, split="selection-reporting", seed=EMERGENCE_SEED).frame()
+    chosen = rows[rows.selected & (rows.split == "selection")].set_index(["task", "measure"])
+    best = []
+    for row in rows[rows.selected & (rows.split == "reporting")].itertuples():
+        selection = chosen.loc[(row.task, row.measure)]
+        best.append(BestCandidate(
+            row.task, row.measure, row.candidate, selection.half, float(selection.score), row.half, row.n_items,
+            row.score, row.best_parent, row.best_parent_score, row.gain_over_best, row.ci_low, row.ci_high,
+            row.p_all_parents, row.label))
+    return tuple(best)
+
+
+def summary(run: RunData) -> Summary:
+    """Whether anything emerged (all items, adjusted p) and the best candidate per measure (split halves)."""
+    report = emergence_table(run)
+    tested = report.dropna(subset=["p_adjusted"]).sort_values(["p_adjusted", "gain_over_best"], ascending=[True, False])
+    strongest = tested.iloc[0].to_dict() if not tested.empty else None
+    problems = tuple(emergence(run, split="all", seed=EMERGENCE_SEED).problems) if report.empty else ()
+    return Summary(best_candidates(run), len(report), int((report.label == "emergent").sum()),
+                   int((report.label == "degraded").sum()), strongest, problems)
+
+
+# -- candidates ------------------------------------------------------------------------------------------
+
+
+def candidate_table(run: RunData) -> Table:
+    """One row per subject: scores per task (★ where emergent), mean gain over the best parent, timings."""
+    tasks = run.tasks()
+    wide = run.wide_scores()
+    rows_by = emergence_table(run)
+    rows_by = rows_by[rows_by.source == "lm-eval"]
+    subjects = run.subjects.set_index("id")
+    rows, keys, classes = [], [], []
+    for subject_id, subject in wide.iterrows():
+        own = rows_by[rows_by.candidate_id == subject_id]
+        emergent = set(own[own.label == "emergent"].task)
+        gain = own.gain_over_best.mean() if not own.empty else math.nan
+        timing = subjects.loc[subject_id]
+        scores = [wide.at[subject_id, task] for task in tasks]
+        cells = [subject.kind, subject.label, subject.method or "", number(subject.mix, 2),
+                 *[number(s) + (" ★" if task in emergent else "") for s, task in zip(scores, tasks)],
+                 number(gain), ", ".join(sorted(emergent)), number(timing.merge_seconds, 1), number(timing.eval_seconds, 1)]
+        rows.append(tuple(cells))
+        keys.append((subject.kind, subject.label, subject.method or "", _key(subject.mix), *map(_key, scores),
+                     _key(gain), len(emergent), _key(timing.merge_seconds), _key(timing.eval_seconds)))
+        classes.append(str(subject.kind))
+    columns = ("kind", "model", "method", "t", *tasks, "mean gain over best parent", "emergent on", "merge s", "eval s")
+    return Table(columns, tuple(rows), tuple(keys), tuple(classes))
+
+
+def _key(value: Any) -> Any:
+    """A cell's sort value: the value itself, None where it is missing."""
+    return None if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else value
+
+
+# -- emergent items --------------------------------------------------------------------------------------
+
+
+def example_transitions(run: RunData) -> tuple[ItemTransitions, ...]:
+    """The candidates and tasks with the most items no parent solves, with examples of them (and of lost items)."""
+    transitions = [t for t in emergent_items(run, examples=3) if t.n_new > 0]
+    transitions.sort(key=lambda t: (-t.n_new, t.n_lost))
+    return tuple(transitions[:MAX_EXAMPLE_CANDIDATES])
+
+
+# -- judges, kinship, SLERP ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JudgeSection:
+    scores: Table
+    agreement: tuple[tuple[str, Table], ...]  # (title, table) per agreement statistic that has rows
+
+
+def judge_section(run: RunData) -> JudgeSection | None:
+    """Per-criterion judge scores with CIs and every agreement statistic; None for a run without judgments."""
+    from mergescope.scoring import agreement
+
+    judgments = run.tables.get("judgments")
+    if judgments is None or judgments.empty:
+        return None
+    comparisons = run.tables.get("comparisons", pd.DataFrame())
+    labels = run.subjects.set_index("id").label
+    intervals = agreement.criterion_intervals(judgments)
+    intervals.insert(0, "model", intervals.pop("subject_id").map(lambda s: labels.get(s, s)))
+    statistics = [("Parse failures", agreement.parse_failure_rates(judgments, comparisons)),
+                  ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
+                  ("Inter-judge agreement", agreement.inter_judge_agreement(judgments))]
+    if not comparisons.empty:
+        statistics.append(("Position bias (pairwise, both orders)", agreement.position_bias(comparisons)))
+    return JudgeSection(frame_table(intervals), tuple((title, frame_table(frame)) for title, frame in statistics
+                                                      if not frame.empty))
+
+
+KINSHIP_COLUMNS = ["model_a", "model_b", "scope", "scope_name", "pearson", "cosine", "abs_cosine", "euclidean",
+                   "n_params", "relative_to_base"]
+
+
+def kinship_table(run: RunData) -> Table | None:
+    """Whole-model and per-module-type kinship of the parents; None when the run has no kinship table."""
+    table = run.tables.get("kinship")
+    if table is None or table.empty:
+        return None
+    shown = table[table.scope.isin(["model", "module"])]
+    return frame_table(shown[[c for c in KINSHIP_COLUMNS if c in shown.columns]], digits=4)
+
+
+def slerp_table(run: RunData) -> Table | None:
+    """Per SLERP candidate: the share of tensors and parameters interpolated linearly, and the angles."""
+    from mergescope.analysis.slerp_diagnostics import slerp_summary
+
+    if run.tables.get("slerp_diagnostics") is None or run.tables["slerp_diagnostics"].empty:
+        return None
+    frame = slerp_summary(run.path)
+    return frame_table(frame[["label", *[c for c in frame.columns if c not in ("label", "candidate_id")]]])
+
+
+# -- lineage and provenance ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where one candidate came from: its merge method, base model and inputs, from its mergekit config."""
+
+    candidate: str
+    method: str
+    base: str
+    inputs: tuple[str, ...]  # "name (parameters)"
+    parameters: str
+    config: str  # the stored mergekit YAML
+
+
+def _model_names(run: RunData) -> dict[str, str]:
+    references = run.subjects[run.subjects.path.notna()]
+    return {str(Path(path)): label for path, label in zip(references.path, references.label)}
+
+
+def lineage(run: RunData) -> tuple[Lineage, ...]:
+    """One entry per candidate, naming the parents and base by their run labels where the paths match."""
+    names = _model_names(run)
+
+    def name(path: Any) -> str:
+        return names.get(str(Path(str(path))), Path(str(path)).name) if path else "–"
+
+    entries = []
+    for candidate in run.candidates().itertuples():
+        config = yaml.safe_load(candidate.mergekit_config or "") or {}
+        inputs = tuple(f"{name(m.get('model'))} ({_inline(m.get('parameters'))})" if m.get("parameters")
+                       else name(m.get("model")) for m in config.get("models", []))
+        entries.append(Lineage(candidate.label, str(config.get("merge_method", candidate.method)),
+                               name(config.get("base_model")), inputs, _inline(config.get("parameters")),
+                               candidate.mergekit_config or ""))
+    return tuple(entries)
+
+
+def _inline(value: Any) -> str:
+    if not value:
+        return ""
+    return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+
+
+@dataclass(frozen=True)
+class Provenance:
+    versions: tuple[tuple[str, str], ...]
+    settings: tuple[tuple[str, str], ...]
+    spec_yaml: str
+    seeds: Table
+    timings: Table
+
+
+def provenance(run: RunData) -> Provenance:
+    """Package versions, run settings, the sweep spec, seeds and per-subject timings."""
+    meta = run.meta
+    settings = [("sweep spec file", meta.get("spec_source") or "(built-in default)"),
+                ("tasks", ", ".join(meta.get("tasks", []))), ("item limit", str(meta.get("limit") or "none")),
+                ("backend", str(meta.get("backend") or "default")), ("machine", str(meta.get("machine", ""))),
+                ("architecture", str(meta.get("architecture", ""))), ("written", str(meta.get("updated_at", ""))),
+                ("parents", ", ".join(meta.get("parents", []))), ("base", str(meta.get("base") or "none")),
+                ("analysis seed (item halves, bootstrap)", str(EMERGENCE_SEED))]
+    seeded = run.candidates().dropna(subset=["seed"])
+    seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
+    timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
+    totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
+                            "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
+    return Provenance(tuple(sorted(meta.get("versions", {}).items())), tuple(settings),
+                      yaml.safe_dump(meta.get("spec", {}), sort_keys=False), frame_table(seeds),
+                      frame_table(pd.concat([timings, totals], ignore_index=True), digits=1))

@@ -1,0 +1,276 @@
+"""LLM judges over any OpenAI-compatible chat-completions endpoint: client, judgment cache, grading modes.
+
+- `ChatClient` posts to URL/chat/completions with a timeout, and retries with exponential backoff on 429,
+  5xx, timeouts, connection errors and malformed bodies; a 401/403 fails at once with a clear message.
+  The API key comes from an environment variable and is only ever put in the request header.
+- `JudgmentCache` keeps every raw reply in a SQLite file under a hash of (judge model, rubric name and
+  version, mode, question, answers, sample index, temperature), so a rerun sends no request twice.
+- `grade` (absolute, all criteria in one call) and `compare` (pairwise, both orders) turn replies into
+  `Judgment` / `Comparison` records; an unreadable reply is a missing score with its raw text kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from mergescope.errors import ConfigError, MergescopeError
+from mergescope.records import Answer, Comparison, Judgment
+from mergescope.scoring.judge_parse import parse_grades, parse_verdict
+from mergescope.scoring.rubric import Rubric, grading_messages, pairwise_messages
+
+DEFAULT_API_KEY_ENV = "MERGESCOPE_JUDGE_API_KEY"
+RETRY_STATUSES = {408, 409, 425, 429}
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    """Where the judge is served and how to talk to it."""
+
+    url: str
+    model: str
+    api_key_env: str = DEFAULT_API_KEY_ENV
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    backoff_s: float = 1.0
+    concurrency: int = 4
+
+    @property
+    def completions_url(self) -> str:
+        """The chat-completions URL: `url` itself if it names the route, else URL/chat/completions."""
+        url = self.url.rstrip("/")
+        return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+
+
+class JudgeUnavailable(MergescopeError):
+    """The judge endpoint kept failing after every retry (down, overloaded, or answering garbage)."""
+
+
+def backoff_delay(backoff_s: float, attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (1, 2, ...): doubling from `backoff_s`, capped."""
+    return min(backoff_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
+
+
+class ChatClient:
+    """A blocking chat-completions client, safe to share between threads."""
+
+    def __init__(self, endpoint: JudgeEndpoint):
+        self.endpoint = endpoint
+        self.key_sent = bool(os.environ.get(endpoint.api_key_env))
+        headers = {"Authorization": f"Bearer {os.environ[endpoint.api_key_env]}"} if self.key_sent else {}
+        self._http = httpx.Client(timeout=endpoint.timeout_s, headers=headers)
+
+    def complete(self, messages: list[dict[str, str]], seed: int) -> str:
+        """The judge's reply text to `messages` (empty when it answered with no content)."""
+        payload = {"model": self.endpoint.model, "messages": messages, "temperature": self.endpoint.temperature,
+                   "max_tokens": self.endpoint.max_tokens, "seed": seed}
+        reason = "no attempt made"
+        for attempt in range(self.endpoint.max_retries + 1):
+            if attempt:
+                time.sleep(backoff_delay(self.endpoint.backoff_s, attempt))
+            try:
+                response = self._http.post(self.endpoint.completions_url, json=payload)
+            except httpx.TimeoutException:
+                reason = f"no reply within {self.endpoint.timeout_s:g}s"
+                continue
+            except httpx.TransportError as error:
+                reason = f"cannot connect ({type(error).__name__})"
+                continue
+            text, reason = self._reply_text(response)
+            if text is not None:
+                return text
+        raise JudgeUnavailable(f"judge {self.endpoint.completions_url} failed {self.endpoint.max_retries + 1} times; "
+                               f"last: {reason}", hint="check that the server is up and serves --judge-model")
+
+    def _reply_text(self, response: httpx.Response) -> tuple[str | None, str]:
+        """(reply text, "") for a good response, (None, why) for one worth retrying; raises for the rest."""
+        status = response.status_code
+        if status in (401, 403):
+            raise ConfigError(self._auth_message(status), hint=f"set {self.endpoint.api_key_env} to a valid key")
+        if status in RETRY_STATUSES or status >= 500:
+            return None, f"HTTP {status}"
+        if status >= 400:
+            raise JudgeUnavailable(f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
+                                   f"{' '.join(response.text.split())[:200]}", hint="check --judge-model and --judge-url")
+        try:
+            choices = response.json()["choices"]
+            return choices[0]["message"]["content"] or "", ""
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None, f"malformed response body: {' '.join(response.text.split())[:120]!r}"
+
+    def _auth_message(self, status: int) -> str:
+        sent = (f"the key in ${self.endpoint.api_key_env} was rejected" if self.key_sent
+                else f"no key was sent (${self.endpoint.api_key_env} is not set)")
+        return f"judge {self.endpoint.completions_url} answered HTTP {status}: {sent}"
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class JudgmentCache:
+    """Raw judge replies by request key, in a SQLite file that outlives the run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL,"
+                         " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')))")
+
+    def get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, judge: str, reply: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply) VALUES (?, ?, ?)", (key, judge, reply))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One chat request to the judge and the cache key of its reply."""
+
+    key: str
+    messages: tuple[dict[str, str], ...]
+    sample: int
+
+
+def cache_key(endpoint: JudgeEndpoint, rubric: Rubric, mode: str, question: str, answers: tuple[str, ...],
+              sample: int) -> str:
+    """The hex digest naming one judgment: same judge, rubric version, question, answers and sample -> same reply."""
+    identity = [endpoint.model, rubric.name, str(rubric.version), mode, question, list(answers), sample,
+                endpoint.temperature]
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
+
+
+class JudgeSession:
+    """A judge endpoint with its cache; the first request that fails for good stops further requests."""
+
+    def __init__(self, endpoint: JudgeEndpoint, cache_path: Path):
+        self.endpoint = endpoint
+        self.client = ChatClient(endpoint)
+        self.cache = JudgmentCache(cache_path)
+        self.failure: str | None = None
+        self.requests_sent = 0
+        self._stop = threading.Event()
+        self._count_lock = threading.Lock()
+
+    def replies(self, requests: list[JudgeRequest]) -> dict[str, str]:
+        """Replies by request key: cached ones for free, the others fetched concurrently while the judge works."""
+        found = {r.key: reply for r in requests if (reply := self.cache.get(r.key)) is not None}
+        todo = list({r.key: r for r in requests if r.key not in found}.values())
+        if not todo or self.failure:
+            return found
+        with ThreadPoolExecutor(max_workers=self.endpoint.concurrency) as pool:
+            futures = {pool.submit(self._fetch, request): request for request in todo}
+            try:
+                for future in as_completed(futures):
+                    self._keep(futures[future], future, found)
+            finally:
+                for future in futures:
+                    future.cancel()
+        return found
+
+    def _keep(self, request: JudgeRequest, future, found: dict[str, str]) -> None:
+        try:
+            reply = future.result()
+        except JudgeUnavailable as error:
+            self.failure = self.failure or " ".join(str(error).split())
+            return
+        if reply is None:
+            return  # not sent because an earlier request failed
+        self.cache.put(request.key, self.endpoint.model, reply)
+        found[request.key] = reply
+
+    def _fetch(self, request: JudgeRequest) -> str | None:
+        if self._stop.is_set():
+            return None
+        with self._count_lock:
+            self.requests_sent += 1
+        try:
+            return self.client.complete(list(request.messages), seed=request.sample)
+        except MergescopeError:
+            # Set here, in the worker, so that no queued request starts before the caller sees the failure;
+            # a rejected key (ConfigError) fails every request alike and is re-raised by the caller.
+            self._stop.set()
+            raise
+
+    def close(self) -> None:
+        self.client.close()
+        self.cache.close()
+
+
+def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples: int,
+          self_preference: bool = False) -> list[Judgment]:
+    """One Judgment per (answer, criterion, sample) the judge replied to; unreadable scores are None."""
+    requests = {}
+    for answer in answers:
+        question = rubric.question(answer.question_id)
+        for sample in range(samples):
+            key = cache_key(session.endpoint, rubric, "grade", question.question, (answer.answer,), sample)
+            messages = tuple(grading_messages(rubric, question, answer.answer))
+            requests[(answer.question_id, sample)] = JudgeRequest(key, messages, sample)
+    replies = session.replies(list(requests.values()))
+    judgments = []
+    for answer in answers:
+        for sample in range(samples):
+            reply = replies.get(requests[(answer.question_id, sample)].key)
+            if reply is None:
+                continue  # never sent or failed for good: judging stays incomplete, nothing is invented
+            for criterion, parsed in parse_grades(reply, rubric.scales).items():
+                judgments.append(Judgment(answer.subject_id, rubric.name, answer.question_id, criterion,
+                                          session.endpoint.model, sample, parsed.value, parsed.status, reply,
+                                          self_preference))
+    return judgments
+
+
+def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], opponent: list[Answer], samples: int,
+            self_preference: bool = False) -> list[Comparison]:
+    """One Comparison per (question both answered, sample), each judged with the subject first and second."""
+    theirs = {a.question_id: a for a in opponent}
+    pairs = [(mine, theirs[mine.question_id]) for mine in answers if mine.question_id in theirs]
+    requests = {}
+    for mine, other in pairs:
+        question = rubric.question(mine.question_id)
+        for sample in range(samples):
+            for order, (first, second) in (("first", (mine, other)), ("swapped", (other, mine))):
+                shown = (first.answer, second.answer)
+                key = cache_key(session.endpoint, rubric, "pairwise", question.question, shown, sample)
+                messages = tuple(pairwise_messages(rubric, question, first.answer, second.answer))
+                requests[(mine.question_id, sample, order)] = JudgeRequest(key, messages, sample)
+    replies = session.replies(list(requests.values()))
+    comparisons = []
+    for mine, other in pairs:
+        for sample in range(samples):
+            first, swapped = (replies.get(requests[(mine.question_id, sample, o)].key) for o in ("first", "swapped"))
+            if first is None or swapped is None:
+                continue
+            comparisons.append(Comparison(mine.subject_id, other.subject_id, rubric.name, mine.question_id,
+                                          session.endpoint.model, sample, parse_verdict(first).verdict,
+                                          parse_verdict(swapped).verdict, first, swapped, self_preference))
+    return comparisons
+
+
+def is_self_preference(judge_model: str, models: list[tuple[str, str | None]]) -> bool:
+    """Whether the judge model's name or path names one of `models` ((name, path) pairs)."""
+    judge = judge_model.rstrip("/")
+    for name, path in models:
+        names = {name, str(path).rstrip("/") if path else None, Path(path).name if path else None}
+        if judge in names or Path(judge).name in names - {None}:
+            return True
+    return False

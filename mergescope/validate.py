@@ -1,0 +1,104 @@
+"""`mergescope validate`: check every shipped (or given) YAML and report every problem at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pydantic import ValidationError
+
+from mergescope.config import SWEEPS_DIR, SweepSpec, load_yaml
+from mergescope.errors import MergescopeError
+from mergescope.records import ModelRef, ParentSet
+from mergescope.scoring.rubric import rubric_problems
+
+# A validator takes one YAML file and returns its problems, each one line naming the file and key.
+Validator = Callable[[Path], list[str]]
+
+
+def sweep_problems(path: Path) -> list[str]:
+    """Every problem of a sweep spec: schema errors, then each method block expanded over stand-in parents."""
+    from mergescope.candidates import block_candidates, expand, validate_with_mergekit
+
+    try:
+        raw = load_yaml(path)
+    except MergescopeError as error:
+        return [error.one_line()]
+    if not isinstance(raw, dict):
+        return [f"{path}: a sweep spec must be a YAML mapping with a 'methods' list"]
+    try:
+        spec = SweepSpec.model_validate({**raw, "source": str(path)})
+    except ValidationError as error:
+        return [f"{path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors()]
+    if not spec.methods and not spec.mergekit_configs:
+        return [f"{path}: methods: the spec lists no method block and no mergekit config"]
+    parents = _stand_in_parents(len(spec.parents or ()) or 2)
+    problems = []
+    # One block at a time, so one bad block does not hide the problems of the next.
+    for index in range(len(spec.methods)):
+        problems += _problems_of(lambda: [validate_with_mergekit(c) for c in block_candidates(spec, index, parents)])
+    for relative in spec.mergekit_configs:
+        config_only = spec.model_copy(update={"methods": [], "mergekit_configs": [relative]})
+        problems += _problems_of(lambda: expand(config_only, parents))
+    return problems
+
+
+def _problems_of(check: Callable[[], object]) -> list[str]:
+    try:
+        check()
+    except MergescopeError as error:
+        return [error.one_line()]
+    return []
+
+
+def _stand_in_parents(count: int) -> ParentSet:
+    """Parents and a base that exist only as absolute paths: expansion never opens them."""
+    root = Path("/stand-in")
+    return ParentSet(parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
+                     base=ModelRef("base", root / "base"))
+
+
+def from_loader(load: Callable[[Path], object]) -> Validator:
+    """A validator that reports the one-line error of a loader that raises MergescopeError (or nothing)."""
+    return lambda path: _problems_of(lambda: load(path))
+
+
+# Folder name -> validator of the YAML files in it; `mergescope validate` checks each registered folder of the
+# repository. Other stages register theirs here, e.g. "judges": from_loader(<the rubric loader>).
+VALIDATORS: dict[str, Validator] = {"sweeps": sweep_problems, "judges": rubric_problems}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Which files were checked and every problem found."""
+
+    files: tuple[Path, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(paths: list[Path] | None = None) -> ValidationReport:
+    """The problems of every YAML file under `paths` (default: every registered folder: sweeps/, judges/ ...)."""
+    roots = [Path(p) for p in paths] if paths else [SWEEPS_DIR.parent / folder for folder in VALIDATORS]
+    files, problems = [], []
+    for root in roots:
+        if not root.exists():
+            if paths:
+                problems.append(f"{root}: no such file or folder")
+            continue
+        for file in sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]:
+            files.append(file)
+            problems += _validator_for(file)(file)
+    return ValidationReport(files=tuple(files), problems=tuple(problems))
+
+
+def _validator_for(file: Path) -> Validator:
+    """The validator of the nearest enclosing folder that has one; sweep specs elsewhere."""
+    for folder in file.resolve().parents:
+        if folder.name in VALIDATORS:
+            return VALIDATORS[folder.name]
+    return sweep_problems
