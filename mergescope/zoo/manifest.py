@@ -1,0 +1,110 @@
+"""The zoo manifest (`zoo.json`): which models and evaluation tasks a built zoo holds, and where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+MANIFEST_NAME = "zoo.json"
+
+
+class ZooModel(BaseModel):
+    """One trained model of the zoo; `path` is relative to the zoo directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    role: Literal["base", "parent", "stranger"]
+    path: str
+    recipe: dict[str, object]
+
+
+class ZooTask(BaseModel):
+    """One held-out lm-eval task of the zoo; `yaml` and `data` are relative to the zoo directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    domain: str
+    yaml: str
+    data: str
+    n_items: int
+
+
+class ZooManifest(BaseModel):
+    """The contents of a built zoo; paths resolve against the directory it was loaded from."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int
+    build_seconds: float
+    data_fingerprint: str
+    models: list[ZooModel]
+    tasks: list[ZooTask]
+    _root: Path | None = PrivateAttr(default=None)
+
+    @property
+    def root(self) -> Path:
+        """Return the zoo directory (set by `load_zoo` and `build_zoo`)."""
+        if self._root is None:
+            raise ValueError("manifest has no zoo directory: load it with load_zoo(dir)")
+        return self._root
+
+    def with_root(self, root: Path) -> ZooManifest:
+        """Return a copy whose relative paths resolve against `root`."""
+        manifest = self.model_copy()
+        manifest._root = Path(root).resolve()
+        return manifest
+
+    def model(self, name: str) -> ZooModel:
+        """Return the model called `name`; an unknown name raises KeyError listing the known ones."""
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"no zoo model {name!r}; known: {', '.join(m.name for m in self.models)}")
+
+    def model_path(self, name: str) -> Path:
+        """Return the absolute directory of the model called `name`."""
+        return self.root / self.model(name).path
+
+    def base(self) -> ZooModel:
+        """Return the base model the parents were fine-tuned from."""
+        return next(m for m in self.models if m.role == "base")
+
+    def parents(self) -> list[ZooModel]:
+        """Return the fine-tuned parents, in build order."""
+        return [m for m in self.models if m.role == "parent"]
+
+    def stranger(self) -> ZooModel:
+        """Return the independently initialised model (low kinship with the others)."""
+        return next(m for m in self.models if m.role == "stranger")
+
+    def task(self, name: str) -> ZooTask:
+        """Return the task called `name` (e.g. "zoo_arith"); an unknown name raises KeyError."""
+        for task in self.tasks:
+            if task.name == name:
+                return task
+        raise KeyError(f"no zoo task {name!r}; known: {', '.join(t.name for t in self.tasks)}")
+
+    def task_names(self) -> list[str]:
+        """Return the lm-eval task names, in manifest order."""
+        return [t.name for t in self.tasks]
+
+    def task_yaml_dir(self) -> Path:
+        """Return the absolute directory of the task YAMLs (pass it as lm-eval's `include_path`)."""
+        return (self.root / self.tasks[0].yaml).parent
+
+    def task_data_path(self, name: str) -> Path:
+        """Return the absolute path of the JSONL items of task `name`."""
+        return self.root / self.task(name).data
+
+
+def load_zoo(zoo_dir: Path | str) -> ZooManifest:
+    """Return the manifest of the zoo built in `zoo_dir`; FileNotFoundError if it has none."""
+    root = Path(zoo_dir)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{manifest_path} not found: build the zoo first (mergescope zoo build {root})")
+    return ZooManifest.model_validate_json(manifest_path.read_text()).with_root(root)

@@ -1,0 +1,112 @@
+"""Tests of the zoo: manifest, loadable models, held-out data, determinism, and the lm-eval quality bar."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mergescope.zoo import ZooManifest, load_zoo
+from mergescope.zoo import corpus
+
+MODEL_ROLES = {"base": "base", "arith": "parent", "facts": "parent", "stranger": "stranger"}
+TASKS = {"zoo_arith": "arith", "zoo_facts": "facts", "zoo_composite": "composite"}
+
+
+def test_manifest_lists_every_model_and_task(zoo: ZooManifest) -> None:
+    assert {m.name: m.role for m in zoo.models} == MODEL_ROLES
+    assert {t.name: t.domain for t in zoo.tasks} == TASKS
+    assert zoo.base().name == "base" and zoo.stranger().name == "stranger"
+    assert [p.name for p in zoo.parents()] == ["arith", "facts"]
+    for model in zoo.models:
+        assert (zoo.model_path(model.name) / "model.safetensors").is_file()
+        assert not list(zoo.model_path(model.name).glob("*.bin")), "weights must be safetensors only"
+    assert load_zoo(zoo.root) == zoo
+
+
+def test_task_files_point_at_their_items(zoo: ZooManifest) -> None:
+    for task in zoo.tasks:
+        spec = yaml.safe_load((zoo.root / task.yaml).read_text())
+        data_path = Path(spec["dataset_kwargs"]["data_files"]["test"])
+        assert spec["task"] == task.name and data_path.is_absolute()
+        assert data_path == zoo.task_data_path(task.name)
+        assert len(data_path.read_text().splitlines()) == task.n_items
+        assert 100 <= task.n_items <= 200
+        assert (zoo.task_yaml_dir() / f"{task.name}.yaml").is_file()
+
+
+def test_unknown_names_and_missing_zoo_are_clear_errors(zoo: ZooManifest, tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="known: base"):
+        zoo.model_path("arithmetic")
+    with pytest.raises(FileNotFoundError, match="zoo build"):
+        load_zoo(tmp_path)
+
+
+def test_every_model_loads_offline_with_one_architecture(zoo: ZooManifest) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    configs = []
+    for model in zoo.models:
+        loaded = AutoModelForCausalLM.from_pretrained(zoo.model_path(model.name))
+        tokenizer = AutoTokenizer.from_pretrained(zoo.model_path(model.name))
+        assert type(loaded).__name__ == "LlamaForCausalLM"
+        assert None not in (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        assert loaded.config.head_dim == 32 and not loaded.config.tie_word_embeddings
+        configs.append(loaded.config.to_diff_dict())
+    assert all(c == configs[0] for c in configs)
+
+
+def _sha256_of_items(items: list[corpus.QAItem]) -> str:
+    """The digest of items written the way the zoo writes its JSONL files."""
+    text = "".join(json.dumps({"question": i.question, "answer": i.answer}) + "\n" for i in items)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_data_generation_is_repeatable_and_matches_the_zoo(zoo: ZooManifest) -> None:
+    first, again, other = corpus.generate(zoo.seed), corpus.generate(zoo.seed), corpus.generate(zoo.seed + 1)
+    assert first.fingerprint() == again.fingerprint() == zoo.data_fingerprint
+    assert other.fingerprint() != first.fingerprint()
+    for task in zoo.tasks:
+        on_disk = hashlib.sha256(zoo.task_data_path(task.name).read_bytes()).hexdigest()
+        assert on_disk == _sha256_of_items(first.eval_sets[task.domain])
+
+
+def test_evaluation_items_are_held_out() -> None:
+    data = corpus.generate(0)
+    arith_trained = {i.question for i in data.arith_train}
+    arith_stated = " ".join(data.arith_docs)
+    for item in data.eval_sets["arith"]:
+        a, op, k = item.question.removeprefix("What is ").removesuffix("?").split()
+        assert item.question not in arith_trained
+        assert f" {a} {op} {k} " not in f" {arith_stated} "
+    facts_trained = {i.question for i in data.facts_train}
+    assert not facts_trained & {i.question for i in data.eval_sets["facts"]}
+    assert not facts_trained & {i.question for i in data.eval_sets["composite"]}
+
+
+def _exact_match(zoo: ZooManifest, model_name: str, tasks: list[str]) -> dict[str, float]:
+    """Greedy exact match of one zoo model on `tasks`, through lm-eval in process."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = zoo.model_path(model_name)
+    lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path),
+              device="cpu", batch_size=64)
+    manager = TaskManager(include_path=str(zoo.task_yaml_dir()), include_defaults=False)
+    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, bootstrap_iters=0,
+                                      log_samples=False)
+    return {task: results["results"][task]["exact_match,strip"] for task in tasks}
+
+
+def test_each_parent_masters_its_own_task_and_only_it(zoo: ZooManifest) -> None:
+    own_tasks = ["zoo_arith", "zoo_facts"]
+    scores = {name: _exact_match(zoo, name, own_tasks) for name in ("base", "arith", "facts")}
+    assert scores["arith"]["zoo_arith"] >= 0.8, scores
+    assert scores["facts"]["zoo_facts"] >= 0.8, scores
+    assert max(scores["base"].values()) <= 0.2, scores
+    assert scores["facts"]["zoo_arith"] <= 0.2 and scores["arith"]["zoo_facts"] <= 0.2, scores
