@@ -35,7 +35,8 @@ def resolve_target(target: str, run: Path | None = None) -> ServeTarget:
     if (path / "config.json").is_file():
         return ServeTarget(path.resolve(), path.resolve().name)
     if run is None:
-        raise ConfigError(f"{target} is not a model directory", hint="give a model directory, or --run RUN with a candidate id")
+        raise ConfigError(f"{target} is not a model directory",
+                          hint="give a model directory, or --run RUN with a candidate id")
     return ServeTarget(_subject_dir(target, Path(run)), target)
 
 

@@ -91,13 +91,13 @@ def test_engine_restarted_after_death_generates_what_the_swapped_engine_did(engi
     engine.serve(zoo.model_path("arith"))
     swapped = engine.generate(PROMPTS, max_tokens=12)
     starts = engine.engine_starts
-    _kill_engine_core()
+    _kill_engine_core(engine)
     fresh = engine.generate(PROMPTS, max_tokens=12)  # the dead engine is restarted on arith's weights
     assert engine.engine_starts == starts + 1
     assert fresh == swapped
 
 
-def _kill_engine_core() -> None:
+def _kill_engine_core(engine) -> None:
     import psutil
 
     cores = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline() + [p.name()])]
@@ -105,6 +105,11 @@ def _kill_engine_core() -> None:
     for process in cores:
         process.send_signal(signal.SIGKILL)
     psutil.wait_procs(cores, timeout=30)
+    # vLLM's client notices a dead engine core in a monitor thread polling each second; a request sent
+    # before it has noticed waits forever (vLLM 0.32), so wait for the monitor (a private flag, test only).
+    deadline = time.monotonic() + 60
+    while not engine.llm.llm_engine.engine_core.resources.engine_dead and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 @pytest.mark.vllm

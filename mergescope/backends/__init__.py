@@ -44,8 +44,9 @@ def register_backend(name: str, target: str) -> None:
 def default_backend() -> str:
     """vLLM on a GPU machine where it is installed and registered, else in-process transformers.
 
-    On CPU-only machines hf stays the default: for zoo-sized models vLLM's engine start (~35 s) costs more
-    than a whole sweep with hf (numbers in benchmarks/vllm_bench.py); `--backend vllm` still works there.
+    On CPU-only machines hf stays the default: vLLM's engine start (~35 s, minutes on a loaded machine)
+    costs more than hf on small `--limit` sweeps such as tests and CI run; full zoo sweeps are faster with
+    `--backend vllm` (numbers: benchmarks/vllm_bench.py and the README).
     """
     if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None and _has_gpu():
         return "vllm"
@@ -70,7 +71,7 @@ def create_backend(name: str, **options) -> Backend:
     except ImportError as error:
         from mergescope.errors import PrerequisiteError
 
-        others = ", ".join(sorted(set(BACKENDS) - {name}))
+        others = " or ".join(sorted(set(BACKENDS) - {name}))
         raise PrerequisiteError(f"the {name} backend cannot be imported: {error}",
-                                hint=f"install what it needs (`make install`), or use --backend with one of: {others}") from None
+                                hint=f"install what it needs (`make install`), or use --backend {others}") from None
     return getattr(module, factory)(**options)
