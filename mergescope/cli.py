@@ -78,6 +78,8 @@ def sweep(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs each engine splits a model over.")] = 1,
+    gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM: share of GPU memory an engine takes.")] = 0.85,
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
     from mergescope.sweep import SweepSettings
@@ -90,6 +92,8 @@ def sweep(
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
         judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
         executor=executor,
+        backend_options={"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization}
+        if backend == "vllm" else {},
         executor_options={"address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker}
         if executor == "ray" else {},
     )

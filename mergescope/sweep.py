@@ -39,6 +39,7 @@ class SweepSettings:
     limit: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    backend_options: dict = field(default_factory=dict)  # e.g. {"tensor_parallel_size": 2} for vllm
     executor: str = "local"  # or "ray" (executors/): where subjects are merged, served and scored
     executor_options: dict = field(default_factory=dict)  # e.g. {"address": ..., "workers": 2, "gpus_per_worker": 1}
     max_memory: str | None = None  # e.g. "8GB": refuse a sweep whose merge would need more (resources.py)
@@ -198,7 +199,7 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite
 
     executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
     try:
-        executor.run(todo, EvalJob(suite, run_dir / "merges", backend_name), on_result)
+        executor.run(todo, EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options), on_result)
         if judging is not None and judged_later:
             _judge_here(judging, judged_later, backend_name, run_dir, settings)
     finally:

@@ -23,9 +23,11 @@ def test_default_sweep_scores_every_candidate_and_parent(default_run):
     tasks = {row[0] for row in db.execute("SELECT DISTINCT task FROM scores")}
     assert tasks == {"zoo_arith", "zoo_facts", "zoo_composite"}
     # per-item outcomes are kept, one per item and subject, and they add up to the aggregate score
-    for subject_id, task, value, n_items in db.execute("SELECT subject_id, task, value, n_items FROM scores"):
+    rows = db.execute("SELECT subject_id, task, metric, value, n_items FROM scores").fetchall()
+    assert len(rows) == 9 * 3
+    for subject_id, task, metric, value, n_items in rows:
         outcomes = [v for (v,) in db.execute(
-            "SELECT value FROM items WHERE subject_id = ? AND task = ? AND metric = 'exact_match'", (subject_id, task))]
+            "SELECT value FROM items WHERE subject_id = ? AND task = ? AND metric = ?", (subject_id, task, metric))]
         assert len(outcomes) == n_items
         assert abs(sum(outcomes) / n_items - value) < 1e-9
 
