@@ -23,8 +23,8 @@ CHECKPOINTS = (
     "merge.weights_written",   # merge.py: safetensors written into it, config.json not yet
     "merge.before_rename",     # merge.py: the temporary directory is complete, not yet renamed
     "merge.renamed",           # merge.py: the finished merge is in place, not yet evaluated
-    "eval.before",             # sweep.py: the model is loaded, evaluation not started
-    "eval.after",              # sweep.py: evaluated, nothing stored yet
+    "eval.before",             # executors/worker.py: the model is loaded, evaluation not started
+    "eval.after",              # executors/worker.py: evaluated, nothing stored yet
     "store.before_commit",     # store.py: every row of the subject inserted, transaction not committed
     "store.committed",         # sweep.py: the subject is stored and marked done
     "judge.answers_written",   # judge_run.py: the subject's answers are stored, nothing graded yet

@@ -207,6 +207,11 @@ class Case:
     slow: bool = False
 
 
+def altered_parent(alter: Callable[[Path], None]) -> Callable[[Context], list[str]]:
+    """A case command: a sweep whose second parent is a copy of facts changed by `alter`."""
+    return lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", alter)))
+
+
 def _missing_data_task(ctx: Context) -> list[str]:
     """A copy of the zoo's arith task renamed `zoo_missing`, reading a data file that does not exist."""
     import yaml
@@ -279,28 +284,16 @@ def _judge_server(ctx: Context, behaviour) -> str:
 
 CASES = [
     Case("parents-of-different-architectures",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", lambda m: edit_config(
-             m, architectures=["MistralForCausalLM"], model_type="mistral")))), 2, ("differ in architectures",)),
-    Case("same-architecture-different-shapes",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", with_shorter_tensor))), 2,
-         ("has shape", "cannot be merged")),
-    Case("different-vocabularies",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", with_other_vocabulary))), 2,
-         ("different tokenizer vocabularies",)),
-    Case("directory-without-weights",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", without_weights))), 2, ("no weights",)),
-    Case("truncated-safetensors",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", truncated))), 2,
-         ("unreadable safetensors", "model.safetensors")),
-    Case("corrupt-safetensors-header",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", with_corrupt_header))), 2,
-         ("unreadable safetensors",)),
-    Case("pickled-bin-checkpoint",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", pickled))), 2,
-         ("pytorch_model.bin", "--allow-pickle")),
+         altered_parent(lambda m: edit_config(m, architectures=["MistralForCausalLM"], model_type="mistral")), 2,
+         ("differ in architectures",)),
+    Case("same-architecture-different-shapes", altered_parent(with_shorter_tensor), 2, ("has shape", "cannot be merged")),
+    Case("different-vocabularies", altered_parent(with_other_vocabulary), 2, ("different tokenizer vocabularies",)),
+    Case("directory-without-weights", altered_parent(without_weights), 2, ("no weights",)),
+    Case("truncated-safetensors", altered_parent(truncated), 2, ("unreadable safetensors", "model.safetensors")),
+    Case("corrupt-safetensors-header", altered_parent(with_corrupt_header), 2, ("unreadable safetensors",)),
+    Case("pickled-bin-checkpoint", altered_parent(pickled), 2, ("pytorch_model.bin", "--allow-pickle")),
     Case("config-asks-for-remote-code",
-         lambda c: c.sweep(parents=(c.model("arith"), c.altered("facts", lambda m: edit_config(
-             m, auto_map={"AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})))), 2,
+         altered_parent(lambda m: edit_config(m, auto_map={"AutoModelForCausalLM": "evil.EvilForCausalLM"})), 2,
          ("remote code", "--trust-remote-code")),
     Case("malformed-sweep-yaml",
          lambda c: c.sweep("--sweep", c.spec("name: broken\nmethods:\n  - method: slerp\n    parameters: {t: [0, 1\n")),

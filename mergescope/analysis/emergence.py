@@ -163,9 +163,9 @@ def _paired_items(family: Family, point: CandidatePoint,
                        values[[pid for pid, _ in present]].set_axis([label for _, label in present], axis=1)], axis=1)
     notes = [f"parent {label} has no scores here" for pid, label in family.parents if pid not in values.columns]
     complete = table.dropna()
-    if complete.empty:
+    if len(complete) < 2:  # a paired test or bootstrap needs two items (a split half can hold one)
         raise FigureUnavailable(f"{point.label} on {family.measure.task}/{family.measure.name}: "
-                                "no item is scored for both the child and its parents")
+                                f"{len(complete)} items scored for both the child and its parents, too few to test")
     if len(complete) < len(table):
         notes.append(f"{len(table) - len(complete)} items lack a score of the child or a parent and are left out")
     return complete.iloc[:, 0], complete.iloc[:, 1:], notes
