@@ -49,7 +49,7 @@ screenshot: install browser
 	$(BIN)/python -m mergescope.report.browser reports/demo/index.html docs/report.png
 
 bench: install
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py --zoo .cache/zoo
 
 clean:
 	rm -rf runs reports/*/ .cache

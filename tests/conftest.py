@@ -43,3 +43,13 @@ def default_run(zoo, tmp_path_factory):
     )
     result = sweep(settings)
     return settings, result
+
+
+@pytest.fixture(scope="session")
+def judged_run(default_run, tmp_path_factory):
+    """A copy of the default run judged on judges/zoo_skills.yaml by the honest stand-in judge (tests/judge_server.py)."""
+    import judge_server
+    import report_runs
+
+    with judge_server.JudgeServer() as server:
+        return report_runs.judged(default_run[1].run_dir, tmp_path_factory.mktemp("judged") / "default", server.url)

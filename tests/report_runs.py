@@ -9,6 +9,7 @@ import sqlite3
 from pathlib import Path
 
 STORE = "results.sqlite"
+RUBRIC = Path(__file__).resolve().parent.parent / "judges" / "zoo_skills.yaml"
 HOSTILE_ANSWER = "<script>document.title = 'pwned'</script>{{ 7*7 }}"
 # A '$' pair would be parsed as math by matplotlib, and a malformed formula makes a figure fail to draw.
 HOSTILE_LABEL = "<img src=x onerror=\"document.title='pwned'\">{{ 7*7 }} $\\frac{$"
@@ -111,3 +112,14 @@ def hostile(run_dir: Path, target: Path, items: int = 2) -> tuple[Path, str]:
         db.execute("UPDATE subjects SET label = ? WHERE id = ?", (HOSTILE_LABEL, candidate))
     assert failed_by_parents, "the run has no item that every parent fails"
     return target, candidate
+
+
+def judged(run_dir: Path, target: Path, judge_url: str) -> Path:
+    """A full copy of the run (with its merged models) judged on the zoo rubric by the judge at `judge_url`."""
+    from mergescope.scoring.judge_run import JudgeSettings, judge_run
+
+    shutil.copytree(run_dir, target, ignore=shutil.ignore_patterns("*.lock", "judge_cache.sqlite"))
+    settings = JudgeSettings(url=judge_url, model="stand-in-judge", rubrics=(str(RUBRIC),), timeout_s=10.0)
+    result = judge_run(target, settings, backend_name="hf")
+    assert not result.incomplete, result.failure
+    return target

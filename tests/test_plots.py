@@ -25,11 +25,12 @@ def run_dir(default_run):
 
 
 @pytest.fixture(scope="module")
-def variants(run_dir, tmp_path_factory):
-    """The default run and its single-candidate, missing-score and many-candidate copies, loaded."""
+def variants(run_dir, judged_run, tmp_path_factory):
+    """The default run, a judged copy, and copies with one candidate, missing scores, many candidates, hostile text."""
     root = tmp_path_factory.mktemp("plot-variants")
     return {
         "default": load_run(run_dir),
+        "judged": load_run(judged_run),
         "single": load_run(report_runs.single_candidate(run_dir, root / "single")),
         "missing": load_run(report_runs.missing_scores(run_dir, root / "missing")),
         "many": load_run(report_runs.many_candidates(run_dir, root / "many")),
@@ -44,13 +45,27 @@ def draw(figure: Figure | None) -> Figure | None:
     return figure
 
 
-@pytest.mark.parametrize("variant", ["default", "single", "missing", "many", "hostile"])
+@pytest.mark.parametrize("variant", ["default", "judged", "single", "missing", "many", "hostile"])
 @pytest.mark.parametrize("name", list(PLOTS))
 def test_every_plot_returns_a_figure_or_none(variants, name, variant):
     figure = draw(PLOTS[name](variants[variant]))
     assert figure is None or isinstance(figure, Figure)
-    if name in SCORE_PLOTS + WEIGHT_PLOTS and variant != "missing":
+    has_data = name in SCORE_PLOTS + WEIGHT_PLOTS and variant != "missing" or name == "judge_profile" and variant == "judged"
+    if has_data:
         assert isinstance(figure, Figure), f"{name} has data in the {variant} run but drew nothing"
+
+
+def test_the_judge_profile_shows_the_parents_and_the_best_candidates(variants):
+    run = variants["judged"]
+    axis = PLOTS["judge_profile"](run).axes[0]
+    shown = [text.get_text() for text in axis.get_legend().get_texts()]
+    # One sample per answer and every criterion graded: the mean of all scores is the mean of criterion means.
+    means = run.tables["judgments"].groupby("subject_id").score.mean()
+    candidates = means.reindex(run.candidates().id).sort_values(ascending=False, kind="stable")
+    best = run.subjects.set_index("id").label[candidates.index[:3]]
+    references = run.subjects[run.subjects.kind.isin(["parent", "base"])].label
+    assert sorted(shown) == sorted([*references, *best])
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["conciseness", "correctness"]
 
 
 def test_plots_without_data_return_none(variants):
@@ -117,8 +132,8 @@ def test_interpolation_puts_the_parents_at_the_ends(variants):
 
 def test_kinship_series_fits_a_trend_only_across_several_kinship_values(variants, run_dir, tmp_path):
     other = report_runs.copy_run(run_dir, tmp_path / "other-pair")
-    # A second "parent pair": half the kinship, and children that solve every third item besides.
-    report_runs.execute(other, "UPDATE kinship SET cosine = cosine / 2 WHERE scope = 'model'",
+    # A second "parent pair": less kin, and children that solve every third item besides.
+    report_runs.execute(other, "UPDATE kinship SET cosine = cosine - 0.5 WHERE scope = 'model'",
                         "UPDATE items SET value = 1 WHERE doc_id % 3 = 0"
                         " AND subject_id IN (SELECT id FROM subjects WHERE kind = 'candidate')")
     runs = [variants["default"], load_run(other)]

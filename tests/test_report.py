@@ -18,7 +18,8 @@ import report_runs
 from mergescope.cli import app
 from mergescope.report import write_report
 
-NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+# Names, never fetched: the SVG and XLink namespaces and the SVG 1.1 DTD's identifier.
+IDENTIFIERS = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink", "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"}
 
 
 class Page(HTMLParser):
@@ -95,9 +96,9 @@ def test_the_report_fetches_nothing(report):
     assert images and all(src.startswith("data:image/svg+xml;base64,") for src in images)
     for src in images:
         svg = base64.b64decode(src.split(",", 1)[1]).decode()
-        assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) <= NAMESPACES
-        assert not re.search(r"href=\"(?!#)", svg)  # only references inside the image itself
-    assert set(re.findall(r"https?://[^\s\"'<>)]+", report)) <= NAMESPACES
+        assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) <= IDENTIFIERS
+        assert not re.search(r"href=\"(?!#|data:image/png;base64,)", svg)  # own shapes and embedded rasters only
+    assert set(re.findall(r"https?://[^\s\"'<>)]+", report)) <= IDENTIFIERS
 
 
 def test_the_content_security_policy_allows_only_the_reports_own_script_and_style(report):
@@ -175,3 +176,22 @@ def test_a_directory_without_a_store_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1
     assert "not a mergescope run" in result.output and "Traceback" not in result.output
+
+
+def test_judge_results_show_scores_pairwise_outcomes_and_agreement(judged_run, tmp_path):
+    html = write_report(judged_run, tmp_path / "judged").read_text()
+    page = Page(html)
+    with sqlite3.connect(judged_run / "results.sqlite") as db:
+        judgments = pd.read_sql_query("SELECT * FROM judgments", db)
+        comparisons = pd.read_sql_query("SELECT * FROM comparisons", db)
+    assert page.rows["judge-scores"] == judgments.subject_id.nunique()
+    scores = re.search(r'<table id="judge-scores" class="sortable">(.*?)</table>', html, re.DOTALL).group(1)
+    means = judgments.groupby(["subject_id", "criterion"]).score.mean()
+    labels = subjects(judged_run).set_index("id").label
+    body = scores.split("<tbody>", 1)[1]
+    rows = {re.search(r"<td[^>]*>(.*?)</td>", row).group(1): row for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)}
+    for (subject_id, criterion), mean in means.items():
+        assert f"{mean:.2f} (" in rows[labels[subject_id]]
+    assert page.rows["judge-pairwise"] == comparisons.groupby(["subject_id", "opponent_id"]).ngroups
+    assert "Parse failures" in html and "Position bias" in html
+    assert 'id="plot-judge_profile"' in html

@@ -23,6 +23,7 @@ from mergescope.report import sections
 from mergescope.report.plots import PLOTS
 
 STATIC_FILES = {"style": "report.css", "script": "sortable.js"}
+SVG_METADATA = ("Creator", "Date", "Format", "Type")
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,10 @@ class EmbeddedPlot:
 def embed(figure) -> str:
     """A figure as a base64 SVG data URI, so the report needs no other file and no network."""
     buffer = io.BytesIO()
-    # Text stays text (smaller files, searchable); a fixed hash salt makes the SVG reproducible.
+    # Text stays text (smaller files, searchable); a fixed hash salt and no metadata (date, creator links)
+    # make the SVG reproducible.
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "mergescope"}):
-        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+        figure.savefig(buffer, format="svg", bbox_inches="tight", metadata=dict.fromkeys(SVG_METADATA))
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 

@@ -115,12 +115,13 @@ def judge_profile(run: RunData) -> Figure | None:
 
 
 def _judged_subjects(part: pd.DataFrame, run: RunData) -> list[str]:
-    """The parents (and base) that were judged, then the candidates with the highest mean criterion score."""
+    """The parents (and base) that were judged, then the candidates with the highest mean criterion score
+    (ties in sweep order)."""
     kinds = run.subjects.set_index("id").kind
-    judged = part.subject_id.unique()
-    references = [s for s in judged if kinds.get(s) in ("parent", "base")]
+    judged = [s for s in run.subjects.id if s in set(part.subject_id)]
+    references = [s for s in judged if kinds[s] in ("parent", "base")]
     means = part.groupby("subject_id")["mean"].mean()
-    candidates = means[[s for s in judged if s not in references]].sort_values(ascending=False)
+    candidates = means.reindex([s for s in judged if s not in references]).sort_values(ascending=False, kind="stable")
     return references + list(candidates.index[:MAX_JUDGED_CANDIDATES])
 
 
@@ -138,7 +139,7 @@ def _judge_panel(axis: Axes, part: pd.DataFrame, run: RunData) -> None:
     set_tick_labels(axis, criteria)
     axis.set_ylabel("mean score")
     axis.grid(axis="y", alpha=0.3)
-    axis.legend(fontsize=7, loc="best")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 
 @register_series_plot("emergence_vs_kinship")

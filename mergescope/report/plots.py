@@ -167,7 +167,8 @@ def _scatter_by_label(axis: Axes, rows: pd.DataFrame, x: str, colors: dict[str, 
 def _diagonal(axis: Axes, values: pd.Series) -> None:
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     pad = max(0.02, (high - low) * 0.08)
-    limits = (low - pad, high + pad)
+    # Scores of 0 or more get no axis running far below zero, only room for the markers.
+    limits = (low - pad if low < 0 else max(low - pad, -pad / 4), high + pad)
     axis.plot(limits, limits, color="grey", linestyle="--", linewidth=1, zorder=1)
     axis.set_xlim(limits)
     axis.set_ylim(limits)

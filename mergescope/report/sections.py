@@ -18,7 +18,7 @@ import yaml
 from mergescope.analysis.emergence import emergence
 from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
 from mergescope.analysis.run import RunData
-from mergescope.report.plots import emergence_table
+from mergescope.report.plots import emergence_table, lmeval_emergence
 
 EMERGENCE_SEED = 0  # the seed of the item halves and the bootstrap CIs (emergence's default)
 MAX_EXAMPLE_CANDIDATES = 6
@@ -115,12 +115,11 @@ def candidate_table(run: RunData) -> Table:
     """One row per subject: scores per task (★ where emergent), mean gain over the best parent, timings."""
     tasks = run.tasks()
     wide = run.wide_scores()
-    rows_by = emergence_table(run)
-    rows_by = rows_by[rows_by.source == "lm-eval"]
+    emergence_rows = lmeval_emergence(run)
     subjects = run.subjects.set_index("id")
     rows, keys, classes = [], [], []
     for subject_id, subject in wide.iterrows():
-        own = rows_by[rows_by.candidate_id == subject_id]
+        own = emergence_rows[emergence_rows.candidate_id == subject_id]
         emergent = set(own[own.label == "emergent"].task)
         gain = own.gain_over_best.mean() if not own.empty else math.nan
         timing = subjects.loc[subject_id]
@@ -156,28 +155,51 @@ def example_transitions(run: RunData) -> tuple[ItemTransitions, ...]:
 
 @dataclass(frozen=True)
 class JudgeSection:
-    scores: Table
+    scores: Table  # one row per judged model, one column per rubric, judge and criterion
+    pairwise: Table | None  # wins, ties and losses of each candidate against each parent
     agreement: tuple[tuple[str, Table], ...]  # (title, table) per agreement statistic that has rows
 
 
 def judge_section(run: RunData) -> JudgeSection | None:
-    """Per-criterion judge scores with CIs and every agreement statistic; None for a run without judgments."""
+    """Per-criterion judge scores with CIs, pairwise outcomes and every agreement statistic; None without judgments."""
     from mergescope.scoring import agreement
 
     judgments = run.tables.get("judgments")
     if judgments is None or judgments.empty:
         return None
     comparisons = run.tables.get("comparisons", pd.DataFrame())
-    labels = run.subjects.set_index("id").label
-    intervals = agreement.criterion_intervals(judgments)
-    intervals.insert(0, "model", intervals.pop("subject_id").map(lambda s: labels.get(s, s)))
     statistics = [("Parse failures", agreement.parse_failure_rates(judgments, comparisons)),
                   ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
                   ("Inter-judge agreement", agreement.inter_judge_agreement(judgments))]
     if not comparisons.empty:
         statistics.append(("Position bias (pairwise, both orders)", agreement.position_bias(comparisons)))
-    return JudgeSection(frame_table(intervals), tuple((title, frame_table(frame)) for title, frame in statistics
-                                                      if not frame.empty))
+    return JudgeSection(_criterion_table(run, agreement.criterion_intervals(judgments)),
+                        _pairwise_table(run, comparisons) if not comparisons.empty else None,
+                        tuple((title, frame_table(frame)) for title, frame in statistics if not frame.empty))
+
+
+def _criterion_table(run: RunData, intervals: pd.DataFrame) -> Table:
+    """Models in sweep order against 'rubric · judge · criterion' columns of 'mean (CI low–high)'."""
+    intervals = intervals.assign(column=intervals.rubric + " · " + intervals.judge + " · " + intervals.criterion)
+    columns = list(dict.fromkeys(intervals.column))
+    by_cell = intervals.set_index(["subject_id", "column"])
+    rows, keys = [], []
+    for subject in run.subjects[run.subjects.id.isin(intervals.subject_id)].itertuples():
+        cells = [by_cell.loc[(subject.id, c)] if (subject.id, c) in by_cell.index else None for c in columns]
+        rows.append((subject.label, *[f"{number(c['mean'], 2)} ({number(c.ci_low, 2)}–{number(c.ci_high, 2)})"
+                                     if c is not None else "–" for c in cells]))
+        keys.append((subject.label, *[_key(c["mean"]) if c is not None else None for c in cells]))
+    return Table(("model", *columns), tuple(rows), tuple(keys))
+
+
+def _pairwise_table(run: RunData, comparisons: pd.DataFrame) -> Table:
+    """Per candidate and opponent: questions won, tied and lost (orders that disagree count as a tie)."""
+    labels = run.subjects.set_index("id").label
+    counts = (comparisons.groupby(["subject_id", "opponent_id", "rubric", "judge"], sort=False).outcome
+              .value_counts().unstack(fill_value=0).reindex(columns=["win", "tie", "loss"], fill_value=0).reset_index())
+    counts.insert(0, "candidate", counts.pop("subject_id").map(lambda s: labels.get(s, s)))
+    counts.insert(1, "against", counts.pop("opponent_id").map(lambda s: labels.get(s, s)))
+    return frame_table(counts)
 
 
 KINSHIP_COLUMNS = ["model_a", "model_b", "scope", "scope_name", "pearson", "cosine", "abs_cosine", "euclidean",
