@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/mergescope demo
 
 test: install browser
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=25
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser"

@@ -24,11 +24,13 @@ from mergescope.zoo.train import Stage, mixed_batches, packed_batches, qa_batche
 BLOCK_SIZE = 64
 MAX_POSITIONS = 128
 MAX_GEN_TOKS = 8
-PRETRAIN = Stage("pretrain", "general", steps=300, lr=3e-3, batch_size=32)
-ARITH_STAGES = (Stage("cpt", "arith", steps=100, lr=3e-3, batch_size=32),
-                Stage("sft", "arith", steps=1500, lr=3e-3, batch_size=64))
-FACTS_STAGES = (Stage("cpt", "facts", steps=300, lr=3e-3, batch_size=32),
-                Stage("sft", "facts", steps=700, lr=3e-3, batch_size=64))
+PRETRAIN = Stage("pretrain", "general", steps=500, lr=3e-3, batch_size=32)
+# Fine-tunes use a third of the pre-training rate and no weight decay (decay would pull every weight toward
+# zero, away from the base), so the parents stay near the base and nearer each other than the stranger.
+ARITH_STAGES = (Stage("cpt", "arith", steps=100, lr=1e-3, batch_size=32, weight_decay=0.0),
+                Stage("sft", "arith", steps=800, lr=1e-3, batch_size=64, weight_decay=0.0))
+FACTS_STAGES = (Stage("cpt", "facts", steps=300, lr=1e-3, batch_size=32, weight_decay=0.0),
+                Stage("sft", "facts", steps=600, lr=1e-3, batch_size=64, weight_decay=0.0))
 
 
 def model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
