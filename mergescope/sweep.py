@@ -79,7 +79,9 @@ def sweep(settings: SweepSettings) -> SweepResult:
     ]
     with _locked_run(run_dir) as store:
         _check_same_sweep(store, parents, run_dir)
-        store.set_meta(**provenance.run_meta(spec, parents, suite, settings.backend))
+        # the backend actually used, not the option (None means "the default"), so the report names it
+        store.set_meta(**provenance.run_meta(spec, parents, suite, settings.backend or default_backend()),
+                       executor=settings.executor)
         store.plan(subjects)
         # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
         from mergescope.analysis.kinship import record_kinship
