@@ -141,16 +141,10 @@ class Merger:
     def _merge_fast(self, config: MergeConfiguration, seed: int | None) -> StateDict:
         from mergekit.common import dtype_from_name
         from mergekit.graph import Executor, TaskUniverse
-        from mergekit.io.tasks import LoadTensor, SaveTensor
-        from mergekit.plan import MergePlanner
+        from mergekit.io.tasks import LoadTensor
 
         _quiet_mergekit_logs()
-        architecture = _architecture(config)
-        planner = MergePlanner(config, architecture, options=_options(seed),
-                               out_model_config=_out_config(config, architecture))
-        # plan_in_memory() fails pydantic validation in mergekit 0.1.5, so take the merge tasks of the disk plan
-        # (the same tasks mergekit-yaml runs) and never execute its writer.
-        saves = [task for task in planner.plan_to_disk(out_path="") if isinstance(task, SaveTensor)]
+        saves = planned_saves(config, seed)
         universe = TaskUniverse([save.tensor_task for save in saves])
         loaded = {}
         for task in universe.tasks:
@@ -182,6 +176,20 @@ def needs_full_merge(config: MergeConfiguration) -> bool:
     """Whether the config needs more of `run_merge` than merged weights (a merged tokenizer, LoRA inputs)."""
     return bool(config.tokenizer_source or config.tokenizer or config.chat_template
                 or any(model.lora for model in config.referenced_models()))
+
+
+def planned_saves(config: MergeConfiguration, seed: int | None = None) -> list:
+    """The SaveTensor tasks of mergekit's own plan for `config`: every output tensor as mergekit-yaml merges it."""
+    from mergekit.io.tasks import LoaderCache, SaveTensor
+    from mergekit.plan import MergePlanner
+
+    options = _options(seed)
+    LoaderCache().setup(options=options)
+    architecture = _architecture(config)
+    planner = MergePlanner(config, architecture, options=options, out_model_config=_out_config(config, architecture))
+    # plan_in_memory() fails pydantic validation in mergekit 0.1.5, so take the tasks of the disk plan (planning
+    # writes nothing) and never execute its writer.
+    return [task for task in planner.plan_to_disk(out_path="") if isinstance(task, SaveTensor)]
 
 
 def _options(seed: int | None):

@@ -111,24 +111,15 @@ def _chunked_norm(x: torch.Tensor, dtype: torch.dtype, starts: range, chunk: int
 
 def plan_slerp(mergekit_config: dict) -> list[PlannedTensor]:
     """Returns every tensor of a SLERP merge with its two inputs and t, from mergekit's merge planner."""
-    from mergekit.architecture import get_architecture_info
     from mergekit.config import MergeConfiguration
-    from mergekit.io.tasks import LoaderCache, SaveTensor
-    from mergekit.merge import _model_out_config  # private, but it is the output config run_merge plans with
-    from mergekit.options import MergeOptions
-    from mergekit.plan import MergePlanner
+
+    from mergescope.merge import planned_saves
 
     config = MergeConfiguration.model_validate(mergekit_config)
     if config.merge_method != "slerp":
         raise ConfigError(f"SLERP diagnostics need a slerp merge, not {config.merge_method!r}")
-    options = MergeOptions()
-    LoaderCache().setup(options=options)
-    architecture = get_architecture_info(config, options)
-    planner = MergePlanner(config, architecture, options=options,
-                           out_model_config=_model_out_config(config, architecture))
-    # The plan run_merge executes; planning writes nothing (plan_in_memory fails in mergekit 0.1.5).
-    tasks = planner.plan_to_disk(out_path="unused-plan-only")
-    planned = (_planned(task.tensor_task, config.dtype) for task in tasks if isinstance(task, SaveTensor))
+    tasks = planned_saves(config)
+    planned = (_planned(task.tensor_task, config.dtype) for task in tasks)
     return [p for p in planned if p is not None]
 
 
