@@ -77,7 +77,7 @@ def sweep(settings: SweepSettings) -> SweepResult:
     subjects = reference_subjects(parents) + [
         EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates
     ]
-    with _locked_run(run_dir) as store:
+    with LockedRun(run_dir) as store:
         _check_same_sweep(store, parents, run_dir)
         # the backend actually used, not the option (None means "the default"), so the report names it
         store.set_meta(**provenance.run_meta(spec, parents, suite, settings.backend or default_backend()),
@@ -129,7 +129,7 @@ def find_zoo(model_dir: Path):
     return None
 
 
-class _locked_run:
+class LockedRun:
     """The run's results store, held under a lock so that two sweeps never write one run at once."""
 
     def __init__(self, run_dir: Path):

@@ -197,9 +197,9 @@ class JudgeRunResult:
 
 def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None) -> JudgeRunResult:
     """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing."""
-    from mergescope.sweep import _locked_run
+    from mergescope.sweep import LockedRun
 
-    with _locked_run(Path(run_dir)) as store:
+    with LockedRun(Path(run_dir)) as store:
         meta = store.meta()
         if not settings.rubrics:
             settings = replace(settings, rubrics=tuple(meta.get("judging", {}).get("rubric_sources", ())))
