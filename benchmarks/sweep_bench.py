@@ -4,14 +4,18 @@ The naive loop is what one writes without mergescope: per candidate, `mergekit-y
 `lm_eval --model hf ... --log_samples` (each a fresh process that imports everything and loads the model).
 mergescope runs `mergescope sweep` once over the same candidates (fresh process, start-up included), on the
 same tasks, with the same backend (hf), keeping per-item results as the naive loop does with --log_samples.
-mergescope also scores the two parents and the base (it always does); the naive loop does not.
+mergescope also scores the two parents and the base (it always does); the naive loop as the issue defines it
+does not, so its ratio (`speedup`) charges those three evaluations against mergescope. `speedup_like_for_like`
+adds to the naive loop the three `lm_eval` calls that score the same reference models, which an emergence
+analysis needs.
 
-    python benchmarks/sweep_bench.py [ZOO_DIR] [--repeats 3]
+    python benchmarks/sweep_bench.py [ZOO_DIR] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -45,11 +49,13 @@ def _mergescope_sweep(zoo, spec: Path, out: Path) -> float:
 
 def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
     model_dir = scratch / f"model-{config.stem}"
-    merge = [str(BIN / "mergekit-yaml"), str(config), str(model_dir)]
-    evaluate = [str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-                "--tasks", ",".join(TASKS), "--include_path", str(zoo.task_yaml_dir()), "--device", "cpu",
-                "--batch_size", "32", "--log_samples", "--output_path", str(scratch / f"eval-{config.stem}")]
-    return _timed(merge) + _timed(evaluate)
+    return _timed([str(BIN / "mergekit-yaml"), str(config), str(model_dir)]) + _naive_eval(model_dir, zoo, scratch)
+
+
+def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
+    return _timed([str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
+                   "--tasks", ",".join(TASKS), "--include_path", str(zoo.task_yaml_dir()), "--device", "cpu",
+                   "--batch_size", "32", "--log_samples", "--output_path", str(scratch / f"eval-{model_dir.name}")])
 
 
 def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
@@ -66,7 +72,7 @@ def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
     return paths
 
 
-def run(zoo, repeats: int = 3) -> dict:
+def run(zoo, repeats: int = 5) -> dict:
     """Timings of both sides and their ratio; medians over `repeats` mergescope sweeps."""
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
         scratch = Path(scratch)
@@ -77,13 +83,17 @@ def run(zoo, repeats: int = 3) -> dict:
         # skips: the comparison is charged against mergescope, not for it.
         configs = _exported_configs(zoo, spec, scratch / "configs")
         naive = [_naive_candidate(config, zoo, scratch) for config in configs]
-    result = {
+        references = [_naive_eval(zoo.model_path(name), zoo, scratch) for name in ("arith", "facts", "base")]
+    mergescope = statistics.median(sweeps)
+    return {
         "candidates": len(naive), "tasks": list(TASKS),
-        "mergescope_sweep_s": statistics.median(sweeps), "mergescope_runs_s": sweeps,
+        "mergescope_sweep_s": mergescope, "mergescope_runs_s": sweeps,
         "naive_total_s": sum(naive), "naive_per_candidate_median_s": statistics.median(naive),
+        "naive_reference_evals_s": sum(references),
+        "speedup": sum(naive) / mergescope,
+        "speedup_like_for_like": (sum(naive) + sum(references)) / mergescope,
+        "load_average_1min": os.getloadavg()[0],
     }
-    result["speedup"] = result["naive_total_s"] / result["mergescope_sweep_s"]
-    return result
 
 
 if __name__ == "__main__":
@@ -91,6 +101,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser()
     parser.add_argument("zoo", nargs="?", default=".cache/test-zoo")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     arguments = parser.parse_args()
     print(run(load_zoo(arguments.zoo), arguments.repeats))

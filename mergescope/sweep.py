@@ -89,7 +89,8 @@ def sweep(settings: SweepSettings) -> SweepResult:
 
         record_kinship(store, parents)  # both are cheap, and skipped when the store already holds them
         record_slerp_diagnostics(store, candidates)
-        todo = [s for s in subjects if s.id not in _finished_ids(store, settings)]
+        finished = _finished_ids(store, settings)
+        todo = [s for s in subjects if s.id not in finished]
         _say(settings, f"{len(candidates)} candidates + {len(subjects) - len(candidates)} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
         _check_disk_for_merges(todo, parents, run_dir)

@@ -11,7 +11,7 @@ from mergescope.backends import create_backend
 from mergescope.faults import checkpoint
 from mergescope.merge import Merger, merge_to_disk
 from mergescope.records import EvalSubject, Evaluation
-from mergescope.scoring.lmeval import TaskSuite, evaluate
+from mergescope.scoring.lmeval import TaskRunner, TaskSuite
 
 # (prompts, max_tokens, temperature) -> completions of the model loaded last.
 Generator = Callable[[list[str], int, float], list[str]]
@@ -35,12 +35,13 @@ class SubjectResult:
 
 
 class SubjectWorker:
-    """Holds one backend (one live engine) and one Merger, and evaluates subjects one after another."""
+    """Holds one backend (one live engine), one Merger and the loaded tasks; evaluates subjects one after another."""
 
     def __init__(self, job: EvalJob):
         self.job = job
         self.backend = create_backend(job.backend, **job.backend_options)
         self.merger = Merger()  # parent tensors are read once and shared by every candidate this worker merges
+        self.tasks = TaskRunner(job.suite)
 
     def evaluate(self, subject: EvalSubject) -> SubjectResult:
         """Merge (unless cached on disk), load and score `subject`."""
@@ -49,7 +50,7 @@ class SubjectWorker:
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
         checkpoint("eval.before")
-        evaluation = evaluate(lm, self.job.suite, subject.id)
+        evaluation = self.tasks.evaluate(lm, subject.id)
         checkpoint("eval.after")
         return SubjectResult(subject, evaluation, merge_seconds)
 

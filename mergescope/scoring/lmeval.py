@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import math
@@ -18,6 +19,9 @@ from mergescope.records import Evaluation, ItemOutcome, TaskScore
 # Never read a hub: tasks use local data and models are local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+BOOTSTRAP_ITERS = 1000  # resamples behind each score's stderr
 
 
 @dataclass(frozen=True)
@@ -74,26 +78,74 @@ def _check_task_loads(manager, name: str) -> None:
                           hint="check the task YAML and that its data files exist") from None
 
 
-def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
-    """Scores and per-item outcomes of the model behind `lm` on every task of `suite`."""
-    import lm_eval
+class TaskRunner:
+    """A suite's lm-eval tasks, loaded once and then run against one model after another.
 
-    _quiet_lm_eval()
-    started = time.perf_counter()
-    # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
-    with contextlib.redirect_stderr(io.StringIO()):
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            tasks=list(suite.names),
-            task_manager=suite.task_manager(),
-            limit=suite.limit,
-            log_samples=True,
-            bootstrap_iters=1000,
-            verbosity="ERROR",
-        )
-    scores = tuple(_task_scores(results, subject_id))
-    items = tuple(_item_outcomes(results, subject_id))
-    return Evaluation(scores=scores, items=items, seconds=time.perf_counter() - started)
+    `lm_eval.simple_evaluate` reloads every task and collects the machine's environment (pip and
+    nvidia-smi subprocesses) on each call: about 0.5 s per model on the zoo, more than scoring it.
+    A sweep scores dozens of models on the same tasks, so a worker keeps one runner and calls
+    lm-eval's `evaluate` on the loaded tasks, seeded as `simple_evaluate` seeds them.
+    """
+
+    def __init__(self, suite: TaskSuite):
+        _quiet_lm_eval()
+        _compile_each_template_once()
+        self.suite = suite
+        self.loaded = suite.task_manager().load(list(suite.names))
+        for task in self.loaded["tasks"].values():
+            if task.get_config("num_fewshot") is None:
+                task.set_config(key="num_fewshot", value=0)
+
+    def evaluate(self, lm, subject_id: str) -> Evaluation:
+        """Scores and per-item outcomes of the model behind `lm` on every task of the suite."""
+        from lm_eval.evaluator import evaluate as lm_eval_evaluate
+
+        started = time.perf_counter()
+        self._seed()
+        # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
+        with contextlib.redirect_stderr(io.StringIO()):
+            results = lm_eval_evaluate(lm=lm, task_dict=self.loaded, limit=self.suite.limit,
+                                       log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS)
+        scores = tuple(_task_scores(results, subject_id))
+        items = tuple(_item_outcomes(results, subject_id))
+        return Evaluation(scores=scores, items=items, seconds=time.perf_counter() - started)
+
+    def _seed(self) -> None:
+        """The seeds `simple_evaluate` sets before every run, so that every model sees the same few-shot draws."""
+        import random
+
+        import numpy as np
+        import torch
+        from lm_eval.defaults import DEFAULT_OTHER_SEED, DEFAULT_RANDOM_SEED
+
+        random.seed(DEFAULT_RANDOM_SEED)
+        np.random.seed(DEFAULT_OTHER_SEED)
+        torch.manual_seed(DEFAULT_OTHER_SEED)
+        for task in self.loaded["tasks"].values():
+            task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+
+
+def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
+    """One model on `suite`; a sweep keeps a `TaskRunner` instead, to load the tasks once."""
+    return TaskRunner(suite).evaluate(lm, subject_id)
+
+
+@functools.cache
+def _compile_each_template_once() -> None:
+    """Make lm-eval compile each prompt template once instead of once per document and call.
+
+    lm-eval renders `doc_to_text`/`doc_to_target` with `Environment.from_string`, which compiles the
+    Jinja source anew every time (lm-eval issue #1286, still open): ~0.3 ms x 4 calls per document,
+    the largest cost of scoring a small model. A compiled template renders the same text.
+    """
+    import lm_eval.utils
+
+    compiled = functools.lru_cache(maxsize=4096)(lm_eval.utils.env.from_string)
+
+    def apply_template(template: str, doc: dict) -> str:
+        return compiled(template).render(**doc)
+
+    lm_eval.utils.apply_template = apply_template
 
 
 def metric_name(key: str) -> str:
