@@ -73,16 +73,24 @@ def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
 
 
 def run(zoo, repeats: int = 5) -> dict:
-    """Timings of both sides and their ratio; medians over `repeats` mergescope sweeps."""
+    """Timings of both sides and their ratio; the median of `repeats` mergescope sweeps.
+
+    The mergescope sweeps are interleaved with the naive loop's candidates, so that both sides sample the
+    same spells of a shared machine's speed.
+    """
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
         scratch = Path(scratch)
         spec = scratch / "bench.yaml"
         spec.write_text(yaml.safe_dump(SPEC))
-        sweeps = [_mergescope_sweep(zoo, spec, scratch / f"run-{i}") for i in range(repeats)]
-        # mergescope's total also scores its three reference models (parents, base), which the naive loop
-        # skips: the comparison is charged against mergescope, not for it.
         configs = _exported_configs(zoo, spec, scratch / "configs")
-        naive = [_naive_candidate(config, zoo, scratch) for config in configs]
+        every = max(1, len(configs) // repeats)
+        sweeps, naive = [], []
+        for index, config in enumerate(configs):
+            if index % every == 0 and len(sweeps) < repeats:
+                sweeps.append(_mergescope_sweep(zoo, spec, scratch / f"run-{index}"))
+            naive.append(_naive_candidate(config, zoo, scratch))
+        # mergescope's total also scores its three reference models (parents, base), which the naive loop
+        # skips: `speedup` charges them against mergescope; `speedup_like_for_like` times them on both sides.
         references = [_naive_eval(zoo.model_path(name), zoo, scratch) for name in ("arith", "facts", "base")]
     mergescope = statistics.median(sweeps)
     return {

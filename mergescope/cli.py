@@ -82,6 +82,7 @@ def sweep(
     gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM: share of GPU memory an engine takes.")] = 0.85,
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
+    from mergescope.errors import MergescopeError
     from mergescope.sweep import SweepSettings
     from mergescope.sweep import sweep as run_sweep
 
@@ -100,6 +101,10 @@ def sweep(
     result = run_sweep(settings)
     typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
                f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+    if result.judging_incomplete:  # scores and finished judgments are kept; exit 1 so that scripts see the gap
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint=f"rerun `mergescope judge {result.run_dir}` with the same judge options "
+                                   "once the judge answers")
 
 
 @app.command()

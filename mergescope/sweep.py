@@ -58,6 +58,7 @@ class SweepResult:
     n_evaluated: int
     n_skipped: int
     seconds: float
+    judging_incomplete: list[str] = field(default_factory=list)  # subjects whose judging must be rerun
 
 
 def sweep(settings: SweepSettings) -> SweepResult:
@@ -94,8 +95,9 @@ def sweep(settings: SweepSettings) -> SweepResult:
         _say(settings, f"{len(candidates)} candidates + {len(subjects) - len(candidates)} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
         _check_disk_for_merges(todo, parents, run_dir)
-        _evaluate_all(todo, store, suite, run_dir, settings)
-    return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started)
+        judging_incomplete = _evaluate_all(todo, store, suite, run_dir, settings)
+    return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started,
+                       judging_incomplete)
 
 
 def reference_subjects(parents: ParentSet) -> list[EvalSubject]:
@@ -182,11 +184,12 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
 
 
 def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite, run_dir: Path,
-                  settings: SweepSettings) -> None:
+                  settings: SweepSettings) -> list[str]:
+    """Evaluate (and judge) `todo`; returns the subjects whose judging ended incomplete."""
     backend_name = settings.backend or default_backend()
     judging = _start_judging(settings, store, run_dir, backend_name)
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
-        return
+        return []
     judged_later: list[EvalSubject] = []  # subjects served elsewhere (Ray): judged here once all are scored
 
     def on_result(result: SubjectResult, generate: Generator | None) -> None:
@@ -201,13 +204,15 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite
             checkpoint("judge.subject_done")
 
     executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
+    incomplete: list[str] = []
     try:
         executor.run(todo, EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options), on_result)
         if judging is not None and judged_later:
             _judge_here(judging, judged_later, backend_name, run_dir, settings)
     finally:
-        if judging is not None and judging.close():
-            _say(settings, f"judging incomplete: rerun `mergescope judge {run_dir}` with the same judge options")
+        if judging is not None:
+            incomplete = judging.close()
+    return incomplete
 
 
 def _judge_here(judging, subjects: list[EvalSubject], backend_name: str, run_dir: Path, settings) -> None:

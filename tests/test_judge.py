@@ -387,6 +387,7 @@ def test_a_zoo_sweep_judges_each_subject_after_its_scores(zoo, tmp_path, rubric)
     tasks = {task for (task,) in db.execute("SELECT DISTINCT task FROM scores")}
     assert tasks == {"zoo_arith", "judge_mini_judge"}
     assert {s for (s,) in db.execute("SELECT DISTINCT status FROM judge_status")} == {"complete"}
+    assert result.judging_incomplete == []
 
 
 @pytest.mark.slow
@@ -401,6 +402,7 @@ def test_a_zoo_sweep_with_the_judge_down_finishes_and_judging_resumes_later(zoo,
     assert db.execute("SELECT count(*) FROM answers").fetchone()[0] == 3 * 2  # answers kept for a later judge
     assert {s for (s,) in db.execute("SELECT DISTINCT status FROM judge_status")} == {"incomplete"}
     assert json.loads(dict(db.execute("SELECT key, value FROM meta"))["judging"])["complete"] is False
+    assert sorted(result.judging_incomplete) == sorted(s for (s,) in db.execute("SELECT id FROM subjects"))
 
     from mergescope.scoring.judge_run import judge_run
 
@@ -408,3 +410,18 @@ def test_a_zoo_sweep_with_the_judge_down_finishes_and_judging_resumes_later(zoo,
         later = judge_run(result.run_dir, JudgeSettings(url=server.url, model="judge", rubrics=()))
     assert later.incomplete == [] and later.n_subjects == 3
     assert {s for (s,) in db.execute("SELECT DISTINCT status FROM judge_status")} == {"complete"}
+
+
+@pytest.mark.slow
+def test_the_sweep_command_exits_1_when_judging_ends_incomplete(zoo, tmp_path, rubric):
+    spec = tmp_path / "one_merge.yaml"
+    spec.write_text("name: one_merge\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
+    with js.JudgeServer() as gone:
+        url = gone.url
+    outcome = CliRunner().invoke(app, [
+        "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")), "--sweep", str(spec),
+        "--tasks", "zoo_arith", "--limit", "5", "--out", str(tmp_path / "run"), "--backend", "hf",
+        "--judge-url", url, "--judge-model", "m", "--rubric", rubric.source])
+    assert outcome.exit_code == 1, outcome.output
+    assert "3 evaluated" in outcome.output  # the scores are stored all the same
+    assert "error: judging incomplete for 3 subjects" in outcome.output and "mergescope judge" in outcome.output

@@ -44,9 +44,8 @@ def register_backend(name: str, target: str) -> None:
 def default_backend() -> str:
     """vLLM on a GPU machine where it is installed and registered, else in-process transformers.
 
-    On CPU-only machines hf stays the default: vLLM's engine start (~35 s, minutes on a loaded machine)
-    costs more than hf on small `--limit` sweeps such as tests and CI run; full zoo sweeps are faster with
-    `--backend vllm` (numbers: benchmarks/vllm_bench.py and the README).
+    On CPU-only machines hf stays the default: there vLLM scores a small model no faster than transformers,
+    so its engine start (17-35 s) is never repaid (numbers: benchmarks/vllm_bench.py and the README).
     """
     if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None and _has_gpu():
         return "vllm"
