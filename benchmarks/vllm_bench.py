@@ -28,14 +28,15 @@ TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "sp
 
 def run(zoo) -> dict:
     """Timings (seconds) of swaps, cold starts and per-candidate evaluation on `zoo`, and their ratios."""
-    from mergescope.scoring.lmeval import resolve_tasks
+    from mergescope.scoring.lmeval import TaskRunner, resolve_tasks
 
-    suite = resolve_tasks(zoo.task_names(), [zoo.task_yaml_dir()])
+    # one runner for every model, as a sweep's worker keeps one
+    tasks = TaskRunner(resolve_tasks(zoo.task_names(), [zoo.task_yaml_dir()]))
     scratch = Path(tempfile.mkdtemp(prefix="mergescope-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     try:
         cold = [_cold_start(zoo.model_path("base")) for _ in range(N_COLD_STARTS)]
-        swaps = _swap_sweep(zoo, suite, scratch)
-        hf_eval = _hf_evaluations(zoo, suite, scratch)
+        swaps = _swap_sweep(zoo, tasks, scratch)
+        hf_eval = _hf_evaluations(zoo, tasks, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     cold_start = statistics.mean(cold)
@@ -53,7 +54,7 @@ def run(zoo) -> dict:
         "one_engine_total_s": cold_start + sum(s["write_s"] + s["reload_s"] + s["eval_s"] for s in swaps),
         "fresh_engine_each_total_s_extrapolated": N_CANDIDATES * (cold_start + vllm_eval),
         "hf_total_s": sum(hf_eval),
-        "tasks": list(suite.names),
+        "tasks": list(tasks.suite.names),
         "machine": f"{os.cpu_count()} CPUs visible, torch threads {_torch_threads()}",
     }
 
@@ -70,9 +71,8 @@ def _cold_start(model_dir: Path) -> float:
     return seconds
 
 
-def _swap_sweep(zoo, suite, scratch: Path) -> list[dict]:
+def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
     from mergescope.backends.vllm import VLLMBackend
-    from mergescope.scoring.lmeval import evaluate
 
     parents = [_state_dict(zoo.model_path(name)) for name in ("arith", "facts")]
     backend = VLLMBackend()
@@ -85,7 +85,7 @@ def _swap_sweep(zoo, suite, scratch: Path) -> list[dict]:
             written = time.perf_counter()
             lm = backend.load(model_dir)
             reloaded = time.perf_counter()
-            evaluate(lm, suite, f"candidate-{index}")
+            tasks.evaluate(lm, f"candidate-{index}")
             timings.append({"write_s": written - started, "reload_s": reloaded - written,
                             "eval_s": time.perf_counter() - reloaded})
         assert backend.engine_starts == 1, "a swap restarted the engine"
@@ -94,15 +94,14 @@ def _swap_sweep(zoo, suite, scratch: Path) -> list[dict]:
     return timings
 
 
-def _hf_evaluations(zoo, suite, scratch: Path) -> list[float]:
+def _hf_evaluations(zoo, tasks, scratch: Path) -> list[float]:
     from mergescope.backends.hf import HFBackend
-    from mergescope.scoring.lmeval import evaluate
 
     backend = HFBackend()
     seconds = []
     for index in range(N_CANDIDATES):
         started = time.perf_counter()
-        evaluate(backend.load(scratch / f"candidate-{index}"), suite, f"candidate-{index}")
+        tasks.evaluate(backend.load(scratch / f"candidate-{index}"), f"candidate-{index}")
         seconds.append(time.perf_counter() - started)
     return seconds
 

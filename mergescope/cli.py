@@ -93,8 +93,9 @@ def sweep(
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
         judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
         executor=executor,
-        backend_options={"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization}
-        if backend == "vllm" else {},
+        # every backend takes the options it knows and ignores the rest: the default backend (vllm on a GPU
+        # machine) is only chosen later
+        backend_options={"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization},
         executor_options={"address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker}
         if executor == "ray" else {},
     )
