@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
+import gc
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -298,6 +298,12 @@ def serve(
     raise typer.Exit(run_server(target, run, host, port))
 
 
-def main() -> None:  # pragma: no cover - console entry point for `python -m mergescope`
-    app(prog_name="mergescope")
-    sys.exit(0)
+def main() -> None:
+    """The console entry point (`mergescope`, `python -m mergescope`)."""
+    try:
+        app(prog_name="mergescope")
+    finally:
+        # At exit CPython's last garbage collections walk every object torch, transformers and lm-eval made:
+        # ~1.4 s per command. Nothing in them needs collecting (the store and files are closed by now), so
+        # freezing them makes exit take 0.2 s. Only here, never in-process (tests), where it would keep garbage.
+        gc.freeze()
