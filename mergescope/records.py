@@ -95,6 +95,18 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class AnswerRequest:
+    """Prompts the judge stage needs every subject to answer, and how to sample the answers."""
+
+    prompts: tuple[str, ...]
+    max_tokens: int
+    temperature: float
+
+    def keys(self) -> list[tuple[str, int, float]]:
+        return [(prompt, self.max_tokens, self.temperature) for prompt in self.prompts]
+
+
+@dataclass(frozen=True)
 class Answer:
     """A judged model's answer to one rubric question, with the sampling config (JSON) that produced it."""
 

@@ -16,7 +16,6 @@ from mergescope.config import load_sweep
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.faults import checkpoint
 from mergescope.executors import EvalJob, SubjectResult, create_executor
-from mergescope.executors.worker import Generator
 from mergescope.merge import is_merged, remove_partial_merges
 from mergescope.parents import resolve_parents
 from mergescope.records import EvalSubject, ParentSet
@@ -190,41 +189,28 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite
     judging = _start_judging(settings, store, run_dir, backend_name)
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return []
-    judged_later: list[EvalSubject] = []  # subjects served elsewhere (Ray): judged here once all are scored
 
-    def on_result(result: SubjectResult, generate: Generator | None) -> None:
+    def on_result(result: SubjectResult) -> None:
         store.record(result.subject, result.evaluation, result.merge_seconds)
         checkpoint("store.committed")
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
-        if judging is not None and generate is None:
-            judged_later.append(result.subject)
-        elif judging is not None:
-            _say(settings, judging.judge_subject(result.subject, generate))
+        if judging is not None:  # the worker answered the judge's questions; grading needs no model here
+            from mergescope.scoring.judge_run import answered
+
+            _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
             checkpoint("judge.subject_done")
 
     executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
+    job = EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options,
+                  answer_requests=judging.answer_requests() if judging is not None else ())
     incomplete: list[str] = []
     try:
-        executor.run(todo, EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options), on_result)
-        if judging is not None and judged_later:
-            _judge_here(judging, judged_later, backend_name, run_dir, settings)
+        executor.run(todo, job, on_result)
     finally:
         if judging is not None:
             incomplete = judging.close()
     return incomplete
-
-
-def _judge_here(judging, subjects: list[EvalSubject], backend_name: str, run_dir: Path, settings) -> None:
-    from mergescope.scoring.judge_run import ModelLoader
-
-    models = ModelLoader(backend_name, run_dir)
-    try:
-        for subject in subjects:
-            _say(settings, judging.judge_subject(subject, models.generator(subject)))
-            checkpoint("judge.subject_done")
-    finally:
-        models.close()
 
 
 def _start_judging(settings: SweepSettings, store: ResultsStore, run_dir: Path, backend_name: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,30 @@ def test_ray_sweep_equals_local_sweep_although_a_worker_died(zoo, tmp_path, ray_
     counts = sqlite3.connect(remote.run_dir / "results.sqlite").execute(
         "SELECT count(*), count(DISTINCT subject_id || task || doc_id || metric) FROM items").fetchone()
     assert counts[0] == counts[1]  # no duplicated rows
+
+
+JUDGED_TABLES = {
+    "answers": "SELECT subject_id, rubric, question_id, answer FROM answers ORDER BY 1, 2, 3",
+    "judgments": "SELECT subject_id, question_id, criterion, score FROM judgments ORDER BY 1, 2, 3",
+    "comparisons": "SELECT subject_id, opponent_id, question_id, verdict_first, verdict_swapped FROM comparisons "
+                   "ORDER BY 1, 2, 3",
+    "status": "SELECT subject_id, rubric, status FROM judge_status ORDER BY 1, 2",
+}
+
+
+def test_a_judged_ray_sweep_has_its_actors_answer_and_equals_the_local_one(zoo, tmp_path, ray_cluster):
+    import judge_server
+
+    rubric = Path(__file__).resolve().parent.parent / "judges" / "zoo_skills.yaml"
+    with judge_server.JudgeServer() as server:
+        judged = {"judge_url": server.url, "judge_model": "judge", "rubrics": [rubric]}
+        local = sweep(_settings(zoo, tmp_path, "local", **judged))
+        remote = sweep(_settings(zoo, tmp_path, "ray", executor="ray", executor_options={"workers": 2}, **judged))
+    assert remote.judging_incomplete == local.judging_incomplete == []
+    tables = []
+    for run in (local, remote):
+        db = sqlite3.connect(run.run_dir / "results.sqlite")
+        tables.append({name: db.execute(query).fetchall() for name, query in JUDGED_TABLES.items()})
+    assert len(tables[0]["answers"]) == 6 * len({row[2] for row in tables[0]["answers"]}) > 0
+    assert {row[2] for row in tables[0]["status"]} == {"complete"}
+    assert tables[1] == tables[0]

@@ -10,12 +10,11 @@ import importlib
 from typing import Callable, Protocol
 
 from mergescope.errors import ConfigError, did_you_mean
-from mergescope.executors.worker import EvalJob, Generator, SubjectResult, SubjectWorker
+from mergescope.executors.worker import EvalJob, SubjectResult, SubjectWorker
 from mergescope.records import EvalSubject
 
-# Called in the writing process for each finished subject; `generate` serves the subject's model for the
-# judge stage where the executor can offer that (the local one), else None.
-ResultHandler = Callable[[SubjectResult, Generator | None], None]
+# Called in the writing process for each finished subject.
+ResultHandler = Callable[[SubjectResult], None]
 
 
 class Executor(Protocol):

@@ -20,6 +20,6 @@ class LocalExecutor:
             bar = tqdm(todo, desc="sweep", unit="model", disable=not self.progress)
             for subject in bar:
                 bar.set_postfix_str(subject.label)
-                on_result(worker.evaluate(subject), worker.generate)
+                on_result(worker.evaluate(subject))
         finally:
             worker.close()

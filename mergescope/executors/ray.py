@@ -53,7 +53,7 @@ class RayExecutor:
                         raise RuntimeError(f"{subject.label}: every serving actor died ({error})") from None
                     queue.append((subject, attempt + 1))
                     continue
-                on_result(result, None)
+                on_result(result)
                 bar.update(1)
         finally:
             bar.close()

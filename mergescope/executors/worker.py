@@ -5,16 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from mergescope.backends import create_backend
 from mergescope.faults import checkpoint
 from mergescope.merge import Merger, merge_to_disk
-from mergescope.records import EvalSubject, Evaluation
+from mergescope.records import AnswerRequest, EvalSubject, Evaluation
 from mergescope.scoring.lmeval import TaskRunner, TaskSuite
-
-# (prompts, max_tokens, temperature) -> completions of the model loaded last.
-Generator = Callable[[list[str], int, float], list[str]]
 
 
 @dataclass(frozen=True)
@@ -25,6 +21,7 @@ class EvalJob:
     merges_root: Path
     backend: str
     backend_options: dict = field(default_factory=dict)
+    answer_requests: tuple[AnswerRequest, ...] = ()  # the judge's questions, answered while the model is loaded
 
 
 @dataclass(frozen=True)
@@ -32,6 +29,7 @@ class SubjectResult:
     subject: EvalSubject
     evaluation: Evaluation
     merge_seconds: float | None
+    answers: dict[tuple[str, int, float], str] = field(default_factory=dict)  # AnswerRequest key -> completion
 
 
 class SubjectWorker:
@@ -52,10 +50,15 @@ class SubjectWorker:
         checkpoint("eval.before")
         evaluation = self.tasks.evaluate(lm, subject.id)
         checkpoint("eval.after")
-        return SubjectResult(subject, evaluation, merge_seconds)
+        return SubjectResult(subject, evaluation, merge_seconds, self._answers())
 
-    def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
-        return self.backend.generate(prompts, max_tokens, temperature)
+    def _answers(self) -> dict[tuple[str, int, float], str]:
+        """The loaded model's completions of the job's answer requests (the judge grades them elsewhere)."""
+        answers = {}
+        for request in self.job.answer_requests:
+            completions = self.backend.generate(list(request.prompts), request.max_tokens, request.temperature)
+            answers.update(zip(request.keys(), completions))
+        return answers
 
     def close(self) -> None:
         self.backend.close()

@@ -1,7 +1,8 @@
 """The judging stage of a run: generate answers, grade them, compare candidates with parents, store it all.
 
-`RunJudging` is used by the sweep (right after each subject's lm-eval scores are stored, with the model
-still loaded) and by `mergescope judge RUN` (which re-judges finished subjects, loading a model only where
+`RunJudging` is used by the sweep (right after each subject's lm-eval scores are stored; the worker that
+served the subject, in this process or a Ray actor, answered the rubric questions while the model was
+loaded, so grading needs no model here) and by `mergescope judge RUN` (which re-judges finished subjects, loading a model only where
 its answers are not stored yet). When the judge endpoint fails for good, what was judged is kept, the rest
 of the run's subjects are marked `incomplete` in `judge_status`, and the run carries on.
 """
@@ -17,7 +18,7 @@ import yaml
 
 from mergescope.errors import ConfigError
 from mergescope.faults import checkpoint
-from mergescope.records import Answer, Candidate, EvalSubject
+from mergescope.records import Answer, AnswerRequest, Candidate, EvalSubject
 from mergescope.scoring import judge_store
 from mergescope.scoring.agreement import judge_statistics
 from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
@@ -79,6 +80,12 @@ class RunJudging:
         self.rubrics = [find_rubric(r) for r in self.settings.rubrics]
         judge_store.ensure_tables(self.store)
         self.session = JudgeSession(self.settings.endpoint(), self.settings.cache_path or self.run_dir / CACHE_NAME)
+
+    def answer_requests(self) -> tuple[AnswerRequest, ...]:
+        """What each subject must answer for the rubrics: asked of the worker that serves the subject."""
+        return tuple(AnswerRequest(tuple(answer_prompt(rubric, q) for q in rubric.questions),
+                                   rubric.generation.max_tokens, rubric.generation.temperature)
+                     for rubric in self.rubrics)
 
     def judge_subject(self, subject: EvalSubject, generate: Generator) -> str:
         """Judge one subject on every rubric; returns a one-line summary for the progress log."""
@@ -157,6 +164,15 @@ class RunJudging:
             return incomplete
         finally:
             self.session.close()
+
+
+def answered(answers: dict[tuple[str, int, float], str]) -> Generator:
+    """A Generator over completions a worker already made for the subject (keys: `AnswerRequest.keys`)."""
+
+    def generate(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
+        return [answers[(prompt, max_tokens, temperature)] for prompt in prompts]
+
+    return generate
 
 
 def judged_ids(store: ResultsStore, settings: JudgeSettings) -> set[str]:
