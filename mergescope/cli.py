@@ -21,6 +21,9 @@ JudgeUrlOption = Annotated[Optional[str], typer.Option(help="OpenAI-compatible j
 JudgeModelOption = Annotated[Optional[str], typer.Option(help="Model name the judge endpoint serves.")]
 RubricOption = Annotated[Optional[list[Path]], typer.Option("--rubric", help="Judge rubric YAML, e.g. judges/zoo_skills.yaml (repeatable).")]
 ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding the judge's API key.")]
+LogprobsOption = Annotated[int, typer.Option(
+    "--judge-logprobs", min=0, help="Ask the judge for N top alternatives per token and also keep "
+                                     "probability-weighted scores (metrics *_weighted); 0: off.")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -74,6 +77,7 @@ def sweep(
     judge_model: JudgeModelOption = None,
     rubric: RubricOption = None,
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    judge_logprobs: LogprobsOption = 0,
     executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
@@ -92,6 +96,7 @@ def sweep(
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
         judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
+        judge_logprobs=judge_logprobs,
         executor=executor,
         # every backend takes the options it knows and ignores the rest: the default backend (vllm on a GPU
         # machine) is only chosen later
@@ -116,6 +121,7 @@ def judge(
     judge_model: JudgeModelOption = None,
     rubric: RubricOption = None,
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    judge_logprobs: LogprobsOption = 0,
     samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
     temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
     pairwise: Annotated[bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")] = True,
@@ -133,7 +139,8 @@ def judge(
         raise ConfigError("judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1")
     settings = JudgeSettings(url=judge_url, model=judge_model, rubrics=tuple(str(r) for r in rubric or ()),
                              api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
-                             pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries)
+                             pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries,
+                             logprobs=judge_logprobs)
     result = judge_run(run, settings, backend)
     if as_json:
         typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,

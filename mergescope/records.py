@@ -133,6 +133,8 @@ class Judgment:
     raw_reply: str
     # The judge is the judged model itself or one of its parents: its scores may favour its own style.
     self_preference: bool = False
+    # The judge's probability-weighted score (judge_parse.expected_score), where its token logprobs were asked for.
+    expected_score: float | None = None
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class SweepSettings:
     judge_model: str | None = None
     rubrics: list[Path] = field(default_factory=list)
     judge_api_key_env: str = "MERGESCOPE_JUDGE_API_KEY"
+    judge_logprobs: int = 0  # >0: probability-weighted judge scores too (scoring/judge_parse.expected_score)
 
 
 @dataclass(frozen=True)

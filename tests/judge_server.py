@@ -6,11 +6,16 @@ read the exact prompt the judge received.
 
 The honest judge grades by the reference answer in the prompt: 5 on every criterion when the delimited
 answer contains it, else 1; in pairwise mode the answer that contains it wins (both or neither: tie).
+
+Asked for `logprobs`, the server returns the reply's tokens (words, spaces, single digits, punctuation; a
+non-ASCII character as one token per UTF-8 byte, as real servers split them) with `top_logprobs`: a digit
+it wrote has probability 0.75 and its neighbour towards the middle of a 1-5 scale 0.25; others are certain.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 import time
@@ -133,6 +138,31 @@ def obeying(request: dict) -> Reply:
     return honest(request)
 
 
+# -- token log-probabilities ---------------------------------------------------------------------------------
+DIGIT_CONFIDENCE = 0.75
+
+
+def _token_entry(text: str, data: bytes, top_n: int) -> dict:
+    if text.isdigit():
+        neighbour = str(int(text) - 1 if int(text) >= 3 else int(text) + 1)
+        top = [(text, math.log(DIGIT_CONFIDENCE)), (neighbour, math.log(1 - DIGIT_CONFIDENCE))]
+    else:
+        top = [(text, 0.0)]
+    return {"token": text, "logprob": top[0][1], "bytes": list(data),
+            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top[:top_n]]}
+
+
+def logprobs_of(content: str, top_n: int) -> dict:
+    """An OpenAI `logprobs` object for `content`, tokenized as the module docstring says."""
+    entries = []
+    for piece in re.findall(r"\d|[A-Za-z]+|\s+|.", content, re.DOTALL):
+        if piece.isascii():
+            entries.append(_token_entry(piece, piece.encode(), top_n))
+        else:
+            entries += [_token_entry("\ufffd", bytes([b]), top_n) for b in piece.encode()]
+    return {"content": entries}
+
+
 # -- the server ---------------------------------------------------------------------------------------------
 @dataclass
 class JudgeServer:
@@ -177,10 +207,12 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             reply = server.next_behaviour(request, self.headers.get("Authorization"))(request)
             time.sleep(reply.delay)
+            choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply.content}}
+            if request.get("logprobs") and reply.content is not None:
+                choice["logprobs"] = logprobs_of(reply.content, int(request.get("top_logprobs") or 1))
             body = reply.body if reply.body is not None else json.dumps({
                 "id": "chatcmpl-test", "object": "chat.completion", "model": request.get("model"),
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": reply.content}}]}).encode()
+                "choices": [choice]}).encode()
             try:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", "application/json")

@@ -188,6 +188,42 @@ def test_a_rerun_is_served_from_the_cache(server, tmp_path, rubric):
     assert len(server.requests) == sent + 2
 
 
+# -- probability-weighted scores ----------------------------------------------------------------------------
+def test_logprobs_are_asked_for_kept_in_the_cache_and_weight_each_score(server, tmp_path, rubric):
+    batch = answers("a", {"add": "43", "sub": "12"})
+    weighted = grade(session_for(server, tmp_path, logprobs=5), rubric, batch, samples=1)
+    assert {(r["logprobs"], r["top_logprobs"]) for r in server.requests} == {(True, 5)}
+    # the stand-in writes 5 (p 0.75, else 4) for a right answer and 1 (p 0.75, else 2) for a wrong one
+    assert {(j.question_id, j.score, j.expected_score) for j in weighted} == {("add", 5.0, 4.75), ("sub", 1.0, 1.25)}
+    sent = len(server.requests)
+    assert grade(session_for(server, tmp_path, logprobs=5), rubric, batch, samples=1) == weighted
+    assert len(server.requests) == sent  # the tokens came back from the cache
+    plain = grade(session_for(server, tmp_path), rubric, batch, samples=1)
+    assert len(server.requests) == sent + 2 and {j.expected_score for j in plain} == {None}
+
+
+def test_weighted_scores_reach_the_store_and_an_older_store_gains_their_column(server, tmp_path, rubric):
+    run_dir = tmp_path / "run"
+    store = store_with_subjects(run_dir)
+    with store.transaction() as db:  # the judgments table as runs judged before logprobs have it
+        db.execute("CREATE TABLE judgments (subject_id TEXT NOT NULL, rubric TEXT NOT NULL, rubric_version TEXT NOT NULL,"
+                   " question_id TEXT NOT NULL, criterion TEXT NOT NULL, judge TEXT NOT NULL, sample INTEGER NOT NULL,"
+                   " score REAL, parse_status TEXT NOT NULL, raw_reply TEXT NOT NULL, self_preference INTEGER NOT NULL,"
+                   " PRIMARY KEY (subject_id, rubric, question_id, criterion, judge, sample))")
+    assert judge_all(server, run_dir, rubric, store, [], logprobs=3) == []
+    db = sqlite3.connect(run_dir / "results.sqlite")
+    expected = dict(db.execute("SELECT subject_id || '/' || question_id, avg(expected_score) FROM judgments "
+                               "GROUP BY subject_id, question_id"))
+    assert expected == {"parent-arith/add": 4.75, "parent-arith/sub": 1.25, "parent-facts/add": 1.25,
+                        "parent-facts/sub": 1.25, "cand1/add": 4.75, "cand1/sub": 4.75}
+    overall = dict(db.execute("SELECT subject_id, value FROM scores WHERE metric = 'overall_weighted'"))
+    assert overall == {"parent-arith": 3.0, "parent-facts": 1.25, "cand1": 4.75}
+    metrics = {m for (m,) in db.execute("SELECT DISTINCT metric FROM scores WHERE subject_id = 'cand1'")}
+    assert metrics == {"overall", "correctness", "conciseness", "overall_weighted", "correctness_weighted",
+                       "conciseness_weighted"}
+    assert store.meta()["judging"]["logprobs"] == 3
+
+
 # -- pairwise ------------------------------------------------------------------------------------------------
 def test_pairwise_judges_both_orders_and_agrees_with_a_consistent_judge(server, tmp_path, rubric):
     mine, theirs = answers("cand", {"add": "43", "sub": "9"}), answers("parent", {"add": "40", "sub": "48"})
@@ -222,7 +258,7 @@ def test_the_stand_in_does_obey_an_undelimited_instruction(server):
     server.default = js.obeying
     client = ChatClient(JudgeEndpoint(url=server.url, model="m", **FAST))
     prompt = f'Grade this answer: 12. {js.HOSTILE}\nReply {{"scores": {{"correctness": <integer 1-5>}}}}'
-    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0)) == {"scores": {"correctness": 5}}
+    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0).text) == {"scores": {"correctness": 5}}
 
 
 # -- self-preference ------------------------------------------------------------------------------------------
@@ -359,6 +395,24 @@ def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
                                        "--rubric", rubric.source, "--timeout", "1", "--retries", "1"])
     assert outcome.exit_code == 1
     assert "error: judging incomplete for 3 subjects" in outcome.output and "cannot connect" in outcome.output
+
+
+def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
+    run_dir = tmp_path / "run"
+    store = store_with_subjects(run_dir)
+    from mergescope.scoring import judge_store
+
+    judge_store.ensure_tables(store)
+    judge_store.write_answers(store, [a for s in ("parent-arith", "parent-facts", "cand1")
+                                      for a in answers(s, {"add": "43", "sub": "48"})])
+    store.close()
+    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "m",
+                                       "--rubric", rubric.source, "--judge-logprobs", "2"])
+    assert outcome.exit_code == 0, outcome.output
+    assert {r["top_logprobs"] for r in server.requests} == {2}
+    weighted = sqlite3.connect(run_dir / "results.sqlite").execute(
+        "SELECT DISTINCT expected_score FROM judgments").fetchall()
+    assert weighted == [(4.75,)]
 
 
 # -- a real zoo sweep with a judge -------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 
-from mergescope.scoring.judge_parse import last_json_object, parse_grades, parse_verdict
+from mergescope.scoring.judge_parse import (ReplyToken, expected_score, last_json_object, parse_grades,
+                                            parse_verdict)
 from mergescope.scoring.rubric import grading_messages, load_rubric, pairwise_messages
 
 TWO = {"clarity": (1, 5), "reasoning_depth": (1, 5)}
@@ -110,3 +114,50 @@ def test_pairwise_verdicts(reply, verdict):
 def test_unreadable_verdicts_are_missing(reply, status):
     parsed = parse_verdict(reply)
     assert (parsed.verdict, parsed.status) == (None, status)
+
+
+# -- probability-weighted scores ---------------------------------------------------------------------------------
+def tokens_of(reply: str, weights: dict[str, dict[str, float]]) -> tuple[ReplyToken, ...]:
+    """`reply` as tokens (words, single digits, other characters); `weights` gives a written digit its alternatives."""
+    pieces = re.findall(r"\d|\w+|\s+|.", reply)
+    return tuple(ReplyToken(p, tuple((alt, math.log(w)) for alt, w in weights.get(p, {p: 1.0}).items()),
+                            len(p.encode())) for p in pieces)
+
+
+@pytest.mark.parametrize("reply", [
+    '{"reasoning": "the 4 steps are right", "scores": {"clarity": 4, "reasoning_depth": 2}}',
+    "Clarity: 4/5, though step 2 is thin.\nReasoning depth: 2",
+    'Sure.\n```json\n{"clarity": 4, "reasoning_depth": "2/5"}\n```',
+])
+def test_the_weighted_score_is_read_at_the_token_that_wrote_the_score(reply):
+    weights = {"4": {"4": 0.6, "5": 0.3, "x": 0.1}, "2": {"2": 0.5, "3": 0.5}}
+    parsed = parse_grades(reply, TWO)
+    tokens = tokens_of(reply, weights)
+    # a "4" or "2" elsewhere in the reply (the reasoning) is not the score's token
+    assert expected_score(reply, parsed["clarity"], tokens, (1, 5)) == pytest.approx((4 * 0.6 + 5 * 0.3) / 0.9)
+    assert expected_score(reply, parsed["reasoning_depth"], tokens, (1, 5)) == pytest.approx(2.5)
+
+
+def test_no_weighted_score_without_tokens_a_whole_number_token_or_a_match():
+    reply = '{"clarity": 10}'
+    ten = parse_grades(reply, {"clarity": (1, 10)})["clarity"]
+    split = tokens_of(reply, {"1": {"1": 0.9, "9": 0.1}})  # "10" written as "1" + "0": no single score token
+    assert ten.value == 10.0 and expected_score(reply, ten, split, (1, 10)) is None
+    four = parse_grades('{"clarity": 4}', ONE)["clarity"]
+    assert expected_score('{"clarity": 4}', four, (), (1, 5)) is None
+    assert expected_score('{"clarity": 4}', four, tokens_of('{"clarity": 5}', {}), (1, 5)) is None  # other text
+    off_scale = tokens_of('{"clarity": 4}', {"4": {"4": 0.5, "7": 0.5}})
+    assert expected_score('{"clarity": 4}', four, off_scale, (1, 5)) == 4.0  # 7 is not on the scale
+
+
+def test_tokens_that_split_a_character_still_align_by_bytes():
+    reply = 'Naïve but right — {"clarity": 5}'
+    pieces = []
+    for piece in re.findall(r"\d|\w+|\s+|.", reply):
+        if piece.isascii():
+            pieces.append(ReplyToken(piece, ((piece, 0.0),) if piece != "5" else (("5", math.log(0.8)), ("4", math.log(0.2))),
+                                     len(piece)))
+        else:
+            pieces += [ReplyToken("\ufffd", (), 1) for _ in piece.encode()]
+    score = parse_grades(reply, ONE)["clarity"]
+    assert expected_score(reply, score, tuple(pieces), (1, 5)) == pytest.approx(4.8)

@@ -7,6 +7,8 @@
   version, mode, question, answers, sample index, temperature), so a rerun sends no request twice.
 - `grade` (absolute, all criteria in one call) and `compare` (pairwise, both orders) turn replies into
   `Judgment` / `Comparison` records; an unreadable reply is a missing score with its raw text kept.
+- With `logprobs` > 0 the judge is asked for each token's top alternatives, kept with the reply, and each
+  judgment also gets its probability-weighted score (`judge_parse.expected_score`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import httpx
 
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.records import Answer, Comparison, Judgment
-from mergescope.scoring.judge_parse import parse_grades, parse_verdict
+from mergescope.scoring.judge_parse import ReplyToken, expected_score, parse_grades, parse_verdict
 from mergescope.scoring.rubric import Rubric, grading_messages, pairwise_messages
 
 DEFAULT_API_KEY_ENV = "MERGESCOPE_JUDGE_API_KEY"
@@ -46,12 +48,21 @@ class JudgeEndpoint:
     max_retries: int = 4
     backoff_s: float = 1.0
     concurrency: int = 4
+    logprobs: int = 0  # top alternatives asked per token (0: none); the endpoint must support `top_logprobs`
 
     @property
     def completions_url(self) -> str:
         """The chat-completions URL: `url` itself if it names the route, else URL/chat/completions."""
         url = self.url.rstrip("/")
         return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    """A judge's reply text and, where they were asked for, its tokens with their top alternatives."""
+
+    text: str
+    tokens: tuple[ReplyToken, ...] = ()
 
 
 class JudgeUnavailable(MergescopeError):
@@ -72,10 +83,12 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {os.environ[endpoint.api_key_env]}"} if self.key_sent else {}
         self._http = httpx.Client(timeout=endpoint.timeout_s, headers=headers)
 
-    def complete(self, messages: list[dict[str, str]], seed: int) -> str:
-        """The judge's reply text to `messages` (empty when it answered with no content)."""
+    def complete(self, messages: list[dict[str, str]], seed: int) -> ChatReply:
+        """The judge's reply to `messages` (empty text when it answered with no content)."""
         payload = {"model": self.endpoint.model, "messages": messages, "temperature": self.endpoint.temperature,
                    "max_tokens": self.endpoint.max_tokens, "seed": seed}
+        if self.endpoint.logprobs:
+            payload |= {"logprobs": True, "top_logprobs": self.endpoint.logprobs}
         reason = "no attempt made"
         for attempt in range(self.endpoint.max_retries + 1):
             if attempt:
@@ -88,14 +101,14 @@ class ChatClient:
             except httpx.TransportError as error:
                 reason = f"cannot connect ({type(error).__name__})"
                 continue
-            text, reason = self._reply_text(response)
-            if text is not None:
-                return text
+            reply, reason = self._reply(response)
+            if reply is not None:
+                return reply
         raise JudgeUnavailable(f"judge {self.endpoint.completions_url} failed {self.endpoint.max_retries + 1} times; "
                                f"last: {reason}", hint="check that the server is up and serves --judge-model")
 
-    def _reply_text(self, response: httpx.Response) -> tuple[str | None, str]:
-        """(reply text, "") for a good response, (None, why) for one worth retrying; raises for the rest."""
+    def _reply(self, response: httpx.Response) -> tuple[ChatReply | None, str]:
+        """(reply, "") for a good response, (None, why) for one worth retrying; raises for the rest."""
         status = response.status_code
         if status in (401, 403):
             raise ConfigError(self._auth_message(status), hint=f"set {self.endpoint.api_key_env} to a valid key")
@@ -105,8 +118,8 @@ class ChatClient:
             raise JudgeUnavailable(f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
                                    f"{' '.join(response.text.split())[:200]}", hint="check --judge-model and --judge-url")
         try:
-            choices = response.json()["choices"]
-            return choices[0]["message"]["content"] or "", ""
+            choice = response.json()["choices"][0]
+            return ChatReply(choice["message"]["content"] or "", _tokens(choice.get("logprobs"))), ""
         except (ValueError, KeyError, IndexError, TypeError):
             return None, f"malformed response body: {' '.join(response.text.split())[:120]!r}"
 
@@ -119,23 +132,40 @@ class ChatClient:
         self._http.close()
 
 
+def _tokens(logprobs: dict | None) -> tuple[ReplyToken, ...]:
+    """The reply's tokens from an OpenAI `logprobs` object ({"content": [{token, logprob, bytes, top_logprobs}]})."""
+    def n_bytes(entry: dict) -> int:
+        return len(entry["bytes"]) if entry.get("bytes") is not None else len(entry["token"].encode())
+
+    return tuple(ReplyToken(entry["token"], tuple((alt["token"], float(alt["logprob"]))
+                                                  for alt in entry.get("top_logprobs") or ()), n_bytes(entry))
+                 for entry in (logprobs or {}).get("content") or ())
+
+
 class JudgmentCache:
-    """Raw judge replies by request key, in a SQLite file that outlives the run."""
+    """Raw judge replies (and their tokens, where asked for) by request key, in a SQLite file that outlives the run."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30)
         self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL,"
-                         " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')))")
+                         " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')), tokens TEXT)")
+        if "tokens" not in {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}:
+            self._db.execute("ALTER TABLE replies ADD COLUMN tokens TEXT")  # a cache from before logprobs
 
-    def get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
+    def get(self, key: str) -> ChatReply | None:
+        row = self._db.execute("SELECT reply, tokens FROM replies WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        tokens = tuple(ReplyToken(text, tuple((alt, lp) for alt, lp in top), n) for text, n, top in json.loads(row[1] or "[]"))
+        return ChatReply(row[0], tokens)
 
-    def put(self, key: str, judge: str, reply: str) -> None:
+    def put(self, key: str, judge: str, reply: ChatReply) -> None:
+        tokens = json.dumps([[t.text, t.n_bytes, [list(alt) for alt in t.top]] for t in reply.tokens]) if reply.tokens else None
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply) VALUES (?, ?, ?)", (key, judge, reply))
+            self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply, tokens) VALUES (?, ?, ?, ?)",
+                             (key, judge, reply.text, tokens))
 
     def close(self) -> None:
         self._db.close()
@@ -155,6 +185,8 @@ def cache_key(endpoint: JudgeEndpoint, rubric: Rubric, mode: str, question: str,
     """The hex digest naming one judgment: same judge, rubric version, question, answers and sample -> same reply."""
     identity = [endpoint.model, rubric.name, str(rubric.version), mode, question, list(answers), sample,
                 endpoint.temperature]
+    if endpoint.logprobs:  # a reply kept without its tokens cannot be weighted: ask again (older keys unchanged)
+        identity.append(endpoint.logprobs)
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
@@ -170,7 +202,7 @@ class JudgeSession:
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
 
-    def replies(self, requests: list[JudgeRequest]) -> dict[str, str]:
+    def replies(self, requests: list[JudgeRequest]) -> dict[str, ChatReply]:
         """Replies by request key: cached ones for free, the others fetched concurrently while the judge works."""
         found = {r.key: reply for r in requests if (reply := self.cache.get(r.key)) is not None}
         todo = list({r.key: r for r in requests if r.key not in found}.values())
@@ -186,7 +218,7 @@ class JudgeSession:
                     future.cancel()
         return found
 
-    def _keep(self, request: JudgeRequest, future, found: dict[str, str]) -> None:
+    def _keep(self, request: JudgeRequest, future, found: dict[str, ChatReply]) -> None:
         try:
             reply = future.result()
         except JudgeUnavailable as error:
@@ -197,7 +229,7 @@ class JudgeSession:
         self.cache.put(request.key, self.endpoint.model, reply)
         found[request.key] = reply
 
-    def _fetch(self, request: JudgeRequest) -> str | None:
+    def _fetch(self, request: JudgeRequest) -> ChatReply | None:
         if self._stop.is_set():
             return None
         with self._count_lock:
@@ -232,10 +264,11 @@ def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples:
             reply = replies.get(requests[(answer.question_id, sample)].key)
             if reply is None:
                 continue  # never sent or failed for good: judging stays incomplete, nothing is invented
-            for criterion, parsed in parse_grades(reply, rubric.scales).items():
+            for criterion, parsed in parse_grades(reply.text, rubric.scales).items():
+                weighted = expected_score(reply.text, parsed, reply.tokens, rubric.scales[criterion])
                 judgments.append(Judgment(answer.subject_id, rubric.name, answer.question_id, criterion,
-                                          session.endpoint.model, sample, parsed.value, parsed.status, reply,
-                                          self_preference))
+                                          session.endpoint.model, sample, parsed.value, parsed.status, reply.text,
+                                          self_preference, weighted))
     return judgments
 
 
@@ -261,8 +294,9 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
             if first is None or swapped is None:
                 continue
             comparisons.append(Comparison(mine.subject_id, other.subject_id, rubric.name, mine.question_id,
-                                          session.endpoint.model, sample, parse_verdict(first).verdict,
-                                          parse_verdict(swapped).verdict, first, swapped, self_preference))
+                                          session.endpoint.model, sample, parse_verdict(first.text).verdict,
+                                          parse_verdict(swapped.text).verdict, first.text, swapped.text,
+                                          self_preference))
     return comparisons
 
 

@@ -5,11 +5,16 @@ reply, or the last fenced ```json block); without one, a labelled score ("clarit
 from its LAST occurrence and a bare "4/5" only at the very end of the reply, so text the judge echoes before
 its verdict cannot be mistaken for it. Anything unreadable or out of range is missing (None) with a status,
 never zero; the caller keeps the raw reply and never re-samples to get a parse.
+
+With the judge's token log-probabilities, `expected_score` also reads the probability-weighted score of each
+criterion (G-Eval, Liu et al. 2023): the mean of the scale's values under the judge's distribution over the
+token that wrote the score, which separates answers an integer score ties.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,10 +35,27 @@ _VERDICT_WORDS = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "answer_a": "A",
 
 @dataclass(frozen=True)
 class ParsedScore:
-    """One criterion's score from a reply; `value` is None unless `status` is "ok"."""
+    """One criterion's score from a reply; `value` is None unless `status` is "ok".
+
+    `span` is where in the reply the score's number was written, when that is known.
+    """
 
     value: float | None
     status: ParseStatus
+    span: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """One token of a judge's reply with its most likely alternatives, as (token text, log-probability).
+
+    `n_bytes` is the token's length in UTF-8 bytes: a token may hold part of a character, whose text then
+    is not the reply's, but the bytes still add up to it.
+    """
+
+    text: str
+    top: tuple[tuple[str, float], ...]
+    n_bytes: int
 
 
 @dataclass(frozen=True)
@@ -46,16 +68,24 @@ class ParsedVerdict:
 
 def last_json_object(reply: str) -> dict[str, Any] | None:
     """The last JSON object in `reply` (inside a markdown fence if there is one), or None."""
-    fenced = [block for block in _FENCE.findall(reply) if block.strip().startswith("{")]
-    for text in ([fenced[-1]] if fenced else []) + [reply]:
+    found = _last_json_region(reply)
+    return found[0] if found else None
+
+
+def _last_json_region(reply: str) -> tuple[dict[str, Any], int, int] | None:
+    """The last JSON object of `reply` (preferring the last fenced block) and where it starts and ends."""
+    fenced = [m for m in _FENCE.finditer(reply) if m.group(1).strip().startswith("{")]
+    regions = ([(fenced[-1].group(1), fenced[-1].start(1))] if fenced else []) + [(reply, 0)]
+    for text, offset in regions:
         found = _outermost_objects(text)
         if found:
-            return found[-1]
+            value, start, end = found[-1]
+            return value, start + offset, end + offset
     return None
 
 
-def _outermost_objects(text: str) -> list[dict[str, Any]]:
-    """The JSON objects in `text` that are not nested in another one, in order."""
+def _outermost_objects(text: str) -> list[tuple[dict[str, Any], int, int]]:
+    """The JSON objects in `text` that are not nested in another one, in order, with their start and end."""
     decoder, found, position = json.JSONDecoder(), [], text.find("{")
     while position != -1:
         try:
@@ -64,7 +94,7 @@ def _outermost_objects(text: str) -> list[dict[str, Any]]:
             position = text.find("{", position + 1)
             continue
         if isinstance(value, dict):
-            found.append(value)
+            found.append((value, position, end))
         position = text.find("{", end)
     return found
 
@@ -102,34 +132,85 @@ def _json_scores(obj: dict[str, Any], scales: dict[str, tuple[int, int]]) -> dic
     return found
 
 
-def _prose_score(reply: str, name: str, only_criterion: bool) -> tuple[float, int | None] | None:
+def _label(name: str) -> str:
+    return re.sub(r"_", r"[ _-]", re.escape(name))
+
+
+def _prose_score(reply: str, name: str, only_criterion: bool) -> tuple[float, int | None, tuple[int, int]] | None:
     """The last "name: N[/M]" in the reply; for a one-criterion rubric also "Score: N" or a final bare "N/M"."""
-    label = re.sub(r"_", r"[ _-]", re.escape(name))
-    patterns = [re.compile(rf"(?<![\w-]){label}\b[*\s]*[:=][*\s]*{_OUT_OF}", re.IGNORECASE)]
+    patterns = [re.compile(rf"(?<![\w-]){_label(name)}\b[*\s]*[:=][*\s]*{_OUT_OF}", re.IGNORECASE)]
     if only_criterion:
         patterns += [_SCORE_LABEL, _BARE_AT_END]
+    stripped = reply.strip()
+    offset = reply.find(stripped)
     for pattern in patterns:
-        matches = list(pattern.finditer(reply.strip()))
+        matches = list(pattern.finditer(stripped))
         if matches:
             last = matches[-1]
-            return float(last.group(1)), int(last.group(2)) if last.group(2) else None
+            span = (last.start(1) + offset, last.end(1) + offset)
+            return float(last.group(1)), int(last.group(2)) if last.group(2) else None, span
     return None
+
+
+def _json_value_span(reply: str, start: int, end: int, names: tuple[str, ...]) -> tuple[int, int] | None:
+    """Where, between `start` and `end`, the number of the last `"name": N` key of `names` was written."""
+    labels = "|".join(_label(n) for n in names)
+    pattern = re.compile(rf'"\s*(?:{labels})\s*"\s*:\s*"?\s*{_NUMBER}', re.IGNORECASE)
+    matches = list(pattern.finditer(reply, start, end))
+    return matches[-1].span(1) if matches else None
 
 
 def parse_grades(reply: str | None, scales: dict[str, tuple[int, int]]) -> dict[str, ParsedScore]:
     """Each criterion's score in `reply`; criteria the reply does not grade readably are missing."""
     if not reply or not reply.strip():
         return {name: ParsedScore(None, "empty") for name in scales}
-    obj = last_json_object(reply)
-    from_json = _json_scores(obj, scales) if obj is not None else {}
+    region = _last_json_region(reply)
+    from_json = _json_scores(region[0], scales) if region is not None else {}
     parsed = {}
     for name, scale in scales.items():
         if name in from_json:
-            parsed[name] = _from_json_value(from_json[name], scale)
+            score = _from_json_value(from_json[name], scale)
+            keys = (name, "score") if len(scales) == 1 else (name,)
+            span = _json_value_span(reply, region[1], region[2], keys) if score.status == "ok" else None
+            parsed[name] = ParsedScore(score.value, score.status, span)
             continue
         prose = _prose_score(reply, name, only_criterion=len(scales) == 1)
-        parsed[name] = _checked(prose[0], prose[1], scale) if prose else ParsedScore(None, "unparseable")
+        score = _checked(prose[0], prose[1], scale) if prose else ParsedScore(None, "unparseable")
+        parsed[name] = ParsedScore(score.value, score.status, prose[2]) if score.status == "ok" else score
     return parsed
+
+
+def expected_score(reply: str, score: ParsedScore, tokens: tuple[ReplyToken, ...],
+                   scale: tuple[int, int]) -> float | None:
+    """The probability-weighted score at the token that wrote `score`, or None where it cannot be read.
+
+    The token must hold the whole number (so a 1-10 scale whose "10" is split into "1" and "0" gives None);
+    its alternatives that are whole numbers on the scale are weighted by their probabilities, renormalised.
+    """
+    if score.value is None or score.span is None or not tokens:
+        return None
+    token = _token_at(tokens, score.span[0], reply)
+    if token is None or token.text.strip() != reply[score.span[0]:score.span[1]]:
+        return None
+    low, high = scale
+    weights: dict[int, float] = {}
+    for text, logprob in token.top:
+        if text.strip().isdigit() and low <= int(text.strip()) <= high:
+            weights[int(text.strip())] = weights.get(int(text.strip()), 0.0) + math.exp(logprob)
+    total = sum(weights.values())
+    return sum(value * weight for value, weight in weights.items()) / total if total > 0 else None
+
+
+def _token_at(tokens: tuple[ReplyToken, ...], position: int, reply: str) -> ReplyToken | None:
+    """The token covering character `position` of `reply`, when the tokens add up to the reply's bytes."""
+    if sum(t.n_bytes for t in tokens) != len(reply.encode()):
+        return None
+    target, offset = len(reply[:position].encode()), 0
+    for token in tokens:
+        if offset <= target < offset + token.n_bytes:
+            return token
+        offset += token.n_bytes
+    return None
 
 
 def parse_verdict(reply: str | None) -> ParsedVerdict:

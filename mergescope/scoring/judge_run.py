@@ -45,12 +45,13 @@ class JudgeSettings:
     timeout_s: float = 60.0
     max_retries: int = 4
     backoff_s: float = 1.0
+    logprobs: int = 0  # >0: ask for that many top alternatives per token and keep probability-weighted scores
     cache_path: Path | None = None  # default: RUN/judge_cache.sqlite
 
     def endpoint(self) -> JudgeEndpoint:
         return JudgeEndpoint(url=self.url, model=self.model, api_key_env=self.api_key_env,
                              temperature=self.temperature, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                             backoff_s=self.backoff_s, concurrency=self.concurrency)
+                             backoff_s=self.backoff_s, concurrency=self.concurrency, logprobs=self.logprobs)
 
 
 def settings_from_sweep(sweep_settings) -> JudgeSettings | None:
@@ -62,7 +63,7 @@ def settings_from_sweep(sweep_settings) -> JudgeSettings | None:
         raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
                           hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric judges/zoo_skills.yaml")
     return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics),
-                         api_key_env=sweep_settings.judge_api_key_env)
+                         api_key_env=sweep_settings.judge_api_key_env, logprobs=sweep_settings.judge_logprobs)
 
 
 @dataclass
@@ -157,6 +158,7 @@ class RunJudging:
             self.store.set_meta(judging={
                 "judge_model": self.settings.model, "judge_url": self.settings.url, "samples": self.settings.samples,
                 "temperature": self.settings.temperature, "pairwise": self.settings.pairwise,
+                "logprobs": self.settings.logprobs,
                 "rubrics": [r.label for r in self.rubrics],
                 "rubric_sources": [str(Path(r.source).resolve()) for r in self.rubrics],
                 "complete": not incomplete,

@@ -1,7 +1,8 @@
 """The judge's tables in a run's results store: answers, judgments, comparisons, judging status, statistics.
 
 Judge scores also go into the store's `scores` and `items` tables (task `judge_<rubric>_<judge>`, one metric
-per criterion plus `overall`), so the emergence analysis reads them like any other score.
+per criterion plus `overall`, and the same with a `_weighted` suffix where the judge's probability-weighted
+scores were asked for), so the emergence analysis reads them like any other score.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from mergescope.records import Answer, Comparison, Judgment
 from mergescope.scoring.rubric import Rubric
@@ -25,7 +27,7 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS judgments (
     subject_id TEXT NOT NULL, rubric TEXT NOT NULL, rubric_version TEXT NOT NULL, question_id TEXT NOT NULL,
     criterion TEXT NOT NULL, judge TEXT NOT NULL, sample INTEGER NOT NULL, score REAL, parse_status TEXT NOT NULL,
-    raw_reply TEXT NOT NULL, self_preference INTEGER NOT NULL,
+    raw_reply TEXT NOT NULL, self_preference INTEGER NOT NULL, expected_score REAL,
     PRIMARY KEY (subject_id, rubric, question_id, criterion, judge, sample)
 );
 CREATE TABLE IF NOT EXISTS comparisons (
@@ -49,6 +51,8 @@ CREATE TABLE IF NOT EXISTS judge_stats (
 def ensure_tables(store: ResultsStore) -> None:
     with store.transaction() as db:
         db.executescript(SCHEMA)
+        if "expected_score" not in {row[1] for row in db.execute("PRAGMA table_info(judgments)")}:
+            db.execute("ALTER TABLE judgments ADD COLUMN expected_score REAL")  # a run judged before logprobs
 
 
 def judge_task(rubric: str, judge: str) -> str:
@@ -67,9 +71,9 @@ def write_answers(store: ResultsStore, answers: list[Answer]) -> None:
 def write_judgments(store: ResultsStore, rubric: Rubric, judgments: list[Judgment]) -> None:
     with store.transaction() as db:
         db.executemany(
-            "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(j.subject_id, j.rubric, str(rubric.version), j.question_id, j.criterion, j.judge, j.sample, j.score,
-              j.parse_status, j.raw_reply, int(j.self_preference)) for j in judgments])
+              j.parse_status, j.raw_reply, int(j.self_preference), j.expected_score) for j in judgments])
 
 
 def write_comparisons(store: ResultsStore, comparisons: list[Comparison]) -> None:
@@ -96,13 +100,15 @@ def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgment
     if not judgments:
         return
     subject_id, task = judgments[0].subject_id, judge_task(rubric.name, judge)
-    per_question = _question_means(judgments)
+    metrics = _metric_values(_question_means(judgments, lambda j: j.score), rubric)
+    weighted = _metric_values(_question_means(judgments, lambda j: j.expected_score), rubric)
+    metrics |= {f"{name}_weighted": values for name, values in weighted.items()}
     by_question = {a.question_id: a for a in answers}
     order = {q.id: number for number, q in enumerate(rubric.questions)}
     with store.transaction() as db:
         db.execute("DELETE FROM scores WHERE subject_id = ? AND task = ?", (subject_id, task))
         db.execute("DELETE FROM items WHERE subject_id = ? AND task = ?", (subject_id, task))
-        for metric, values in _metric_values(per_question, rubric).items():
+        for metric, values in metrics.items():
             db.execute("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)",
                        (subject_id, task, metric, *_mean_and_stderr(list(values.values())), len(values)))
             db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
@@ -111,12 +117,12 @@ def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgment
                  by_question[qid].answer if qid in by_question else None) for qid, value in values.items()])
 
 
-def _question_means(judgments: list[Judgment]) -> dict[str, dict[str, float]]:
-    """criterion -> question -> mean score over the samples that were read (missing samples left out)."""
+def _question_means(judgments: list[Judgment], value: Callable[[Judgment], float | None]) -> dict[str, dict[str, float]]:
+    """criterion -> question -> mean `value` over the samples that have one (missing samples left out)."""
     collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for j in judgments:
-        if j.score is not None:
-            collected[j.criterion][j.question_id].append(j.score)
+        if value(j) is not None:
+            collected[j.criterion][j.question_id].append(value(j))
     return {c: {q: sum(v) / len(v) for q, v in questions.items()} for c, questions in collected.items()}
 
 
