@@ -1,4 +1,4 @@
-"""The unit of work of a sweep: merge one subject, load it into a backend, score it with lm-eval."""
+"""The unit of work of a sweep: merge one subject, load it into a backend, score it with lm-eval, answer the judge."""
 
 from __future__ import annotations
 
