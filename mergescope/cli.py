@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -313,4 +314,7 @@ def main() -> None:
         # At exit CPython's last garbage collections walk every object torch, transformers and lm-eval made:
         # ~1.4 s per command. Nothing in them needs collecting (the store and files are closed by now), so
         # freezing them makes exit take 0.2 s. Only here, never in-process (tests), where it would keep garbage.
-        gc.freeze()
+        # Not with triton loaded (torch's compiler stack, vLLM): its nanobind bindings print every object a
+        # freeze keeps alive at exit as a "leak".
+        if "triton" not in sys.modules:
+            gc.freeze()
