@@ -380,15 +380,20 @@ def test_a_judge_going_down_marks_judging_incomplete_and_rejudging_completes_it(
     assert len(server.requests) == sent + 8
 
 
-def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
-    run_dir = tmp_path / "run"
-    store = store_with_subjects(run_dir)
+def run_with_answers(run_dir: Path) -> Path:
+    """A finished run whose subjects' answers are stored, so `mergescope judge` loads no model."""
     from mergescope.scoring import judge_store
 
+    store = store_with_subjects(run_dir)
     judge_store.ensure_tables(store)
     judge_store.write_answers(store, [a for s in ("parent-arith", "parent-facts", "cand1")
                                       for a in answers(s, {"add": "43", "sub": "48"})])
     store.close()
+    return run_dir
+
+
+def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
+    run_dir = run_with_answers(tmp_path / "run")
     with js.JudgeServer() as gone:
         url = gone.url
     outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", "m",
@@ -398,14 +403,7 @@ def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
 
 
 def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
-    run_dir = tmp_path / "run"
-    store = store_with_subjects(run_dir)
-    from mergescope.scoring import judge_store
-
-    judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [a for s in ("parent-arith", "parent-facts", "cand1")
-                                      for a in answers(s, {"add": "43", "sub": "48"})])
-    store.close()
+    run_dir = run_with_answers(tmp_path / "run")
     outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "m",
                                        "--rubric", rubric.source, "--judge-logprobs", "2"])
     assert outcome.exit_code == 0, outcome.output

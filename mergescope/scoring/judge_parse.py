@@ -195,8 +195,9 @@ def expected_score(reply: str, score: ParsedScore, tokens: tuple[ReplyToken, ...
     low, high = scale
     weights: dict[int, float] = {}
     for text, logprob in token.top:
-        if text.strip().isdigit() and low <= int(text.strip()) <= high:
-            weights[int(text.strip())] = weights.get(int(text.strip()), 0.0) + math.exp(logprob)
+        value = int(text) if text.strip().isdigit() else None
+        if value is not None and low <= value <= high:
+            weights[value] = weights.get(value, 0.0) + math.exp(logprob)
     total = sum(weights.values())
     return sum(value * weight for value, weight in weights.items()) / total if total > 0 else None
 
