@@ -33,6 +33,22 @@ class ZooTask(BaseModel):
     n_items: int
 
 
+class ZooPair(BaseModel):
+    """Two zoo models to merge (with their shared base, if any) and the tasks a study scores them on.
+
+    `kind` says how the two are related (e.g. "same skill", "two skills", "knowledge + instruct",
+    "across lineages"); the pairs of a zoo span kinship from near zero to high.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    parents: tuple[str, str]
+    base: str | None
+    kind: str
+    tasks: list[str]
+
+
 class ZooManifest(BaseModel):
     """The contents of a built zoo; paths resolve against the directory it was loaded from."""
 
@@ -43,6 +59,7 @@ class ZooManifest(BaseModel):
     data_fingerprint: str
     models: list[ZooModel]
     tasks: list[ZooTask]
+    pairs: list[ZooPair] = []
     _root: Path | None = PrivateAttr(default=None)
 
     @property
