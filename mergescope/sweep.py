@@ -12,13 +12,13 @@ from tqdm import tqdm
 from mergescope import provenance
 from mergescope.backends import default_backend
 from mergescope.candidates import expand, validate_with_mergekit
-from mergescope.config import load_sweep
+from mergescope.config import SweepSpec, load_sweep
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.faults import checkpoint
 from mergescope.executors import EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged, remove_partial_merges
 from mergescope.parents import resolve_parents
-from mergescope.records import EvalSubject, ParentSet
+from mergescope.records import Candidate, EvalSubject, ParentSet
 from mergescope.resources import check_disk, check_memory, merged_output_bytes
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
 from mergescope.store import STORE_NAME, ResultsStore
@@ -61,9 +61,20 @@ class SweepResult:
     judging_incomplete: list[str] = field(default_factory=list)  # subjects whose judging must be rerun
 
 
-def sweep(settings: SweepSettings) -> SweepResult:
-    """Merge, serve and score every candidate of a sweep spec; finished subjects are skipped on rerun."""
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class SweepPlan:
+    """A sweep's checked inputs: what `sweep` will merge and score, known before any work."""
+
+    spec: SweepSpec
+    parents: ParentSet
+    candidates: list[Candidate]
+    suite: TaskSuite
+    run_dir: Path
+    subjects: list[EvalSubject]
+
+
+def plan_sweep(settings: SweepSettings) -> SweepPlan:
+    """Check a sweep's spec, parents, memory and tasks and expand its candidates; ConfigError on bad input."""
     spec = load_sweep(settings.sweep)
     parents = resolve_parents(
         settings.parents or spec.parents or [], settings.base or spec.base,
@@ -78,10 +89,22 @@ def sweep(settings: SweepSettings) -> SweepResult:
     subjects = reference_subjects(parents) + [
         EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates
     ]
+    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects)
+
+
+def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult:
+    """Merge, serve and score every candidate of a sweep spec; finished subjects are skipped on rerun.
+
+    `plan` is `plan_sweep(settings)` when the caller has checked the inputs already (a study checks
+    every pair's before it runs the first).
+    """
+    started = time.perf_counter()
+    plan = plan or plan_sweep(settings)
+    parents, suite, run_dir, subjects = plan.parents, plan.suite, plan.run_dir, plan.subjects
     with LockedRun(run_dir) as store:
         _check_same_sweep(store, parents, run_dir)
         # the backend actually used, not the option (None means "the default"), so the report names it
-        store.set_meta(**provenance.run_meta(spec, parents, suite, settings.backend or default_backend()),
+        store.set_meta(**provenance.run_meta(plan.spec, parents, suite, settings.backend or default_backend()),
                        executor=settings.executor)
         store.plan(subjects)
         # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
@@ -89,10 +112,11 @@ def sweep(settings: SweepSettings) -> SweepResult:
         from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
 
         record_kinship(store, parents)  # both are cheap, and skipped when the store already holds them
-        record_slerp_diagnostics(store, candidates)
+        record_slerp_diagnostics(store, plan.candidates)
         finished = _finished_ids(store, settings)
         todo = [s for s in subjects if s.id not in finished]
-        _say(settings, f"{len(candidates)} candidates + {len(subjects) - len(candidates)} reference models, "
+        n_candidates = len(plan.candidates)
+        _say(settings, f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
         _check_disk_for_merges(todo, parents, run_dir)
         judging_incomplete = _evaluate_all(todo, store, suite, run_dir, settings)
