@@ -11,6 +11,10 @@ from mergescope.errors import ConfigError
 from mergescope.records import ModelRef, ParentSet
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+ARCHITECTURE_KEYS = ("architectures", "model_type")  # config.json keys naming the model class
+# config.json keys fixing every tensor's shape (for the architectures transformers ships; absent keys match)
+SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "head_dim")
 
 
 def resolve_model(path: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
@@ -62,22 +66,28 @@ def tensor_layout(model: ModelRef) -> dict[str, tuple[tuple[int, ...], str]]:
 def check_compatible(parents: ParentSet) -> None:
     """Raise ConfigError naming the first difference that stops these models from merging."""
     models = [*parents.parents, *([parents.base] if parents.base else [])]
-    reference, reference_config = models[0], _read_json(models[0].path / "config.json")
+    reference = models[0]
     reference_layout = tensor_layout(reference) if weight_files(reference.path) else {}
     reference_vocab = _vocabulary(reference.path)
     for other in models[1:]:
-        config = _read_json(other.path / "config.json")
-        for key in ("architectures", "model_type", "vocab_size"):
-            if config.get(key) != reference_config.get(key):
-                raise ConfigError(
-                    f"{other.name} and {reference.name} differ in {key}: "
-                    f"{config.get(key)!r} vs {reference_config.get(key)!r}; they cannot be merged"
-                )
+        difference = config_difference(other, reference, (*ARCHITECTURE_KEYS, "vocab_size"))
+        if difference:
+            key, value, reference_value = difference
+            raise ConfigError(
+                f"{other.name} and {reference.name} differ in {key}: {value!r} vs {reference_value!r}; they cannot be merged"
+            )
         if reference_layout and weight_files(other.path):
             _check_tensors(reference, reference_layout, other, tensor_layout(other))
         vocab = _vocabulary(other.path)
         if reference_vocab is not None and vocab is not None and vocab != reference_vocab:
             raise ConfigError(f"{other.name} and {reference.name} have different tokenizer vocabularies")
+
+
+def config_difference(a: ModelRef, b: ModelRef, keys: tuple[str, ...]) -> tuple[str, object, object] | None:
+    """The first of `keys` whose config.json values differ between the two models: (key, a's, b's), or None."""
+    a_config, b_config = _read_json(a.path / "config.json"), _read_json(b.path / "config.json")
+    return next(((key, a_config.get(key), b_config.get(key)) for key in keys if a_config.get(key) != b_config.get(key)),
+                None)
 
 
 def _check_tensors(a: ModelRef, a_layout: dict, b: ModelRef, b_layout: dict) -> None:
