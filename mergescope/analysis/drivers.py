@@ -63,22 +63,45 @@ def _parent_aliases(run: RunData) -> list[set[str]]:
             for row in run.parents().itertuples()]
 
 
-def parent_kinship(run: RunData, metric: str = "cosine") -> tuple[float, str]:
-    """The whole-model kinship of the run's two parents, or NaN and the reason it is unavailable."""
+def parent_kinship_row(run: RunData) -> tuple[pd.Series | None, str]:
+    """The kinship table's whole-model row for the run's two parents, or None and the reason there is none."""
     table = run.tables.get("kinship")
     if table is None or table.empty:
-        return np.nan, f"run {run.name}: no kinship table, so kinship is left out of the fit"
-    if metric not in table.columns:
-        return np.nan, f"run {run.name}: the kinship table has no {metric!r} column ({did_you_mean(metric, set(table.columns))})"
+        return None, f"run {run.name}: no kinship table, so kinship is left out of the fit"
     aliases = _parent_aliases(run)
     if len(aliases) != 2:
-        return np.nan, f"run {run.name}: kinship is used for two-parent runs only, this one has {len(aliases)}"
+        return None, f"run {run.name}: kinship is used for two-parent runs only, this one has {len(aliases)}"
     rows = table[table.scope == KINSHIP_SCOPE] if "scope" in table.columns else table
     match = rows[(rows.model_a.isin(aliases[0]) & rows.model_b.isin(aliases[1]))
                  | (rows.model_a.isin(aliases[1]) & rows.model_b.isin(aliases[0]))]
     if match.empty:
-        return np.nan, f"run {run.name}: the kinship table has no whole-model row for its two parents"
-    return float(match[metric].iloc[0]), ""
+        return None, f"run {run.name}: the kinship table has no whole-model row for its two parents"
+    return match.iloc[0], ""
+
+
+def parent_kinship(run: RunData, metric: str = "cosine") -> tuple[float, str]:
+    """The whole-model kinship of the run's two parents, or NaN and the reason it is unavailable."""
+    row, reason = parent_kinship_row(run)
+    if row is None:
+        return np.nan, reason
+    if metric not in row.index:
+        return np.nan, f"run {run.name}: the kinship table has no {metric!r} column ({did_you_mean(metric, set(row.index))})"
+    return float(row[metric]), ""
+
+
+def run_driver_points(run: RunData, rows: pd.DataFrame, gain: str = "gain_over_mean",
+                      kinship_metric: str = "cosine") -> tuple[pd.DataFrame, list[str]]:
+    """One run's points from its emergence rows on all items (`emergence(run).frame()`); and messages."""
+    if gain not in rows.columns:
+        raise ConfigError(f"unknown gain {gain!r}", hint=did_you_mean(gain, [c for c in rows.columns if "gain" in c]))
+    kinship, reason = parent_kinship(run, kinship_metric)
+    points = pd.DataFrame({
+        "run": rows.run, "task": rows.task, "measure": rows.measure, "candidate": rows.candidate,
+        "method": rows.method, "gain": rows[gain], "kinship": kinship,
+        "parent_gap": rows.best_parent_score - rows.worse_parent_score, "parent_mean": rows.parents_mean,
+        "mix": pd.to_numeric(rows.mix, errors="coerce"),
+    })
+    return points, [reason] if reason else []
 
 
 def driver_points(runs: Sequence[RunData | str | Path], gain: str = "gain_over_mean",
@@ -87,20 +110,16 @@ def driver_points(runs: Sequence[RunData | str | Path], gain: str = "gain_over_m
     frames, problems = [], []
     for run in runs:
         run = run if isinstance(run, RunData) else load_run(run)
-        report = emergence(run, split="all")
-        rows = report.frame()
-        if gain not in rows.columns:
-            raise ConfigError(f"unknown gain {gain!r}", hint=did_you_mean(gain, [c for c in rows.columns if "gain" in c]))
-        kinship, reason = parent_kinship(run, kinship_metric)
-        problems += [reason] if reason else []
-        frames.append(pd.DataFrame({
-            "run": rows.run, "task": rows.task, "measure": rows.measure, "candidate": rows.candidate,
-            "method": rows.method, "gain": rows[gain], "kinship": kinship,
-            "parent_gap": rows.best_parent_score - rows.worse_parent_score, "parent_mean": rows.parents_mean,
-            "mix": pd.to_numeric(rows.mix, errors="coerce"),
-        }))
+        points, reasons = run_driver_points(run, emergence(run, split="all").frame(), gain, kinship_metric)
+        frames.append(points)
+        problems += reasons
+    return concat_points(frames), problems
+
+
+def concat_points(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The points of several runs as one frame for `fit_drivers`, rows without a gain left out."""
     points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["gain", *NUMERIC_REGRESSORS])
-    return points.dropna(subset=["gain"]), problems
+    return points.dropna(subset=["gain"])
 
 
 def _design(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -120,6 +139,21 @@ def _design(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return pd.DataFrame({**columns, **methods}, index=points.index), problems
 
 
+def _independent(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The design without the columns that are linear combinations of the constant and the columns before
+    them (kinship comes first, so a confound that moves in lockstep with it is the one left out), and why."""
+    kept, problems = [], []
+    for name in design.columns:
+        exog = sm.add_constant(design[[*kept, name]], has_constant="add").to_numpy()
+        if np.linalg.matrix_rank(exog) < len(kept) + 2:
+            problems.append(f"{name} is a linear combination of {', '.join(['a constant', *kept])} on these points: "
+                            "left out of the fit, its effect cannot be told apart from theirs (add pairs or tasks "
+                            "that vary it independently)")
+        else:
+            kept.append(name)
+    return design[kept], problems
+
+
 def _partial_r(y: np.ndarray, design: pd.DataFrame, name: str) -> float:
     """The correlation of y and `name` after regressing both on the other columns (with a constant)."""
     others = sm.add_constant(design.drop(columns=name).to_numpy(), has_constant="add")
@@ -132,7 +166,8 @@ def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
                 problems: Sequence[str] = ()) -> DriverFit:
     """OLS of gain on kinship, parent gap, parent mean, mixing weight and method, with partial correlations."""
     design, left_out = _design(points)
-    problems = [*problems, *left_out]
+    design, collinear = _independent(design)
+    problems = [*problems, *left_out, *collinear]
     n_parameters = design.shape[1] + 1
     unfitted = DriverFit(gain, len(points), tuple(design.columns), (), np.nan, tuple(problems), points)
     if len(points) <= n_parameters:
@@ -141,9 +176,6 @@ def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
     if design.shape[1] == 0:
         return dataclasses.replace(unfitted, problems=(*problems, "no regressor varies across the points: nothing to fit"))
     exog = sm.add_constant(design, has_constant="add")
-    if np.linalg.matrix_rank(exog.to_numpy()) < n_parameters:
-        return dataclasses.replace(unfitted, problems=(*problems, "the regressors are collinear ("
-                                   + ", ".join(design.columns) + "): add runs or tasks that vary them independently"))
     fit = sm.OLS(points[gain].to_numpy(float), exog).fit()
     intervals = fit.conf_int(alpha)
     coefficients = tuple(
