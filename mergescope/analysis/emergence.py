@@ -195,6 +195,25 @@ def emergence_row(family: Family, point: CandidatePoint, values: pd.DataFrame, s
     )
 
 
+def row_items(run: RunData, row: EmergenceRow, seed: int = 0) -> tuple[pd.Series, pd.DataFrame]:
+    """The paired per-item scores behind `row`: the child's, and the parents' (one column per label).
+
+    The items are those the row's figures were computed on (its measure, and its half of a split, drawn
+    with the same `seed`), so any further statistic of the row (a CI of the gain over the parents' mean)
+    sees exactly its items. FigureUnavailable for a row without item data.
+    """
+    tables, _ = item_scores(run)
+    key = (row.source, row.task, row.measure)
+    table = next((t for t in tables if (t.measure.source, t.measure.task, t.measure.name) == key), None)
+    point = next((p for p in candidate_points(run) if p.id == row.candidate_id), None)
+    if table is None or point is None:
+        raise FigureUnavailable(f"{row.candidate} on {row.task}/{row.measure}: no item scores in run {run.name}")
+    values = table.values[item_halves(table.values.index, seed) == row.half] if row.half else table.values
+    family = Family(run.name, table.measure, tuple(zip(run.parents().id, run.parents().label)), (point,))
+    child, parents, _ = _paired_items(family, point, values)
+    return child, parents
+
+
 def _labelled(row: EmergenceRow, alpha: float) -> EmergenceRow:
     if math.isnan(row.p_adjusted):
         label = "untested"
