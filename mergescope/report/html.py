@@ -12,6 +12,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import matplotlib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
@@ -43,11 +44,11 @@ def embed(figure) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def render_plots(run: RunData) -> list[EmbeddedPlot]:
-    """Every registered plot that has something to show for this run."""
+def render_plots(data: Any, registry: Mapping[str, Callable[[Any], Any]] = PLOTS) -> list[EmbeddedPlot]:
+    """Every plot of `registry` that has something to show for `data` (a RunData for PLOTS)."""
     plots = []
-    for name, function in PLOTS.items():
-        figure = function(run)
+    for name, function in registry.items():
+        figure = function(data)
         if figure is not None:
             title = (function.__doc__ or name).strip().splitlines()[0]
             plots.append(EmbeddedPlot(name, title, embed(figure)))
@@ -69,15 +70,22 @@ def _csp_hash(environment: Environment, template: str) -> str:
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
 
+def render_page(template: str, **context: Any) -> str:
+    """A template of the report package rendered as one self-contained page: inline style and script, CSP."""
+    environment = _environment()
+    return environment.get_template(template).render(
+        **context, static=STATIC_FILES,
+        csp={kind: _csp_hash(environment, name) for kind, name in STATIC_FILES.items()},
+    )
+
+
 def render_report(run: RunData) -> str:
     """The report of a run as one HTML document."""
-    environment = _environment()
-    return environment.get_template("report.html").render(
-        run=run, tasks=run.tasks(), plots=render_plots(run), summary=sections.summary(run),
+    return render_page(
+        "report.html", run=run, tasks=run.tasks(), plots=render_plots(run), summary=sections.summary(run),
         candidates=sections.candidate_table(run), examples=sections.example_transitions(run),
         judges=sections.judge_section(run), kinship=sections.kinship_table(run), slerp=sections.slerp_table(run),
-        lineage=sections.lineage(run), provenance=sections.provenance(run), static=STATIC_FILES,
-        csp={kind: _csp_hash(environment, name) for kind, name in STATIC_FILES.items()},
+        lineage=sections.lineage(run), provenance=sections.provenance(run),
     )
 
 
@@ -85,10 +93,13 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write `reports/NAME/index.html` (or `out/index.html`) for the run in `run_dir`; returns its path."""
     run = load_run(run_dir)
     out_dir = Path(out) if out else Path("reports") / run.name
-    html = render_report(run)
-    target = out_dir / "index.html"
+    return write_page(out_dir / "index.html", render_report(run))
+
+
+def write_page(target: Path, html: str) -> Path:
+    """Write a rendered page to `target` (creating its folder) atomically; returns `target`."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(target, html)
     except OSError as error:
         raise MergescopeError(f"cannot write the report {target}: {error.strerror or error}",

@@ -4,14 +4,15 @@ A plot function takes a RunData and returns a matplotlib Figure, or None when th
 to show (no interpolating candidates, no kinship table, no judge); it never raises on missing scores.
 Figures are made without pyplot: no backend is chosen and no global figure list grows, so the functions
 work alike in a script, a report and a notebook (where a returned Figure displays inline).
-Plots that compare several runs (a kinship series) take a sequence of runs and live in SERIES_PLOTS.
+Plots that compare several runs (a kinship series) take a sequence of runs and live in SERIES_PLOTS; the
+plots of a kinship study take its `StudyData` and live in STUDY_PLOTS (`study_plots.py`).
 The plots of weights and judges are in `model_plots.py`; importing `mergescope.report` registers all.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import matplotlib
 import numpy as np
@@ -26,10 +27,15 @@ from mergescope.analysis.emergence import emergence
 from mergescope.analysis.run import RunData
 from mergescope.analysis.stats import score_kind
 
+if TYPE_CHECKING:
+    from mergescope.analysis.study import StudyData
+
 PlotFunction = Callable[[RunData], Figure | None]
 SeriesPlotFunction = Callable[[Sequence[RunData]], Figure | None]
+StudyPlotFunction = Callable[["StudyData"], Figure | None]
 PLOTS: dict[str, PlotFunction] = {}
 SERIES_PLOTS: dict[str, SeriesPlotFunction] = {}
+STUDY_PLOTS: dict[str, StudyPlotFunction] = {}
 
 MAX_TICK_LABELS = 24
 # Marker and colour of each emergence label: significance is read from the marker at a glance.
@@ -41,24 +47,29 @@ LABEL_STYLES = {
 }
 
 
-def register_plot(name: str) -> Callable[[PlotFunction], PlotFunction]:
-    """Register a one-run plot under `name` (it appears in reports in registration order)."""
+def _register(registry: dict[str, Callable], name: str) -> Callable[[Callable], Callable]:
+    """A decorator that stores a plot function in `registry` under `name` and returns it unchanged."""
 
-    def decorator(function: PlotFunction) -> PlotFunction:
-        PLOTS[name] = function
+    def decorator(function: Callable) -> Callable:
+        registry[name] = function
         return function
 
     return decorator
+
+
+def register_plot(name: str) -> Callable[[PlotFunction], PlotFunction]:
+    """Register a one-run plot under `name` (it appears in reports in registration order)."""
+    return _register(PLOTS, name)
 
 
 def register_series_plot(name: str) -> Callable[[SeriesPlotFunction], SeriesPlotFunction]:
     """Register a plot of several runs (a series of parent pairs, sizes ...) under `name`."""
+    return _register(SERIES_PLOTS, name)
 
-    def decorator(function: SeriesPlotFunction) -> SeriesPlotFunction:
-        SERIES_PLOTS[name] = function
-        return function
 
-    return decorator
+def register_study_plot(name: str) -> Callable[[StudyPlotFunction], StudyPlotFunction]:
+    """Register a plot of a kinship study (`StudyData`: its pairs, best candidates and driver fits) under `name`."""
+    return _register(STUDY_PLOTS, name)
 
 
 # -- shared pieces ------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def number(value: Any, digits: int = 3) -> str:
 def frame_table(frame: pd.DataFrame, digits: int = 3) -> Table:
     """Any DataFrame as a Table, numbers rounded to `digits` decimals."""
     rows = tuple(tuple(number(v, digits) for v in record) for record in frame.itertuples(index=False))
-    keys = tuple(tuple(_key(v) for v in record) for record in frame.itertuples(index=False))
+    keys = tuple(tuple(sort_key(v) for v in record) for record in frame.itertuples(index=False))
     return Table(tuple(str(c) for c in frame.columns), rows, keys)
 
 
@@ -128,14 +128,14 @@ def candidate_table(run: RunData) -> Table:
                  *[number(s) + (" ★" if task in emergent else "") for s, task in zip(scores, tasks)],
                  number(gain), ", ".join(sorted(emergent)), number(timing.merge_seconds, 1), number(timing.eval_seconds, 1)]
         rows.append(tuple(cells))
-        keys.append((subject.kind, subject.label, subject.method or "", _key(subject.mix), *map(_key, scores),
-                     _key(gain), len(emergent), _key(timing.merge_seconds), _key(timing.eval_seconds)))
+        keys.append((subject.kind, subject.label, subject.method or "", sort_key(subject.mix), *map(sort_key, scores),
+                     sort_key(gain), len(emergent), sort_key(timing.merge_seconds), sort_key(timing.eval_seconds)))
         classes.append(str(subject.kind))
     columns = ("kind", "model", "method", "t", *tasks, "mean gain over best parent", "emergent on", "merge s", "eval s")
     return Table(columns, tuple(rows), tuple(keys), tuple(classes))
 
 
-def _key(value: Any) -> Any:
+def sort_key(value: Any) -> Any:
     """A cell's sort value: the value itself, None where it is missing."""
     return None if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)) else value
 
@@ -188,7 +188,7 @@ def _criterion_table(run: RunData, intervals: pd.DataFrame) -> Table:
         cells = [by_cell.loc[(subject.id, c)] if (subject.id, c) in by_cell.index else None for c in columns]
         rows.append((subject.label, *[f"{number(c['mean'], 2)} ({number(c.ci_low, 2)}–{number(c.ci_high, 2)})"
                                      if c is not None else "–" for c in cells]))
-        keys.append((subject.label, *[_key(c["mean"]) if c is not None else None for c in cells]))
+        keys.append((subject.label, *[sort_key(c["mean"]) if c is not None else None for c in cells]))
     return Table(("model", *columns), tuple(rows), tuple(keys))
 
 
