@@ -116,6 +116,69 @@ def sweep(
 
 @app.command()
 @user_errors
+def study(
+    pairs: Annotated[Optional[list[str]], typer.Option(
+        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories; repeatable).")] = None,
+    zoo: Annotated[Optional[list[str]], typer.Option(
+        "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
+                      "Without --pairs and --zoo: .cache/zoo.")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML every pair is swept with (default: sweeps/default.yaml).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")] = None,
+    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
+    report: Annotated[Optional[Path], typer.Option(help="Report folder (default: OUT/report).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")] = None,
+    as_json: JsonOption = False,
+):
+    """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
+    from mergescope.errors import MergescopeError
+    from mergescope.study import StudySettings, zoo_pairs
+    from mergescope.study import study as run_study
+    from mergescope.sweep import SweepSettings
+
+    zoo_options = zoo or ([] if pairs else [".cache/zoo"])
+    study_pairs = [*(_study_pair(text) for text in pairs or []),
+                   *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
+    options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
+                            backend=backend, limit=limit, max_memory=max_memory, progress=not as_json)
+    result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        for outcome in result.pairs:
+            typer.echo(f"pair {outcome.pair.key}: {outcome.status}, {outcome.n_evaluated} evaluated, "
+                       f"{outcome.n_skipped} already done ({outcome.run_dir})")
+        typer.echo(f"study report: {result.report} ({result.seconds:.0f}s)")
+    if result.judging_incomplete:
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint="rerun the same command once the judge answers")
+
+
+def _study_pair(text: str):
+    """A StudyPair from `[GROUP/]NAME=A,B[,BASE]`; ConfigError when it does not read so."""
+    from mergescope.errors import ConfigError
+    from mergescope.study import StudyPair
+
+    label, equals, models = text.partition("=")
+    paths = models.split(",")
+    if not equals or not label or len(paths) not in (2, 3) or not all(paths):
+        raise ConfigError(f"--pairs {text!r}: expected [GROUP/]NAME=A,B[,BASE]",
+                          hint="e.g. --pairs arith_facts=zoo/models/arith,zoo/models/facts,zoo/models/base")
+    group, _, name = label.rpartition("/")
+    return StudyPair(name=name, parents=(Path(paths[0]), Path(paths[1])),
+                     base=Path(paths[2]) if len(paths) == 3 else None, group=group)
+
+
+def _zoo_option(text: str) -> tuple[str, str | None]:
+    """The zoo directory and group of `[GROUP=]DIR` (group None: the directory's name)."""
+    group, equals, directory = text.partition("=")
+    return (directory, group) if equals else (text, None)
+
+
+@app.command()
+@user_errors
 def judge(
     run: RunArgument,
     judge_url: JudgeUrlOption = None,

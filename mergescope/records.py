@@ -31,6 +31,24 @@ class ParentSet:
 
 
 @dataclass(frozen=True)
+class StudyPair:
+    """Two parents a kinship study merges (with their shared base, if any) and the tasks it scores them on."""
+
+    name: str
+    parents: tuple[Path, Path]
+    base: Path | None = None
+    tasks: tuple[str, ...] = ()  # lm-eval task names; empty: the study's --tasks, else the parents' zoo's tasks
+    task_paths: tuple[Path, ...] = ()  # folders of task YAMLs the tasks need
+    group: str = ""  # e.g. the zoo (size) the pair comes from: pairs of one group share their shapes
+    kind: str = ""  # how the parents are related ("same skill", "across lineages" ...), as the zoo says
+
+    @property
+    def key(self) -> str:
+        """The pair's folder under the study's `pairs/` (and its name in the report): GROUP/NAME, or NAME."""
+        return f"{self.group}/{self.name}" if self.group else self.name
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One merge to make: a mergekit config and what it means for the analysis."""
 

@@ -127,6 +127,22 @@ class ResultsStore:
         return [{**dict(row), "parameters": json.loads(row["parameters"] or "{}")} for row in rows]
 
 
+def read_meta(run_dir: Path) -> dict[str, Any] | None:
+    """A run's meta table read without writing anything (the store's file stays untouched); None without a store."""
+    path = Path(run_dir) / STORE_NAME
+    if not path.is_file():
+        return None
+    try:
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return {key: json.loads(value) for key, value in connection.execute("SELECT key, value FROM meta")}
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise MergescopeError(f"cannot read the results store {path}: {error}",
+                              hint="check that the run directory is readable") from None
+
+
 def _subject_row(subject: EvalSubject) -> tuple:
     candidate = subject.candidate
     return (
