@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar
 
 from tqdm import tqdm
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["PairOutcome", "StudyPair", "StudyResult", "StudySettings", "study", "zoo_pairs", "zoo_study_pairs"]
 
 DONE_MARK = "study_done.json"
+T = TypeVar("T")
 PAIR_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # pair names and groups become folder names
 
 
@@ -130,15 +131,25 @@ def check_study(settings: StudySettings) -> list[PairPlan]:
                           hint="pass --pairs NAME=A,B[,BASE] for each pair, or --zoo DIR of a zoo that lists pairs")
     _check_names(pairs)
     _check_repeats(pairs)
-    parent_sets = [_parent_set(pair, settings.options) for pair in pairs]
+    options = settings.options
+    parent_sets = [_for_pair(pair, resolve_parents, list(pair.parents), pair.base, allow_pickle=options.allow_pickle,
+                             trust_remote_code=options.trust_remote_code) for pair in pairs]
     _check_architectures(pairs, parent_sets)
     plans = []
     for pair in pairs:  # the spec, candidates, memory and tasks of each pair (loads the tasks: slower)
         pair_settings = _pair_settings(settings, pair)
-        planned = PairPlan(pair, pair_settings, plan_sweep(pair_settings))
+        planned = PairPlan(pair, pair_settings, _for_pair(pair, plan_sweep, pair_settings))
         _check_existing_run(planned)
         plans.append(planned)
     return plans
+
+
+def _for_pair(pair: StudyPair, check: Callable[..., T], *args, **kwargs) -> T:
+    """`check(*args, **kwargs)`, its ConfigError naming the pair it was about."""
+    try:
+        return check(*args, **kwargs)
+    except ConfigError as error:
+        raise ConfigError(f"pair {pair.key!r}: {error}", hint=error.hint) from None
 
 
 def _check_names(pairs: Sequence[StudyPair]) -> None:
@@ -169,14 +180,6 @@ def _check_repeats(pairs: Sequence[StudyPair]) -> None:
                               f"{' + '.join(str(p) for p in pair.parents)}{base}",
                               hint="list each pair once (the order of the parents does not matter)")
         first_of[identity] = pair
-
-
-def _parent_set(pair: StudyPair, options: SweepSettings) -> ParentSet:
-    try:
-        return resolve_parents(list(pair.parents), pair.base, allow_pickle=options.allow_pickle,
-                               trust_remote_code=options.trust_remote_code)
-    except ConfigError as error:
-        raise ConfigError(f"pair {pair.key!r}: {error}", hint=error.hint) from None
 
 
 def _check_architectures(pairs: Sequence[StudyPair], parent_sets: Sequence[ParentSet]) -> None:

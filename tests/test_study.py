@@ -87,10 +87,12 @@ def test_a_repeated_pair_is_refused_in_either_order(zoo, tmp_path):
     assert "'first'" in line and "'again'" in line
 
 
-def test_malformed_pair_options_and_zoos_without_pairs_are_refused(zoo, tmp_path):
+def test_malformed_pairs_missing_models_and_zoos_without_pairs_are_refused(zoo, tmp_path):
     refused(["--pairs", "lonely=only/one/model"], tmp_path / "study", "expected [GROUP/]NAME=A,B[,BASE]")
     refused(["--pairs", "bad name=a,b", "--pairs", pair_option(zoo_pairs(zoo)[1])], tmp_path / "study",
             "is not a folder name")
+    refused(["--pairs", f"ghost={tmp_path / 'none'},{tmp_path / 'nowhere'}", "--pairs", pair_option(zoo_pairs(zoo)[1])],
+            tmp_path / "study", f"pair 'ghost': {tmp_path / 'none'}: not a directory")
     bare = tmp_path / "bare-zoo"
     bare.mkdir()
     manifest = json.loads((zoo.root / "zoo.json").read_text())
