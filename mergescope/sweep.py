@@ -137,7 +137,8 @@ def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
     names, paths = list(settings.tasks), list(settings.task_paths)
     zoo = find_zoo(parents.parents[0].path)
     if zoo is not None:
-        paths.append(zoo.task_yaml_dir())
+        if zoo.task_yaml_dir() not in paths:  # a study's zoo pairs name it already
+            paths.append(zoo.task_yaml_dir())
         names = names or zoo.task_names()
     if not names:
         raise ConfigError("no tasks given and the parents are not from a mergescope zoo",
