@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from mergescope.errors import ConfigError
 from mergescope.parents import ARCHITECTURE_KEYS, SHAPE_KEYS, config_difference, resolve_parents
-from mergescope.records import ParentSet, StudyPair
+from mergescope.records import ModelRef, ParentSet, StudyPair
 from mergescope.store import read_meta
 from mergescope.sweep import SweepPlan, SweepSettings, plan_sweep, sweep
 
 if TYPE_CHECKING:
     from mergescope.analysis.study import StudyData
+    from mergescope.zoo.manifest import ZooManifest
 
 __all__ = ["PairOutcome", "StudyPair", "StudyResult", "StudySettings", "study", "zoo_pairs", "zoo_study_pairs"]
 
@@ -155,8 +156,8 @@ def _for_pair(pair: StudyPair, check: Callable[..., T], *args, **kwargs) -> T:
 def _check_names(pairs: Sequence[StudyPair]) -> None:
     seen: set[str] = set()
     for pair in pairs:
-        for what, value in (("name", pair.name), ("group", pair.group)):
-            if (value or what == "name") and not PAIR_NAME.fullmatch(value):
+        for what, value in [("name", pair.name), *([("group", pair.group)] if pair.group else [])]:
+            if not PAIR_NAME.fullmatch(value):
                 raise ConfigError(f"pair {pair.key!r}: the {what} {value!r} is not a folder name",
                                   hint="use letters, digits, '.', '_' and '-', starting with a letter or digit")
         if pair.key in seen:
@@ -185,7 +186,7 @@ def _check_repeats(pairs: Sequence[StudyPair]) -> None:
 def _check_architectures(pairs: Sequence[StudyPair], parent_sets: Sequence[ParentSet]) -> None:
     """One architecture for the whole study, and one set of shapes within a group (e.g. one zoo size)."""
     reference, reference_model = pairs[0], parent_sets[0].parents[0]
-    group_reference: dict[str, tuple[StudyPair, object]] = {}
+    group_reference: dict[str, tuple[StudyPair, ModelRef]] = {}
     for pair, parents in zip(pairs, parent_sets):
         model = parents.parents[0]  # resolve_parents checked that the pair's own models agree
         difference = config_difference(model, reference_model, ARCHITECTURE_KEYS)
@@ -209,7 +210,8 @@ def _pair_settings(settings: StudySettings, pair: StudyPair) -> SweepSettings:
     options = settings.options
     return dataclasses.replace(
         options, parents=[str(p) for p in pair.parents], base=str(pair.base) if pair.base else None,
-        tasks=list(pair.tasks or options.tasks), task_paths=list(dict.fromkeys([*options.task_paths, *pair.task_paths])),
+        tasks=list(pair.tasks or options.tasks),
+        task_paths=list(dict.fromkeys([*options.task_paths, *pair.task_paths])),
         out=settings.out / "pairs" / pair.key,
     )
 
@@ -269,12 +271,13 @@ def _say(settings: StudySettings, line: str) -> None:
 # -- pairs from a zoo -----------------------------------------------------------------------------------
 
 
-def zoo_study_pairs(manifest, group: str | None = None) -> list[StudyPair]:
+def zoo_study_pairs(manifest: ZooManifest, group: str | None = None) -> list[StudyPair]:
     """The pairs a zoo manifest lists, as study pairs in `group` (default: the zoo directory's name)."""
     group = manifest.root.name if group is None else group
+    path = manifest.model_path
     try:
-        return [StudyPair(name=pair.name, parents=(manifest.model_path(pair.parents[0]), manifest.model_path(pair.parents[1])),
-                          base=manifest.model_path(pair.base) if pair.base else None, tasks=tuple(pair.tasks),
+        return [StudyPair(name=pair.name, parents=(path(pair.parents[0]), path(pair.parents[1])),
+                          base=path(pair.base) if pair.base else None, tasks=tuple(pair.tasks),
                           task_paths=(manifest.task_yaml_dir(),), group=group, kind=pair.kind)
                 for pair in manifest.pairs]
     except KeyError as error:

@@ -43,7 +43,8 @@ def group_colors(data: StudyData) -> dict[str, tuple]:
 
 
 def pair_grid(data: StudyData, rows: pd.DataFrame, panels: Sequence[Panel], errors: ErrorBars | None = None) -> Figure:
-    """A row of `panels` per measure of `rows`, one point per pair in each: coloured by group, marked by kinship basis."""
+    """A row of `panels` per measure of `rows`, one point per pair in each, coloured by group and marked by the
+    kinship basis."""
     colors = group_colors(data)
     measures = list(dict.fromkeys(zip(rows.task, rows.measure)))
     figure = Figure(figsize=(10.5, 1.0 + 3.1 * len(measures)))
