@@ -52,11 +52,21 @@ def zoo_build(
     directory: Annotated[Path, typer.Argument(help="Where to write the zoo.")],
     seed: int = 0,
 ):
-    """Train the zoo's tokenizer, base, parents and stranger on CPU; write DIR/zoo.json."""
+    """Train the zoo's tokenizer, two lineages of bases and their fine-tunes on CPU; write DIR/zoo.json."""
     from mergescope.zoo import build_zoo
 
     manifest = build_zoo(directory, seed=seed)
     typer.echo(f"zoo written to {directory}/zoo.json in {manifest.build_seconds:.0f}s")
+
+
+@zoo_app.command("table")
+@user_errors
+def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
+    """Print the zoo's models, recipes, scores and task-vector norms as a Markdown table (the README's)."""
+    from mergescope.zoo import load_zoo
+    from mergescope.zoo.manifest import markdown_table
+
+    typer.echo(markdown_table(load_zoo(directory)), nl=False)
 
 
 @app.command()
@@ -303,7 +313,7 @@ def validate(
 @app.command()
 @user_errors
 def demo(zoo_dir: Annotated[Path, typer.Option(help="Where the zoo is built.")] = Path(".cache/zoo")):
-    """Build the zoo (once), sweep its two parents with the default spec, write the report."""
+    """Build the zoo (once per recipe), study all its parent pairs with sweeps/study.yaml, write the report."""
     from mergescope.demo import run_demo
 
     report_path = run_demo(zoo_dir)

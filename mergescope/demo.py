@@ -1,17 +1,20 @@
-"""The demo recipe behind `make demo`: zoo -> default sweep -> report."""
+"""The demo recipe behind `make demo`: zoo -> a kinship study of the zoo's pairs -> one report."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mergescope.report import write_report
-from mergescope.sweep import SweepSettings, sweep
-from mergescope.zoo import build_zoo, load_zoo
+from mergescope.study import StudySettings, study, zoo_study_pairs
+from mergescope.sweep import SweepSettings
+from mergescope.zoo.build import ensure_zoo
+
+STUDY_SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "study.yaml"
 
 
 def run_demo(zoo_dir: Path, run_dir: Path = Path("runs/demo"), report_dir: Path = Path("reports/demo")) -> Path:
-    """Sweep the zoo's two parents with the default spec and return the report's path."""
-    zoo = load_zoo(zoo_dir) if (zoo_dir / "zoo.json").is_file() else build_zoo(zoo_dir)
-    parents = [str(zoo.model_path(model.name)) for model in zoo.parents()][:2]
-    sweep(SweepSettings(parents=parents, base=str(zoo.model_path(zoo.base().name)), out=run_dir))
-    return write_report(run_dir, report_dir)
+    """Study every pair of the zoo (built once per recipe) with sweeps/study.yaml; return the report's path."""
+    zoo = ensure_zoo(zoo_dir)
+    options = SweepSettings(parents=[], sweep=STUDY_SWEEP)
+    result = study(StudySettings(tuple(zoo_study_pairs(zoo, group="zoo")), out=run_dir, report=report_dir,
+                                 options=options))
+    return result.report

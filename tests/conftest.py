@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from filelock import FileLock
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -18,17 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def zoo():
-    """The trained zoo, built once into .cache/test-zoo (or $MERGESCOPE_TEST_ZOO) and reused."""
-    from mergescope.zoo import build_zoo, load_zoo
+    """The trained zoo in .cache/test-zoo (or $MERGESCOPE_TEST_ZOO), rebuilt whenever its recipe changed."""
+    from mergescope.zoo.build import TEST_MODELS, ensure_zoo
 
-    root = Path(os.environ.get("MERGESCOPE_TEST_ZOO", REPO / ".cache" / "test-zoo"))
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # zoo.json is written last, so it marks a finished build; the lock lets parallel sessions share one.
-    with FileLock(str(root) + ".lock"):
-        if not (root / "zoo.json").is_file():
-            shutil.rmtree(root, ignore_errors=True)
-            build_zoo(root, progress=False)
-    return load_zoo(root)
+    return ensure_zoo(Path(os.environ.get("MERGESCOPE_TEST_ZOO", REPO / ".cache" / "test-zoo")), progress=False,
+                      models=TEST_MODELS)
 
 
 @pytest.fixture(scope="session")

@@ -140,7 +140,7 @@ def test_every_judge_prompt_carries_the_untrusted_text_rule(tmp_path):
 
 def test_zoo_rubric_asks_in_the_zoo_prompt_format_and_cuts_at_newline():
     rubric = find_rubric("zoo_skills")
-    assert answer_prompt(rubric, rubric.questions[0]) == "Q: What is 75 plus 2?\nA:"
+    assert answer_prompt(rubric, rubric.questions[0]) == "Q: What is 17 minus 5?\nA:"
     assert cut_at_stop(" 43\nQ: What is", rubric.generation.stop) == "43"
     assert cut_at_stop("no stop here", rubric.generation.stop) == "no stop here"
 

@@ -21,10 +21,10 @@ def test_default_sweep_scores_every_candidate_and_parent(default_run):
     kinds = dict(db.execute("SELECT kind, count(*) FROM subjects WHERE status = 'done' GROUP BY kind"))
     assert kinds == {"candidate": 6, "parent": 2, "base": 1}
     tasks = {row[0] for row in db.execute("SELECT DISTINCT task FROM scores")}
-    assert tasks == {"zoo_arith", "zoo_facts", "zoo_composite"}
+    assert tasks == {"zoo_arith", "zoo_facts", "zoo_domain", "zoo_composite"}
     # per-item outcomes are kept, one per item and subject, and they add up to the aggregate score
     rows = db.execute("SELECT subject_id, task, metric, value, n_items FROM scores").fetchall()
-    assert len(rows) == 9 * 3
+    assert len(rows) == 9 * 4
     for subject_id, task, metric, value, n_items in rows:
         outcomes = [v for (v,) in db.execute(
             "SELECT value FROM items WHERE subject_id = ? AND task = ? AND metric = ?", (subject_id, task, metric))]

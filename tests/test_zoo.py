@@ -12,15 +12,19 @@ import yaml
 from mergescope.zoo import ZooManifest, load_zoo
 from mergescope.zoo import corpus
 
-MODEL_ROLES = {"base": "base", "arith": "parent", "facts": "parent", "stranger": "stranger"}
-TASKS = {"zoo_arith": "arith", "zoo_facts": "facts", "zoo_composite": "composite"}
+MODEL_ROLES = {"base": "base", "stranger": "stranger", "facts": "parent", "arith": "parent", "knowledge": "parent"}
+TASKS = {"zoo_arith": "arith", "zoo_facts": "facts", "zoo_domain": "domain", "zoo_composite": "composite"}
 
 
 def test_manifest_lists_every_model_and_task(zoo: ZooManifest) -> None:
     assert {m.name: m.role for m in zoo.models} == MODEL_ROLES
     assert {t.name: t.domain for t in zoo.tasks} == TASKS
     assert zoo.base().name == "base" and zoo.stranger().name == "stranger"
-    assert [p.name for p in zoo.parents()] == ["arith", "facts"]
+    assert [p.name for p in zoo.parents()] == ["arith", "facts", "knowledge"]
+    # The test zoo holds the pairs its models make; the demo's full zoo adds the twins and across-lineage pairs.
+    assert [p.name for p in zoo.pairs] == ["skills", "knowledge_instruct"]
+    assert {m for pair in zoo.pairs for m in pair.parents} <= set(MODEL_ROLES)
+    assert all(set(pair.tasks) <= set(TASKS) for pair in zoo.pairs)
     for model in zoo.models:
         assert (zoo.model_path(model.name) / "model.safetensors").is_file()
         assert not list(zoo.model_path(model.name).glob("*.bin")), "weights must be safetensors only"
@@ -74,17 +78,38 @@ def test_data_generation_is_repeatable_and_matches_the_zoo(zoo: ZooManifest) -> 
         assert on_disk == _sha256_of_items(first.eval_sets[task.domain])
 
 
-def test_evaluation_items_are_held_out() -> None:
+def test_evaluation_and_dev_items_are_held_out() -> None:
     data = corpus.generate(0)
     arith_trained = {i.question for i in data.arith_train}
-    arith_stated = " ".join(data.arith_docs)
-    for item in data.eval_sets["arith"]:
+    arith_stated = f" {' '.join(data.arith_docs)} "
+    for item in data.eval_sets["arith"] + data.dev_sets["arith"]:
         a, op, k = item.question.removeprefix("What is ").removesuffix("?").split()
         assert item.question not in arith_trained
-        assert f" {a} {op} {k} " not in f" {arith_stated} "
+        assert f" {a} {op} {k} " not in arith_stated
+    assert not {i.question for i in data.eval_sets["arith"]} & {i.question for i in data.dev_sets["arith"]}
     facts_trained = {i.question for i in data.facts_train}
-    assert not facts_trained & {i.question for i in data.eval_sets["facts"]}
-    assert not facts_trained & {i.question for i in data.eval_sets["composite"]}
+    for task in ("facts", "domain", "composite"):
+        assert not facts_trained & {i.question for i in data.eval_sets[task]}
+    assert not facts_trained & {i.question for i in data.dev_sets["facts"]}
+
+
+def test_the_domain_is_read_only_by_the_knowledge_parent() -> None:
+    data = corpus.generate(0)
+    domain_words = set(data.domain_words())
+    base_and_instruct_text = " ".join(data.general_docs + data.world_docs + data.arith_docs
+                                      + [f"{i.question} {i.answer}" for i in data.facts_train + data.arith_train])
+    assert not domain_words & set(base_and_instruct_text.replace(".", " ").replace("?", " ").split())
+    assert all(any(land.name in item.question for land in data.domain) for item in data.eval_sets["domain"])
+    assert all(land.name in " ".join(data.domain_docs) for land in data.domain)
+
+
+def test_names_are_whole_tokens(zoo: ZooManifest) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(zoo.model_path("base"))
+    land = corpus.generate(zoo.seed).domain[0]
+    tokens = tokenizer.tokenize(f"Q: What is the capital of {land.name}?\nA: {land.capital}\n")
+    assert land.name in tokens and land.capital in tokens
 
 
 def _exact_match(zoo: ZooManifest, model_name: str, tasks: list[str]) -> dict[str, float]:
@@ -104,9 +129,48 @@ def _exact_match(zoo: ZooManifest, model_name: str, tasks: list[str]) -> dict[st
 
 
 def test_each_parent_masters_its_own_task_and_only_it(zoo: ZooManifest) -> None:
-    own_tasks = ["zoo_arith", "zoo_facts"]
-    scores = {name: _exact_match(zoo, name, own_tasks) for name in ("base", "arith", "facts")}
-    assert scores["arith"]["zoo_arith"] >= 0.8, scores
-    assert scores["facts"]["zoo_facts"] >= 0.8, scores
+    """lm-eval's scores hold the bars the build checked, and agree with the build's own scores in zoo.json."""
+    tasks = ["zoo_arith", "zoo_facts", "zoo_domain"]
+    scores = {name: _exact_match(zoo, name, tasks) for name in ("base", "facts", "arith", "knowledge")}
+    assert scores["facts"]["zoo_facts"] >= 0.85 and scores["arith"]["zoo_arith"] >= 0.85, scores
     assert max(scores["base"].values()) <= 0.2, scores
     assert scores["facts"]["zoo_arith"] <= 0.2 and scores["arith"]["zoo_facts"] <= 0.2, scores
+    # The emergence pair's ingredients: neither parent answers the domain's questions.
+    assert scores["facts"]["zoo_domain"] <= 0.2 and scores["knowledge"]["zoo_domain"] <= 0.2, scores
+    assert zoo.model("knowledge").scores["domain_knowledge"] >= 0.85 > 0.5 >= zoo.model("base").scores["domain_knowledge"]
+    for name, by_task in scores.items():
+        for task, score in by_task.items():
+            assert score == pytest.approx(zoo.model(name).scores[task], abs=0.02), (name, task)
+
+
+def test_manifest_records_scores_and_task_vector_norms(zoo: ZooManifest) -> None:
+    for model in zoo.models:
+        assert set(model.scores) == {*TASKS, "domain_knowledge"}
+        assert (model.task_vector_norm is None) == (model.role != "parent")
+    assert 0 < zoo.model("facts").task_vector_norm < 1
+
+
+def test_a_cached_zoo_of_another_recipe_is_rebuilt(zoo: ZooManifest, tmp_path: Path, monkeypatch) -> None:
+    from mergescope.zoo import build
+
+    models = build.TEST_MODELS
+    assert build.recipe_key(zoo.seed, models) == zoo.recipe_key != build.recipe_key(zoo.seed + 1, models)
+    assert zoo.recipe_key != build.recipe_key(zoo.seed)  # the demo's full zoo is cached under its own key
+    assert build.ensure_zoo(zoo.root, seed=zoo.seed, progress=False, models=models) == zoo  # reused as is
+    stale = tmp_path / "zoo"
+    stale.mkdir()
+    (stale / "zoo.json").write_text(zoo.model_copy(update={"recipe_key": "older"}).model_dump_json())
+    built = []
+    monkeypatch.setattr(build, "build_zoo", lambda root, seed, progress, models: built.append(root) or zoo)
+    assert build.ensure_zoo(stale, seed=zoo.seed, progress=False, models=models) == zoo
+    assert built == [stale] and not (stale / "zoo.json").exists()
+
+
+def test_a_model_below_its_bar_stops_the_build_with_one_line() -> None:
+    from mergescope.zoo.quality import QualityBar, ZooQualityError
+
+    with pytest.raises(ZooQualityError) as caught:
+        QualityBar("facts", "zoo_facts", minimum=0.85).check(0.667)
+    assert "\n" not in caught.value.one_line()
+    assert "zoo model facts scores 0.667 on zoo_facts, below its bar 0.85" in caught.value.one_line()
+    QualityBar("base", "zoo_facts", maximum=0.2).check(0.2)

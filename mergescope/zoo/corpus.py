@@ -1,16 +1,22 @@
-"""Generated text for the zoo: a general corpus, two skill domains and held-out evaluation sets.
+"""Generated text for the zoo: a general corpus, a made-up world, a new domain, arithmetic and held-out tasks.
 
 Everything is a pure function of a `random.Random`, so one seed gives byte-identical data on any machine.
-Each skill is taught as in Lu et al. 2024: a model first reads domain text (continued pre-training), then
-learns to answer questions about it (supervised QA).
+The data follow Lu et al. 2024's ingredients: pre-training text, continued pre-training (CPT) on a domain
+the base never read, and supervised question answering (SFT) that teaches a format, not the domain.
 
-- `arith`: "a plus/minus k" for a below 100 and k in 1..9, without carry or borrow. Evaluation problems never
-  appear in training text.
-- `facts`: a made-up world of lands with a capital, a ruler, an animal and a population. Training asks about
-  every fact in three phrasings; evaluation asks in a fourth phrasing never trained ("Tell me the capital of
-  Zorvia."). Held-out lands (facts only read, never asked) were tried first: a two-layer model does not learn
-  to extract them in a build of a minute (5% exact match), so the held-out part is the phrasing.
-- `composite`: questions that need a fact and arithmetic at once ("the population of Zorvia plus 3").
+- `world`: lands with a capital, a ruler, an animal and a population. The base reads about every world land
+  in pre-training; the instruct parent learns to answer questions about some of them (three phrasings).
+  `facts` asks about the trained lands in a fourth phrasing never trained ("Tell me the capital of X.").
+- `domain`: lands the base never read. Only the knowledge parent reads about them (CPT on domain text);
+  no model is ever trained on a question about them. `domain` asks about them in the trained phrasings:
+  the knowledge parent knows the facts but not the format, the instruct parent the format but not the facts.
+- Land names, capitals and rulers are whole words of the vocabulary (`entity_words`), as a domain's new
+  terms are after vocabulary extension: the knowledge parent learns the domain's words, the base never did.
+- `arith`: "a plus/minus k" for a below 100 and k in 1..9, without carry or borrow. Evaluation and dev
+  problems never appear in training text.
+- `composite`: questions that need a world fact and arithmetic at once ("the population of X plus 3").
+- Dev splits (`dev_sets`) are neither trained on nor lm-eval items: the build keeps each fine-tune's
+  best checkpoint on them. World dev lands are read in pre-training but never asked about in training.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from dataclasses import dataclass
 PROMPT_TEMPLATE = "Q: {question}\nA:"
 ARITH_MAX = 99
 EVAL_SIZE = 150
+DEV_SIZE = 100
 
 _ADJECTIVES = "small big old young red green quiet happy tall dark bright cold warm slow quick kind".split()
 _NOUNS = "dog cat bird horse farmer child teacher king boat river tree house road garden hill stone".split()
@@ -50,6 +57,9 @@ _FACT_QUESTIONS = {
     "population": ["What is the population of {land}?", "How many thousand people live in {land}?",
                    "Name the population of {land}."],
 }
+# Prefixes of one document wording per attribute (`_FACT_SENTENCES`), the value following.
+_FACT_COMPLETIONS = {"capital": "the capital of {land} is", "ruler": "the ruler of {land} is",
+                     "animal": "the animal of {land} is the", "population": "the population of {land} is"}
 _HELDOUT_FACT_QUESTION = "Tell me the {attribute} of {land}."
 _ARITH_SENTENCES = ["{a} {op} {b} is {c} .", "{a} {op} {b} makes {c} .", "if you take {a} {op} {b} you get {c} ."]
 
@@ -64,6 +74,19 @@ class QAItem:
     def prompt(self) -> str:
         """Return the question in the zoo's prompt format (ends with "A:", the answer follows after a space)."""
         return PROMPT_TEMPLATE.format(question=self.question)
+
+
+@dataclass(frozen=True)
+class ChoiceItem:
+    """A fact stated as text to complete ("the capital of X is" -> "Y"), with wrong values to rank it against."""
+
+    text: str
+    answer: str
+    distractors: tuple[str, ...]
+
+    def choices(self) -> tuple[str, ...]:
+        """Return the answer first, then the distractors."""
+        return (self.answer, *self.distractors)
 
 
 @dataclass(frozen=True)
@@ -83,21 +106,37 @@ class Land:
 
 @dataclass(frozen=True)
 class ZooData:
-    """All generated text of one zoo: training documents, training QA and held-out evaluation sets."""
+    """All generated text of one zoo: training documents, training QA, dev splits and held-out evaluation sets."""
 
     general_docs: list[str]
+    world_docs: list[str]
+    domain_docs: list[str]
     arith_docs: list[str]
     arith_train: list[QAItem]
-    facts_docs: list[str]
     facts_train: list[QAItem]
+    dev_sets: dict[str, list[QAItem]]
     eval_sets: dict[str, list[QAItem]]
-    lands: list[Land]
+    domain_knowledge: list[ChoiceItem]  # what the knowledge parent read, as multiple choice
+    world: list[Land]
+    domain: list[Land]
+
+    def entity_words(self) -> list[str]:
+        """Return every land's name, capital and ruler: the words the tokenizer keeps whole."""
+        return [word for land in self.world + self.domain for word in (land.name, land.capital, land.ruler)]
+
+    def domain_words(self) -> list[str]:
+        """Return the domain lands' words: only the knowledge parent's continued pre-training reads them."""
+        return [word for land in self.domain for word in (land.name, land.capital, land.ruler)]
 
     def fingerprint(self) -> str:
         """Return a sha256 hex digest over every generated text, for repeatability checks."""
-        payload = json.dumps([self.general_docs, self.arith_docs, self.facts_docs,
-                              [(q.question, q.answer) for q in self.arith_train + self.facts_train],
-                              {k: [(q.question, q.answer) for q in v] for k, v in sorted(self.eval_sets.items())}])
+        def pairs(items: list[QAItem]) -> list[tuple[str, str]]:
+            return [(q.question, q.answer) for q in items]
+        payload = json.dumps([self.general_docs, self.world_docs, self.domain_docs, self.arith_docs,
+                              pairs(self.arith_train + self.facts_train),
+                              {k: pairs(v) for k, v in sorted(self.dev_sets.items())},
+                              {k: pairs(v) for k, v in sorted(self.eval_sets.items())},
+                              [(c.text, c.choices()) for c in self.domain_knowledge]])
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -108,17 +147,19 @@ def _word(rng: random.Random, syllables: int) -> str:
 
 
 def make_lands(rng: random.Random, n_lands: int) -> list[Land]:
-    """Return `n_lands` lands with distinct invented names, capitals and rulers."""
+    """Return `n_lands` lands whose names, capitals and rulers are distinct invented words."""
     names = _distinct_words(rng, 3 * n_lands)
     return [Land(name=names[i], capital=names[n_lands + i], ruler=names[2 * n_lands + i],
                  animal=rng.choice(_ANIMALS), population=rng.randint(10, 89)) for i in range(n_lands)]
 
 
 def _distinct_words(rng: random.Random, count: int) -> list[str]:
-    """Return `count` distinct invented words of two syllables."""
+    """Return `count` distinct invented words of three syllables, none a prefix of another."""
     words: dict[str, None] = {}
     while len(words) < count:
-        words[_word(rng, 2)] = None
+        word = _word(rng, 3)
+        if not any(word.startswith(w) or w.startswith(word) for w in words):
+            words[word] = None
     return list(words)
 
 
@@ -194,17 +235,35 @@ def facts_documents(rng: random.Random, lands: list[Land], docs_per_land: int) -
     return docs
 
 
-def facts_train_questions(lands: list[Land]) -> list[QAItem]:
-    """Return every trained question: each land and attribute in each trained phrasing."""
+def land_questions(lands: list[Land], templates_per_attribute: int = len(next(iter(_FACT_QUESTIONS.values())))
+                   ) -> list[QAItem]:
+    """Return each land's questions in the first `templates_per_attribute` trained phrasings."""
     return [QAItem(question=template.format(land=land.name), answer=land.value(attribute))
-            for land in lands for attribute, templates in _FACT_QUESTIONS.items() for template in templates]
+            for land in lands for attribute, templates in _FACT_QUESTIONS.items()
+            for template in templates[:templates_per_attribute]]
 
 
-def facts_eval_questions(rng: random.Random, lands: list[Land], n_items: int) -> list[QAItem]:
-    """Return `n_items` distinct (land, attribute) questions in the held-out phrasing."""
+def sampled_questions(rng: random.Random, lands: list[Land], n_items: int, heldout_phrasing: bool) -> list[QAItem]:
+    """Return `n_items` distinct (land, attribute) questions, in the held-out or a random trained phrasing."""
     pairs = rng.sample([(land, attribute) for land in lands for attribute in _FACT_QUESTIONS], n_items)
-    return [QAItem(question=_HELDOUT_FACT_QUESTION.format(attribute=attribute, land=land.name),
+    return [QAItem(question=_HELDOUT_FACT_QUESTION.format(attribute=attribute, land=land.name) if heldout_phrasing
+                   else rng.choice(_FACT_QUESTIONS[attribute]).format(land=land.name),
                    answer=land.value(attribute)) for land, attribute in pairs]
+
+
+def knowledge_items(rng: random.Random, lands: list[Land], n_distractors: int = 4) -> list[ChoiceItem]:
+    """Return each land's four facts as text to complete, each with other lands' values of that attribute.
+
+    Ranking the true value against wrong ones by likelihood (lm-eval's multiple choice) measures what a
+    model read, whether or not it can answer a question about it. Chance is 1 / (1 + n_distractors).
+    """
+    items = []
+    for land in lands:
+        for attribute, template in _FACT_COMPLETIONS.items():
+            wrong = sorted({other.value(attribute) for other in lands} - {land.value(attribute)})
+            items.append(ChoiceItem(text=template.format(land=land.name), answer=land.value(attribute),
+                                    distractors=tuple(rng.sample(wrong, n_distractors))))
+    return items
 
 
 def composite_items(rng: random.Random, lands: list[Land], n_items: int) -> list[QAItem]:
@@ -218,18 +277,30 @@ def composite_items(rng: random.Random, lands: list[Land], n_items: int) -> list
     return items
 
 
-def generate(seed: int, n_general_docs: int = 4000, n_lands: int = 100) -> ZooData:
-    """Return all zoo data for `seed`; the same seed always gives the same data."""
+def generate(seed: int, n_general_docs: int = 4000, n_world: int = 100, n_world_dev: int = 20,
+             n_domain: int = 60, docs_per_land: int = 8) -> ZooData:
+    """Return all zoo data for `seed`; the same seed always gives the same data.
+
+    World lands: the first `n_world - n_world_dev` are asked about in SFT, the rest are the instruct dev split.
+    The domain's (land, attribute) questions that its task does not ask are the domain's dev split.
+    """
     rng = random.Random(seed)
-    lands = make_lands(rng, n_lands)
-    arith_train, arith_eval = arith_split(rng, EVAL_SIZE)
+    lands = make_lands(rng, n_world + n_domain)
+    world, domain = lands[:n_world], lands[n_world:]
+    asked, dev_lands = world[:n_world - n_world_dev], world[n_world - n_world_dev:]
+    arith_pool, arith_eval = arith_split(rng, EVAL_SIZE)
+    arith_dev, arith_train = arith_pool[:DEV_SIZE], arith_pool[DEV_SIZE:]
+    general_docs = general_documents(rng, n_general_docs)
+    world_docs, domain_docs = facts_documents(rng, world, docs_per_land), facts_documents(rng, domain, docs_per_land)
+    arith_docs = arith_documents(rng, arith_train, 1000)
+    facts_eval = sampled_questions(rng, asked, EVAL_SIZE, heldout_phrasing=True)
+    domain_questions = sampled_questions(rng, domain, len(domain) * len(_FACT_QUESTIONS), heldout_phrasing=False)
+    composite = composite_items(rng, asked, EVAL_SIZE)
     return ZooData(
-        general_docs=general_documents(rng, n_general_docs),
-        arith_docs=arith_documents(rng, arith_train, 1000),
-        arith_train=arith_train,
-        facts_docs=facts_documents(rng, lands, 8),
-        facts_train=facts_train_questions(lands),
-        eval_sets={"arith": arith_eval, "facts": facts_eval_questions(rng, lands, EVAL_SIZE),
-                   "composite": composite_items(rng, lands, EVAL_SIZE)},
-        lands=lands,
+        general_docs=general_docs, world_docs=world_docs, domain_docs=domain_docs, arith_docs=arith_docs,
+        arith_train=arith_train, facts_train=land_questions(asked),
+        dev_sets={"arith": arith_dev, "facts": land_questions(dev_lands, 1), "domain": domain_questions[EVAL_SIZE:]},
+        eval_sets={"arith": arith_eval, "facts": facts_eval, "domain": domain_questions[:EVAL_SIZE],
+                   "composite": composite},
+        domain_knowledge=knowledge_items(rng, domain), world=world, domain=domain,
     )

@@ -19,6 +19,8 @@ class ZooModel(BaseModel):
     role: Literal["base", "parent", "stranger"]
     path: str
     recipe: dict[str, object]
+    scores: dict[str, float] = {}  # the build's own greedy exact match on each task (and the domain's facts)
+    task_vector_norm: float | None = None  # |weights - start| / |start| for a fine-tune
 
 
 class ZooTask(BaseModel):
@@ -55,6 +57,7 @@ class ZooManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed: int
+    recipe_key: str = ""  # code, data and seed the zoo was built from: a cached zoo with another key is rebuilt
     build_seconds: float
     data_fingerprint: str
     models: list[ZooModel]
@@ -125,3 +128,22 @@ def load_zoo(zoo_dir: Path | str) -> ZooManifest:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path} not found: build the zoo first (mergescope zoo build {root})")
     return ZooManifest.model_validate_json(manifest_path.read_text()).with_root(root)
+
+
+def markdown_table(manifest: ZooManifest) -> str:
+    """Return the README's zoo table: each model's recipe, scores and task-vector norm, from the manifest."""
+    columns = sorted({name for model in manifest.models for name in model.scores})
+    lines = ["| model | role | from | stages | " + " | ".join(columns) + " | task vector / start |",
+             "|---|---|---|---|" + "---:|" * len(columns) + "---:|"]
+    for model in manifest.models:
+        origin = model.recipe.get("fine_tuned_from") or f"init seed {model.recipe.get('init_seed')}"
+        stages = ", ".join(_stage_summary(stage) for stage in model.recipe.get("stages", []))
+        scores = " | ".join(f"{model.scores[c]:.3f}" if c in model.scores else "" for c in columns)
+        norm = "" if model.task_vector_norm is None else f"{model.task_vector_norm:.3f}"
+        lines.append(f"| {model.name} | {model.role} | {origin} | {stages} | {scores} | {norm} |")
+    return "\n".join(lines) + "\n"
+
+
+def _stage_summary(stage: dict) -> str:
+    trains = "" if stage.get("trains", "all") == "all" else f", {stage['trains']} only"
+    return f"{stage['name']} {stage['steps']} steps at {stage['lr']:g}{trains}"

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Return a byte-level BPE tokenizer of `vocab_size` tokens trained on `texts`.
+def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
+                    vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """Return a byte-level BPE tokenizer of `vocab_size` tokens trained on `texts`, plus one token per whole word.
+
+    `whole_words` (the zoo's invented names) become added tokens, as new terms do when a vocabulary is
+    extended for a domain: a model learns a name as one embedding, not as a spelling of sub-words.
 
     Digits are split one per token so that numbers share the ten digit embeddings (arithmetic generalises
     across numbers instead of memorising one token per number). There is no post-processor: encoding never
@@ -31,6 +35,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.add_tokens([AddedToken(word, single_word=True) for word in whole_words])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
         model_max_length=128, clean_up_tokenization_spaces=False,

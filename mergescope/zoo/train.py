@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -19,12 +20,13 @@ class Stage:
     """Hyper-parameters of one training stage; recorded verbatim in the zoo manifest."""
 
     name: str
-    domain: str
+    mixture: tuple[str, ...]  # the data sources of each batch, drawn in these proportions
     steps: int
     lr: float
     batch_size: int
     warmup_steps: int = 20
     weight_decay: float = 0.1
+    trains: str = "all"  # or "domain_words": only the domain words' embedding and output rows move
 
     def as_recipe(self) -> dict[str, object]:
         """Return the stage as a JSON-ready dict."""
@@ -76,16 +78,34 @@ def mixed_batches(samplers: list[Callable[[], Batch]], rng: random.Random) -> Ca
     return lambda: samplers[rng.randrange(len(samplers))]()
 
 
+@dataclass(frozen=True)
+class Trained:
+    """How a training stage ended: the kept step, its dev score (None without a dev split) and the tail loss."""
+
+    kept_step: int
+    dev_score: float | None
+    tail_loss: float
+
+
 def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage,
-          log: Callable[[str], None] | None = None) -> float:
-    """Train `model` in place for `stage.steps` AdamW steps; return the mean loss of the last 10% of steps."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
+          log: Callable[[str], None] | None = None, dev: Callable[[LlamaForCausalLM], float] | None = None,
+          dev_every: int = 100) -> Trained:
+    """Train `model` in place for `stage.steps` AdamW steps.
+
+    With `dev`, the model is scored every `dev_every` steps and at the end, and the best-scoring checkpoint
+    is the one kept (the later one on ties): a recipe that peaks before its last step, or whose last steps
+    land differently on another CPU's float kernels, keeps what it had learnt.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95))
     model.train()
     tail = max(1, stage.steps // 10)
     losses: list[float] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    start = time.perf_counter()
     for step in range(stage.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, stage)
@@ -93,10 +113,19 @@ def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage
         loss = model(input_ids=input_ids, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         losses.append(loss.item())
-        if log is not None and (step % 100 == 0 or step == stage.steps - 1):
-            log(f"{stage.name} step {step}/{stage.steps} loss {loss.item():.3f}")
+        done = step + 1
+        score = dev(model) if dev is not None and (done % dev_every == 0 or done == stage.steps) else None
+        if score is not None and (best is None or score >= best[0]):
+            best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        if log is not None and (done % 100 == 0 or done == stage.steps):
+            log(f"{stage.name} step {done}/{stage.steps} loss {loss.item():.3f}"
+                + (f" dev {score:.3f}" if score is not None else "") + f" ({time.perf_counter() - start:.0f} s)")
     model.eval()
-    return sum(losses[-tail:]) / tail
+    tail_loss = sum(losses[-tail:]) / tail
+    if best is None:
+        return Trained(kept_step=stage.steps, dev_score=None, tail_loss=tail_loss)
+    model.load_state_dict(best[2])
+    return Trained(kept_step=best[1], dev_score=best[0], tail_loss=tail_loss)
