@@ -10,7 +10,7 @@ export HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench screenshot browser validate clean
+.PHONY: install demo test test-fast bench picture screenshot browser validate clean
 
 install: $(STAMP)
 
@@ -42,11 +42,14 @@ browser:
 	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; } \
 		|| echo "chromium could not be installed: the browser tests will skip"
 
-# The README's screenshot of the demo report (after `make demo`).
+# The README's pictures: the demo study's emergence_vs_kinship plot, and a screenshot of the positive pair's report.
+picture: install
+	$(BIN)/python -c "from pathlib import Path; from mergescope.demo import run_demo, save_study_picture; \
+	save_study_picture(run_demo(Path('.cache/zoo')), Path('docs/emergence_vs_kinship.png'))"
+
 screenshot: install browser
-	test -f runs/demo/results.sqlite || $(BIN)/mergescope demo
-	$(BIN)/mergescope report runs/demo --out reports/demo
-	$(BIN)/python -m mergescope.report.browser reports/demo/index.html docs/report.png
+	test -f reports/demo/index.html || $(BIN)/mergescope demo
+	$(BIN)/python -m mergescope.report.browser reports/demo/pairs/zoo/knowledge_instruct/index.html docs/report.png
 
 bench: install
 	$(BIN)/python benchmarks/run.py --zoo .cache/zoo

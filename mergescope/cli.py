@@ -316,8 +316,7 @@ def demo(zoo_dir: Annotated[Path, typer.Option(help="Where the zoo is built.")] 
     """Build the zoo (once per recipe), study all its parent pairs with sweeps/study.yaml, write the report."""
     from mergescope.demo import run_demo
 
-    report_path = run_demo(zoo_dir)
-    typer.echo(f"report: {report_path.resolve()}")
+    typer.echo(f"report: {run_demo(zoo_dir).report.resolve()}")
 
 
 @app.command()

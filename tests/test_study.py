@@ -182,9 +182,9 @@ def test_emergence_vs_kinship_has_one_point_per_pair_and_measure(reference_study
     _, result = reference_study
     figure = STUDY_PLOTS["emergence_vs_kinship"](result.data)
     panels = figure.axes
-    assert len(panels) == 2 * 3  # cosine and Pearson, for each of the zoo's three tasks
+    assert len(panels) == 2 * 4  # cosine and Pearson, for each of the zoo's four tasks
     assert all(len(axis.containers) == 3 for axis in panels)  # one error bar per pair
-    assert len(result.data.best) == 3 * 3
+    assert len(result.data.best) == 3 * 4
 
 
 @pytest.mark.slow

@@ -69,7 +69,8 @@ class Recipe:
 
     def as_recipe(self, seed: int) -> dict[str, object]:
         """Return the JSON-ready recipe recorded in the manifest."""
-        recipe: dict[str, object] = {"stages": [asdict(s) for s in self.stages], "block_size": BLOCK_SIZE}
+        stages = [asdict(s) | {"mixture": list(s.mixture)} for s in self.stages]  # as zoo.json reads back
+        recipe: dict[str, object] = {"stages": stages, "block_size": BLOCK_SIZE}
         if self.fine_tuned_from is None:
             recipe["init_seed"] = seed + self.init_seed_offset
         else:
@@ -241,7 +242,7 @@ def _tokenizer_texts(data: ZooData) -> list[str]:
 class _Inputs:
     """The token data every recipe draws from, by source name, and what a worker needs to score a dev split."""
 
-    streams: dict[str, list[int]]
+    streams: dict[str, torch.Tensor]
     qa: dict[str, list[tuple[list[int], list[int]]]]
     data: ZooData
     domain_ids: list[int]
@@ -251,7 +252,8 @@ class _Inputs:
     def of(cls, data: ZooData, tokenizer: PreTrainedTokenizerFast) -> _Inputs:
         streams = {"general": data.general_docs, "world": data.world_docs, "domain": data.domain_docs,
                    "arith_text": data.arith_docs}
-        return cls(streams={name: token_stream(tokenizer, docs) for name, docs in streams.items()},
+        # Tensors, not lists: each worker gets its own pickled copy, and a tensor pickles in milliseconds.
+        return cls(streams={name: torch.tensor(token_stream(tokenizer, docs)) for name, docs in streams.items()},
                    qa={"facts_qa": qa_examples(tokenizer, data.facts_train),
                        "arith_qa": qa_examples(tokenizer, data.arith_train)},
                    data=data, domain_ids=tokenizer.convert_tokens_to_ids(data.domain_words()),

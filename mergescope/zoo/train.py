@@ -41,11 +41,11 @@ def lr_at(step: int, stage: Stage) -> float:
     return stage.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def packed_batches(token_ids: list[int], block_size: int, batch_size: int,
+def packed_batches(token_ids: list[int] | torch.Tensor, block_size: int, batch_size: int,
                    rng: random.Random) -> Callable[[], Batch]:
     """Return a sampler of random windows from one token stream (documents joined by EOS), loss on all tokens."""
-    stream = torch.tensor(token_ids, dtype=torch.long)
-    last_start = len(token_ids) - block_size
+    stream = torch.as_tensor(token_ids, dtype=torch.long)
+    last_start = len(stream) - block_size
 
     def sample() -> Batch:
         starts = [rng.randrange(last_start) for _ in range(batch_size)]
