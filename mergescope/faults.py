@@ -1,9 +1,9 @@
-"""Fault injection for the crash tests: `checkpoint(name)` signals this process at a chosen point.
+"""Fault injection for the crash tests: `kill_point(name)` signals this process at a chosen point.
 
 A test seam, inert unless the environment asks for it. `MERGESCOPE_KILL_AT=NAME:N` sends SIGKILL to the
-process the N-th time it passes `checkpoint(NAME)`; `NAME:N:INT` sends SIGINT instead (a real Ctrl-C, so the
-interrupt path runs too). The variable is read once at import; without it a checkpoint is one comparison.
-tests/test_crash_resume.py kills sweeps at every name in `CHECKPOINTS` and checks that resuming them
+process the N-th time it passes `kill_point(NAME)`; `NAME:N:INT` sends SIGINT instead (a real Ctrl-C, so the
+interrupt path runs too). The variable is read once at import; without it a kill point is one comparison.
+tests/test_crash_resume.py kills sweeps at every name in `KILL_POINTS` and checks that resuming them
 gives the results of an uninterrupted run.
 """
 
@@ -17,8 +17,8 @@ ENV_VAR = "MERGESCOPE_KILL_AT"
 # a restarted worker inheriting the same environment (a Ray actor) then runs on.
 ONCE_VAR = "MERGESCOPE_KILL_ONCE"
 
-# Every checkpoint placed in the package, by stage; the crash test kills at each one.
-CHECKPOINTS = (
+# Every kill point placed in the package, by stage; the crash test kills at each one.
+KILL_POINTS = (
     "merge.partial_created",   # merge.py: the temporary merge directory exists and is empty
     "merge.weights_written",   # merge.py: safetensors written into it, config.json not yet
     "merge.before_rename",     # merge.py: the temporary directory is complete, not yet renamed
@@ -47,8 +47,8 @@ _TARGET = _target(os.environ.get(ENV_VAR))
 _hits = 0
 
 
-def checkpoint(name: str) -> None:
-    """Signal this process if `name` is the checkpoint (and hit count) that MERGESCOPE_KILL_AT names."""
+def kill_point(name: str) -> None:
+    """Signal this process if `name` is the kill point (and hit count) that MERGESCOPE_KILL_AT names."""
     global _hits
     if _TARGET is None or name != _TARGET[0]:
         return

@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 
 from mergescope.candidates import validate_with_mergekit
 from mergescope.errors import MergescopeError
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.records import Candidate
 
 if TYPE_CHECKING:
@@ -125,11 +125,11 @@ class Merger:
                 _run_merge(config, partial, candidate.seed)
             else:
                 _write_model_dir(self.merge(candidate), config, partial, yaml.safe_dump(candidate.mergekit_config, sort_keys=False))
-            checkpoint("merge.before_rename")
+            kill_point("merge.before_rename")
             if target.exists():
                 shutil.rmtree(target)
             os.replace(partial, target)
-            checkpoint("merge.renamed")
+            kill_point("merge.renamed")
         except (OSError, SafetensorError) as error:  # safetensors reports a failed write as SafetensorError
             reason = getattr(error, "strerror", None) or " ".join(str(error).split())
             raise MergescopeError(f"merging {candidate.label} failed writing {partial}: {reason}",
@@ -217,9 +217,9 @@ def _write_model_dir(state: StateDict, config: MergeConfiguration, directory: Pa
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True)
-    checkpoint("merge.partial_created")
+    kill_point("merge.partial_created")
     save_file(_unshared(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    checkpoint("merge.weights_written")
+    kill_point("merge.weights_written")
     _out_config(config).save_pretrained(str(directory))
     try:
         _copy_tokenizer(config, str(directory), _options(None))

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import yaml
 
 from mergescope.errors import MergescopeError
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.records import EvalSubject, Evaluation
 
 SCHEMA = """
@@ -104,7 +104,7 @@ class ResultsStore:
                 " finished_at = datetime('now') WHERE id = ?",
                 (merge_seconds, evaluation.seconds, subject.id),
             )
-            checkpoint("store.before_commit")
+            kill_point("store.before_commit")
 
     # -- reading ---------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:

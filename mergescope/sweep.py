@@ -14,7 +14,7 @@ from mergescope.backends import default_backend
 from mergescope.candidates import expand, validate_with_mergekit
 from mergescope.config import SweepSpec, load_sweep
 from mergescope.errors import ConfigError, MergescopeError
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.executors import EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged, remove_partial_merges
 from mergescope.parents import resolve_parents
@@ -218,14 +218,14 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite
 
     def on_result(result: SubjectResult) -> None:
         store.record(result.subject, result.evaluation, result.merge_seconds)
-        checkpoint("store.committed")
+        kill_point("store.committed")
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
         if judging is not None:  # the worker answered the judge's questions; grading needs no model here
             from mergescope.scoring.judge_run import answered
 
             _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
-            checkpoint("judge.subject_done")
+            kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
     job = EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options,

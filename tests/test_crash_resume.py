@@ -3,7 +3,7 @@ the results of a sweep that was never interrupted.
 
 One run directory goes through a chain of kills. Each step starts the same `mergescope sweep` command in a
 subprocess with `MERGESCOPE_KILL_AT=NAME:N` (mergescope/faults.py), which SIGKILLs it at the N-th pass of
-checkpoint NAME (or sends SIGINT, for the Ctrl-C step); two steps are killed by a seeded timer instead.
+kill point NAME (or sends SIGINT, for the Ctrl-C step); two steps are killed by a seeded timer instead.
 After every step the store must be consistent (a subject is stored whole or not at all) and every merge
 directory under its final name must be complete. The last resume must reproduce the uninterrupted run's
 store row for row (timings aside) and its merged weights byte for byte. The report is then killed
@@ -28,7 +28,7 @@ import pytest
 from filelock import FileLock
 
 from judge_server import JudgeServer
-from mergescope.faults import CHECKPOINTS, ENV_VAR
+from mergescope.faults import ENV_VAR, KILL_POINTS
 
 pytestmark = pytest.mark.slow
 
@@ -199,7 +199,7 @@ def chain(zoo, judge, reference, tmp_path_factory):
 
 
 # -- the guarantees -------------------------------------------------------------------------------------
-def test_every_checkpoint_of_the_sweep_is_killed_at(chain):
+def test_every_kill_point_of_the_sweep_is_killed_at(chain):
     """Each named kill point was reached: the process died of SIGKILL (or exited 130 after SIGINT) there."""
     _, steps = chain
     for step in steps:
@@ -208,8 +208,8 @@ def test_every_checkpoint_of_the_sweep_is_killed_at(chain):
         expected = 130 if step.kill_at.endswith(":INT") else -signal.SIGKILL
         assert step.returncode == expected, f"{step.kill_at}: exit {step.returncode}\n{step.output[-2000:]}"
     killed_at = {step.kill_at.split(":")[0] for step in steps if step.kill_at not in (None, "timer")}
-    sweep_checkpoints = set(CHECKPOINTS) - {"report.partial_written"}
-    assert killed_at == sweep_checkpoints
+    sweep_kill_points = set(KILL_POINTS) - {"report.partial_written"}
+    assert killed_at == sweep_kill_points
     assert steps[-1].returncode == 0, steps[-1].output[-3000:]
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mergescope.backends import create_backend
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.merge import Merger, merge_to_disk
 from mergescope.records import AnswerRequest, EvalSubject, Evaluation
 from mergescope.scoring.lmeval import TaskRunner, TaskSuite
@@ -20,7 +21,7 @@ class EvalJob:
     suite: TaskSuite
     merges_root: Path
     backend: str
-    backend_options: dict = field(default_factory=dict)
+    backend_options: Any | None = None  # the backend's options record (sweep.plan_sweep checks it); None: defaults
     answer_requests: tuple[AnswerRequest, ...] = ()  # the judge's questions, answered while the model is loaded
 
 
@@ -37,7 +38,7 @@ class SubjectWorker:
 
     def __init__(self, job: EvalJob):
         self.job = job
-        self.backend = create_backend(job.backend, **job.backend_options)
+        self.backend = create_backend(job.backend, job.backend_options)
         self.merger = Merger()  # parent tensors are read once and shared by every candidate this worker merges
         self.tasks = TaskRunner(job.suite)
 
@@ -47,9 +48,9 @@ class SubjectWorker:
         model_dir = subject.path or merge_to_disk(subject.candidate, self.job.merges_root, merger=self.merger)
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
-        checkpoint("eval.before")
+        kill_point("eval.before")
         evaluation = self.tasks.evaluate(lm, subject.id)
-        checkpoint("eval.after")
+        kill_point("eval.after")
         return SubjectResult(subject, evaluation, merge_seconds, self._answers())
 
     def _answers(self) -> dict[tuple[str, int, float], str]:

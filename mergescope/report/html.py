@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 
 from mergescope.analysis.run import RunData, load_run
 from mergescope.errors import MergescopeError
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.report import sections
 from mergescope.report.plots import PLOTS
 
@@ -112,7 +112,7 @@ def _write_atomically(target: Path, text: str) -> None:
     partial = target.with_suffix(".html.partial")
     try:
         partial.write_text(text, encoding="utf-8")
-        checkpoint("report.partial_written")
+        kill_point("report.partial_written")
         partial.replace(target)
     finally:
         if partial.exists():

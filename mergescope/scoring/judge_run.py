@@ -17,7 +17,7 @@ from typing import Callable
 import yaml
 
 from mergescope.errors import ConfigError
-from mergescope.faults import checkpoint
+from mergescope.faults import kill_point
 from mergescope.records import Answer, AnswerRequest, Candidate, EvalSubject
 from mergescope.scoring import judge_store
 from mergescope.scoring.agreement import judge_statistics
@@ -93,7 +93,7 @@ class RunJudging:
         parts = []
         for rubric in self.rubrics:
             answers = self._answers(subject, rubric, generate)
-            checkpoint("judge.answers_written")
+            kill_point("judge.answers_written")
             expected, done = self._judge(subject, rubric, answers)
             judge_store.write_status(self.store, subject.id, rubric.name, self.settings.model, expected, done,
                                      self.session.failure)
@@ -120,7 +120,7 @@ class RunJudging:
         samples, judge = self.settings.samples, self.settings.model
         judgments = grade(self.session, rubric, answers, samples, self._self_preference(subject))
         judge_store.write_judgments(self.store, rubric, judgments)
-        checkpoint("judge.graded")
+        kill_point("judge.graded")
         judge_store.write_judge_scores(self.store, rubric, judge, judgments, answers)
         expected, done = len(answers) * samples, len({(j.question_id, j.sample) for j in judgments})
         for opponent in self._opponents(subject):
@@ -152,7 +152,7 @@ class RunJudging:
         try:
             judgments = pd.read_sql_query("SELECT * FROM judgments", self.store.connection)
             comparisons = pd.read_sql_query("SELECT * FROM comparisons", self.store.connection)
-            checkpoint("judge.closing")
+            kill_point("judge.closing")
             judge_store.write_stats(self.store, judge_statistics(judgments, comparisons))
             incomplete = judge_store.incomplete_subjects(self.store)
             self.store.set_meta(judging={
