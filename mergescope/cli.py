@@ -72,6 +72,7 @@ def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
 @app.command()
 @user_errors
 def sweep(
+    ctx: typer.Context,
     parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
@@ -90,7 +91,8 @@ def sweep(
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
     judge_logprobs: LogprobsOption = 0,
     executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Ray cluster address (default: start a local one).")] = None,
     workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs each engine splits a model over.")] = 1,
@@ -109,11 +111,11 @@ def sweep(
         judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
         judge_logprobs=judge_logprobs,
         executor=executor,
-        # every backend takes the options it knows and ignores the rest: the default backend (vllm on a GPU
-        # machine) is only chosen later
-        backend_options={"tensor_parallel_size": tensor_parallel_size, "gpu_memory_utilization": gpu_memory_utilization},
-        executor_options={"address": ray_address, "workers": workers, "gpus_per_worker": gpus_per_worker}
-        if executor == "ray" else {},
+        # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
+        # --backend hf), while defaults never get in the way of the backend chosen (vllm on a GPU machine)
+        backend_options=_given(ctx, tensor_parallel_size=tensor_parallel_size,
+                               gpu_memory_utilization=gpu_memory_utilization),
+        executor_options=_given(ctx, address=address, workers=workers, gpus_per_worker=gpus_per_worker),
     )
     result = run_sweep(settings)
     typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
@@ -122,6 +124,13 @@ def sweep(
         raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
                               hint=f"rerun `mergescope judge {result.run_dir}` with the same judge options "
                                    "once the judge answers")
+
+
+def _given(ctx: typer.Context, **options) -> dict:
+    """The options among `options` given on the command line (or from the environment), not left at defaults."""
+    # by name: typer vendors its own click, whose ParameterSource is not click's
+    defaults = {"DEFAULT", "DEFAULT_MAP"}
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name).name not in defaults}
 
 
 @app.command()

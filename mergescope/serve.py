@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from mergescope.backends.vllm import EngineOptions
+from mergescope.options import EngineOptions
 from mergescope.errors import ConfigError
 from mergescope.records import Candidate
 

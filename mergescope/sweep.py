@@ -5,17 +5,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from mergescope import provenance
-from mergescope.backends import default_backend
+from mergescope.backends import BACKENDS, default_backend
 from mergescope.candidates import expand, validate_with_mergekit
 from mergescope.config import SweepSpec, load_sweep
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.faults import kill_point
-from mergescope.executors import EvalJob, SubjectResult, create_executor
+from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged, remove_partial_merges
 from mergescope.parents import resolve_parents
 from mergescope.records import Candidate, EvalSubject, ParentSet
@@ -38,7 +39,8 @@ class SweepSettings:
     limit: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    backend_options: dict = field(default_factory=dict)  # e.g. {"tensor_parallel_size": 2} for vllm
+    # e.g. {"tensor_parallel_size": 2} for vllm; plan_sweep checks both into the options records of options.py
+    backend_options: dict = field(default_factory=dict)
     executor: str = "local"  # or "ray" (executors/): where subjects are merged, served and scored
     executor_options: dict = field(default_factory=dict)  # e.g. {"address": ..., "workers": 2, "gpus_per_worker": 1}
     max_memory: str | None = None  # e.g. "8GB": refuse a sweep whose merge would need more (resources.py)
@@ -71,11 +73,19 @@ class SweepPlan:
     suite: TaskSuite
     run_dir: Path
     subjects: list[EvalSubject]
+    backend: str  # the backend actually used (settings.backend None: the default)
+    backend_options: Any  # its options record (options.py)
+    executor_options: Any  # the executor's options record
 
 
 def plan_sweep(settings: SweepSettings) -> SweepPlan:
-    """Check a sweep's spec, parents, memory and tasks and expand its candidates; ConfigError on bad input."""
+    """Check a sweep's spec, options, parents, memory and tasks and expand its candidates; ConfigError on bad input."""
     spec = load_sweep(settings.sweep)
+    backend = settings.backend or default_backend()
+    # Every subject (parents too) is served in the spec's dtype; an option the backend or executor does not
+    # take is refused here, before anything slow.
+    backend_options = BACKENDS.options(backend, {"dtype": spec.dtype, **settings.backend_options})
+    executor_options = EXECUTORS.options(settings.executor, {"progress": settings.progress, **settings.executor_options})
     parents = resolve_parents(
         settings.parents or spec.parents or [], settings.base or spec.base,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
@@ -89,7 +99,7 @@ def plan_sweep(settings: SweepSettings) -> SweepPlan:
     subjects = reference_subjects(parents) + [
         EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates
     ]
-    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects)
+    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options)
 
 
 def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult:
@@ -119,7 +129,7 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
         _say(settings, f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
         _check_disk_for_merges(todo, parents, run_dir)
-        judging_incomplete = _evaluate_all(todo, store, suite, run_dir, settings)
+        judging_incomplete = _evaluate_all(todo, store, plan, settings)
     return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started,
                        judging_incomplete)
 
@@ -208,10 +218,9 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
     check_disk(merges, needed, f"{len(pending)} merged models")
 
 
-def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite, run_dir: Path,
-                  settings: SweepSettings) -> list[str]:
+def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> list[str]:
     """Evaluate (and judge) `todo`; returns the subjects whose judging ended incomplete."""
-    backend_name = settings.backend or default_backend()
+    suite, run_dir, backend_name = plan.suite, plan.run_dir, plan.backend
     judging = _start_judging(settings, store, run_dir, backend_name)
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return []
@@ -227,8 +236,8 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, suite: TaskSuite
             _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
             kill_point("judge.subject_done")
 
-    executor = create_executor(settings.executor, progress=settings.progress, **settings.executor_options)
-    job = EvalJob(suite, run_dir / "merges", backend_name, settings.backend_options,
+    executor = create_executor(settings.executor, plan.executor_options)
+    job = EvalJob(suite, run_dir / "merges", backend_name, plan.backend_options,
                   answer_requests=judging.answer_requests() if judging is not None else ())
     incomplete: list[str] = []
     try:

@@ -21,6 +21,7 @@ from mergescope.backends import BACKENDS, create_backend
 from mergescope.backends.hf import HFBackend
 from mergescope.backends.vllm import engine_signature
 from mergescope.errors import ConfigError, PrerequisiteError
+from mergescope.options import EngineOptions, Plugin
 from mergescope.scoring.lmeval import evaluate, resolve_tasks
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_engine_signature_ignores_checkpoint_names_and_sees_shapes(zoo, tmp_path
 
 
 def test_backend_that_cannot_be_imported_is_a_one_line_prerequisite_error(monkeypatch):
-    monkeypatch.setitem(BACKENDS, "vllm", "mergescope.backends.not_installed_engine:VLLMBackend")
+    monkeypatch.setitem(BACKENDS, "vllm", Plugin("mergescope.backends.not_installed_engine:VLLMBackend", EngineOptions))
     with pytest.raises(PrerequisiteError) as caught:
         create_backend("vllm")
     line = caught.value.one_line()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mergescope.errors import ConfigError
+from mergescope.options import EngineOptions, HFOptions, OpenAIOptions, Plugin, Registry
 
 if TYPE_CHECKING:
     from lm_eval.api.model import LM
@@ -28,17 +27,18 @@ class Backend(Protocol):
         """Release the engine and its memory."""
 
 
-# name -> "module:factory"; a factory takes keyword options and returns a Backend.
-BACKENDS: dict[str, str] = {
-    "hf": "mergescope.backends.hf:HFBackend",
-    "vllm": "mergescope.backends.vllm:VLLMBackend",
-    "openai": "mergescope.backends.openai:OpenAIBackend",
-}
+# name -> "module:factory" and its options record; the factory takes one record and returns a Backend.
+BACKENDS = Registry("backend", {
+    "hf": Plugin("mergescope.backends.hf:HFBackend", HFOptions),
+    "vllm": Plugin("mergescope.backends.vllm:VLLMBackend", EngineOptions),
+    "openai": Plugin("mergescope.backends.openai:OpenAIBackend", OpenAIOptions),
+})
 
 
-def register_backend(name: str, target: str) -> None:
-    """Make a backend available under `name`; `target` is "module:factory", imported on first use."""
-    BACKENDS[name] = target
+def register_backend(name: str, target: str, options: type) -> None:
+    """Make a backend available under `name`: `target` is "module:factory", imported on first use, and
+    `options` the frozen dataclass its factory takes."""
+    BACKENDS[name] = Plugin(target, options)
 
 
 def default_backend() -> str:
@@ -58,19 +58,15 @@ def _has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def create_backend(name: str, **options) -> Backend:
-    """A new backend of the registered `name`."""
-    if name not in BACKENDS:
-        from mergescope.errors import did_you_mean
-
-        raise ConfigError(f"unknown backend {name!r}", hint=did_you_mean(name, set(BACKENDS)))
-    module_name, factory = BACKENDS[name].split(":")
+def create_backend(name: str, options: Any | None = None, **values) -> Backend:
+    """A new backend of the registered `name`, given its options record or keyword options checked into one."""
+    options = BACKENDS.configured(name, options, values)
     try:
-        module = importlib.import_module(module_name)
+        factory = BACKENDS.plugin(name).factory()
     except ImportError as error:
         from mergescope.errors import PrerequisiteError
 
         others = " or ".join(sorted(set(BACKENDS) - {name}))
         raise PrerequisiteError(f"the {name} backend cannot be imported: {error}",
                                 hint=f"install what it needs (`make install`), or use --backend {others}") from None
-    return getattr(module, factory)(**options)
+    return factory(options)

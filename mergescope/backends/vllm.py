@@ -22,11 +22,14 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
 
+from lm_eval.api.registry import register_model
+
+from mergescope.backends import BACKENDS
 from mergescope.backends.live_lm import LiveEngineLM
 from mergescope.errors import PrerequisiteError
+from mergescope.options import EngineOptions
 
 log = logging.getLogger(__name__)
 
@@ -34,27 +37,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_ONLY_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype"}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model")
 USE_INSTEAD = "use --backend hf (in-process transformers) instead"
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How the engine is sized; CPU machines read `kv_cache_gib`, GPU machines the two GPU settings."""
-
-    dtype: str = "float32"
-    max_model_len: int = 2048
-    kv_cache_gib: int = 1
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float = 0.85
-    seed: int = 0
-
-    def engine_kwargs(self, model_dir: Path) -> dict:
-        """Keyword arguments of `vllm.LLM` for `model_dir`; model files are untrusted: no remote code."""
-        max_positions = _read_config(model_dir).get("max_position_embeddings", self.max_model_len)
-        return dict(
-            model=str(model_dir), dtype=self.dtype, max_model_len=min(self.max_model_len, max_positions),
-            tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
-            seed=self.seed, trust_remote_code=False, load_format="safetensors", enforce_eager=True,
-        )
 
 
 def engine_signature(model_dir: Path) -> str:
@@ -76,10 +58,8 @@ class VLLMBackend:
 
     name = "vllm"
 
-    def __init__(self, max_gen_toks: int = 256, **options):
-        known = {f.name for f in fields(EngineOptions)}
-        self.options = EngineOptions(**{k: v for k, v in options.items() if k in known})
-        self.max_gen_toks = max_gen_toks
+    def __init__(self, options: EngineOptions = EngineOptions()):
+        self.options = options
         self.llm = None
         self.tokenizer = None
         self.model_dir: Path | None = None
@@ -164,6 +144,17 @@ class VLLMBackend:
             # LLM has no public close; shutting its engine core down ends the engine processes now.
             self.llm.llm_engine.engine_core.shutdown()
         self.llm = None
+
+
+@register_model("mergescope-vllm")
+class StartedEngineLM(LiveEngineLM):
+    """lm-eval's own CLI on one model: `lm_eval --model mergescope-vllm --model_args pretrained=DIR[,dtype=...]`."""
+
+    # lm-eval hands every model batch_size, max_batch_size and device: the engine batches and places itself.
+    def __init__(self, pretrained: str, batch_size=None, max_batch_size=None, device=None, **engine_options):
+        backend = VLLMBackend(BACKENDS.options("vllm", engine_options))
+        backend.serve(Path(pretrained))
+        super().__init__(backend)
 
 
 def _import_vllm():

@@ -6,11 +6,10 @@ time, through `on_result`; an executor never writes the store itself.
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
-from mergescope.errors import ConfigError, did_you_mean
 from mergescope.executors.worker import EvalJob, SubjectResult, SubjectWorker
+from mergescope.options import LocalOptions, Plugin, RayOptions, Registry
 from mergescope.records import EvalSubject
 
 # Called in the writing process for each finished subject.
@@ -24,18 +23,18 @@ class Executor(Protocol):
         """Evaluate every subject of `todo`, handing each result to `on_result` as it finishes."""
 
 
-EXECUTORS: dict[str, str] = {
-    "local": "mergescope.executors.local:LocalExecutor",
-    "ray": "mergescope.executors.ray:RayExecutor",
-}
+# name -> "module:factory" and its options record; the factory takes one record and returns an Executor.
+EXECUTORS = Registry("executor", {
+    "local": Plugin("mergescope.executors.local:LocalExecutor", LocalOptions),
+    "ray": Plugin("mergescope.executors.ray:RayExecutor", RayOptions),
+})
 
 
-def create_executor(name: str, **options) -> Executor:
-    """A new executor of the registered `name`; its module is imported only now (Ray is optional)."""
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}", hint=did_you_mean(name, set(EXECUTORS)))
-    module_name, factory = EXECUTORS[name].split(":")
-    return getattr(importlib.import_module(module_name), factory)(**options)
+def create_executor(name: str, options: Any | None = None, **values) -> Executor:
+    """A new executor of the registered `name` (given its options record or keyword options checked into one);
+    its module is imported only now (Ray is optional)."""
+    options = EXECUTORS.configured(name, options, values)
+    return EXECUTORS.plugin(name).factory()(options)
 
 
 __all__ = ["EXECUTORS", "EvalJob", "Executor", "ResultHandler", "SubjectResult", "SubjectWorker", "create_executor"]

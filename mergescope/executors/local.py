@@ -5,14 +5,15 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from mergescope.executors.worker import EvalJob, SubjectWorker
+from mergescope.options import LocalOptions
 from mergescope.records import EvalSubject
 
 
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, progress: bool = True, **_ignored):
-        self.progress = progress
+    def __init__(self, options: LocalOptions = LocalOptions()):
+        self.progress = options.progress
 
     def run(self, todo: list[EvalSubject], job: EvalJob, on_result) -> None:
         worker = SubjectWorker(job)

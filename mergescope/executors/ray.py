@@ -12,31 +12,26 @@ from tqdm import tqdm
 
 from mergescope.errors import PrerequisiteError
 from mergescope.executors.worker import EvalJob, SubjectWorker
+from mergescope.options import RayOptions
 from mergescope.records import EvalSubject
 
 
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int = 1, cpus_per_worker: float = 1.0,
-                 gpus_per_worker: float = 0.0, progress: bool = True, max_attempts: int = 3, **_ignored):
-        self.address = address
-        self.workers = workers
-        self.cpus_per_worker = cpus_per_worker
-        self.gpus_per_worker = gpus_per_worker
-        self.progress = progress
-        self.max_attempts = max_attempts
+    def __init__(self, options: RayOptions = RayOptions()):
+        self.options = options
 
     def run(self, todo: list[EvalSubject], job: EvalJob, on_result) -> None:
         ray = _import_ray()
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
-        actor_class = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=self.gpus_per_worker,
+            ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False)
+        actor_class = ray.remote(num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker,
                                  max_restarts=2, max_task_retries=2)(SubjectWorker)
-        actors = [actor_class.remote(job) for _ in range(min(self.workers, max(len(todo), 1)))]
+        actors = [actor_class.remote(job) for _ in range(min(self.options.workers, max(len(todo), 1)))]
         queue = [(subject, 1) for subject in todo]
         running: dict = {}  # object ref -> (actor, subject, attempt)
-        bar = tqdm(total=len(todo), desc="sweep (ray)", unit="model", disable=not self.progress)
+        bar = tqdm(total=len(todo), desc="sweep (ray)", unit="model", disable=not self.options.progress)
         try:
             while queue or running:
                 idle = [a for a in actors if all(a is not busy for busy, _, _ in running.values())]
@@ -49,7 +44,7 @@ class RayExecutor:
                     result = ray.get(ref)
                 except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as error:
                     actors[actors.index(actor)] = actor_class.remote(job)
-                    if attempt >= self.max_attempts:
+                    if attempt >= self.options.max_attempts:
                         raise RuntimeError(f"{subject.label}: every serving actor died ({error})") from None
                     queue.append((subject, attempt + 1))
                     continue
