@@ -55,7 +55,9 @@ def error_line(result: subprocess.CompletedProcess) -> str:
 def write_existing_run(run_dir: Path, zoo) -> None:
     """A run of the zoo's arith x facts sweep with its three reference models done (through the store API),
     and their answers to the zoo rubric stored, so that judging it needs no model."""
+    import fake_runs
     from mergescope.records import Answer, EvalSubject, Evaluation, ItemOutcome, TaskScore
+    from mergescope.run_dir import write_run_meta
     from mergescope.scoring import judge_store
     from mergescope.scoring.rubric import load_rubric
     from mergescope.store import STORE_NAME, ResultsStore
@@ -65,7 +67,7 @@ def write_existing_run(run_dir: Path, zoo) -> None:
     names = ["arith", "facts", "base"]
     subjects = [EvalSubject(id=f"{'base' if n == 'base' else 'parent'}-{n}", kind="base" if n == "base" else "parent",
                             label=n, path=zoo.model_path(n)) for n in names]
-    store.set_meta(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))])
+    write_run_meta(store, fake_runs.run_meta([str(zoo.model_path("arith")), str(zoo.model_path("facts"))]))
     store.plan(subjects)
     for number, subject in enumerate(subjects):
         items = tuple(ItemOutcome(subject.id, "zoo_arith", doc, f"h{doc}", "exact_match", float((doc + number) % 2),
@@ -313,6 +315,15 @@ CASES = [
     Case("empty-parent-list", lambda c: ["sweep", "--out", str(c.run)], 2, ("at least two parents, got 0",)),
     Case("one-parent-only", lambda c: ["sweep", "--parents", c.model("arith"), "--out", str(c.run)], 2,
          ("at least two parents, got 1",)),
+    Case("vllm-flag-with-the-hf-backend", lambda c: c.sweep("--tensor-parallel-size", "2"), 2,
+         ("hf backend takes no option 'tensor_parallel_size'", "--backend vllm")),
+    Case("ray-flag-with-the-local-executor", lambda c: c.sweep("--workers", "2"), 2,
+         ("local executor takes no option 'workers'", "--executor ray")),
+    Case("dtype-the-backend-cannot-serve",
+         lambda c: c.sweep("--backend", "openai", "--sweep",
+                           c.spec("name: x\ndtype: bfloat16\nmethods:\n  - method: linear\n"
+                                  "    per_parent: {weight: 0.5}\n")), 2,
+         ("openai backend cannot serve dtype bfloat16",)),
     Case("max-memory-not-a-size", lambda c: c.sweep("--max-memory", "lots"), 2, ("--max-memory 'lots'",)),
     Case("max-memory-too-small", lambda c: c.sweep("--max-memory", "1MB"), 2, ("of memory", "over --max-memory 1MB")),
     Case("unknown-lm-eval-task", lambda c: c.sweep("--tasks", "zoo_arithmetic"), 2,
