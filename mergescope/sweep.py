@@ -39,7 +39,8 @@ class SweepSettings:
     limit: int | None = None
     allow_pickle: bool = False
     trust_remote_code: bool = False
-    # e.g. {"tensor_parallel_size": 2} for vllm; plan_sweep checks both into the options records of options.py
+    # e.g. {"tensor_parallel_size": 2} for vllm; plan_sweep checks it, and executor_options, into the
+    # backend's and the executor's options records (options.py): an unknown key is refused
     backend_options: dict = field(default_factory=dict)
     executor: str = "local"  # or "ray" (executors/): where subjects are merged, served and scored
     executor_options: dict = field(default_factory=dict)  # e.g. {"address": ..., "workers": 2, "gpus_per_worker": 1}
@@ -85,7 +86,8 @@ def plan_sweep(settings: SweepSettings) -> SweepPlan:
     # Every subject (parents too) is served in the spec's dtype; an option the backend or executor does not
     # take is refused here, before anything slow.
     backend_options = BACKENDS.options(backend, {"dtype": spec.dtype, **settings.backend_options})
-    executor_options = EXECUTORS.options(settings.executor, {"progress": settings.progress, **settings.executor_options})
+    executor_options = EXECUTORS.options(settings.executor,
+                                         {"progress": settings.progress, **settings.executor_options})
     parents = resolve_parents(
         settings.parents or spec.parents or [], settings.base or spec.base,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,

@@ -31,7 +31,8 @@ class OpenAIBackend:
     name = "openai"
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
-        self.base_url = (options.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1").rstrip("/")
+        base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1"
+        self.base_url = base_url.rstrip("/")
         self.model = options.model or os.environ.get("MERGESCOPE_OPENAI_MODEL")
         self.max_gen_toks = options.max_gen_toks
         self.timeout = options.timeout
