@@ -328,21 +328,3 @@ def plan_candidates(spec_path: Path | None, parents: list[str], base: str | None
     exported = export_candidates(candidates, export) if export else ()
     return CandidatePlan(spec=spec.source or spec.name, parents=parent_set, candidates=tuple(candidates),
                          exported=exported)
-
-
-def from_run(run_dir: Path, candidate_id: str) -> Candidate:
-    """The candidate with this id in a run's results store."""
-    from mergescope.store import ResultsStore
-
-    store = ResultsStore.of_run(run_dir)
-    try:
-        rows = store.query("SELECT * FROM subjects WHERE kind = 'candidate' AND id LIKE ?", f"{candidate_id}%")
-    finally:
-        store.close()
-    if len(rows) != 1:
-        found = "no candidate" if not rows else f"{len(rows)} candidates"
-        raise ConfigError(f"{run_dir}: {found} with id {candidate_id!r}", hint="see `mergescope results RUN --json`")
-    row = rows[0]
-    return Candidate(id=row["id"], method=row["method"], label=row["label"],
-                     mergekit_config=yaml.safe_load(row["mergekit_config"]),
-                     parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])

@@ -100,6 +100,7 @@ def sweep(
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
     from mergescope.errors import MergescopeError
+    from mergescope.scoring.judge_run import sweep_judge
     from mergescope.sweep import SweepSettings
     from mergescope.sweep import sweep as run_sweep
 
@@ -108,8 +109,7 @@ def sweep(
         parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
-        judge_url=judge_url, judge_model=judge_model, rubrics=list(rubric or []), judge_api_key_env=judge_api_key_env,
-        judge_logprobs=judge_logprobs,
+        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs),
         executor=executor,
         # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
         # --backend hf), while defaults never get in the way of the backend chosen (vllm on a GPU machine)

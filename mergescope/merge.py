@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING
 import yaml
 from safetensors import SafetensorError
 
-from mergescope.candidates import validate_with_mergekit
+from mergescope.candidates import from_mergekit_yaml, validate_with_mergekit
 from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point
 from mergescope.records import Candidate
+from mergescope.run_dir import PARTIAL_SUFFIX, find_candidate
 
 if TYPE_CHECKING:
     import torch
     from mergekit.config import MergeConfiguration
 
-PARTIAL_SUFFIX = ".partial"
 # Write failures (disk full, file too large, read-only, I/O): a merge that hits one is never kept.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 StateDict = dict[str, "torch.Tensor"]
@@ -54,16 +54,6 @@ def merge_to_disk(candidate: Candidate, merges_root: Path, *, merger: Merger | N
     if is_merged(merges_root, candidate):
         return target
     return (merger or Merger()).write(candidate, target)
-
-
-def remove_partial_merges(merges_root: Path) -> int:
-    """Delete temporary directories left by interrupted merges; returns how many were removed."""
-    if not merges_root.is_dir():
-        return 0
-    leftovers = [p for p in merges_root.iterdir() if PARTIAL_SUFFIX in p.name]
-    for path in leftovers:
-        shutil.rmtree(path, ignore_errors=True)
-    return len(leftovers)
 
 
 class ParentTensors:
@@ -270,7 +260,5 @@ def _quiet_mergekit_logs() -> None:
 
 def merge_file(source: str, out_dir: Path, run: Path | None = None) -> Path:
     """`out_dir`, the loadable model directory of a mergekit YAML (or of candidate `source` of `run`)."""
-    from mergescope.candidates import from_mergekit_yaml, from_run
-
-    candidate = from_run(run, source) if run else from_mergekit_yaml(Path(source))
+    candidate = find_candidate(run, source) if run else from_mergekit_yaml(Path(source))
     return Merger().write(candidate, Path(out_dir))

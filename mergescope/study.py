@@ -23,7 +23,7 @@ from tqdm import tqdm
 from mergescope.errors import ConfigError
 from mergescope.parents import ARCHITECTURE_KEYS, SHAPE_KEYS, config_difference, resolve_parents
 from mergescope.records import ModelRef, ParentSet, StudyPair
-from mergescope.store import read_meta
+from mergescope.run_dir import read_run_meta
 from mergescope.sweep import SweepPlan, SweepSettings, plan_sweep, sweep
 
 if TYPE_CHECKING:
@@ -225,14 +225,14 @@ def _fingerprint(plan: SweepPlan) -> dict:
 
 def _check_existing_run(planned: PairPlan) -> None:
     """Refuse a pair folder that holds a sweep of other parents, base, tasks or limit (it is never deleted)."""
-    meta = read_meta(planned.plan.run_dir)
-    if not meta:
+    meta = read_run_meta(planned.plan.run_dir)
+    if meta is None:
         return
-    wanted = _fingerprint(planned.plan)
+    recorded, wanted = meta.model_dump(mode="json"), _fingerprint(planned.plan)  # both in their JSON form
     for key in ("parents", "base", "tasks", "limit"):
-        if key in meta and meta[key] != wanted[key]:
+        if recorded[key] != wanted[key]:
             raise ConfigError(f"pair {planned.pair.key!r}: {planned.plan.run_dir} holds a sweep of other {key} "
-                              f"({meta[key]!r}, not {wanted[key]!r}); it is kept as it is",
+                              f"({recorded[key]!r}, not {wanted[key]!r}); it is kept as it is",
                               hint="give the pair another name, or the study another --out")
 
 

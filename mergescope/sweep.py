@@ -7,22 +7,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from mergescope import provenance
 from mergescope.backends import BACKENDS, default_backend
 from mergescope.candidates import expand, validate_with_mergekit
 from mergescope.config import SweepSpec, load_sweep
-from mergescope.errors import ConfigError, MergescopeError
+from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
-from mergescope.merge import is_merged, remove_partial_merges
+from mergescope.merge import is_merged
 from mergescope.parents import resolve_parents
 from mergescope.records import Candidate, EvalSubject, ParentSet
 from mergescope.resources import check_disk, check_memory, merged_output_bytes
+from mergescope.run_dir import LockedRun, merges_dir, run_meta, write_run_meta
+from mergescope.scoring.judge_run import JudgeSettings, RunJudging, answered, judged_ids
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
-from mergescope.store import STORE_NAME, ResultsStore
+from mergescope.store import ResultsStore
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,8 @@ class SweepSettings:
     executor_options: dict = field(default_factory=dict)  # e.g. {"address": ..., "workers": 2, "gpus_per_worker": 1}
     max_memory: str | None = None  # e.g. "8GB": refuse a sweep whose merge would need more (resources.py)
     progress: bool = True
-    # LLM judging after each subject's lm-eval scores (scoring/judge_run.py); off without judge_url.
-    judge_url: str | None = None
-    judge_model: str | None = None
-    rubrics: list[Path] = field(default_factory=list)
-    judge_api_key_env: str = "MERGESCOPE_JUDGE_API_KEY"
-    judge_logprobs: int = 0  # >0: probability-weighted judge scores too (scoring/judge_parse.expected_score)
+    # LLM judging after each subject's lm-eval scores (scoring/judge_run.py); None: no judging.
+    judge: JudgeSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -116,11 +113,10 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
     with LockedRun(run_dir) as store:
         _check_same_sweep(store, parents, run_dir)
         # the backend actually used, not the option (None means "the default"), so the report names it
-        store.set_meta(**provenance.run_meta(plan.spec, parents, suite, settings.backend or default_backend()),
-                       executor=settings.executor)
+        write_run_meta(store, provenance.run_meta(plan.spec, parents, suite, plan.backend, settings.executor))
         store.plan(subjects)
         # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
-        from mergescope.analysis.kinship import record_kinship
+        from mergescope.analysis.kinship_store import record_kinship
         from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
 
         record_kinship(store, parents)  # both are cheap, and skipped when the store already holds them
@@ -169,52 +165,23 @@ def find_zoo(model_dir: Path):
     return None
 
 
-class LockedRun:
-    """The run's results store, held under a lock so that two sweeps never write one run at once."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-
-    def __enter__(self) -> ResultsStore:
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.lock = FileLock(str(self.run_dir / ".sweep.lock"))
-            self.lock.acquire(timeout=0)
-        except Timeout:
-            raise MergescopeError(f"{self.run_dir}: another sweep is writing this run right now",
-                                  hint="wait for it to finish, or choose another --out") from None
-        except OSError as error:
-            raise MergescopeError(f"cannot write the run directory {self.run_dir}: {error.strerror}",
-                                  hint="choose a writable --out") from None
-        remove_partial_merges(self.run_dir / "merges")
-        self.store = ResultsStore(self.run_dir / STORE_NAME)
-        return self.store
-
-    def __exit__(self, *exc) -> None:
-        self.store.close()
-        self.lock.release()
-
-
 def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) -> None:
-    previous = store.meta().get("parents")
-    current = [str(p.path) for p in parents.parents]
-    if previous is not None and previous != current:
-        raise ConfigError(f"{run_dir} holds a sweep of other parents ({', '.join(previous)})",
+    previous = run_meta(store)
+    current = tuple(str(p.path) for p in parents.parents)
+    if previous is not None and previous.parents != current:
+        raise ConfigError(f"{run_dir} holds a sweep of other parents ({', '.join(previous.parents)})",
                           hint="choose another --out for these parents")
 
 
 def _finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
     """Subjects stored as done and, in a judged sweep, judged too: one killed before its judging is redone."""
-    from mergescope.scoring.judge_run import judged_ids, settings_from_sweep
-
-    judge_settings = settings_from_sweep(settings)
     finished = store.finished_ids()
-    return finished & judged_ids(store, judge_settings) if judge_settings else finished
+    return finished & judged_ids(store, settings.judge) if settings.judge else finished
 
 
 def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir: Path) -> None:
     """Refuse, before merging anything, a sweep whose merged models (all kept on disk) would not fit."""
-    merges = run_dir / "merges"
+    merges = merges_dir(run_dir)
     pending = [s.candidate for s in todo if s.candidate and not is_merged(merges, s.candidate)]
     needed = sum(merged_output_bytes(parents, c.mergekit_config.get("dtype", "float32")) for c in pending)
     check_disk(merges, needed, f"{len(pending)} merged models")
@@ -233,13 +200,11 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan,
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
         if judging is not None:  # the worker answered the judge's questions; grading needs no model here
-            from mergescope.scoring.judge_run import answered
-
             _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
             kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, plan.executor_options)
-    job = EvalJob(suite, run_dir / "merges", backend_name, plan.backend_options,
+    job = EvalJob(suite, merges_dir(run_dir), backend_name, plan.backend_options,
                   answer_requests=judging.answer_requests() if judging is not None else ())
     incomplete: list[str] = []
     try:
@@ -250,12 +215,9 @@ def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan,
     return incomplete
 
 
-def _start_judging(settings: SweepSettings, store: ResultsStore, run_dir: Path, backend_name: str):
+def _start_judging(settings: SweepSettings, store: ResultsStore, run_dir: Path, backend_name: str) -> RunJudging | None:
     """The run's judge stage, or None when the sweep was given no judge."""
-    from mergescope.scoring.judge_run import RunJudging, settings_from_sweep
-
-    judge_settings = settings_from_sweep(settings)
-    return RunJudging(judge_settings, store, run_dir, backend=backend_name) if judge_settings else None
+    return RunJudging(settings.judge, store, run_dir, backend=backend_name) if settings.judge else None
 
 
 def _say(settings: SweepSettings, line: str) -> None:

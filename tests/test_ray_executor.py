@@ -74,9 +74,11 @@ JUDGED_TABLES = {
 def test_a_judged_ray_sweep_has_its_actors_answer_and_equals_the_local_one(zoo, tmp_path, ray_cluster):
     import judge_server
 
+    from mergescope.scoring.judge_run import JudgeSettings
+
     rubric = Path(__file__).resolve().parent.parent / "judges" / "zoo_skills.yaml"
     with judge_server.JudgeServer() as server:
-        judged = {"judge_url": server.url, "judge_model": "judge", "rubrics": [rubric]}
+        judged = {"judge": JudgeSettings(url=server.url, model="judge", rubrics=(str(rubric),))}
         local = sweep(_settings(zoo, tmp_path, "local", **judged))
         remote = sweep(_settings(zoo, tmp_path, "ray", executor="ray", executor_options={"workers": 2}, **judged))
     assert remote.judging_incomplete == local.judging_incomplete == []

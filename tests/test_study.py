@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+import fake_runs
 from mergescope.errors import ConfigError
 from mergescope.records import StudyPair
+from mergescope.run_dir import write_run_meta
 from mergescope.store import STORE_NAME, ResultsStore
 from mergescope.study import DONE_MARK, StudySettings, check_study, study, zoo_study_pairs
 from mergescope.sweep import SweepSettings
@@ -136,7 +138,7 @@ def test_a_pair_folder_holding_other_parents_is_refused_and_kept(zoo, tmp_path):
     store_path = out / "pairs" / "arith_stranger" / STORE_NAME
     store_path.parent.mkdir(parents=True)
     store = ResultsStore(store_path)
-    store.set_meta(parents=["/somewhere/else/a", "/somewhere/else/b"])
+    write_run_meta(store, fake_runs.run_meta(["/somewhere/else/a", "/somewhere/else/b"]))
     store.close()
     before = store_path.read_bytes()
     result = run_cli(["study", *(a for p in zoo_pairs(zoo) for a in ("--pairs", pair_option(p))), "--out", str(out)])

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import pandas as pd
 
+from mergescope.run_dir import RunMeta, run_meta
 from mergescope.store import ResultsStore
 
 
@@ -17,7 +16,7 @@ class RunData:
     """A finished (or partly finished) run, read once from its store."""
 
     path: Path
-    meta: dict[str, Any]
+    meta: RunMeta | None  # None for a store no sweep wrote
     subjects: pd.DataFrame  # one row per parent, base and candidate, in sweep order
     scores: pd.DataFrame  # one row per (subject_id, task, metric)
     items: pd.DataFrame  # one row per (subject_id, task, doc_id, metric)
@@ -67,6 +66,6 @@ def load_run(path: str | Path) -> RunData:
         names = [row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
         tables = {name: pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection)
                   for name in names if name not in {"meta", "subjects", "scores", "items"}}
-        return RunData(path=path, meta=store.meta(), subjects=subjects, scores=scores, items=items, tables=tables)
+        return RunData(path=path, meta=run_meta(store), subjects=subjects, scores=scores, items=items, tables=tables)
     finally:
         store.close()

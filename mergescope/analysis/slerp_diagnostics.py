@@ -17,15 +17,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from mergescope.analysis.kinship import nan_to_null, null_to_nan
 from mergescope.analysis.weights import WeightIndex, weight_index
 from mergescope.errors import ConfigError
+from mergescope.store import ResultsStore, nan_to_null, null_to_nan
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mergescope.records import Candidate
-    from mergescope.store import ResultsStore
 
 # mergekit's slerp() defaults; its merge method passes neither, so every SLERP merge uses these.
 DOT_THRESHOLD = 0.9995
@@ -195,7 +194,7 @@ CREATE TABLE IF NOT EXISTS slerp_diagnostics (
 """
 
 
-def save_slerp_diagnostics(store: "ResultsStore", diagnostics: Sequence[SlerpDiagnostics]) -> None:
+def save_slerp_diagnostics(store: ResultsStore, diagnostics: Sequence[SlerpDiagnostics]) -> None:
     """Writes per-tensor rows of each candidate's diagnostics, replacing the candidate's earlier rows."""
     _create_table(store)
     with store.transaction() as db:
@@ -206,7 +205,7 @@ def save_slerp_diagnostics(store: "ResultsStore", diagnostics: Sequence[SlerpDia
                  int(t.linear), t.n_params) for t in candidate.tensors])
 
 
-def load_slerp_diagnostics(store: "ResultsStore", candidate_id: str) -> SlerpDiagnostics:
+def load_slerp_diagnostics(store: ResultsStore, candidate_id: str) -> SlerpDiagnostics:
     """Returns the stored diagnostics of one candidate (no tensors if none are stored)."""
     _create_table(store)
     rows = store.query("SELECT * FROM slerp_diagnostics WHERE candidate_id = ? ORDER BY rowid", candidate_id)
@@ -217,7 +216,7 @@ def load_slerp_diagnostics(store: "ResultsStore", candidate_id: str) -> SlerpDia
     return SlerpDiagnostics(candidate_id=candidate_id, label=label[0]["label"] if label else candidate_id, tensors=tensors)
 
 
-def record_slerp_diagnostics(store: "ResultsStore", candidates: Sequence["Candidate"]) -> None:
+def record_slerp_diagnostics(store: ResultsStore, candidates: Sequence["Candidate"]) -> None:
     """Computes and stores the diagnostics of the SLERP candidates the store does not hold yet."""
     _create_table(store)
     done = {row["candidate_id"] for row in store.query("SELECT DISTINCT candidate_id FROM slerp_diagnostics")}
@@ -245,7 +244,7 @@ def slerp_summary(run: str | Path) -> "pd.DataFrame":
     return summary.join(labels).reset_index()
 
 
-def _create_table(store: "ResultsStore") -> None:
+def _create_table(store: ResultsStore) -> None:
     with store.transaction() as db:
         db.executescript(SLERP_SCHEMA)
 

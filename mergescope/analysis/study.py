@@ -85,7 +85,7 @@ def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha
 def _pair_figures(pair: StudyPair, run: RunData) -> tuple[PairFigures, str]:
     """The pair's whole-model Pearson and cosine from its run's kinship table (NaN, and why, without one)."""
     row, reason = parent_kinship_row(run)
-    base = Path(run.meta["base"]).name if run.meta.get("base") else ""
+    base = Path(run.meta.base).name if run.meta and run.meta.base else ""
     if row is None:
         return PairFigures(pair, run, np.nan, np.nan, "", base), reason
     basis = "task vectors" if bool(row.get("relative_to_base", bool(base))) else "raw weights"

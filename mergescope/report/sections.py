@@ -18,6 +18,7 @@ import yaml
 from mergescope.analysis.emergence import emergence
 from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
 from mergescope.analysis.run import RunData
+from mergescope.errors import MergescopeError
 from mergescope.report.plots import emergence_table, lmeval_emergence
 
 EMERGENCE_SEED = 0  # the seed of the item halves and the bootstrap CIs (emergence's default)
@@ -281,17 +282,19 @@ class Provenance:
 def provenance(run: RunData) -> Provenance:
     """Package versions, run settings, the sweep spec, seeds and per-subject timings."""
     meta = run.meta
-    settings = [("sweep spec file", meta.get("spec_source") or "(built-in default)"),
-                ("tasks", ", ".join(meta.get("tasks", []))), ("item limit", str(meta.get("limit") or "none")),
-                ("backend", str(meta.get("backend") or "default")), ("machine", str(meta.get("machine", ""))),
-                ("architecture", str(meta.get("architecture", ""))), ("written", str(meta.get("updated_at", ""))),
-                ("parents", ", ".join(meta.get("parents", []))), ("base", str(meta.get("base") or "none")),
+    if meta is None:
+        raise MergescopeError(f"{run.path}: no sweep wrote this run's provenance", hint="report the --out of a sweep")
+    settings = [("sweep spec file", meta.spec_source or "(built-in default)"),
+                ("tasks", ", ".join(meta.tasks)), ("item limit", str(meta.limit or "none")),
+                ("backend", str(meta.backend or "default")), ("machine", meta.machine),
+                ("architecture", meta.architecture), ("written", meta.updated_at),
+                ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
                 ("analysis seed (item halves, bootstrap)", str(EMERGENCE_SEED))]
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
     totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
                             "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
-    return Provenance(tuple(sorted(meta.get("versions", {}).items())), tuple(settings),
-                      yaml.safe_dump(meta.get("spec", {}), sort_keys=False), frame_table(seeds),
+    return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),
+                      yaml.safe_dump(meta.spec, sort_keys=False), frame_table(seeds),
                       frame_table(pd.concat([timings, totals], ignore_index=True), digits=1))

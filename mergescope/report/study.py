@@ -49,7 +49,7 @@ class FitSection:
 
 def pair_entries(data: StudyData, links: dict[str, str]) -> tuple[PairEntry, ...]:
     """The pairs in study order, each with its kinship and the link to its report."""
-    return tuple(PairEntry(f.pair.key, f.pair.group, f.pair.kind, " + ".join(f.run.meta.get("parent_names", [])),
+    return tuple(PairEntry(f.pair.key, f.pair.group, f.pair.kind, " + ".join(f.run.meta.parent_names),
                            f.base or "none", f.basis or "unknown", f.pearson, f.cosine, links[f.pair.key],
                            str(f.run.path)) for f in data.pairs)
 
@@ -109,14 +109,14 @@ def _fit_section(gain: str, fit: DriverFit) -> FitSection:
 
 def settings_rows(data: StudyData) -> tuple[tuple[str, str], ...]:
     """The settings every pair shares (from the first pair's run) and the analysis settings."""
-    meta = data.pairs[0].run.meta if data.pairs else {}
-    return (("sweep spec", str(meta.get("spec_source") or "(built-in default)")),
-            ("item limit", str(meta.get("limit") or "none")), ("backend", str(meta.get("backend") or "default")),
+    meta = data.pairs[0].run.meta  # every pair is a run the study swept, so its provenance is there
+    return (("sweep spec", str(meta.spec_source or "(built-in default)")),
+            ("item limit", str(meta.limit or "none")), ("backend", str(meta.backend or "default")),
             ("best candidate", f"split {SPLIT}: chosen on one half of the items, reported on the other"),
             ("labels", f"{data.correction}-adjusted across each pair's candidates, alpha {data.alpha}"),
             ("driver fits", f"OLS over every pair's candidates and measures, all items; kinship = {KINSHIP_METRIC}"),
             ("analysis seed (item halves, bootstrap)", str(data.seed)),
-            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items()))))
+            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(meta.versions.items()))))
 
 
 def render_study_report(data: StudyData, links: dict[str, str]) -> str:

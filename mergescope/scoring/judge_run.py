@@ -9,25 +9,24 @@ of the run's subjects are marked `incomplete` in `judge_status`, and the run car
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-import yaml
-
+from mergescope.backends import create_backend, default_backend
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
-from mergescope.records import Answer, AnswerRequest, Candidate, EvalSubject
+from mergescope.records import Answer, AnswerRequest, EvalSubject
+from mergescope.run_dir import (JudgingMeta, LockedRun, judging_meta, merges_dir, run_meta, stored_subjects,
+                                write_judging_meta)
 from mergescope.scoring import judge_store
-from mergescope.scoring.agreement import judge_statistics
 from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
 from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_rubric
 from mergescope.store import ResultsStore
 
 CACHE_NAME = "judge_cache.sqlite"
 # (prompts, max_tokens, temperature) -> completions, from the model being judged.
-Generator = Callable[[list[str], int, float], list[str]]
+Completer = Callable[[list[str], int, float], list[str]]
 
 
 @dataclass(frozen=True)
@@ -54,16 +53,16 @@ class JudgeSettings:
                              backoff_s=self.backoff_s, concurrency=self.concurrency, logprobs=self.logprobs)
 
 
-def settings_from_sweep(sweep_settings) -> JudgeSettings | None:
-    """The judge settings a sweep asks for (None without --judge-url), checked for a model and a rubric."""
-    url, model, rubrics = sweep_settings.judge_url, sweep_settings.judge_model, sweep_settings.rubrics
+def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path],
+                api_key_env: str = DEFAULT_API_KEY_ENV, logprobs: int = 0) -> JudgeSettings | None:
+    """The judge a sweep's options ask for (None without --judge-url and --rubric), checked for a model and a rubric."""
     if not url and not rubrics:
         return None
     if not (url and model and rubrics):
         raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
                           hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric judges/zoo_skills.yaml")
-    return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics),
-                         api_key_env=sweep_settings.judge_api_key_env, logprobs=sweep_settings.judge_logprobs)
+    return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics), api_key_env=api_key_env,
+                         logprobs=logprobs)
 
 
 @dataclass
@@ -88,11 +87,11 @@ class RunJudging:
                                    rubric.generation.max_tokens, rubric.generation.temperature)
                      for rubric in self.rubrics)
 
-    def judge_subject(self, subject: EvalSubject, generate: Generator) -> str:
+    def judge_subject(self, subject: EvalSubject, complete: Completer) -> str:
         """Judge one subject on every rubric; returns a one-line summary for the progress log."""
         parts = []
         for rubric in self.rubrics:
-            answers = self._answers(subject, rubric, generate)
+            answers = self._answers(subject, rubric, complete)
             kill_point("judge.answers_written")
             expected, done = self._judge(subject, rubric, answers)
             judge_store.write_status(self.store, subject.id, rubric.name, self.settings.model, expected, done,
@@ -101,13 +100,13 @@ class RunJudging:
         failure = f" (judging incomplete: {self.session.failure})" if self.session.failure else ""
         return f"  {subject.label}: " + ", ".join(parts) + failure
 
-    def _answers(self, subject: EvalSubject, rubric: Rubric, generate: Generator) -> list[Answer]:
+    def _answers(self, subject: EvalSubject, rubric: Rubric, complete: Completer) -> list[Answer]:
         """The subject's stored answers to the rubric's questions, generating the missing ones."""
         stored = {a.question_id: a for a in judge_store.stored_answers(self.store, subject.id, rubric.name)}
         missing = [q for q in rubric.questions if q.id not in stored]
         if missing:
             prompts = [answer_prompt(rubric, q) for q in missing]
-            replies = generate(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
+            replies = complete(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
             sampling = judge_store.sampling_json(rubric, self.backend)
             fresh = [Answer(subject.id, rubric.name, q.id, prompt, cut_at_stop(reply, rubric.generation.stop), sampling)
                      for q, prompt, reply in zip(missing, prompts, replies)]
@@ -149,32 +148,32 @@ class RunJudging:
         """Write the agreement statistics and the run's judging flag; returns the incompletely judged subjects."""
         import pandas as pd
 
+        from mergescope.scoring.agreement import judge_statistics  # scipy and sklearn: only once judging ends
+
         try:
             judgments = pd.read_sql_query("SELECT * FROM judgments", self.store.connection)
             comparisons = pd.read_sql_query("SELECT * FROM comparisons", self.store.connection)
             kill_point("judge.closing")
             judge_store.write_stats(self.store, judge_statistics(judgments, comparisons))
             incomplete = judge_store.incomplete_subjects(self.store)
-            self.store.set_meta(judging={
-                "judge_model": self.settings.model, "judge_url": self.settings.url, "samples": self.settings.samples,
-                "temperature": self.settings.temperature, "pairwise": self.settings.pairwise,
-                "logprobs": self.settings.logprobs,
-                "rubrics": [r.label for r in self.rubrics],
-                "rubric_sources": [str(Path(r.source).resolve()) for r in self.rubrics],
-                "complete": not incomplete,
-                "incomplete_subjects": incomplete, "last_error": self.session.failure})
+            write_judging_meta(self.store, JudgingMeta(
+                judge_model=self.settings.model, judge_url=self.settings.url, samples=self.settings.samples,
+                temperature=self.settings.temperature, pairwise=self.settings.pairwise,
+                logprobs=self.settings.logprobs, rubrics=tuple(r.label for r in self.rubrics),
+                rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics),
+                complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure))
             return incomplete
         finally:
             self.session.close()
 
 
-def answered(answers: dict[tuple[str, int, float], str]) -> Generator:
-    """A Generator over completions a worker already made for the subject (keys: `AnswerRequest.keys`)."""
+def answered(answers: dict[tuple[str, int, float], str]) -> Completer:
+    """A Completer over completions a worker already made for the subject (keys: `AnswerRequest.keys`)."""
 
-    def generate(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
+    def complete(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
         return [answers[(prompt, max_tokens, temperature)] for prompt in prompts]
 
-    return generate
+    return complete
 
 
 def judged_ids(store: ResultsStore, settings: JudgeSettings) -> set[str]:
@@ -188,22 +187,6 @@ def judged_ids(store: ResultsStore, settings: JudgeSettings) -> set[str]:
     return {subject for subject, names in judged.items() if rubrics <= names}
 
 
-def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
-    """The run's finished subjects, in sweep order; a candidate's path is its merge directory."""
-    rows = store.query("SELECT * FROM subjects WHERE status = 'done' ORDER BY position")
-    return [_subject(row, Path(run_dir)) for row in rows]
-
-
-def _subject(row, run_dir: Path) -> EvalSubject:
-    if row["kind"] != "candidate":
-        return EvalSubject(id=row["id"], kind=row["kind"], label=row["label"], path=Path(row["path"]))
-    candidate = Candidate(id=row["id"], method=row["method"], label=row["label"],
-                          mergekit_config=yaml.safe_load(row["mergekit_config"]),
-                          parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
-    return EvalSubject(id=row["id"], kind="candidate", label=row["label"], candidate=candidate,
-                       path=run_dir / "merges" / row["id"])
-
-
 @dataclass(frozen=True)
 class JudgeRunResult:
     run_dir: Path
@@ -215,33 +198,26 @@ class JudgeRunResult:
 
 def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None) -> JudgeRunResult:
     """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing."""
-    from mergescope.sweep import LockedRun
-
     with LockedRun(Path(run_dir)) as store:
-        meta = store.meta()
         if not settings.rubrics:
-            settings = replace(settings, rubrics=tuple(meta.get("judging", {}).get("rubric_sources", ())))
+            judged = judging_meta(store)
+            settings = replace(settings, rubrics=judged.rubric_sources if judged else ())
         if not settings.rubrics:
             raise ConfigError(f"{run_dir} has never been judged, so there is no rubric to reuse",
                               hint="pass --rubric judges/NAME.yaml")
-        backend_name = backend_name or meta.get("backend") or _default_backend()
+        provenance = run_meta(store)
+        backend_name = backend_name or (provenance.backend if provenance else None) or default_backend()
         judging = RunJudging(settings, store, Path(run_dir), backend=backend_name)
         models = ModelLoader(backend_name, Path(run_dir))
         subjects = stored_subjects(store, Path(run_dir))
         try:
             for subject in subjects:
-                judging.judge_subject(subject, models.generator(subject))
+                judging.judge_subject(subject, models.completer(subject))
         finally:
             models.close()
             incomplete = judging.close()
         return JudgeRunResult(Path(run_dir), len(subjects), incomplete, judging.session.requests_sent,
                               judging.session.failure)
-
-
-def _default_backend() -> str:
-    from mergescope.backends import default_backend
-
-    return default_backend()
 
 
 class ModelLoader:
@@ -251,20 +227,19 @@ class ModelLoader:
         self.backend_name, self.run_dir = backend_name, run_dir
         self.backend, self.loaded = None, None
 
-    def generator(self, subject: EvalSubject) -> Generator:
-        def generate(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
+    def completer(self, subject: EvalSubject) -> Completer:
+        def complete(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
             self._load(subject)
             return self.backend.generate(prompts, max_tokens, temperature)
 
-        return generate
+        return complete
 
     def _load(self, subject: EvalSubject) -> None:
-        from mergescope.backends import create_backend
-        from mergescope.merge import merge_to_disk
+        from mergescope.merge import merge_to_disk  # safetensors and mergekit: only when a model must answer
 
         if self.loaded == subject.id:
             return
-        model_dir = merge_to_disk(subject.candidate, self.run_dir / "merges") if subject.candidate else subject.path
+        model_dir = merge_to_disk(subject.candidate, merges_dir(self.run_dir)) if subject.candidate else subject.path
         self.backend = self.backend or create_backend(self.backend_name)
         self.backend.load(model_dir)
         self.loaded = subject.id
