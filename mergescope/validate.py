@@ -64,9 +64,22 @@ def from_loader(load: Callable[[Path], object]) -> Validator:
     return lambda path: _problems_of(lambda: load(path))
 
 
-# Folder name -> validator of the YAML files in it; `mergescope validate` checks each registered folder of the
-# repository. Other stages register theirs here, e.g. "judges": from_loader(<the rubric loader>).
-VALIDATORS: dict[str, Validator] = {"sweeps": sweep_problems, "judges": rubric_problems}
+@dataclass(frozen=True)
+class YamlKind:
+    """A kind of YAML file: the top-level keys only it has, the repository folder that holds it, its validator."""
+
+    markers: frozenset[str]
+    folder: str
+    check: Validator
+
+
+# What `mergescope validate` knows how to check. A file is told by its content (the marker keys at its top
+# level), wherever it lies; a file with no or several kinds' markers falls back to its enclosing folder. With no
+# paths, every kind's folder of the repository is checked. Other stages register their kinds here.
+KINDS: dict[str, YamlKind] = {
+    "sweep spec": YamlKind(frozenset({"methods", "mergekit_configs"}), "sweeps", sweep_problems),
+    "rubric": YamlKind(frozenset({"criteria"}), "judges", rubric_problems),
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,7 @@ class ValidationReport:
 
 def validate(paths: list[Path] | None = None) -> ValidationReport:
     """The problems of every YAML file under `paths` (default: every registered folder: sweeps/, judges/ ...)."""
-    roots = [Path(p) for p in paths] if paths else [SWEEPS_DIR.parent / folder for folder in VALIDATORS]
+    roots = [Path(p) for p in paths] if paths else [SWEEPS_DIR.parent / kind.folder for kind in KINDS.values()]
     files, problems = [], []
     for root in roots:
         if not root.exists():
@@ -97,8 +110,24 @@ def validate(paths: list[Path] | None = None) -> ValidationReport:
 
 
 def _validator_for(file: Path) -> Validator:
-    """The validator of the nearest enclosing folder that has one; sweep specs elsewhere."""
+    """The validator of the one kind whose markers the file has, else of its nearest registered folder.
+
+    Sweep specs are the fallback: their validator explains what a spec must hold.
+    """
+    by_content = [kind for kind in KINDS.values() if kind.markers & _top_level_keys(file)]
+    if len(by_content) == 1:
+        return by_content[0].check
+    by_folder = {kind.folder: kind.check for kind in KINDS.values()}
     for folder in file.resolve().parents:
-        if folder.name in VALIDATORS:
-            return VALIDATORS[folder.name]
+        if folder.name in by_folder:
+            return by_folder[folder.name]
     return sweep_problems
+
+
+def _top_level_keys(file: Path) -> set[str]:
+    """The keys of the file's top-level mapping; none where it does not parse (its validator says why)."""
+    try:
+        raw = load_yaml(file)
+    except MergescopeError:
+        return set()
+    return set(raw) if isinstance(raw, dict) else set()

@@ -10,6 +10,8 @@ from mergescope import validate as validation
 from mergescope.cli import app
 from mergescope.config import SWEEPS_DIR
 
+REPO = SWEEPS_DIR.parent
+
 SHIPPED_SPECS = {"default.yaml", "slerp_grid.yaml", "methods_compare.yaml", "density_sweep.yaml", "lu2024_slerp.yaml"}
 
 
@@ -54,15 +56,31 @@ def test_a_missing_path_is_a_problem():
     assert report.problems == ("/no/such/sweeps: no such file or folder",)
 
 
-def test_other_folders_register_their_own_validator(tmp_path, monkeypatch):
-    def no_rubrics_named_bad(path: Path) -> list[str]:
-        return [f"{path}: bad rubric"] if path.stem == "bad" else []
+def test_other_kinds_register_their_own_validator(tmp_path, monkeypatch):
+    def no_notes_named_bad(path: Path) -> list[str]:
+        return [f"{path}: bad note"] if path.stem == "bad" else []
 
-    monkeypatch.setitem(validation.VALIDATORS, "judges", no_rubrics_named_bad)
-    folder = tmp_path / "judges"
-    write(folder, "good.yaml", "anything: 1\n")
+    monkeypatch.setitem(validation.KINDS, "note", validation.YamlKind(frozenset({"note"}), "notes", no_notes_named_bad))
+    folder = tmp_path / "notes"
+    write(folder, "good.yaml", "anything: 1\n")  # no marker: known by its folder
     bad = write(folder, "bad.yaml", "anything: 2\n")
-    assert validation.validate([folder]).problems == (f"{bad}: bad rubric",)
+    elsewhere = write(tmp_path / "misc", "bad.yaml", "note: 3\n")  # known by its marker key
+    assert validation.validate([folder, elsewhere]).problems == (f"{bad}: bad note", f"{elsewhere}: bad note")
+
+
+def test_a_rubric_is_told_by_its_content_not_its_folder(tmp_path):
+    rubric = (REPO / "judges" / "zoo_skills.yaml").read_text().replace(
+        "questions: questions/", f"questions: {REPO / 'judges' / 'questions'}/")  # the copy lies elsewhere
+    good = write(tmp_path / "sweeps", "my_rubric.yaml", rubric)
+    bad = write(tmp_path, "broken_rubric.yaml", rubric.replace("scale: {min: 1, max: 5}", "scale: {min: 5, max: 1}", 1))
+    assert validation.validate([good]).problems == ()
+    problems = validation.validate([bad]).problems
+    assert problems and all(p.startswith(f"{bad}: criteria.0.scale.") for p in problems)
+
+
+def test_a_sweep_spec_among_rubrics_is_checked_as_a_spec(tmp_path):
+    spec = write(tmp_path / "judges", "spec.yaml", (SWEEPS_DIR / "default.yaml").read_text())
+    assert validation.validate([spec]).problems == ()
 
 
 def test_from_loader_turns_a_raising_loader_into_a_validator(tmp_path):
