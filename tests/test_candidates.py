@@ -155,12 +155,6 @@ def test_a_method_that_needs_a_base_fails_without_one(tmp_path):
         expand(load_sweep(path), no_base)
 
 
-def test_malformed_yaml_names_file_and_line(tmp_path):
-    path = spec_file(tmp_path, "name: broken\nmethods:\n  - method: slerp\n   parameters: {t: 0.5}\n")
-    with pytest.raises(ConfigError, match=r"spec.yaml: line \d+: malformed YAML"):
-        load_sweep(path)
-
-
 def test_cli_exits_2_with_one_line_and_writes_nothing_for_a_bad_spec(zoo, tmp_path):
     path = spec_file(tmp_path, "name: bad\nmethods:\n- method: slerp\n  parameters: {t: 7}\n")
     export = tmp_path / "export"

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mergescope.candidates import export_candidates, validate_with_mergekit
 from mergescope.cli import app
 from mergescope.config import SWEEPS_DIR, load_sweep
-from mergescope.merge import Merger, is_merged, merge_to_disk, merged_dir, remove_partial_merges
+from mergescope.merge import Merger, is_merged, merge_to_disk, merged_dir
 from mergescope.parents import resolve_parents
 
 MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
@@ -126,8 +126,6 @@ def test_write_makes_a_loadable_model_directory_atomically_and_merge_to_disk_reu
 
     candidate = candidates("lu2024_slerp.yaml", parents)[0]
     root = tmp_path / "merges"
-    (root / f"{candidate.id}.partial-1").mkdir(parents=True)  # left by an interrupted merge
-    assert remove_partial_merges(root) == 1
     directory = merge_to_disk(candidate, root, merger=merger)
     assert directory == merged_dir(root, candidate) and is_merged(root, candidate)
     assert sorted(p.name for p in root.iterdir()) == [candidate.id]
