@@ -8,8 +8,10 @@ weights under RUN/merges/ID are served, merged first through mergekit when the s
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,4 +68,73 @@ def serve(target: str, run: Path | None = None, host: str = "127.0.0.1", port: i
     environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE",
                                                                           str(options.kv_cache_gib))}
     print(f"serving {resolved.model_dir} as {resolved.served_name!r} on http://{host}:{port}/v1", flush=True)
-    return subprocess.call(server_command(resolved, host, port, options), env=environment)
+    return supervise(server_command(resolved, host, port, options), environment)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def supervise(command: list[str], environment: dict[str, str], stop_timeout_s: float = 30.0) -> int:
+    """Run `command` until it exits, or until this process gets SIGTERM, SIGINT or SIGHUP; return the exit code.
+
+    The child leads a process group of its own and a stop signal reaches the whole group (vLLM's server has
+    children of its own, and an orphan keeps the port): terminated, waited for `stop_timeout_s`, then killed.
+    A stop returns the conventional 128 + signal number; a child that fails has its last stderr line repeated.
+    """
+    child = subprocess.Popen(command, env=environment, start_new_session=True, stderr=subprocess.PIPE, text=True,
+                             errors="replace")
+    last_line: list[str] = []
+    tee = threading.Thread(target=_tee, args=(child.stderr, last_line), daemon=True)
+    tee.start()
+    previous = {stop: signal.signal(stop, _raise_stopped) for stop in STOP_SIGNALS}
+    try:
+        code = child.wait()
+    except _Stopped as stopped:
+        for stop in STOP_SIGNALS:  # a second signal must not cut the shutdown short; the kill timeout bounds it
+            signal.signal(stop, signal.SIG_IGN)
+        _stop_group(child, stop_timeout_s)
+        return 128 + stopped.signum
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, handler)
+    tee.join(timeout=5)
+    if code != 0:
+        print(f"error: the server exited with code {code}: {last_line[0] if last_line else '(no output)'}",
+              file=sys.stderr, flush=True)
+    return code
+
+
+def _tee(stream, last_line: list[str]) -> None:
+    """Copy the child's stderr to ours, keeping its last non-blank line."""
+    for line in stream:
+        sys.stderr.write(line)
+        if line.strip():
+            last_line[:] = [line.strip()]
+
+
+def _stop_group(child: subprocess.Popen, timeout_s: float) -> None:
+    """Terminate the child's process group, kill what is left after `timeout_s`, and reap the child."""
+    _signal_group(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(child.pid, signal.SIGKILL)  # the leader's own children may outlive it
+    child.wait()
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:  # the whole group is gone already
+        pass
