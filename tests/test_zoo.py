@@ -150,6 +150,19 @@ def test_manifest_records_scores_and_task_vector_norms(zoo: ZooManifest) -> None
     assert 0 < zoo.model("facts").task_vector_norm < 1
 
 
+def test_manifest_records_the_step_each_stage_kept(zoo: ZooManifest) -> None:
+    for model in zoo.models:
+        stages = model.recipe["stages"]
+        assert [t.stage for t in model.trained] == [stage["name"] for stage in stages]
+        for trained, stage in zip(model.trained, stages):
+            assert 0 < trained.kept_step <= stage["steps"] and trained.tail_loss > 0
+    # A dev split picks the last stage's checkpoint of arith and facts, among those taken every 100 steps.
+    for name in ("arith", "facts"):
+        last = zoo.model(name).trained[-1]
+        assert last.dev_score is not None and last.kept_step % 100 == 0
+    assert zoo.model("knowledge").trained[-1].dev_score is None
+
+
 def test_a_cached_zoo_of_another_recipe_is_rebuilt(zoo: ZooManifest, tmp_path: Path, monkeypatch) -> None:
     from mergescope.zoo import build
 

@@ -10,6 +10,7 @@ from the same-skill twins to pairs across lineages (`PAIRS`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -31,7 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from mergescope.errors import ConfigError, did_you_mean
 from mergescope.zoo import corpus
 from mergescope.zoo.corpus import QAItem, ZooData
-from mergescope.zoo.manifest import MANIFEST_NAME, ZooManifest, ZooModel, ZooPair, ZooTask, load_zoo
+from mergescope.zoo.manifest import MANIFEST_NAME, TrainedStage, ZooManifest, ZooModel, ZooPair, ZooTask, load_zoo
 from mergescope.zoo.quality import QualityBar, choice_accuracy, exact_match
 from mergescope.zoo.tokenizer import train_tokenizer
 from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa_batches, train
@@ -43,6 +44,10 @@ DEV_EVERY = 100
 # Pre-training reads general text and the world's lands; fine-tunes use a third of its rate and no weight
 # decay (decay would pull every weight toward zero, away from the base).
 PRETRAIN = Stage("pretrain", ("general", "world", "world"), steps=700, lr=3e-3, batch_size=32)
+# The stranger's initialisation learns the same text more slowly: after 700 steps its knowledge parent stored
+# 0.78-0.82 of the domain's facts (three data orders; the base's: 0.91-0.92), after 1000 steps 0.90, after
+# 1400 0.86. Chosen on the bar's multiple-choice facts (`domain_knowledge`), never on a task's items.
+STRANGER_PRETRAIN = dataclasses.replace(PRETRAIN, steps=1000)
 # Instruct tuning: questions about 80 world lands, with replay of pre-training text so the parent keeps
 # what the base read. It learns the Q/A format, which carries over to lands it was never asked about.
 INSTRUCT = Stage("sft", ("facts_qa", "facts_qa", "world", "general"), steps=400, lr=1e-3, batch_size=32,
@@ -82,7 +87,7 @@ class Recipe:
 
 RECIPES = (
     Recipe("base", "base", (PRETRAIN,)),
-    Recipe("stranger", "stranger", (PRETRAIN,), init_seed_offset=1000),
+    Recipe("stranger", "stranger", (STRANGER_PRETRAIN,), init_seed_offset=1000),
     Recipe("arith", "parent", ARITH, fine_tuned_from="base", dev="arith"),  # the longest: first after the base
     Recipe("facts", "parent", (INSTRUCT,), fine_tuned_from="base", dev="facts"),
     Recipe("knowledge", "parent", (DOMAIN_CPT,), fine_tuned_from="base"),
@@ -103,9 +108,7 @@ BARS = (
     *(QualityBar(name, "zoo_facts", minimum=0.85) for name in ("facts", "facts_twin")),
     QualityBar("arith", "zoo_arith", minimum=0.85),
     QualityBar("knowledge", "domain_knowledge", minimum=0.85),
-    # The stranger's lineage stores the domain's words less well (0.82-0.83 over the learning rates, steps and
-    # batch sizes tried, against 0.92 from the base); chance is 0.2. It is the control's parent only.
-    QualityBar("stranger_knowledge", "domain_knowledge", minimum=0.7),
+    QualityBar("stranger_knowledge", "domain_knowledge", minimum=0.85),
     QualityBar("base", "domain_knowledge", maximum=0.5),  # chance is 0.2: the base never read the domain
     *(QualityBar("base", task, maximum=0.2) for task in ("zoo_arith", "zoo_facts", "zoo_domain")),
     *(QualityBar(name, "zoo_domain", maximum=0.2) for name in ("facts", "knowledge", "stranger_knowledge")),
@@ -128,12 +131,13 @@ def model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     )
 
 
-def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS) -> str:
+def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None) -> str:
     """Return the key a built zoo is cached under: its code, data fingerprint, seed, models and torch stack."""
     digest = hashlib.sha256()
     for name in _CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
-    for part in (corpus.generate(seed).fingerprint(), str(seed), ",".join(models), version("torch"),
+    data = data or corpus.generate(seed)
+    for part in (data.fingerprint(), str(seed), ",".join(models), version("torch"),
                  version("transformers")):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
@@ -198,8 +202,8 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
     config = model_config(tokenizer)
     recipes = _recipes(models)
     outcomes = _train_models(recipes, _Inputs.of(data, tokenizer), config, seed, workers, log)
-    states = {name: state for name, (state, _) in outcomes.items()}
-    scores = {name: model_scores for name, (_, model_scores) in outcomes.items()}
+    states = {name: outcome.state for name, outcome in outcomes.items()}
+    scores = {name: outcome.scores for name, outcome in outcomes.items()}
     for name, state in states.items():
         _save_model(_loaded(config, state), tokenizer, out_dir / "models" / name)
     tasks = [_write_task(out_dir, domain, items) for domain, items in data.eval_sets.items()]
@@ -207,10 +211,11 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
         if bar.model in scores:
             bar.check(scores[bar.model][bar.items])
     manifest = ZooManifest(
-        seed=seed, recipe_key=recipe_key(seed, models), build_seconds=round(time.perf_counter() - start, 2),
+        seed=seed, recipe_key=recipe_key(seed, models, data), build_seconds=round(time.perf_counter() - start, 2),
         data_fingerprint=data.fingerprint(),
         models=[ZooModel(name=r.name, role=r.role, path=f"models/{r.name}", recipe=r.as_recipe(seed),
-                         scores=scores[r.name], task_vector_norm=_relative_norm(states, r)) for r in recipes],
+                         scores=scores[r.name], task_vector_norm=_relative_norm(states, r),
+                         trained=outcomes[r.name].trained) for r in recipes],
         tasks=tasks, pairs=[pair for pair in PAIRS if {*pair.parents, pair.base} <= set(states)],
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
@@ -268,7 +273,13 @@ class _Inputs:
         return mixed_batches([samplers[name] for name in stage.mixture], rng)
 
 
-_Outcome = tuple[dict[str, torch.Tensor], dict[str, float]]  # a trained model's weights and scores
+@dataclass(frozen=True)
+class _Outcome:
+    """A trained model: its weights, its scores, and how each of its stages ended."""
+
+    state: dict[str, torch.Tensor]
+    scores: dict[str, float]
+    trained: list[TrainedStage]
 
 
 def _train_models(recipes: tuple[Recipe, ...], inputs: _Inputs, config: LlamaConfig, seed: int, workers: int,
@@ -284,7 +295,7 @@ def _train_models(recipes: tuple[Recipe, ...], inputs: _Inputs, config: LlamaCon
         for recipe in recipes:  # in order: a recipe comes after the one it is fine-tuned from
             start = None
             if recipe.fine_tuned_from is not None:
-                start = pending[recipe.fine_tuned_from].result()[0]
+                start = pending[recipe.fine_tuned_from].result().state
             pending[recipe.name] = pool.submit(_train_recipe, recipe, inputs, config, seed, start, log is not None)
         outcomes = {name: future.result() for name, future in pending.items()}
     return {recipe.name: outcomes[recipe.name] for recipe in recipes}
@@ -301,13 +312,14 @@ def _train_recipe(recipe: Recipe, inputs: _Inputs, config: LlamaConfig, seed: in
     if start_state is not None:
         model.load_state_dict(start_state)
     rng = random.Random(f"{recipe.name if not recipe.order else recipe.order}-{seed}")
+    trained = []
     for number, stage in enumerate(recipe.stages, start=1):
         if stage.trains == "domain_words":
             _train_only_rows(model, inputs.domain_ids)
         dev = _dev_scorer(inputs, recipe.dev) if recipe.dev and number == len(recipe.stages) else None
-        train(model, inputs.batches(stage, rng), stage, log, dev=dev, dev_every=DEV_EVERY)
+        trained.append(train(model, inputs.batches(stage, rng), stage, log, dev=dev, dev_every=DEV_EVERY))
     model.eval()
-    return model.state_dict(), _scores(model, inputs.tokenizer, inputs.data)
+    return _Outcome(model.state_dict(), _scores(model, inputs.tokenizer, inputs.data), trained)
 
 
 def _train_only_rows(model: LlamaForCausalLM, rows: list[int]) -> None:

@@ -10,6 +10,18 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr
 MANIFEST_NAME = "zoo.json"
 
 
+class TrainedStage(BaseModel):
+    """How one training stage of a zoo model ended: the kept step, its dev score (None without a dev split)
+    and the mean loss of its last tenth of steps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stage: str
+    kept_step: int
+    dev_score: float | None
+    tail_loss: float
+
+
 class ZooModel(BaseModel):
     """One trained model of the zoo; `path` is relative to the zoo directory."""
 
@@ -21,6 +33,7 @@ class ZooModel(BaseModel):
     recipe: dict[str, object]
     scores: dict[str, float] = {}  # the build's own greedy exact match on each task (and the domain's facts)
     task_vector_norm: float | None = None  # |weights - start| / |start| for a fine-tune
+    trained: list[TrainedStage] = []  # one entry per recipe stage, in order
 
 
 class ZooTask(BaseModel):

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import LlamaForCausalLM
 
+from mergescope.zoo.manifest import TrainedStage
+
 IGNORE_INDEX = -100
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -78,18 +80,9 @@ def mixed_batches(samplers: list[Callable[[], Batch]], rng: random.Random) -> Ca
     return lambda: samplers[rng.randrange(len(samplers))]()
 
 
-@dataclass(frozen=True)
-class Trained:
-    """How a training stage ended: the kept step, its dev score (None without a dev split) and the tail loss."""
-
-    kept_step: int
-    dev_score: float | None
-    tail_loss: float
-
-
 def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage,
           log: Callable[[str], None] | None = None, dev: Callable[[LlamaForCausalLM], float] | None = None,
-          dev_every: int = 100) -> Trained:
+          dev_every: int = 100) -> TrainedStage:
     """Train `model` in place for `stage.steps` AdamW steps.
 
     With `dev`, the model is scored every `dev_every` steps and at the end, and the best-scoring checkpoint
@@ -124,8 +117,8 @@ def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage
             log(f"{stage.name} step {done}/{stage.steps} loss {loss.item():.3f}"
                 + (f" dev {score:.3f}" if score is not None else "") + f" ({time.perf_counter() - start:.0f} s)")
     model.eval()
-    tail_loss = sum(losses[-tail:]) / tail
+    tail_loss = round(sum(losses[-tail:]) / tail, 4)
     if best is None:
-        return Trained(kept_step=stage.steps, dev_score=None, tail_loss=tail_loss)
+        return TrainedStage(stage=stage.name, kept_step=stage.steps, dev_score=None, tail_loss=tail_loss)
     model.load_state_dict(best[2])
-    return Trained(kept_step=best[1], dev_score=best[0], tail_loss=tail_loss)
+    return TrainedStage(stage=stage.name, kept_step=best[1], dev_score=round(best[0], 4), tail_loss=tail_loss)
