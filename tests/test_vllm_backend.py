@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -69,6 +69,24 @@ def test_backend_that_cannot_be_imported_is_a_one_line_prerequisite_error(monkey
         create_backend("vllm")
     line = caught.value.one_line()
     assert "\n" not in line and "vllm backend cannot be imported" in line and "--backend" in line and "hf" in line
+
+
+def test_lm_eval_model_args_the_engine_does_not_take_are_refused_before_it_starts(zoo):
+    from mergescope.backends.vllm import StartedEngineLM
+
+    # lm-eval's own CLI path: model_args plus the batch_size/device lm-eval hands every model
+    with pytest.raises(ConfigError, match="vllm backend takes no option 'max_model_length'") as caught:
+        StartedEngineLM.create_from_arg_string(f"pretrained={zoo.model_path('base')},max_model_length=64",
+                                               {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
+    assert caught.value.hint == "did you mean 'max_model_len'?"
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_the_engine_computes_in_the_dtype_its_options_name(engine):
+    import torch
+
+    assert engine.llm.llm_engine.model_config.dtype == getattr(torch, engine.options.dtype) == torch.float32
 
 
 @pytest.mark.vllm
@@ -229,9 +247,19 @@ def test_served_candidate_answers_through_the_openai_backend_as_hf_does(vllm_swe
         assert _scores(evaluate(lm, suite, candidate_id)) == _scores(evaluate(hf.load(merged), suite, candidate_id))
         with pytest.raises(ConfigError, match="cannot swap weights"):
             backend.load(zoo.model_path("base"))
+        # SIGTERM to serve alone (as a supervisor sends it) ends vLLM's server and its engine, freeing the port.
+        descendants = psutil.Process(server.pid).children(recursive=True)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=90) == 128 + signal.SIGTERM
+        _, alive = psutil.wait_procs(descendants, timeout=30)
+        assert alive == []
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        if server.poll() is None:  # serve stops vLLM's server, which lives in a process group of its own
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=90)
 
 
 def _free_port() -> int:
