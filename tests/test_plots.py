@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 
@@ -12,8 +13,9 @@ from scipy import stats
 
 import report_runs
 from mergescope.analysis import load_run
+from mergescope.analysis.run_analysis import analyse_run
 from mergescope.report import PLOTS, SERIES_PLOTS
-from mergescope.report.plots import MAX_TICK_LABELS, score_intervals, set_tick_labels
+from mergescope.report.plots import MAX_TICK_LABELS, set_tick_labels
 
 SCORE_PLOTS = ("emergence_vs_parents", "actual_vs_expected", "interpolation", "method_comparison")
 WEIGHT_PLOTS = ("kinship_layers", "slerp_diagnostics")
@@ -26,16 +28,18 @@ def run_dir(default_run):
 
 @pytest.fixture(scope="module")
 def variants(run_dir, judged_run, tmp_path_factory):
-    """The default run, a judged copy, and copies with one candidate, missing scores, many candidates, hostile text."""
+    """The analyses of the default run, a judged copy, and copies with one candidate, missing scores, many
+    candidates, hostile text."""
     root = tmp_path_factory.mktemp("plot-variants")
-    return {
-        "default": load_run(run_dir),
-        "judged": load_run(judged_run),
-        "single": load_run(report_runs.single_candidate(run_dir, root / "single")),
-        "missing": load_run(report_runs.missing_scores(run_dir, root / "missing")),
-        "many": load_run(report_runs.many_candidates(run_dir, root / "many")),
-        "hostile": load_run(report_runs.hostile(run_dir, root / "hostile")[0]),
+    run_dirs = {
+        "default": run_dir,
+        "judged": judged_run,
+        "single": report_runs.single_candidate(run_dir, root / "single"),
+        "missing": report_runs.missing_scores(run_dir, root / "missing"),
+        "many": report_runs.many_candidates(run_dir, root / "many"),
+        "hostile": report_runs.hostile(run_dir, root / "hostile")[0],
     }
+    return {name: analyse_run(load_run(path)) for name, path in run_dirs.items()}
 
 
 def draw(figure: Figure | None) -> Figure | None:
@@ -56,8 +60,8 @@ def test_every_plot_returns_a_figure_or_none(variants, name, variant):
 
 
 def test_the_judge_profile_shows_the_parents_and_the_best_candidates(variants):
-    run = variants["judged"]
-    axis = PLOTS["judge_profile"](run).axes[0]
+    run = variants["judged"].run
+    axis = PLOTS["judge_profile"](variants["judged"]).axes[0]
     shown = [text.get_text() for text in axis.get_legend().get_texts()]
     # One sample per answer and every criterion graded: the mean of all scores is the mean of criterion means.
     means = run.tables["judgments"].groupby("subject_id").score.mean()
@@ -69,10 +73,10 @@ def test_the_judge_profile_shows_the_parents_and_the_best_candidates(variants):
 
 
 def test_plots_without_data_return_none(variants):
-    run = variants["default"]
-    assert "judgments" not in run.tables
-    assert PLOTS["judge_profile"](run) is None
-    no_weights = type(run)(**{**run.__dict__, "tables": {}})
+    analysis = variants["default"]
+    assert "judgments" not in analysis.run.tables
+    assert PLOTS["judge_profile"](analysis) is None
+    no_weights = analyse_run(dataclasses.replace(analysis.run, tables={}))
     assert PLOTS["kinship_layers"](no_weights) is None
     assert PLOTS["slerp_diagnostics"](no_weights) is None
 
@@ -83,12 +87,12 @@ def visible_labels(axis, which: str) -> list[str]:
 
 
 def test_many_candidates_are_labelled_sparsely(variants):
-    run = variants["many"]
-    assert len(run.candidates()) > MAX_TICK_LABELS
-    figure = draw(PLOTS["actual_vs_expected"](run))
+    analysis = variants["many"]
+    assert len(analysis.run.candidates()) > MAX_TICK_LABELS
+    figure = draw(PLOTS["actual_vs_expected"](analysis))
     labels = visible_labels(figure.axes[1], "y")
     assert 0 < len(labels) <= MAX_TICK_LABELS
-    figure = draw(PLOTS["slerp_diagnostics"](run))
+    figure = draw(PLOTS["slerp_diagnostics"](analysis))
     labels = visible_labels(figure.axes[1], "y")
     assert 0 < len(labels) <= MAX_TICK_LABELS
 
@@ -100,28 +104,9 @@ def test_long_tick_labels_are_turned_so_they_do_not_overlap():
     assert 0 < len(shown) <= MAX_TICK_LABELS and all(t.get_rotation() > 0 for t in shown)
 
 
-def test_score_intervals_are_wilson_intervals_of_the_stored_scores(variants):
-    run = variants["default"]
-    intervals = score_intervals(run)
-    assert len(intervals) == len(run.subjects) * len(run.tasks())
-    for row in intervals.sample(8, random_state=0).itertuples():
-        score = run.scores[(run.scores.subject_id == row.subject_id) & (run.scores.task == row.task)
-                           & (run.scores.metric == run.primary_metric(row.task))].iloc[0]
-        solved = round(score.value * score.n_items)
-        expected = stats.binomtest(solved, int(score.n_items)).proportion_ci(0.95, method="wilson")
-        assert (row.low, row.high) == pytest.approx((expected.low, expected.high), abs=1e-9)
-
-
-def test_intervals_fall_back_to_the_stored_stderr_and_else_are_unknown(variants):
-    run = variants["missing"]
-    intervals = score_intervals(run)
-    without_items = intervals[intervals.task == max(run.tasks())]
-    assert without_items.low.isna().all() and without_items.high.isna().all()
-
-
 def test_interpolation_puts_the_parents_at_the_ends(variants):
-    run = variants["default"]
-    axis = PLOTS["interpolation"](run).axes[0]
+    run = variants["default"].run
+    axis = PLOTS["interpolation"](variants["default"]).axes[0]
     stars = [line for line in axis.lines if line.get_marker() == "*"]
     task = run.tasks()[0]
     wide = run.wide_scores()
@@ -136,7 +121,7 @@ def test_kinship_series_fits_a_trend_only_across_several_kinship_values(variants
     report_runs.execute(other, "UPDATE kinship SET cosine = cosine - 0.5 WHERE scope = 'model'",
                         "UPDATE items SET value = 1 WHERE doc_id % 3 = 0"
                         " AND subject_id IN (SELECT id FROM subjects WHERE kind = 'candidate')")
-    runs = [variants["default"], load_run(other)]
+    runs = [variants["default"].run, load_run(other)]
     one = draw(SERIES_PLOTS["emergence_vs_kinship"](runs[:1]))
     assert "needs several parent pairs" in one.axes[0].get_title()
     title = draw(SERIES_PLOTS["emergence_vs_kinship"](runs)).axes[0].get_title()
@@ -150,5 +135,5 @@ def test_kinship_series_fits_a_trend_only_across_several_kinship_values(variants
 
 
 def test_kinship_series_without_kinship_is_none(variants):
-    run = variants["default"]
-    assert SERIES_PLOTS["emergence_vs_kinship"]([type(run)(**{**run.__dict__, "tables": {}})]) is None
+    run = variants["default"].run
+    assert SERIES_PLOTS["emergence_vs_kinship"]([dataclasses.replace(run, tables={})]) is None

@@ -24,6 +24,7 @@ from mergescope.store import ResultsStore, nan_to_null, null_to_nan
 if TYPE_CHECKING:
     import pandas as pd
 
+    from mergescope.analysis.run import RunData
     from mergescope.records import Candidate
 
 # mergekit's slerp() defaults; its merge method passes neither, so every SLERP merge uses these.
@@ -223,13 +224,14 @@ def record_slerp_diagnostics(store: ResultsStore, candidates: Sequence["Candidat
     save_slerp_diagnostics(store, diagnose([c for c in candidates if c.id not in done]))
 
 
-def slerp_summary(run: str | Path) -> "pd.DataFrame":
-    """Returns one row per SLERP candidate of a run: linear shares and the angles' median and range."""
+def slerp_summary(run: "RunData | str | Path") -> "pd.DataFrame":
+    """Returns one row per SLERP candidate of a run (loaded, or its directory): linear shares and the angles'
+    median and range."""
     import pandas as pd
 
-    from mergescope.analysis.run import load_run
+    from mergescope.analysis.run import RunData, load_run
 
-    data = load_run(run)
+    data = run if isinstance(run, RunData) else load_run(run)
     table = data.tables.get("slerp_diagnostics")
     if table is None or table.empty:
         return pd.DataFrame(columns=["candidate_id", "label", "linear_tensor_share", "linear_param_share",

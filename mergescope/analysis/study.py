@@ -4,7 +4,8 @@ driver model of gain on kinship and its confounds fitted over every pair's candi
 The best candidate of a pair on a measure is chosen on the selection half of the items and its figures
 are those on the reporting half (`emergence(..., split="selection-reporting")`), so the gain plotted
 against kinship carries no winner's curse. The driver fit uses every candidate on all items, as
-`gain_drivers` does for a list of runs.
+`gain_drivers` does for a list of runs. Each pair's `RunAnalysis` is built once, with the study's
+settings, and its own report is rendered from it.
 """
 
 from __future__ import annotations
@@ -17,26 +18,30 @@ import numpy as np
 import pandas as pd
 
 from mergescope.analysis.drivers import DriverFit, concat_points, fit_drivers, parent_kinship_row, run_driver_points
-from mergescope.analysis.emergence import EmergenceReport, EmergenceRow, emergence, row_items
+from mergescope.analysis.emergence import EmergenceReport, EmergenceRow, row_items
 from mergescope.analysis.run import RunData, load_run
+from mergescope.analysis.run_analysis import SPLIT, AnalysisSettings, RunAnalysis, analyse_run
 from mergescope.analysis.stats import bootstrap_difference_ci
 from mergescope.records import StudyPair
 
 GAINS = ("gain_over_best", "gain_over_mean")  # one driver fit each
 KINSHIP_METRIC = "cosine"  # the kinship regressor of the driver fits
-SPLIT = "selection-reporting"
 
 
 @dataclass(frozen=True)
 class PairFigures:
-    """One pair of a study: its run and its parents' whole-model kinship."""
+    """One pair of a study: its analysed run and its parents' whole-model kinship."""
 
     pair: StudyPair
-    run: RunData
+    analysis: RunAnalysis
     pearson: float
     cosine: float
     basis: str  # "task vectors" (relative to the base) or "raw weights" (no base)
     base: str  # the base's folder name, "" without one
+
+    @property
+    def run(self) -> RunData:
+        return self.analysis.run
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,18 @@ def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha
     figures, parent_rows, best_rows, problems = [], [], [], []
     points: dict[str, list[pd.DataFrame]] = {gain: [] for gain in GAINS}
     fit_problems: list[str] = []
+    settings = AnalysisSettings(alpha, correction, seed)
     for pair, run_dir in zip(pairs, run_dirs, strict=True):
-        run = load_run(run_dir)
-        on_all = emergence(run, alpha=alpha, correction=correction, split="all", seed=seed)
-        split = emergence(run, alpha=alpha, correction=correction, split=SPLIT, seed=seed)
+        analysis = analyse_run(load_run(run_dir), settings)
+        on_all, split = analysis.emergence, analysis.split_emergence
         problems += [f"pair {pair.key}: {problem}" for problem in dict.fromkeys(on_all.problems + split.problems)]
-        pair_figures, reason = _pair_figures(pair, run)
+        pair_figures, reason = _pair_figures(pair, analysis)
         problems += [f"pair {pair.key}: {reason}"] if reason else []
         figures.append(pair_figures)
         parent_rows += _parent_rows(pair_figures, on_all)
         best_rows += _best_rows(pair_figures, split, seed)
         for gain in GAINS:
-            frame, reasons = run_driver_points(run, on_all.frame(), gain, KINSHIP_METRIC)
+            frame, reasons = run_driver_points(analysis.run, analysis.emergence_rows, gain, KINSHIP_METRIC)
             points[gain].append(frame.assign(pair=pair.key, group=pair.group))
             fit_problems += reasons if gain == GAINS[0] else []
     problems += _basis_note(figures)
@@ -82,14 +87,15 @@ def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha
                      tuple(problems), alpha, correction, seed)
 
 
-def _pair_figures(pair: StudyPair, run: RunData) -> tuple[PairFigures, str]:
+def _pair_figures(pair: StudyPair, analysis: RunAnalysis) -> tuple[PairFigures, str]:
     """The pair's whole-model Pearson and cosine from its run's kinship table (NaN, and why, without one)."""
+    run = analysis.run
     row, reason = parent_kinship_row(run)
     base = Path(run.meta.base).name if run.meta and run.meta.base else ""
     if row is None:
-        return PairFigures(pair, run, np.nan, np.nan, "", base), reason
+        return PairFigures(pair, analysis, np.nan, np.nan, "", base), reason
     basis = "task vectors" if bool(row.get("relative_to_base", bool(base))) else "raw weights"
-    return PairFigures(pair, run, float(row["pearson"]), float(row["cosine"]), basis, base), ""
+    return PairFigures(pair, analysis, float(row["pearson"]), float(row["cosine"]), basis, base), ""
 
 
 def _pair_columns(figures: PairFigures) -> dict:

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 import matplotlib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from mergescope.analysis.run import RunData, load_run
+from mergescope.analysis.run import load_run
+from mergescope.analysis.run_analysis import RunAnalysis, analyse_run
 from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point
 from mergescope.report import sections
@@ -45,7 +46,7 @@ def embed(figure) -> str:
 
 
 def render_plots(data: Any, registry: Mapping[str, Callable[[Any], Any]] = PLOTS) -> list[EmbeddedPlot]:
-    """Every plot of `registry` that has something to show for `data` (a RunData for PLOTS)."""
+    """Every plot of `registry` that has something to show for `data` (a RunAnalysis for PLOTS)."""
     plots = []
     for name, function in registry.items():
         figure = function(data)
@@ -79,21 +80,27 @@ def render_page(template: str, **context: Any) -> str:
     )
 
 
-def render_report(run: RunData) -> str:
-    """The report of a run as one HTML document."""
+def render_report(analysis: RunAnalysis) -> str:
+    """The report of an analysed run as one HTML document."""
+    run = analysis.run
     return render_page(
-        "report.html", run=run, tasks=run.tasks(), plots=render_plots(run), summary=sections.summary(run),
-        candidates=sections.candidate_table(run), examples=sections.example_transitions(run),
-        judges=sections.judge_section(run), kinship=sections.kinship_table(run), slerp=sections.slerp_table(run),
-        lineage=sections.lineage(run), provenance=sections.provenance(run),
+        "report.html", run=run, tasks=run.tasks(), plots=render_plots(analysis), summary=sections.summary(analysis),
+        candidates=sections.candidate_table(analysis), examples=sections.example_transitions(analysis),
+        judges=sections.judge_section(analysis), kinship=sections.kinship_table(analysis),
+        slerp=sections.slerp_table(analysis), lineage=sections.lineage(run), provenance=sections.provenance(analysis),
     )
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write `reports/NAME/index.html` (or `out/index.html`) for the run in `run_dir`; returns its path."""
-    run = load_run(run_dir)
-    out_dir = Path(out) if out else Path("reports") / run.name
-    return write_page(out_dir / "index.html", render_report(run))
+    analysis = analyse_run(load_run(run_dir))
+    out_dir = Path(out) if out else Path("reports") / analysis.name
+    return write_analysed_report(analysis, out_dir)
+
+
+def write_analysed_report(analysis: RunAnalysis, out_dir: Path) -> Path:
+    """Write the report of an analysed run to `out_dir/index.html`; returns its path."""
+    return write_page(out_dir / "index.html", render_report(analysis))
 
 
 def write_page(target: Path, html: str) -> Path:

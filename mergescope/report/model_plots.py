@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from mergescope.analysis.run import RunData
+from mergescope.analysis.run_analysis import RunAnalysis
 from mergescope.report.plots import (finish, height_for_rows, panel_grid, register_plot, register_series_plot,
                                      set_tick_labels)
 
@@ -20,16 +21,10 @@ KINSHIP_METRICS = ("pearson", "cosine")
 MAX_JUDGED_CANDIDATES = 3
 
 
-def _table(run: RunData, name: str) -> pd.DataFrame | None:
-    """A stage's table of the run, or None when that stage has not written it (or wrote nothing)."""
-    table = run.tables.get(name)
-    return None if table is None or table.empty else table
-
-
 @register_plot("kinship_layers")
-def kinship_heatmap(run: RunData) -> Figure | None:
+def kinship_heatmap(analysis: RunAnalysis) -> Figure | None:
     """Kinship of the parents' task vectors per layer (Pearson and cosine), one row per pair and metric."""
-    table = _table(run, "kinship")
+    table = analysis.kinship
     layers = table[table.scope == "layer"] if table is not None else None
     if layers is None or layers.empty:
         return None
@@ -56,11 +51,11 @@ def kinship_heatmap(run: RunData) -> Figure | None:
 
 
 @register_plot("slerp_diagnostics")
-def slerp_diagnostics(run: RunData) -> Figure | None:
+def slerp_diagnostics(analysis: RunAnalysis) -> Figure | None:
     """Angles between the parents' tensors, and the share of each SLERP candidate interpolated linearly."""
     from mergescope.analysis.slerp_diagnostics import DOT_THRESHOLD  # imports torch: only when there is a table
 
-    table = _table(run, "slerp_diagnostics")
+    table = analysis.slerp_tensors
     if table is None:
         return None
     height = height_for_rows(table.candidate_id.nunique(), minimum=4.0)
@@ -75,7 +70,7 @@ def slerp_diagnostics(run: RunData) -> Figure | None:
     histogram.set_xlabel("angle between parent tensors (degrees)")
     histogram.set_ylabel("tensors")
     histogram.legend(fontsize=7)
-    _linear_shares(shares, run, table)
+    _linear_shares(shares, analysis.run, table)
     return finish(figure, "SLERP diagnostics")
 
 
@@ -98,18 +93,15 @@ def _linear_shares(axis: Axes, run: RunData, table: pd.DataFrame) -> None:
 
 
 @register_plot("judge_profile")
-def judge_profile(run: RunData) -> Figure | None:
+def judge_profile(analysis: RunAnalysis) -> Figure | None:
     """Mean judge score per rubric criterion (95% bootstrap CI) of the parents and the best candidates."""
-    from mergescope.scoring.agreement import criterion_intervals
-
-    judgments = _table(run, "judgments")
-    if judgments is None or judgments.score.notna().sum() == 0:
+    intervals = analysis.judge_intervals
+    if intervals is None or intervals.empty:  # no judgments, or none that parsed into a score
         return None
-    intervals = criterion_intervals(judgments)
     panels = list(intervals.groupby(["rubric", "judge"], sort=False))
     figure, axes = panel_grid(len(panels), width=5.2, height=3.6)
     for axis, ((rubric, judge), part) in zip(axes, panels):
-        _judge_panel(axis, part, run)
+        _judge_panel(axis, part, analysis.run)
         axis.set_title(f"{rubric} · judge {judge}", fontsize=9)
     return finish(figure, "Judge rubric profile: children vs parents")
 

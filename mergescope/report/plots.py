@@ -1,6 +1,7 @@
 """Plots of a run, one function each, registered by name so that a new plot is one function.
 
-A plot function takes a RunData and returns a matplotlib Figure, or None when the run has nothing for it
+A plot function takes a run's `RunAnalysis` (analysis/run_analysis.py: built once per report, so no plot
+recomputes emergence or intervals) and returns a matplotlib Figure, or None when the run has nothing for it
 to show (no interpolating candidates, no kinship table, no judge); it never raises on missing scores.
 Figures are made without pyplot: no backend is chosen and no global figure list grows, so the functions
 work alike in a script, a report and a notebook (where a returned Figure displays inline).
@@ -21,16 +22,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
-from statsmodels.stats.proportion import proportion_confint
 
-from mergescope.analysis.emergence import emergence
 from mergescope.analysis.run import RunData
-from mergescope.analysis.stats import score_kind
+from mergescope.analysis.run_analysis import RunAnalysis
 
 if TYPE_CHECKING:
     from mergescope.analysis.study import StudyData
 
-PlotFunction = Callable[[RunData], Figure | None]
+PlotFunction = Callable[[RunAnalysis], Figure | None]
 SeriesPlotFunction = Callable[[Sequence[RunData]], Figure | None]
 StudyPlotFunction = Callable[["StudyData"], Figure | None]
 PLOTS: dict[str, PlotFunction] = {}
@@ -121,51 +120,6 @@ def finish(figure: Figure, title: str) -> Figure:
     return figure
 
 
-_EMERGENCE_CACHE: list[tuple[RunData, pd.DataFrame]] = []
-
-
-def emergence_table(run: RunData) -> pd.DataFrame:
-    """The run's emergence rows on all items (every source and measure), computed once per run.
-
-    Plots and report sections read the same rows; the cache holds the last few runs by identity
-    (RunData holds DataFrames, so it cannot be a dict key).
-    """
-    for cached_run, rows in _EMERGENCE_CACHE:
-        if cached_run is run:
-            return rows
-    rows = emergence(run, split="all").frame()
-    _EMERGENCE_CACHE[:] = [*_EMERGENCE_CACHE[-3:], (run, rows)]
-    return rows
-
-
-def lmeval_emergence(run: RunData) -> pd.DataFrame:
-    """The lm-eval rows of `emergence_table` (judge measures have other scales and their own plot)."""
-    rows = emergence_table(run)
-    return rows[rows.source == "lm-eval"].reset_index(drop=True)
-
-
-def score_intervals(run: RunData) -> pd.DataFrame:
-    """Per subject and task (primary metric): value with a 95% CI, Wilson for 0/1 items, else +-1.96 stderr."""
-    records = []
-    for task in run.tasks():
-        metric = run.primary_metric(task)
-        items = run.items[(run.items.task == task) & (run.items.metric == metric)]
-        binary = not items.empty and score_kind(items.value.to_numpy()) == "binary"
-        for score in run.scores[(run.scores.task == task) & (run.scores.metric == metric)].itertuples():
-            low, high = _interval(score.value, score.n_items, score.stderr, binary)
-            records.append(dict(subject_id=score.subject_id, task=task, value=score.value, low=low, high=high))
-    return pd.DataFrame(records, columns=["subject_id", "task", "value", "low", "high"])
-
-
-def _interval(value: float, n_items, stderr, binary: bool) -> tuple[float, float]:
-    if binary and n_items and n_items > 0:
-        low, high = proportion_confint(round(value * n_items), int(n_items), alpha=0.05, method="wilson")
-        return float(low), float(high)
-    if stderr is not None and not pd.isna(stderr):
-        return value - 1.96 * stderr, value + 1.96 * stderr
-    return math.nan, math.nan
-
-
 def _scatter_by_label(axis: Axes, rows: pd.DataFrame, x: str, colors: dict[str, tuple]) -> None:
     """Candidates' scores against column `x`, coloured by task, marker by emergence label."""
     for (task, label), part in rows.groupby(["task", "label"], sort=False):
@@ -210,12 +164,12 @@ def _annotate_emergent(axis: Axes, rows: pd.DataFrame, x: str, limit: int = 6) -
 
 
 @register_plot("emergence_vs_parents")
-def emergence_vs_parents(run: RunData) -> Figure | None:
+def emergence_vs_parents(analysis: RunAnalysis) -> Figure | None:
     """Child score against the best parent's score per task: above the diagonal the child beats both parents."""
-    rows = lmeval_emergence(run).dropna(subset=["score", "best_parent_score"])
+    rows = analysis.lmeval_rows.dropna(subset=["score", "best_parent_score"])
     if rows.empty:
         return None
-    colors = task_colors(run.tasks())
+    colors = task_colors(analysis.run.tasks())
     figure = Figure(figsize=(6.8, 4.6))
     axis = figure.subplots()
     _scatter_by_label(axis, rows, "best_parent_score", colors)
@@ -224,16 +178,17 @@ def emergence_vs_parents(run: RunData) -> Figure | None:
     axis.set_xlabel("best parent's score")
     axis.set_ylabel("child's score")
     _legend(axis, rows, colors)
-    return finish(figure, "Emergence vs parent performance (★ emergent, ▼ degraded; Holm-adjusted, all items)")
+    adjusted = analysis.settings.correction_title
+    return finish(figure, f"Emergence vs parent performance (★ emergent, ▼ degraded; {adjusted}-adjusted, all items)")
 
 
 @register_plot("actual_vs_expected")
-def actual_vs_expected(run: RunData) -> Figure | None:
+def actual_vs_expected(analysis: RunAnalysis) -> Figure | None:
     """Child score against the mean of its parents (Lu et al. 2024), with the items gained (0->1) and lost (1->0)."""
-    rows = lmeval_emergence(run).dropna(subset=["score", "parents_mean"])
+    rows = analysis.lmeval_rows.dropna(subset=["score", "parents_mean"])
     if rows.empty:
         return None
-    colors = task_colors(run.tasks())
+    colors = task_colors(analysis.run.tasks())
     height = height_for_rows(rows.candidate.nunique())
     figure = Figure(figsize=(11, height))
     scatter, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
@@ -263,16 +218,10 @@ def _transition_bars(axis: Axes, rows: pd.DataFrame) -> None:
 # -- scores of the sweep ---------------------------------------------------------------------------------
 
 
-def _labelled_intervals(run: RunData) -> pd.DataFrame:
-    """score_intervals joined with each subject's kind, label, method and mix."""
-    subjects = run.subjects.set_index("id")[["kind", "label", "method", "mix"]]
-    return score_intervals(run).join(subjects, on="subject_id")
-
-
 @register_plot("interpolation")
-def interpolation_curves(run: RunData) -> Figure | None:
+def interpolation_curves(analysis: RunAnalysis) -> Figure | None:
     """Score against the second parent's share t, one panel per task, 95% CI bands, parents (★) at the ends."""
-    scores = _labelled_intervals(run)
+    scores = analysis.score_intervals
     curve = scores[(scores.kind == "candidate") & scores.mix.notna()]
     if curve.empty:
         return None
@@ -281,7 +230,7 @@ def interpolation_curves(run: RunData) -> Figure | None:
     for axis, task in zip(axes, tasks):
         _interpolation_panel(axis, curve[curve.task == task], scores[scores.task == task])
         axis.set_title(task, fontsize=9)
-    parents = list(run.parents().label)
+    parents = list(analysis.run.parents().label)
     axes[0].set_xlabel(f"t: share of {parents[1]} (t=0 is {parents[0]})" if len(parents) == 2 else "t")
     axes[0].legend(fontsize=7, loc="best")
     return finish(figure, "Interpolation curves (bands: 95% CI; ★ parents, dotted: base)")
@@ -312,9 +261,9 @@ def _yerr(row) -> list[list[float]] | None:
 
 
 @register_plot("method_comparison")
-def method_comparison(run: RunData) -> Figure | None:
+def method_comparison(analysis: RunAnalysis) -> Figure | None:
     """The best setting of each merge method per task with its 95% CI; other settings as ticks, parents as bands."""
-    scores = _labelled_intervals(run)
+    scores = analysis.score_intervals
     candidates = scores[scores.kind == "candidate"].dropna(subset=["value"])
     if candidates.empty:
         return None

@@ -1,4 +1,4 @@
-"""The report's sections as typed records, built from a run's DataFrames; the template only lays them out.
+"""The report's sections as typed records, built from a run's `RunAnalysis`; the template only lays them out.
 
 Every string here may come from a model or a user (answers, prompts, labels, paths) and is handed to the
 template as plain text, where autoescaping keeps it text.
@@ -15,13 +15,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from mergescope.analysis.emergence import emergence
-from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
+from mergescope.analysis.emergent_items import ItemTransitions
 from mergescope.analysis.run import RunData
+from mergescope.analysis.run_analysis import RunAnalysis
 from mergescope.errors import MergescopeError
-from mergescope.report.plots import emergence_table, lmeval_emergence
 
-EMERGENCE_SEED = 0  # the seed of the item halves and the bootstrap CIs (emergence's default)
 MAX_EXAMPLE_CANDIDATES = 6
 
 
@@ -83,11 +81,13 @@ class Summary:
     n_degraded: int
     strongest: dict | None  # the row with the smallest adjusted p of "beats every parent"
     problems: tuple[str, ...]
+    correction: str  # as a reader names it ("Holm")
+    alpha: float
 
 
-def best_candidates(run: RunData) -> tuple[BestCandidate, ...]:
+def best_candidates(analysis: RunAnalysis) -> tuple[BestCandidate, ...]:
     """Per measure: the best candidate chosen on selection half A, reported alone on half B."""
-    rows = emergence(run, split="selection-reporting", seed=EMERGENCE_SEED).frame()
+    rows = analysis.split_emergence.frame()
     chosen = rows[rows.selected & (rows.split == "selection")].set_index(["task", "measure"])
     best = []
     for row in rows[rows.selected & (rows.split == "reporting")].itertuples():
@@ -99,24 +99,26 @@ def best_candidates(run: RunData) -> tuple[BestCandidate, ...]:
     return tuple(best)
 
 
-def summary(run: RunData) -> Summary:
+def summary(analysis: RunAnalysis) -> Summary:
     """Whether anything emerged (all items, adjusted p) and the best candidate per measure (split halves)."""
-    report = emergence_table(run)
+    report = analysis.emergence_rows
     tested = report.dropna(subset=["p_adjusted"]).sort_values(["p_adjusted", "gain_over_best"], ascending=[True, False])
     strongest = tested.iloc[0].to_dict() if not tested.empty else None
-    problems = tuple(emergence(run, split="all", seed=EMERGENCE_SEED).problems) if report.empty else ()
-    return Summary(best_candidates(run), len(report), int((report.label == "emergent").sum()),
-                   int((report.label == "degraded").sum()), strongest, problems)
+    problems = analysis.emergence.problems if report.empty else ()
+    return Summary(best_candidates(analysis), len(report), int((report.label == "emergent").sum()),
+                   int((report.label == "degraded").sum()), strongest, problems,
+                   analysis.settings.correction_title, analysis.settings.alpha)
 
 
 # -- candidates ------------------------------------------------------------------------------------------
 
 
-def candidate_table(run: RunData) -> Table:
+def candidate_table(analysis: RunAnalysis) -> Table:
     """One row per subject: scores per task (★ where emergent), mean gain over the best parent, timings."""
+    run = analysis.run
     tasks = run.tasks()
     wide = run.wide_scores()
-    emergence_rows = lmeval_emergence(run)
+    emergence_rows = analysis.lmeval_rows
     subjects = run.subjects.set_index("id")
     rows, keys, classes = [], [], []
     for subject_id, subject in wide.iterrows():
@@ -144,9 +146,9 @@ def sort_key(value: Any) -> Any:
 # -- emergent items --------------------------------------------------------------------------------------
 
 
-def example_transitions(run: RunData) -> tuple[ItemTransitions, ...]:
+def example_transitions(analysis: RunAnalysis) -> tuple[ItemTransitions, ...]:
     """The candidates and tasks with the most items no parent solves, with examples of them (and of lost items)."""
-    transitions = [t for t in emergent_items(run, examples=3) if t.n_new > 0]
+    transitions = [t for t in analysis.transitions if t.n_new > 0]
     transitions.sort(key=lambda t: (-t.n_new, t.n_lost))
     return tuple(transitions[:MAX_EXAMPLE_CANDIDATES])
 
@@ -161,20 +163,21 @@ class JudgeSection:
     agreement: tuple[tuple[str, Table], ...]  # (title, table) per agreement statistic that has rows
 
 
-def judge_section(run: RunData) -> JudgeSection | None:
+def judge_section(analysis: RunAnalysis) -> JudgeSection | None:
     """Per-criterion judge scores with CIs, pairwise outcomes and every agreement statistic; None without judgments."""
     from mergescope.scoring import agreement
 
-    judgments = run.tables.get("judgments")
-    if judgments is None or judgments.empty:
+    if analysis.judge_intervals is None:  # the run has no judgments
         return None
+    run = analysis.run
+    judgments = run.tables["judgments"]
     comparisons = run.tables.get("comparisons", pd.DataFrame())
     statistics = [("Parse failures", agreement.parse_failure_rates(judgments, comparisons)),
                   ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
                   ("Inter-judge agreement", agreement.inter_judge_agreement(judgments))]
     if not comparisons.empty:
         statistics.append(("Position bias (pairwise, both orders)", agreement.position_bias(comparisons)))
-    return JudgeSection(_criterion_table(run, agreement.criterion_intervals(judgments)),
+    return JudgeSection(_criterion_table(run, analysis.judge_intervals),
                         _pairwise_table(run, comparisons) if not comparisons.empty else None,
                         tuple((title, frame_table(frame)) for title, frame in statistics if not frame.empty))
 
@@ -207,22 +210,20 @@ KINSHIP_COLUMNS = ["model_a", "model_b", "scope", "scope_name", "pearson", "cosi
                    "n_params", "relative_to_base"]
 
 
-def kinship_table(run: RunData) -> Table | None:
+def kinship_table(analysis: RunAnalysis) -> Table | None:
     """Whole-model and per-module-type kinship of the parents; None when the run has no kinship table."""
-    table = run.tables.get("kinship")
-    if table is None or table.empty:
+    table = analysis.kinship
+    if table is None:
         return None
     shown = table[table.scope.isin(["model", "module"])]
     return frame_table(shown[[c for c in KINSHIP_COLUMNS if c in shown.columns]], digits=4)
 
 
-def slerp_table(run: RunData) -> Table | None:
+def slerp_table(analysis: RunAnalysis) -> Table | None:
     """Per SLERP candidate: the share of tensors and parameters interpolated linearly, and the angles."""
-    from mergescope.analysis.slerp_diagnostics import slerp_summary
-
-    if run.tables.get("slerp_diagnostics") is None or run.tables["slerp_diagnostics"].empty:
+    frame = analysis.slerp_summary
+    if frame is None:
         return None
-    frame = slerp_summary(run.path)
     return frame_table(frame[["label", *[c for c in frame.columns if c not in ("label", "candidate_id")]]])
 
 
@@ -279,8 +280,9 @@ class Provenance:
     timings: Table
 
 
-def provenance(run: RunData) -> Provenance:
+def provenance(analysis: RunAnalysis) -> Provenance:
     """Package versions, run settings, the sweep spec, seeds and per-subject timings."""
+    run = analysis.run
     meta = run.meta
     if meta is None:
         raise MergescopeError(f"{run.path}: no sweep wrote this run's provenance", hint="report the --out of a sweep")
@@ -289,7 +291,7 @@ def provenance(run: RunData) -> Provenance:
                 ("backend", str(meta.backend or "default")), ("machine", meta.machine),
                 ("architecture", meta.architecture), ("written", meta.updated_at),
                 ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
-                ("analysis seed (item halves, bootstrap)", str(EMERGENCE_SEED))]
+                ("analysis seed (item halves, bootstrap)", str(analysis.settings.seed))]
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]

@@ -15,7 +15,7 @@ import pandas as pd
 from mergescope.analysis.drivers import DriverFit
 from mergescope.analysis.study import GAINS, KINSHIP_METRIC, SPLIT, StudyData
 from mergescope.report import study_plots  # noqa: F401  (registers the study plots)
-from mergescope.report.html import render_page, render_plots, write_page, write_report
+from mergescope.report.html import render_page, render_plots, write_analysed_report, write_page
 from mergescope.report.plots import STUDY_PLOTS
 from mergescope.report.sections import Table, frame_table, number, sort_key
 
@@ -127,10 +127,11 @@ def render_study_report(data: StudyData, links: dict[str, str]) -> str:
 
 
 def write_study_report(data: StudyData, out: str | Path) -> Path:
-    """Write each pair's report under `out/pairs/KEY/` and the study's `out/index.html`; returns the latter."""
+    """Write each pair's report under `out/pairs/KEY/` (from the pair's analysis in `data`) and the study's
+    `out/index.html`; returns the latter."""
     out = Path(out)
     links = {}
     for figures in data.pairs:
-        target = write_report(figures.run.path, out / "pairs" / figures.pair.key)
+        target = write_analysed_report(figures.analysis, out / "pairs" / figures.pair.key)
         links[figures.pair.key] = quote(target.relative_to(out).as_posix())
     return write_page(out / "index.html", render_study_report(data, links))
