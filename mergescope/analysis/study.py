@@ -20,7 +20,7 @@ import pandas as pd
 from mergescope.analysis.drivers import DriverFit, concat_points, fit_drivers, parent_kinship_row, run_driver_points
 from mergescope.analysis.emergence import EmergenceReport, EmergenceRow, row_items
 from mergescope.analysis.run import RunData, load_run
-from mergescope.analysis.run_analysis import SPLIT, AnalysisSettings, RunAnalysis, analyse_run
+from mergescope.analysis.run_analysis import AnalysisSettings, RunAnalysis, analyse_run
 from mergescope.analysis.stats import bootstrap_difference_ci
 from mergescope.records import StudyPair
 

@@ -13,7 +13,8 @@ from urllib.parse import quote
 import pandas as pd
 
 from mergescope.analysis.drivers import DriverFit
-from mergescope.analysis.study import GAINS, KINSHIP_METRIC, SPLIT, StudyData
+from mergescope.analysis.run_analysis import SPLIT
+from mergescope.analysis.study import GAINS, KINSHIP_METRIC, StudyData
 from mergescope.report import study_plots  # noqa: F401  (registers the study plots)
 from mergescope.report.html import render_page, render_plots, write_analysed_report, write_page
 from mergescope.report.plots import STUDY_PLOTS
