@@ -38,7 +38,9 @@ from mergescope.zoo.tokenizer import train_tokenizer
 from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa_batches, train
 
 BLOCK_SIZE = 64
-MAX_POSITIONS = 128
+# Training reads 64-token blocks; the context is longer so that a zoo model can serve as the judge of a rubric
+# (its grading prompt is ~500 tokens). RoPE has no position weights: the trained weights do not depend on it.
+MAX_POSITIONS = 1024
 MAX_GEN_TOKS = 8
 DEV_EVERY = 100
 # Pre-training reads general text and the world's lands; fine-tunes use a third of its rate and no weight

@@ -9,6 +9,20 @@ from transformers import PreTrainedTokenizerFast
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 
+# The zoo's chat format is its Q/A text itself: a user turn is its text as written ("Q: ...\nA:"), an
+# assistant turn is " answer" and a blank line, a system turn is its text and a blank line. Rendered this way a
+# chat of few-shot turns is exactly the plain few-shot prompt lm-eval builds (target delimiter " ", few-shot
+# delimiter a blank line), so `--apply-chat-template` is exercised for real on models that never saw role tokens.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] + '\\n\\n' }}"
+    "{%- elif message['role'] == 'user' -%}{{ message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}{{ ' ' + message['content'] + '\\n\\n' }}"
+    "{%- else -%}{{ raise_exception('the zoo chat template has no role ' + message['role']) }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+)
+
 
 def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
                     vocab_size: int = 1024) -> PreTrainedTokenizerFast:
@@ -36,7 +50,9 @@ def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.add_tokens([AddedToken(word, single_word=True) for word in whole_words])
-    return PreTrainedTokenizerFast(
+    wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-        model_max_length=128, clean_up_tokenization_spaces=False,
+        clean_up_tokenization_spaces=False,
     )
+    wrapped.chat_template = CHAT_TEMPLATE
+    return wrapped
