@@ -25,6 +25,9 @@ ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding
 LogprobsOption = Annotated[int, typer.Option(
     "--judge-logprobs", min=0, help="Ask the judge for N top alternatives per token and also keep "
                                      "probability-weighted scores (metrics *_weighted); 0: off.")]
+JudgeMaxTokensOption = Annotated[Optional[int], typer.Option(
+    "--judge-max-tokens", min=1, help="The judge's reply budget (default: the rubric's judge_max_tokens); "
+                                      "capped by the judge's context where the server reports it.")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -90,6 +93,7 @@ def sweep(
     rubric: RubricOption = None,
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
     judge_logprobs: LogprobsOption = 0,
+    judge_max_tokens: JudgeMaxTokensOption = None,
     executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
     address: Annotated[Optional[str], typer.Option(
         "--ray-address", help="Ray cluster address (default: start a local one).")] = None,
@@ -109,7 +113,7 @@ def sweep(
         parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
-        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs),
+        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs, judge_max_tokens),
         executor=executor,
         # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
         # --backend hf), while defaults never get in the way of the backend chosen (vllm on a GPU machine)
@@ -205,6 +209,7 @@ def judge(
     rubric: RubricOption = None,
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
     judge_logprobs: LogprobsOption = 0,
+    judge_max_tokens: JudgeMaxTokensOption = None,
     samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
     temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
     pairwise: Annotated[bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")] = True,
@@ -223,7 +228,7 @@ def judge(
     settings = JudgeSettings(url=judge_url, model=judge_model, rubrics=tuple(str(r) for r in rubric or ()),
                              api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
                              pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries,
-                             logprobs=judge_logprobs)
+                             logprobs=judge_logprobs, max_tokens=judge_max_tokens)
     result = judge_run(run, settings, backend)
     if as_json:
         typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,

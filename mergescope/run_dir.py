@@ -106,6 +106,7 @@ class JudgingMeta(MetaRecord):
     temperature: float
     pairwise: bool
     logprobs: int = 0  # stores judged before probability-weighted scores asked for none
+    max_tokens: int | None = None  # --judge-max-tokens; None: each rubric's judge_max_tokens
     rubrics: tuple[str, ...]  # rubric labels
     rubric_sources: tuple[str, ...]  # resolved rubric files: `mergescope judge RUN` reuses them
     complete: bool

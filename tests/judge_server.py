@@ -169,6 +169,9 @@ class JudgeServer:
     """A running stand-in judge; use as a context manager."""
 
     default: Behaviour = honest
+    # The model's context in tokens: when set, GET /v1/models reports it as vLLM does (`max_model_len`) and
+    # POST /tokenize counts a chat's words as its tokens; when None both routes are absent (HTTP 501/404).
+    context: int | None = None
     requests: list[dict] = field(default_factory=list)
     auth_headers: list[str | None] = field(default_factory=list)
     script: deque = field(default_factory=deque)
@@ -201,10 +204,27 @@ class JudgeServer:
         self._http.server_close()
 
 
+def word_count(messages: list[dict]) -> int:
+    """The stand-in's token count of a chat: its words."""
+    return sum(len(m["content"].split()) for m in messages)
+
+
 def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if server.context is None or not self.path.endswith("/models"):
+                return self._send(404, b'{"error": "not found"}')
+            self._send(200, json.dumps({"object": "list", "data": [
+                {"id": "stand-in-judge", "object": "model", "max_model_len": server.context}]}).encode())
+
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path.endswith("/tokenize"):
+                if server.context is None:
+                    return self._send(404, b'{"error": "not found"}')
+                count = word_count(request["messages"])
+                return self._send(200, json.dumps({"count": count, "max_model_len": server.context,
+                                                   "tokens": list(range(count))}).encode())
             reply = server.next_behaviour(request, self.headers.get("Authorization"))(request)
             time.sleep(reply.delay)
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply.content}}
@@ -213,8 +233,11 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             body = reply.body if reply.body is not None else json.dumps({
                 "id": "chatcmpl-test", "object": "chat.completion", "model": request.get("model"),
                 "choices": [choice]}).encode()
+            self._send(reply.status, body)
+
+        def _send(self, status: int, body: bytes) -> None:
             try:
-                self.send_response(reply.status)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -106,7 +106,7 @@ def test_a_judge_failing_every_retry_raises_a_clear_message(server, tmp_path):
     server.default = js.status(500)
     client = ChatClient(JudgeEndpoint(url=server.url, model="m", **FAST))
     with pytest.raises(JudgeUnavailable) as caught:
-        client.complete([{"role": "user", "content": "hi"}], seed=0)
+        client.complete([{"role": "user", "content": "hi"}], seed=0, max_tokens=64)
     assert len(server.requests) == FAST["max_retries"] + 1
     assert "failed 3 times; last: HTTP 500" in caught.value.one_line()
 
@@ -182,6 +182,40 @@ def test_a_rerun_is_served_from_the_cache(server, tmp_path, rubric):
     assert len(server.requests) == sent + 2
 
 
+# -- the reply budget --------------------------------------------------------------------------------------
+def test_requests_ask_for_the_rubrics_budget_or_the_flags(server, tmp_path, rubric):
+    batch = answers("a", {"add": "43"})
+    grade(session_for(server, tmp_path), rubric, batch, samples=1)
+    grade(session_for(server, tmp_path, max_tokens=40), rubric, batch, samples=1)
+    assert [r["max_tokens"] for r in server.requests] == [rubric.judge_max_tokens, 40]  # a new budget: asked again
+
+
+def test_a_judge_that_reports_its_context_gets_what_the_prompt_leaves(tmp_path, rubric):
+    with js.JudgeServer(context=600) as server:
+        judged = grade(session_for(server, tmp_path), rubric, answers("a", {"add": "43"}), samples=1)
+    (request,) = server.requests
+    assert len(judged) == 2 and request["max_tokens"] == min(rubric.judge_max_tokens, 600 - js.word_count(request["messages"]))
+    assert request["max_tokens"] < rubric.judge_max_tokens  # capped: 512 would overflow 600
+
+
+def test_a_rubric_longer_than_the_judges_context_is_refused_naming_both_numbers(tmp_path, rubric):
+    with js.JudgeServer(context=50) as server:
+        session = session_for(server, tmp_path)
+        with pytest.raises(ConfigError, match=r"rubric mini's grading prompt takes \d+ tokens before any answer, "
+                                              r"but judge stand-in-judge's context is 50 tokens"):
+            session.check_fits(rubric, pairwise=False)
+        assert not server.requests  # nothing was asked of the judge
+
+
+def test_one_answer_too_long_for_the_context_leaves_only_its_judgment_missing(tmp_path, rubric):
+    with js.JudgeServer(context=300) as server:
+        session = session_for(server, tmp_path)
+        session.check_fits(rubric, pairwise=True)
+        judged = grade(session, rubric, answers("a", {"add": "43", "sub": "word " * 400}), samples=1)
+    assert {j.question_id for j in judged} == {"add"} and len(server.requests) == 1
+    assert "does not fit judge stand-in-judge's context of 300 tokens" in session.failure
+
+
 # -- probability-weighted scores ----------------------------------------------------------------------------
 def test_logprobs_are_asked_for_kept_in_the_cache_and_weight_each_score(server, tmp_path, rubric):
     batch = answers("a", {"add": "43", "sub": "12"})
@@ -230,7 +264,7 @@ def test_the_stand_in_does_obey_an_undelimited_instruction(server):
     server.default = js.obeying
     client = ChatClient(JudgeEndpoint(url=server.url, model="m", **FAST))
     prompt = f'Grade this answer: 12. {js.HOSTILE}\nReply {{"scores": {{"correctness": <integer 1-5>}}}}'
-    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0).text) == {"scores": {"correctness": 5}}
+    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0, max_tokens=64).text) == {"scores": {"correctness": 5}}
 
 
 # -- self-preference ------------------------------------------------------------------------------------------

@@ -106,14 +106,15 @@ def test_a_judge_going_down_marks_judging_incomplete_and_rejudging_completes_it(
     assert len(server.requests) == sent + 8
 
 
-def run_with_answers(run_dir: Path) -> Path:
-    """A finished run whose subjects' answers are stored, so `mergescope judge` loads no model."""
+def run_with_answers(run_dir: Path, texts: dict[str, dict[str, str]] | None = None) -> Path:
+    """A finished run whose subjects' answers (`texts` by subject, by question) are stored, so `mergescope judge`
+    loads no model; by default every subject answered both questions right."""
     from mergescope.scoring import judge_store
 
+    texts = texts or {s: {"add": "43", "sub": "48"} for s in ("parent-arith", "parent-facts", "cand1")}
     store = store_with_subjects(run_dir)
     judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [a for s in ("parent-arith", "parent-facts", "cand1")
-                                      for a in answers(s, {"add": "43", "sub": "48"})])
+    judge_store.write_answers(store, [a for subject, given in texts.items() for a in answers(subject, given)])
     store.close()
     return run_dir
 
@@ -137,6 +138,28 @@ def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
     weighted = sqlite3.connect(run_dir / "results.sqlite").execute(
         "SELECT DISTINCT expected_score FROM judgments").fetchall()
     assert weighted == [(4.75,)]
+
+
+def test_the_judge_command_sends_the_judge_max_tokens_and_records_it(server, tmp_path, rubric):
+    run_dir = run_with_answers(tmp_path / "run")
+    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "m",
+                                       "--rubric", rubric.source, "--judge-max-tokens", "33"])
+    assert outcome.exit_code == 0, outcome.output
+    assert {r["max_tokens"] for r in server.requests} == {33}
+    assert judging_meta(ResultsStore(run_dir / "results.sqlite")).max_tokens == 33
+
+
+def test_a_sweep_whose_judge_context_is_too_short_stops_before_any_merge(zoo, tmp_path, rubric):
+    spec = tmp_path / "one_merge.yaml"
+    spec.write_text("name: one_merge\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
+    with js.JudgeServer(context=40) as short:
+        outcome = CliRunner().invoke(app, [
+            "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")), "--sweep", str(spec),
+            "--tasks", "zoo_arith", "--limit", "4", "--out", str(tmp_path / "run"), "--backend", "hf",
+            "--judge-url", short.url, "--judge-model", "stand-in-judge", "--rubric", rubric.source])
+    assert outcome.exit_code == 2, outcome.output
+    assert "but judge stand-in-judge's context is 40 tokens" in outcome.output and "--max-model-len" in outcome.output
+    assert not short.requests and not list((tmp_path / "run").rglob("*.safetensors"))
 
 
 # -- a real zoo sweep with a judge -------------------------------------------------------------------------------

@@ -7,22 +7,32 @@ import json
 import math
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from mergescope.backends import BACKENDS, create_backend
 from mergescope.backends.hf import HFBackend
 from mergescope.backends.vllm import engine_signature
+from mergescope.cli import app
 from mergescope.errors import ConfigError, PrerequisiteError
 from mergescope.options import EngineOptions, Plugin
 from mergescope.scoring.lmeval import evaluate, resolve_tasks
+from test_judge import rubric  # noqa: F401  (fixture)
+from test_judge_run import run_with_answers
+
+# Answers that differ between subjects, so that no judge request repeats another.
+DISTINCT_ANSWERS = {"parent-arith": {"add": "43", "sub": "40"}, "parent-facts": {"add": "3", "sub": "Veapoux"},
+                    "cand1": {"add": "44", "sub": "48"}}
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,10 +228,24 @@ def test_sweep_with_the_vllm_backend_scores_what_hf_scores(vllm_sweep):
     assert tables["vllm"] and tables["vllm"] == tables["hf"]
 
 
-@pytest.mark.vllm
-@pytest.mark.slow
-def test_served_candidate_answers_through_the_openai_backend_as_hf_does(vllm_sweep, zoo, hf):
-    """`mergescope serve ID --run RUN` merges the candidate again (its merge was deleted) and serves it."""
+@dataclass(frozen=True)
+class Served:
+    """`mergescope serve` running one of a run's candidates (vLLM's server is its child)."""
+
+    process: subprocess.Popen
+    port: int
+    name: str  # the served model name: the candidate's id
+    merged: Path
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@pytest.fixture(scope="module")
+def served(vllm_sweep):
+    """`mergescope serve ID --run RUN` on the sweep's first candidate, whose merge was deleted (serve merges it
+    again); shared by the tests below, the last of which stops it with SIGTERM."""
     import shutil
 
     from mergescope.store import ResultsStore
@@ -232,34 +256,69 @@ def test_served_candidate_answers_through_the_openai_backend_as_hf_does(vllm_swe
     store.close()
     shutil.rmtree(run / "merges" / candidate_id)
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mergescope", "serve", candidate_id, "--run", str(run),
-                               "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "mergescope", "serve", candidate_id, "--run", str(run),
+                                "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     try:
-        base_url = f"http://127.0.0.1:{port}/v1"
-        _wait_for_server(base_url, server)
-        merged = run / "merges" / candidate_id
-        backend = create_backend("openai", base_url=base_url)
-        lm = backend.load(merged)
-        hf.load(merged)
-        assert backend.generate(PROMPTS, max_tokens=12) == hf.generate(PROMPTS, max_tokens=12)
-        suite = resolve_tasks(zoo.task_names()[:1], [zoo.task_yaml_dir()], limit=8)
-        assert _scores(evaluate(lm, suite, candidate_id)) == _scores(evaluate(hf.load(merged), suite, candidate_id))
-        with pytest.raises(ConfigError, match="cannot swap weights"):
-            backend.load(zoo.model_path("base"))
-        # SIGTERM to serve alone (as a supervisor sends it) ends vLLM's server and its engine, freeing the port.
-        descendants = psutil.Process(server.pid).children(recursive=True)
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=90) == 128 + signal.SIGTERM
-        _, alive = psutil.wait_procs(descendants, timeout=30)
-        assert alive == []
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", port))
+        served = Served(process, port, candidate_id, run / "merges" / candidate_id)
+        _wait_for_server(served.base_url, process)
+        yield served
     finally:
-        if server.poll() is None:  # serve stops vLLM's server, which lives in a process group of its own
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=90)
+        if process.poll() is None:  # serve stops vLLM's server, which lives in a process group of its own
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=90)
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_served_candidate_answers_through_the_openai_backend_as_hf_does(served, zoo, hf):
+    backend = create_backend("openai", base_url=served.base_url)
+    lm = backend.load(served.merged)
+    hf.load(served.merged)
+    assert backend.generate(PROMPTS, max_tokens=12) == hf.generate(PROMPTS, max_tokens=12)
+    suite = resolve_tasks(zoo.task_names()[:1], [zoo.task_yaml_dir()], limit=8)
+    assert _scores(evaluate(lm, suite, served.name)) == _scores(evaluate(hf.load(served.merged), suite, served.name))
+    with pytest.raises(ConfigError, match="cannot swap weights"):
+        backend.load(zoo.model_path("base"))
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_a_zoo_model_on_vllms_own_server_judges_a_run(served, tmp_path, rubric):
+    """Grading, pairwise and logprobs against the real server: every request succeeds; what the tiny judge
+    cannot format is stored as missing with its parse status and raw text; a rerun is served from the cache."""
+    run_dir = run_with_answers(tmp_path / "run", DISTINCT_ANSWERS)
+    command = ["judge", str(run_dir), "--judge-url", served.base_url, "--judge-model", served.name,
+               "--rubric", rubric.source, "--judge-logprobs", "5", "--json"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    # 3 subjects x 2 answers graded, and the candidate against 2 parents x 2 questions in both orders
+    assert json.loads(first.output) == {"run": str(run_dir), "subjects": 3, "requests_sent": 6 + 8, "incomplete": []}
+    db = sqlite3.connect(run_dir / "results.sqlite")
+    judgments = db.execute("SELECT score, parse_status, raw_reply, expected_score FROM judgments").fetchall()
+    assert len(judgments) == 6 * 2  # two criteria per reply, parsed or not
+    for score, status, raw, expected in judgments:
+        assert (status == "ok") == (score is not None) and raw is not None
+        assert score is None or 1 <= score <= 5
+        assert expected is None or 1 <= expected <= 5
+    assert db.execute("SELECT count(*) FROM comparisons").fetchone()[0] == 4
+    assert db.execute("SELECT DISTINCT status FROM judge_status").fetchall() == [("complete",)]
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0 and json.loads(again.output)["requests_sent"] == 0
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_sigterm_to_serve_ends_vllms_server_and_frees_the_port(served):
+    """SIGTERM to serve alone (as a supervisor sends it) ends vLLM's server and its engine, freeing the port."""
+    descendants = psutil.Process(served.process.pid).children(recursive=True)
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=90) == 128 + signal.SIGTERM
+    _, alive = psutil.wait_procs(descendants, timeout=30)
+    assert alive == []
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", served.port))
 
 
 def _free_port() -> int:

@@ -3,6 +3,9 @@
 - `ChatClient` posts to URL/chat/completions with a timeout, and retries with exponential backoff on 429,
   5xx, timeouts, connection errors and malformed bodies; a 401/403 fails at once with a clear message.
   The API key comes from an environment variable and is only ever put in the request header.
+- A request asks for the rubric's `judge_max_tokens` (or `--judge-max-tokens`) reply tokens, fewer where the
+  judge's context leaves less room: servers that report `max_model_len` in /v1/models (vLLM) are asked how
+  long each prompt is (vLLM's /tokenize). A prompt that cannot fit at all is a one-line error naming both numbers.
 - `JudgmentCache` keeps every raw reply in a SQLite file under a hash of (judge model, rubric name and
   version, mode, question, answers, sample index, temperature), so a rerun sends no request twice.
 - `grade` (absolute, all criteria in one call) and `compare` (pairwise, both orders) turn replies into
@@ -43,7 +46,7 @@ class JudgeEndpoint:
     model: str
     api_key_env: str = DEFAULT_API_KEY_ENV
     temperature: float = 0.0
-    max_tokens: int = 1024
+    max_tokens: int | None = None  # None: each rubric's judge_max_tokens
     timeout_s: float = 60.0
     max_retries: int = 4
     backoff_s: float = 1.0
@@ -51,10 +54,22 @@ class JudgeEndpoint:
     logprobs: int = 0  # top alternatives asked per token (0: none); the endpoint must support `top_logprobs`
 
     @property
+    def api_url(self) -> str:
+        """The API's root, e.g. http://host:8000/v1 (`url` without a trailing /chat/completions)."""
+        return self.url.rstrip("/").removesuffix("/chat/completions")
+
+    @property
     def completions_url(self) -> str:
-        """The chat-completions URL: `url` itself if it names the route, else URL/chat/completions."""
-        url = self.url.rstrip("/")
-        return url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+        return f"{self.api_url}/chat/completions"
+
+    @property
+    def tokenize_url(self) -> str:
+        """vLLM's prompt-counting route, which sits beside /v1 rather than under it."""
+        return f"{self.api_url.removesuffix('/v1')}/tokenize"
+
+    def reply_tokens(self, rubric: Rubric) -> int:
+        """The reply budget asked for with every request about `rubric`."""
+        return self.max_tokens or rubric.judge_max_tokens
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,14 @@ class ChatReply:
 
 class JudgeUnavailable(MergescopeError):
     """The judge endpoint kept failing after every retry (down, overloaded, or answering garbage)."""
+
+
+class PromptTooLong(JudgeUnavailable):
+    """One prompt (its answers included) is longer than the judge's context: that request cannot be sent."""
+
+
+# Asking the server about its context must not hold a run up for a judge's full reply timeout.
+PROBE_TIMEOUT_S = 10.0
 
 
 def backoff_delay(backoff_s: float, attempt: int) -> float:
@@ -83,10 +106,10 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {os.environ[endpoint.api_key_env]}"} if self.key_sent else {}
         self._http = httpx.Client(timeout=endpoint.timeout_s, headers=headers)
 
-    def complete(self, messages: list[dict[str, str]], seed: int) -> ChatReply:
+    def complete(self, messages: list[dict[str, str]], seed: int, max_tokens: int) -> ChatReply:
         """The judge's reply to `messages` (empty text when it answered with no content)."""
         payload = {"model": self.endpoint.model, "messages": messages, "temperature": self.endpoint.temperature,
-                   "max_tokens": self.endpoint.max_tokens, "seed": seed}
+                   "max_tokens": max_tokens, "seed": seed}
         if self.endpoint.logprobs:
             payload |= {"logprobs": True, "top_logprobs": self.endpoint.logprobs}
         reason = "no attempt made"
@@ -122,6 +145,27 @@ class ChatClient:
             return ChatReply(choice["message"]["content"] or "", _tokens(choice.get("logprobs"))), ""
         except (ValueError, KeyError, IndexError, TypeError):
             return None, f"malformed response body: {' '.join(response.text.split())[:120]!r}"
+
+    def context_length(self) -> int | None:
+        """The judge model's context in tokens where /v1/models reports it (vLLM's `max_model_len`), else None."""
+        try:
+            response = self._http.get(f"{self.endpoint.api_url}/models", timeout=PROBE_TIMEOUT_S)
+            entries = response.json().get("data", []) if response.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        entry = next((e for e in entries if isinstance(e, dict) and e.get("id") == self.endpoint.model), {})
+        length = entry.get("max_model_len")
+        return length if isinstance(length, int) and length > 0 else None
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> int | None:
+        """The prompt length of `messages` in the judge's tokens where the server counts them (vLLM), else None."""
+        payload = {"model": self.endpoint.model, "messages": messages, "add_generation_prompt": True}
+        try:
+            response = self._http.post(self.endpoint.tokenize_url, json=payload, timeout=PROBE_TIMEOUT_S)
+            count = response.json().get("count") if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        return count if isinstance(count, int) else None
 
     def _auth_message(self, status: int) -> str:
         sent = (f"the key in ${self.endpoint.api_key_env} was rejected" if self.key_sent
@@ -178,13 +222,14 @@ class JudgeRequest:
     key: str
     messages: tuple[dict[str, str], ...]
     sample: int
+    max_tokens: int  # the reply budget asked for; capped by the judge's context when sent
 
 
 def cache_key(endpoint: JudgeEndpoint, rubric: Rubric, mode: str, question: str, answers: tuple[str, ...],
               sample: int) -> str:
     """The hex digest naming one judgment: same judge, rubric version, question, answers and sample -> same reply."""
     identity = [endpoint.model, rubric.name, str(rubric.version), mode, question, list(answers), sample,
-                endpoint.temperature]
+                endpoint.temperature, endpoint.reply_tokens(rubric)]
     if endpoint.logprobs:  # a reply kept without its tokens cannot be weighted: ask again (older keys unchanged)
         identity.append(endpoint.logprobs)
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
@@ -197,10 +242,40 @@ class JudgeSession:
         self.endpoint = endpoint
         self.client = ChatClient(endpoint)
         self.cache = JudgmentCache(cache_path)
+        self.context = self.client.context_length()  # None: the server does not say; requests go out uncapped
         self.failure: str | None = None
         self.requests_sent = 0
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
+
+    def check_fits(self, rubric: Rubric, pairwise: bool) -> None:
+        """Refuse a rubric whose prompts, before any answer is put in, are already longer than the judge's context."""
+        if self.context is None:
+            return
+        question = max(rubric.questions, key=lambda q: len(q.question) + len(q.reference or ""))
+        prompts = {"grading": grading_messages(rubric, question, "")}
+        if pairwise:
+            prompts["pairwise"] = pairwise_messages(rubric, question, "", "")
+        for mode, messages in prompts.items():
+            length = self.client.prompt_tokens(messages)
+            if length is not None and length >= self.context:
+                raise ConfigError(
+                    f"rubric {rubric.name}'s {mode} prompt takes {length} tokens before any answer, but judge "
+                    f"{self.endpoint.model}'s context is {self.context} tokens",
+                    hint="serve the judge with a longer context (vLLM --max-model-len) or shorten the rubric's "
+                         "templates and system prompt")
+
+    def reply_budget(self, request: JudgeRequest) -> int:
+        """The request's reply tokens, fewer where the judge's context leaves less room after its prompt."""
+        if self.context is None:
+            return request.max_tokens
+        length = self.client.prompt_tokens(list(request.messages))
+        if length is None:
+            return min(request.max_tokens, self.context)
+        if length >= self.context:
+            raise PromptTooLong(f"a prompt of {length} tokens does not fit judge {self.endpoint.model}'s context "
+                                f"of {self.context} tokens", hint="serve the judge with a longer --max-model-len")
+        return min(request.max_tokens, self.context - length)
 
     def replies(self, requests: list[JudgeRequest]) -> dict[str, ChatReply]:
         """Replies by request key: cached ones for free, the others fetched concurrently while the judge works."""
@@ -232,10 +307,11 @@ class JudgeSession:
     def _fetch(self, request: JudgeRequest) -> ChatReply | None:
         if self._stop.is_set():
             return None
+        max_tokens = self.reply_budget(request)  # PromptTooLong leaves this request unjudged, not the others
         with self._count_lock:
             self.requests_sent += 1
         try:
-            return self.client.complete(list(request.messages), seed=request.sample)
+            return self.client.complete(list(request.messages), seed=request.sample, max_tokens=max_tokens)
         except MergescopeError:
             # Set here, in the worker, so that no queued request starts before the caller sees the failure;
             # a rejected key (ConfigError) fails every request alike and is re-raised by the caller.
@@ -256,7 +332,8 @@ def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples:
         for sample in range(samples):
             key = cache_key(session.endpoint, rubric, "grade", question.question, (answer.answer,), sample)
             messages = tuple(grading_messages(rubric, question, answer.answer))
-            requests[(answer.question_id, sample)] = JudgeRequest(key, messages, sample)
+            requests[(answer.question_id, sample)] = JudgeRequest(key, messages, sample,
+                                                                  session.endpoint.reply_tokens(rubric))
     replies = session.replies(list(requests.values()))
     judgments = []
     for answer in answers:
@@ -285,7 +362,8 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
                 shown = (first.answer, second.answer)
                 key = cache_key(session.endpoint, rubric, "pairwise", question.question, shown, sample)
                 messages = tuple(pairwise_messages(rubric, question, first.answer, second.answer))
-                requests[(mine.question_id, sample, order)] = JudgeRequest(key, messages, sample)
+                requests[(mine.question_id, sample, order)] = JudgeRequest(key, messages, sample,
+                                                                           session.endpoint.reply_tokens(rubric))
     replies = session.replies(list(requests.values()))
     comparisons = []
     for mine, other in pairs:

@@ -45,16 +45,19 @@ class JudgeSettings:
     max_retries: int = 4
     backoff_s: float = 1.0
     logprobs: int = 0  # >0: ask for that many top alternatives per token and keep probability-weighted scores
+    max_tokens: int | None = None  # the judge's reply budget; None: each rubric's judge_max_tokens
     cache_path: Path | None = None  # default: RUN/judge_cache.sqlite
 
     def endpoint(self) -> JudgeEndpoint:
         return JudgeEndpoint(url=self.url, model=self.model, api_key_env=self.api_key_env,
-                             temperature=self.temperature, timeout_s=self.timeout_s, max_retries=self.max_retries,
-                             backoff_s=self.backoff_s, concurrency=self.concurrency, logprobs=self.logprobs)
+                             temperature=self.temperature, max_tokens=self.max_tokens, timeout_s=self.timeout_s,
+                             max_retries=self.max_retries, backoff_s=self.backoff_s, concurrency=self.concurrency,
+                             logprobs=self.logprobs)
 
 
 def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path],
-                api_key_env: str = DEFAULT_API_KEY_ENV, logprobs: int = 0) -> JudgeSettings | None:
+                api_key_env: str = DEFAULT_API_KEY_ENV, logprobs: int = 0,
+                max_tokens: int | None = None) -> JudgeSettings | None:
     """The judge a sweep's options ask for (None without --judge-url and --rubric), checked for a model and a rubric."""
     if not url and not rubrics:
         return None
@@ -62,7 +65,7 @@ def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path
         raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
                           hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric judges/zoo_skills.yaml")
     return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics), api_key_env=api_key_env,
-                         logprobs=logprobs)
+                         logprobs=logprobs, max_tokens=max_tokens)
 
 
 @dataclass
@@ -80,6 +83,8 @@ class RunJudging:
         self.rubrics = [find_rubric(r) for r in self.settings.rubrics]
         judge_store.ensure_tables(self.store)
         self.session = JudgeSession(self.settings.endpoint(), self.settings.cache_path or self.run_dir / CACHE_NAME)
+        for rubric in self.rubrics:  # before any model is merged or asked: a judge too short for the rubric
+            self.session.check_fits(rubric, self.settings.pairwise)
 
     def answer_requests(self) -> tuple[AnswerRequest, ...]:
         """What each subject must answer for the rubrics: asked of the worker that serves the subject."""
@@ -159,7 +164,8 @@ class RunJudging:
             write_judging_meta(self.store, JudgingMeta(
                 judge_model=self.settings.model, judge_url=self.settings.url, samples=self.settings.samples,
                 temperature=self.settings.temperature, pairwise=self.settings.pairwise,
-                logprobs=self.settings.logprobs, rubrics=tuple(r.label for r in self.rubrics),
+                logprobs=self.settings.logprobs, max_tokens=self.settings.max_tokens,
+                rubrics=tuple(r.label for r in self.rubrics),
                 rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics),
                 complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure))
             return incomplete

@@ -129,6 +129,9 @@ class Rubric(Strict):
     grading_template: str = DEFAULT_GRADING_TEMPLATE
     pairwise_template: str = DEFAULT_PAIRWISE_TEMPLATE
     generation: Generation = Generation()
+    # The judge's reply budget: the asked-for reply (two or three sentences and one JSON object) fits with room
+    # to spare. `--judge-max-tokens` overrides it; a judge with a short context gets what its context leaves.
+    judge_max_tokens: int = Field(default=512, ge=16, le=32768)
     questions: list[Question] = Field(min_length=1)
     source: str | None = Field(default=None, exclude=True)
 

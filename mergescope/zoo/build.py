@@ -39,8 +39,9 @@ from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa
 
 BLOCK_SIZE = 64
 # Training reads 64-token blocks; the context is longer so that a zoo model can serve as the judge of a rubric
-# (its grading prompt is ~500 tokens). RoPE has no position weights: the trained weights do not depend on it.
-MAX_POSITIONS = 1024
+# (judges/zoo_skills.yaml: 1077 tokens to grade, 1145 to compare). RoPE has no position weights: the trained
+# weights do not depend on it (checked: byte-identical to a zoo built with 128 positions).
+MAX_POSITIONS = 2048
 MAX_GEN_TOKS = 8
 DEV_EVERY = 100
 # Pre-training reads general text and the world's lands; fine-tunes use a third of its rate and no weight
