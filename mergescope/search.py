@@ -362,7 +362,9 @@ def _evaluate_batch(store: ResultsStore, plan: SearchPlan, proposals: list[Propo
     from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
 
     record_slerp_diagnostics(store, new)
-    batch_plan = dataclasses.replace(plan.run, candidates=new, subjects=candidate_subjects(new))
+    # one progress bar per batch would flood the terminal: each trial's scores are printed instead
+    batch_plan = dataclasses.replace(plan.run, candidates=new, subjects=candidate_subjects(new),
+                                     executor_options=dataclasses.replace(plan.run.executor_options, progress=False))
     incomplete += evaluate_subjects(batch_plan.subjects, store, batch_plan, settings)
     return len(new)
 
