@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from mergescope.analysis.itemscores import SELECTION_HALF, item_halves
 from mergescope.analysis.run import primary_metric
+from mergescope.analysis.search import non_dominated
 from mergescope.analysis.run_analysis import AnalysisSettings
 from mergescope.candidates import block_candidates, validate_with_mergekit
 from mergescope.config import SweepSpec
@@ -386,12 +388,16 @@ def _store_trial(store: ResultsStore, proposal: Proposal, meta: SearchMeta, obje
 
 
 def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems) -> None:
-    """The best `finalists` trials by fitness, with their objective on the whole selection half beside it."""
-    rows = store.query("SELECT number, subject_id FROM search_trials WHERE objective IS NOT NULL"
-                       " ORDER BY objective DESC, number LIMIT ?", plan.meta.finalists)
+    """Mark the best `finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean) and
+    store their objective on the whole selection half beside it."""
+    rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
+                       " ORDER BY objective DESC, number")
+    if plan.meta.objective == "pareto":
+        front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
+        rows = [row for row, kept in zip(rows, front) if kept]
     with store.transaction() as db:
         db.execute("UPDATE search_trials SET finalist = 0, full_objective = NULL")
-        for row in rows:
+        for row in rows[:plan.meta.finalists]:
             full = task_objectives(store, row["subject_id"], fitness, fitness.full)
             db.execute("UPDATE search_trials SET finalist = 1, full_objective = ? WHERE number = ?",
                        (nan_to_null(sum(full.values()) / len(full)), row["number"]))

@@ -220,3 +220,65 @@ def test_a_resumed_search_with_another_seed_or_space_or_too_many_fitness_items_i
     _refused(_search_args(zoo, tmp_path / "fresh", "--fitness-items", "999"), "--fitness-items 999", "selection half")
     assert rows(copy, "SELECT * FROM search_trials ORDER BY number") == before
     assert rows(tmp_path / "fresh", "SELECT count(*) AS n FROM subjects WHERE kind = 'candidate'") == [{"n": 0}]
+
+
+# -- a fitness subset and a Pareto objective ---------------------------------------------------------------
+
+FITNESS_ITEMS, FINALISTS = 3, 2
+
+
+@pytest.fixture(scope="module")
+def pareto_searched(zoo, tmp_path_factory):
+    """An NSGA-II search with one objective per task, trials scored on FITNESS_ITEMS selection-half items per task."""
+    settings = settings_for(zoo, tmp_path_factory.mktemp("pareto") / "run", budget=4, sampler="nsga2",
+                            objective="pareto", fitness_items=FITNESS_ITEMS, finalists=FINALISTS)
+    return settings, search(settings)
+
+
+def _subset(hashes: list[str]) -> list[str]:
+    """The fitness subset by its definition: the items whose seeded (seed 0) SHA-256 sorts first."""
+    return sorted(hashes, key=lambda h: hashlib.sha256(f"fitness:0:{h}".encode()).hexdigest())[:FITNESS_ITEMS]
+
+
+def _selection_means(run_dir, subject_id: str, subset: bool) -> dict[str, float]:
+    items = rows(run_dir, "SELECT task, doc_hash, value FROM items WHERE subject_id = ? AND metric LIKE 'exact_match%'",
+                 subject_id)
+    means = {}
+    for task in sorted({i["task"] for i in items}):
+        values = {i["doc_hash"]: i["value"] for i in items if i["task"] == task and _selection_half(i["doc_hash"])}
+        chosen = _subset(sorted(values)) if subset else list(values)
+        means[task] = np.mean([values[h] for h in chosen])
+    return means
+
+
+@pytest.mark.slow
+def test_trials_are_scored_on_the_fitness_subset_and_finalists_on_the_whole_selection_half(pareto_searched):
+    _, result = pareto_searched
+    trials = rows(result.run_dir, "SELECT * FROM search_trials ORDER BY number")
+    for trial in trials:
+        expected = _selection_means(result.run_dir, trial["subject_id"], subset=True)
+        assert json.loads(trial["task_objectives"]) == pytest.approx(expected)
+        assert trial["n_items"] == FITNESS_ITEMS * len(expected)
+    finalists = [t for t in trials if t["finalist"]]
+    assert 1 <= len(finalists) <= FINALISTS
+    for trial in finalists:
+        full = _selection_means(result.run_dir, trial["subject_id"], subset=False)
+        assert trial["full_objective"] == pytest.approx(np.mean(list(full.values())))
+    assert all(t["full_objective"] is None for t in trials if not t["finalist"])
+
+
+@pytest.mark.slow
+def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_path):
+    _, result = pareto_searched
+    trials = rows(result.run_dir, "SELECT * FROM search_trials ORDER BY number")
+    objectives = [list(json.loads(t["task_objectives"]).values()) for t in trials]
+    dominated = [any(all(o >= s for o, s in zip(other, own)) and other != own for other in objectives)
+                 for own in objectives]
+    analysis = analyse_search(load_run(result.run_dir), seed=0, alpha=0.05)
+    assert list(analysis.trials.non_dominated) == [not d for d in dominated]
+    finalists = [t for t in trials if t["finalist"]]
+    assert all(not dominated[t["number"]] for t in finalists)
+    assert analysis.chosen == max(finalists, key=lambda t: (t["full_objective"], -t["number"]))["number"]
+    html = write_report(result.run_dir, tmp_path / "report").read_text()
+    for element in ('id="search-pareto"', 'id="search-finalists"', 'id="plot-search_pareto"', 'id="search-reported"'):
+        assert element in html

@@ -58,7 +58,8 @@ def analyse_search(run: RunData, seed: int, alpha: float) -> SearchAnalysis | No
 
 
 def _chosen(trials: pd.DataFrame, meta: SearchMeta) -> int | None:
-    """The chosen trial: the best whole-selection-half objective among the finalists (ties: the earliest)."""
+    """The chosen trial: the best mean selection objective (of a Pareto search: among its non-dominated trials);
+    with a fitness subset, the best finalist by its whole selection half. Ties: the earliest trial."""
     pool = trials[trials.non_dominated] if meta.objective == "pareto" else trials
     score = pool.full_objective.where(pool.finalist.astype(bool)) if meta.fitness_items else pool.objective
     score = score.dropna()
