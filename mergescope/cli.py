@@ -135,7 +135,7 @@ def search(
     parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
-    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random, nsga2 (or grid: every point of a stepped space).")] = "tpe",
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
     seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
     objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean",
     fitness_items: Annotated[Optional[int], typer.Option(help="Score trials on K seeded selection-half items per task.")] = None,

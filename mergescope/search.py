@@ -54,51 +54,35 @@ CREATE TABLE IF NOT EXISTS search_trials (
 
 @dataclass(frozen=True)
 class SamplerKind:
-    """An Optuna sampler: how to make one from a seed (and the space), and what it can search."""
+    """An Optuna sampler: how to make one from a seed, and what it can search."""
 
-    create: Callable[[int, SearchSpace], Any]  # (seed, space) -> optuna.samplers.BaseSampler
+    create: Callable[[int], Any]  # seed -> optuna.samplers.BaseSampler
     multi_objective: bool
     needs_numeric: bool = False  # CMA-ES models numbers only (it hands categorical parameters to a random sampler)
-    needs_grid: bool = False  # every value discrete (stepped ranges, choices) in a single block
 
 
-def _tpe(seed: int, _space: SearchSpace):
+def _tpe(seed: int):
     import optuna
 
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _cmaes(seed: int, _space: SearchSpace):
+def _cmaes(seed: int):
     import optuna
 
     return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
 
 
-def _random(seed: int, _space: SearchSpace):
+def _random(seed: int):
     import optuna
 
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _nsga2(seed: int, _space: SearchSpace):
+def _nsga2(seed: int):
     import optuna
 
     return optuna.samplers.NSGAIISampler(seed=seed)
-
-
-def _grid(seed: int, space: SearchSpace):
-    import optuna
-
-    return optuna.samplers.GridSampler({leaf.name: grid_values(leaf) for leaf in block_leaves(space, 0)}, seed=seed)
-
-
-def grid_values(leaf: Leaf) -> list[Any]:
-    """Every value a discrete leaf can take, as `_suggest` suggests them (choices by their JSON text)."""
-    distribution = leaf.distribution
-    if isinstance(distribution, Range):
-        steps = round((distribution.high - distribution.low) / distribution.step)
-        return [distribution.low + k * distribution.step for k in range(steps + 1)]
-    return [json.dumps(v) for v in distribution.values()]
 
 
 SAMPLERS: dict[str, SamplerKind] = {
@@ -106,7 +90,6 @@ SAMPLERS: dict[str, SamplerKind] = {
     "cmaes": SamplerKind(_cmaes, multi_objective=False, needs_numeric=True),
     "random": SamplerKind(_random, multi_objective=True),
     "nsga2": SamplerKind(_nsga2, multi_objective=True),
-    "grid": SamplerKind(_grid, multi_objective=True, needs_grid=True),  # the full grid of a stepped space, shuffled
 }
 OBJECTIVES = ("mean", "pareto")  # the mean of the tasks' primary metrics, or one objective per task
 
@@ -151,8 +134,6 @@ def plan_search(settings: SearchSettings) -> SearchPlan:
     if kind.needs_numeric and not any(isinstance(leaf.distribution, Range) for leaf in _all_leaves(space)):
         raise ConfigError(f"--sampler {settings.sampler}: {settings.space} has only categorical parameters, which "
                           "CMA-ES cannot model", hint="use --sampler tpe or random, or give the space a {low, high} range")
-    if kind.needs_grid:
-        _check_grid(space, settings)
     if settings.objective == "pareto" and not kind.multi_objective:
         raise ConfigError(f"--objective pareto: the {settings.sampler} sampler optimises one objective",
                           hint="use --sampler nsga2 or tpe (multi-objective TPE)")
@@ -163,17 +144,6 @@ def plan_search(settings: SearchSettings) -> SearchPlan:
                       fitness_items=settings.fitness_items, finalists=settings.finalists, batch_size=workers,
                       halves_seed=AnalysisSettings().seed, budget=settings.budget)
     return SearchPlan(space, run, meta, settings)
-
-
-def _check_grid(space: SearchSpace, settings: SearchSettings) -> None:
-    if len(space.space) > 1:
-        raise ConfigError(f"--sampler grid: {settings.space} has {len(space.space)} blocks; a grid is one block's",
-                          hint="search one block at a time, or use --sampler tpe or random")
-    continuous = [leaf.name for leaf in block_leaves(space, 0) if isinstance(leaf.distribution, Range)
-                  and leaf.distribution.step is None]
-    if continuous:
-        raise ConfigError(f"--sampler grid: {settings.space}: {continuous[0]} is a continuous range",
-                          hint="give every range a step (e.g. {low: 0, high: 1, step: 0.25})")
 
 
 def _check_counts(settings: SearchSettings) -> None:
@@ -319,17 +289,17 @@ def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
                           hint="resume it with its own space, sampler, seed and options, or choose another --out")
 
 
-def _new_study(meta: SearchMeta, space: SearchSpace, n_tasks: int):
+def _new_study(meta: SearchMeta, n_tasks: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     directions = ["maximize"] * (n_tasks if meta.objective == "pareto" else 1)
-    return optuna.create_study(sampler=SAMPLERS[meta.sampler].create(meta.seed, space), directions=directions)
+    return optuna.create_study(sampler=SAMPLERS[meta.sampler].create(meta.seed), directions=directions)
 
 
 def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]):
     """Ask, evaluate and tell batches of trials until the budget is spent; returns the study and how many were scored."""
-    study = _new_study(plan.meta, plan.space, len(fitness.metrics))
+    study = _new_study(plan.meta, len(fitness.metrics))
     stored = {row["number"]: json.loads(row["params"]) for row in store.query("SELECT number, params FROM search_trials")}
     first_position, evaluated = len(plan.run.subjects), 0
     while len(study.trials) < plan.meta.budget:
