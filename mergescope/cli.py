@@ -173,7 +173,7 @@ def search(
         typer.echo(json.dumps({"run": str(result.run_dir), "trials": result.n_trials, "evaluated": result.n_evaluated,
                                "best_trial": result.best_trial, "best_objective": result.best_objective}, indent=1))
     else:
-        best = f"best trial {result.best_trial} ({result.best_objective:.3f} on the selection half)" \
+        best = f"best trial {result.best_trial} (objective {result.best_objective:.3f}, selection half)" \
             if result.best_trial is not None else "the non-dominated trials are in the report"
         typer.echo(f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
                    f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")

@@ -265,11 +265,12 @@ def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchRe
     with LockedRun(plan.run.run_dir) as store:
         _check_same_search(store, plan)
         open_run(store, plan.run, settings.run)
-        store.set_meta(**{SEARCH_KEY: plan.meta.model_dump(mode="json")})
-        store.connection.executescript(TRIALS_SCHEMA)
         references = [s for s in plan.run.subjects if s.id not in finished_ids(store, settings.run)]
         incomplete = evaluate_subjects(references, store, plan.run, settings.run)
         fitness = fitness_items(store, plan.run.subjects[0].id, plan.meta)
+        # recorded once every input is known good, so that a refused --fitness-items does not bind the run to it
+        store.set_meta(**{SEARCH_KEY: plan.meta.model_dump(mode="json")})
+        store.connection.executescript(TRIALS_SCHEMA)
         study, evaluated = _run_trials(store, plan, fitness, incomplete)
         _rescore_finalists(store, plan, fitness)
     best = _best_trial(study)

@@ -218,6 +218,7 @@ def test_a_resumed_search_with_another_seed_or_space_or_too_many_fitness_items_i
     other[other.index("--space") + 1] = str(SWEEPS_DIR / "space_methods.yaml")
     _refused(other, "holds another search", "space_digest")
     _refused(_search_args(zoo, tmp_path / "fresh", "--fitness-items", "999"), "--fitness-items 999", "selection half")
+    assert "search" not in {r["key"] for r in rows(tmp_path / "fresh", "SELECT key FROM meta")}  # not bound to 999
     assert rows(copy, "SELECT * FROM search_trials ORDER BY number") == before
     assert rows(tmp_path / "fresh", "SELECT count(*) AS n FROM subjects WHERE kind = 'candidate'") == [{"n": 0}]
 
