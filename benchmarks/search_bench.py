@@ -53,7 +53,7 @@ def _grid_objectives(grid_run: Path, space: Path, zoo, limit: int) -> dict[str, 
     plan = plan_search(SearchSettings(run=_settings(zoo, grid_run, limit), space=space, budget=1))
     store = ResultsStore.of_run(grid_run)
     try:
-        fitness = fitness_items(store, plan.run.subjects[0].id, plan.meta)
+        fitness = fitness_items(store, plan.run.subjects[0].id, plan.run.suite.names, plan.meta)
         ids = [row["id"] for row in store.query("SELECT id FROM subjects WHERE kind = 'candidate'")]
         return {i: statistics.mean(task_objectives(store, i, fitness).values()) for i in ids}
     finally:

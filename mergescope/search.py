@@ -208,10 +208,11 @@ class FitnessItems:
     full: dict[str, tuple[str, ...]]  # the whole selection half, for the finalists
 
 
-def fitness_items(store: ResultsStore, reference_id: str, meta: SearchMeta) -> FitnessItems:
-    """The items of a search's objective, read from a scored reference; ConfigError when K exceeds a half."""
+def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...], meta: SearchMeta) -> FitnessItems:
+    """The items of a search's objective on the lm-eval `tasks` (never a judge's scores), read from a scored
+    reference; ConfigError when K exceeds a task's selection half."""
     metrics, items, full = {}, {}, {}
-    for task in [row["task"] for row in store.query("SELECT DISTINCT task FROM scores WHERE subject_id = ?", reference_id)]:
+    for task in tasks:
         metric = primary_metric([r["metric"] for r in store.query(
             "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task)])
         hashes = pd.Index(sorted({r["doc_hash"] for r in store.query(
@@ -267,7 +268,7 @@ def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchRe
         open_run(store, plan.run, settings.run)
         references = [s for s in plan.run.subjects if s.id not in finished_ids(store, settings.run)]
         incomplete = evaluate_subjects(references, store, plan.run, settings.run)
-        fitness = fitness_items(store, plan.run.subjects[0].id, plan.meta)
+        fitness = fitness_items(store, plan.run.subjects[0].id, plan.run.suite.names, plan.meta)
         # recorded once every input is known good, so that a refused --fitness-items does not bind the run to it
         store.set_meta(**{SEARCH_KEY: plan.meta.model_dump(mode="json")})
         store.connection.executescript(TRIALS_SCHEMA)

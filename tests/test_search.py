@@ -283,3 +283,22 @@ def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_p
     html = write_report(result.run_dir, tmp_path / "report").read_text()
     for element in ('id="search-pareto"', 'id="search-finalists"', 'id="plot-search_pareto"', 'id="search-reported"'):
         assert element in html
+
+
+@pytest.mark.slow
+def test_a_judged_search_judges_every_trial_and_ranks_on_lm_eval_tasks_only(zoo, tmp_path):
+    """The sweep's judge stage runs on every trial; the objective still reads only the lm-eval tasks' items."""
+    from judge_server import JudgeServer
+    from mergescope.scoring.judge_run import JudgeSettings
+
+    rubric = SWEEPS_DIR.parent / "judges" / "zoo_skills.yaml"
+    with JudgeServer() as server:
+        judge = JudgeSettings(url=server.url, model="stub-judge", rubrics=(str(rubric),))
+        settings = settings_for(zoo, tmp_path / "run", budget=2)
+        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, judge=judge, tasks=["zoo_arith"]))
+        result = search(settings)
+    assert result.judging_incomplete == []
+    trials = rows(result.run_dir, "SELECT subject_id, task_objectives FROM search_trials")
+    judged = {r["subject_id"] for r in rows(result.run_dir, "SELECT DISTINCT subject_id FROM judgments")}
+    assert {t["subject_id"] for t in trials} <= judged
+    assert all(list(json.loads(t["task_objectives"])) == ["zoo_arith"] for t in trials)
