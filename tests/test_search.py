@@ -302,3 +302,20 @@ def test_a_judged_search_judges_every_trial_and_ranks_on_lm_eval_tasks_only(zoo,
     judged = {r["subject_id"] for r in rows(result.run_dir, "SELECT DISTINCT subject_id FROM judgments")}
     assert {t["subject_id"] for t in trials} <= judged
     assert all(list(json.loads(t["task_objectives"])) == ["zoo_arith"] for t in trials)
+
+
+@pytest.mark.slow
+def test_a_replay_that_proposes_other_trials_than_the_stored_ones_is_refused(searched, zoo, tmp_path):
+    """Stored trials that the seed does not propose (another Optuna, or a damaged store) are not mixed in."""
+    _, first = searched
+    copy = tmp_path / "run"
+    shutil.copytree(first.run_dir, copy)
+    db = sqlite3.connect(copy / "results.sqlite")
+    with db:
+        db.execute("UPDATE search_trials SET params = '{\"t[rest]\": 0.5}' WHERE number = 2")
+    db.close()
+    result = runner.invoke(app, _search_args(zoo, copy))
+    assert result.exit_code == 1
+    assert "trial 2 replays differently from the stored one" in result.output
+    assert rows(copy, "SELECT count(*) AS n FROM search_trials") == [{"n": BUDGET}]
+
