@@ -4,7 +4,7 @@ Each benchmark compares mergescope with the obvious alternative in the same run 
 docstring of each module for what exactly is timed. A benchmark that cannot run here (vLLM not installed)
 is reported as skipped with the reason.
 
-    python benchmarks/run.py [--zoo .cache/zoo] [--only sweep,merge,kinship,vllm]
+    python benchmarks/run.py [--zoo .cache/zoo] [--only sweep,merge,kinship,vllm,search]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import kinship_bench  # noqa: E402
 import merge_bench  # noqa: E402
+import search_bench  # noqa: E402
 import sweep_bench  # noqa: E402
 import vllm_bench  # noqa: E402
 
@@ -41,6 +42,8 @@ BENCHMARKS = {
               merge_bench.run),
     "kinship": ("Kinship of two ~1 GB models: streaming vs load-everything", _kinship),
     "vllm": ("10 candidates on one live vLLM engine with weight swaps vs a fresh engine each", vllm_bench.run),
+    "search": ("Evaluations a tpe / cmaes / random search needs to reach the best objective of a 100-point grid (5 seeds)",
+               search_bench.run),
 }
 
 

@@ -130,6 +130,62 @@ def sweep(
                                    "once the judge answers")
 
 
+@app.command()
+@user_errors
+def search(
+    ctx: typer.Context,
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML, e.g. sweeps/space_lu2024.yaml.")],
+    budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
+    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
+    seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
+    objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean",
+    fitness_items: Annotated[Optional[int], typer.Option(help="Score trials on K seeded selection-half items per task.")] = None,
+    finalists: Annotated[int, typer.Option(help="The best trials rescored on the whole selection half.")] = 3,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
+    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    executor: Annotated[str, typer.Option(help="Where trials run: local, or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address.")] = None,
+    workers: Annotated[int, typer.Option(help="Ray serving actors; each batch asks this many trials at once.")] = 1,
+    as_json: JsonOption = False,
+):
+    """Search a space of merges with an Optuna sampler: every trial a candidate of the run; rerunning resumes."""
+    from mergescope.errors import MergescopeError
+    from mergescope.scoring.judge_run import sweep_judge
+    from mergescope.search import SearchSettings
+    from mergescope.search import search as run_search
+    from mergescope.sweep import SweepSettings
+
+    run = SweepSettings(
+        parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
+        task_paths=list(task_path or []), out=out, backend=backend, limit=limit, progress=not as_json,
+        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, 0), executor=executor,
+        executor_options=_given(ctx, address=address, workers=workers),
+    )
+    result = run_search(SearchSettings(run=run, space=space, budget=budget, sampler=sampler, seed=seed,
+                                       objective=objective, fitness_items=fitness_items, finalists=finalists))
+    if as_json:
+        typer.echo(json.dumps({"run": str(result.run_dir), "trials": result.n_trials, "evaluated": result.n_evaluated,
+                               "best_trial": result.best_trial, "best_objective": result.best_objective}, indent=1))
+    else:
+        best = f"best trial {result.best_trial} (objective {result.best_objective:.3f}, selection half)" \
+            if result.best_trial is not None else "the non-dominated trials are in the report"
+        typer.echo(f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
+                   f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+    if result.judging_incomplete:
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint="rerun the same command once the judge answers")
+
+
 def _given(ctx: typer.Context, **options) -> dict:
     """The options among `options` given on the command line (or from the environment), not left at defaults."""
     # by name: typer vendors its own click, whose ParameterSource is not click's

@@ -29,6 +29,7 @@ MERGES_NAME = "merges"
 # A merge is written into NAME.partial-PID and renamed once complete (merge.py); a leftover one was killed.
 PARTIAL_SUFFIX = ".partial"
 JUDGING_KEY = "judging"
+SEARCH_KEY = "search"
 
 
 def merges_dir(run_dir: Path) -> Path:
@@ -114,6 +115,26 @@ class JudgingMeta(MetaRecord):
     last_error: str | None
 
 
+class SearchMeta(MetaRecord):
+    """What a run's search is (search.py): a resumed search must be the same one, though its budget may grow."""
+
+    space: dict[str, Any]  # the search space as validated
+    space_source: str | None
+    space_digest: str
+    sampler: str
+    seed: int
+    objective: str  # "mean" or "pareto"
+    fitness_items: int | None
+    finalists: int
+    batch_size: int  # trials asked before any is told: part of what the sampler proposes
+    halves_seed: int  # the item halves' seed (the report's analysis seed)
+    budget: int
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed search must share with the stored one."""
+        return self.model_dump(exclude={"budget", "space", "space_source"})
+
+
 def write_run_meta(store: ResultsStore, meta: RunMeta) -> None:
     store.set_meta(**meta.model_dump(mode="json"))
 
@@ -139,8 +160,14 @@ def read_run_meta(run_dir: Path) -> RunMeta | None:
     return _run_meta(meta, Path(run_dir) / STORE_NAME) if meta is not None else None
 
 
+def search_meta(store: ResultsStore) -> SearchMeta | None:
+    """What the run's search is, or None for a run no search wrote."""
+    stored = store.meta().get(SEARCH_KEY)
+    return _validated(SearchMeta, stored, store.path) if stored is not None else None
+
+
 def _run_meta(meta: dict[str, Any], source: Path) -> RunMeta | None:
-    fields = {key: value for key, value in meta.items() if key != JUDGING_KEY}
+    fields = {key: value for key, value in meta.items() if key not in (JUDGING_KEY, SEARCH_KEY)}
     return _validated(RunMeta, fields, source) if fields else None
 
 

@@ -76,10 +76,10 @@ class ResultsStore:
             db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                            [(k, json.dumps(v, default=str)) for k, v in values.items()])
 
-    def plan(self, subjects: list[EvalSubject]) -> None:
-        """Record the subjects a sweep will evaluate, keeping those already finished as they are."""
+    def plan(self, subjects: list[EvalSubject], first_position: int = 0) -> None:
+        """Record the subjects a sweep will evaluate (in order from `first_position`), keeping finished ones as they are."""
         with self.transaction() as db:
-            for position, subject in enumerate(subjects):
+            for position, subject in enumerate(subjects, start=first_position):
                 db.execute(
                     "INSERT INTO subjects (id, kind, label, method, parameters, seed, mix, mergekit_config, path, position)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET position = excluded.position",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tqdm import tqdm
 
@@ -79,6 +79,21 @@ class SweepPlan:
 def plan_sweep(settings: SweepSettings) -> SweepPlan:
     """Check a sweep's spec, options, parents, memory and tasks and expand its candidates; ConfigError on bad input."""
     spec = load_sweep(settings.sweep)
+    return plan_run(settings, spec, lambda parents: checked_candidates(spec, parents))
+
+
+def checked_candidates(spec: SweepSpec, parents: ParentSet) -> list[Candidate]:
+    """The spec's candidates over `parents`, each accepted by mergekit's own config validation."""
+    candidates = expand(spec, parents)
+    for candidate in candidates:
+        validate_with_mergekit(candidate)
+    return candidates
+
+
+def plan_run(settings: SweepSettings, spec: SweepSpec,
+             candidates_of: Callable[[ParentSet], list[Candidate]]) -> SweepPlan:
+    """Check a run's options, parents, memory and tasks, and plan the candidates `candidates_of` gives; ConfigError
+    on bad input. A sweep plans its spec's candidates; a search (search.py) plans none and adds its trials later."""
     backend = settings.backend or default_backend()
     # Every subject (parents too) is served in the spec's dtype; an option the backend or executor does not
     # take is refused here, before anything slow.
@@ -90,15 +105,15 @@ def plan_sweep(settings: SweepSettings) -> SweepPlan:
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
     check_memory(parents, spec.dtype, settings.max_memory)
-    candidates = expand(spec, parents)
-    for candidate in candidates:
-        validate_with_mergekit(candidate)
+    candidates = candidates_of(parents)
     suite = _task_suite(settings, parents)
     run_dir = settings.out or Path("runs") / "_".join([spec.name, *(p.name for p in parents.parents)])
-    subjects = reference_subjects(parents) + [
-        EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates
-    ]
+    subjects = reference_subjects(parents) + candidate_subjects(candidates)
     return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options)
+
+
+def candidate_subjects(candidates: list[Candidate]) -> list[EvalSubject]:
+    return [EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates]
 
 
 def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult:
@@ -109,27 +124,31 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
     """
     started = time.perf_counter()
     plan = plan or plan_sweep(settings)
-    parents, suite, run_dir, subjects = plan.parents, plan.suite, plan.run_dir, plan.subjects
+    suite, run_dir, subjects = plan.suite, plan.run_dir, plan.subjects
     with LockedRun(run_dir) as store:
-        _check_same_sweep(store, parents, run_dir)
-        # the backend actually used, not the option (None means "the default"), so the report names it
-        write_run_meta(store, provenance.run_meta(plan.spec, parents, suite, plan.backend, settings.executor))
-        store.plan(subjects)
-        # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
-        from mergescope.analysis.kinship_store import record_kinship
-        from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
-
-        record_kinship(store, parents)  # both are cheap, and skipped when the store already holds them
-        record_slerp_diagnostics(store, plan.candidates)
-        finished = _finished_ids(store, settings)
+        open_run(store, plan, settings)
+        finished = finished_ids(store, settings)
         todo = [s for s in subjects if s.id not in finished]
         n_candidates = len(plan.candidates)
         _say(settings, f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
                        f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
-        _check_disk_for_merges(todo, parents, run_dir)
-        judging_incomplete = _evaluate_all(todo, store, plan, settings)
+        judging_incomplete = evaluate_subjects(todo, store, plan, settings)
     return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started,
                        judging_incomplete)
+
+
+def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> None:
+    """Check the locked run is one of these parents, record its provenance, plan its subjects, record kinship."""
+    _check_same_sweep(store, plan.parents, plan.run_dir)
+    # the backend actually used, not the option (None means "the default"), so the report names it
+    write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor))
+    store.plan(plan.subjects)
+    # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
+    from mergescope.analysis.kinship_store import record_kinship
+    from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
+
+    record_kinship(store, plan.parents)  # both are cheap, and skipped when the store already holds them
+    record_slerp_diagnostics(store, plan.candidates)
 
 
 def reference_subjects(parents: ParentSet) -> list[EvalSubject]:
@@ -173,7 +192,7 @@ def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) ->
                           hint="choose another --out for these parents")
 
 
-def _finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
+def finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
     """Subjects stored as done and, in a judged sweep, judged too: one killed before its judging is redone."""
     finished = store.finished_ids()
     return finished & judged_ids(store, settings.judge) if settings.judge else finished
@@ -187,9 +206,11 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
     check_disk(merges, needed, f"{len(pending)} merged models")
 
 
-def _evaluate_all(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> list[str]:
-    """Evaluate (and judge) `todo`; returns the subjects whose judging ended incomplete."""
+def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> list[str]:
+    """Evaluate (and judge) `todo` on the plan's executor, storing each as it finishes; returns the subjects whose
+    judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk."""
     suite, run_dir, backend_name = plan.suite, plan.run_dir, plan.backend
+    _check_disk_for_merges(todo, plan.parents, run_dir)
     judging = _start_judging(settings, store, run_dir, backend_name)
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return []

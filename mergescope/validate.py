@@ -12,6 +12,7 @@ from mergescope.config import SWEEPS_DIR, SweepSpec, load_yaml
 from mergescope.errors import MergescopeError
 from mergescope.records import ModelRef, ParentSet
 from mergescope.scoring.rubric import rubric_problems
+from mergescope.search_space import space_problems
 
 # A validator takes one YAML file and returns its problems, each one line naming the file and key.
 Validator = Callable[[Path], list[str]]
@@ -33,7 +34,7 @@ def sweep_problems(path: Path) -> list[str]:
         return [f"{path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors()]
     if not spec.methods and not spec.mergekit_configs:
         return [f"{path}: methods: the spec lists no method block and no mergekit config"]
-    parents = _stand_in_parents(len(spec.parents or ()) or 2)
+    parents = stand_in_parents(len(spec.parents or ()) or 2)
     problems = []
     # One block at a time, so one bad block does not hide the problems of the next.
     for index in range(len(spec.methods)):
@@ -52,7 +53,7 @@ def _problems_of(check: Callable[[], object]) -> list[str]:
     return []
 
 
-def _stand_in_parents(count: int) -> ParentSet:
+def stand_in_parents(count: int) -> ParentSet:
     """Parents and a base that exist only as absolute paths: expansion never opens them."""
     root = Path("/stand-in")
     return ParentSet(parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
@@ -79,6 +80,7 @@ class YamlKind:
 KINDS: dict[str, YamlKind] = {
     "sweep spec": YamlKind(frozenset({"methods", "mergekit_configs"}), "sweeps", sweep_problems),
     "rubric": YamlKind(frozenset({"criteria"}), "judges", rubric_problems),
+    "search space": YamlKind(frozenset({"space"}), "sweeps", space_problems),
 }
 
 
@@ -96,7 +98,8 @@ class ValidationReport:
 
 def validate(paths: list[Path] | None = None) -> ValidationReport:
     """The problems of every YAML file under `paths` (default: every registered folder: sweeps/, judges/ ...)."""
-    roots = [Path(p) for p in paths] if paths else [SWEEPS_DIR.parent / kind.folder for kind in KINDS.values()]
+    folders = dict.fromkeys(SWEEPS_DIR.parent / kind.folder for kind in KINDS.values())  # kinds may share one
+    roots = [Path(p) for p in paths] if paths else list(folders)
     files, problems = [], []
     for root in roots:
         if not root.exists():
@@ -117,7 +120,9 @@ def _validator_for(file: Path) -> Validator:
     by_content = [kind for kind in KINDS.values() if kind.markers & _top_level_keys(file)]
     if len(by_content) == 1:
         return by_content[0].check
-    by_folder = {kind.folder: kind.check for kind in KINDS.values()}
+    by_folder: dict[str, Validator] = {}
+    for kind in KINDS.values():  # the first kind registered for a folder is its fallback
+        by_folder.setdefault(kind.folder, kind.check)
     for folder in file.resolve().parents:
         if folder.name in by_folder:
             return by_folder[folder.name]

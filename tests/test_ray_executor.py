@@ -89,3 +89,18 @@ def test_a_judged_ray_sweep_has_its_actors_answer_and_equals_the_local_one(zoo, 
     assert len(tables[0]["answers"]) == 6 * len({row[2] for row in tables[0]["answers"]}) > 0
     assert {row[2] for row in tables[0]["status"]} == {"complete"}
     assert tables[1] == tables[0]
+
+
+def test_a_ray_search_asks_one_trial_per_worker_and_stores_every_trial(zoo, tmp_path, ray_cluster):
+    from mergescope.config import SWEEPS_DIR
+    from mergescope.search import SearchSettings, search
+
+    run = _settings(zoo, tmp_path, "search", executor="ray", executor_options={"workers": 2})
+    settings = SearchSettings(run=run, space=SWEEPS_DIR / "space_lu2024.yaml", budget=4, seed=0)
+    result = search(settings)
+    db = sqlite3.connect(result.run_dir / "results.sqlite")
+    trials = db.execute("SELECT t.number, s.status FROM search_trials t JOIN subjects s ON s.id = t.subject_id"
+                        " ORDER BY t.number").fetchall()
+    batch_size = db.execute("SELECT json_extract(value, '$.batch_size') FROM meta WHERE key = 'search'").fetchone()
+    assert trials == [(n, "done") for n in range(4)] and batch_size == (2,)
+    assert (result.n_evaluated, search(settings).n_evaluated) == (4, 0)

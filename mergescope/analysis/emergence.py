@@ -32,8 +32,8 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from mergescope.analysis.itemscores import (CandidatePoint, Measure, candidate_points, item_halves, item_scores,
-                                            point_item_scores)
+from mergescope.analysis.itemscores import (REPORTING_HALF, SELECTION_HALF, CandidatePoint, Measure, candidate_points,
+                                            item_halves, item_scores, point_item_scores)
 from mergescope.analysis.run import RunData, load_run
 from mergescope.analysis.stats import (adjust_p_values, between_seed_sd, bootstrap_difference_ci,
                                        correction_method, intersection_union_p, paired_test)
@@ -260,7 +260,7 @@ def _all_items(family: Family, values: pd.DataFrame, settings: SplitSettings, pr
 
 
 def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str],
-                        folds: tuple[tuple[str, str], ...] = (("A", "B"),)) -> list[EmergenceRow]:
+                        folds: tuple[tuple[str, str], ...] = ((SELECTION_HALF, REPORTING_HALF),)) -> list[EmergenceRow]:
     """Choose the best-scoring candidate on one half of the items; report it alone on the other half."""
     halves = item_halves(values.index, settings.seed)
     rows = []
@@ -279,7 +279,8 @@ def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSet
 
 
 def _cross_fit(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
-    return _select_then_report(family, values, settings, problems, folds=(("A", "B"), ("B", "A")))
+    folds = ((SELECTION_HALF, REPORTING_HALF), (REPORTING_HALF, SELECTION_HALF))
+    return _select_then_report(family, values, settings, problems, folds=folds)
 
 
 SPLITS: dict[str, Callable[..., list[EmergenceRow]]] = {
@@ -350,3 +351,23 @@ def emergence(run: RunData | str | Path, alpha: float = 0.05, correction: str = 
     without_items = [task for task in run.tasks() if task not in with_items]
     rows += _aggregate_rows(run, without_items, points)
     return EmergenceReport(tuple(rows), tuple(problems), alpha, correction, split)
+
+
+def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed: int = 0,
+                     half: str = REPORTING_HALF) -> EmergenceReport:
+    """The emergence rows of one candidate chosen beforehand (a search's winner) on `half` of each lm-eval measure.
+
+    The reporting half of the selection/reporting split for a choice made elsewhere: the candidate is a family
+    of one, so no correction, and its figures read only the items of `half`.
+    """
+    check_options(alpha, "holm", "all")
+    points = [p for p in candidate_points(run) if p.id == candidate_id]
+    tables, problems = item_scores(run, ("lm-eval",))
+    parents = tuple(zip(run.parents().id, run.parents().label))
+    settings = SplitSettings("holm", alpha, seed)
+    rows: list[EmergenceRow] = []
+    for table in tables:
+        values = table.values[item_halves(table.values.index, seed) == half]
+        rows += _family_rows(Family(run.name, table.measure, parents, tuple(points)), points, values, "reporting", half,
+                             settings, problems)
+    return EmergenceReport(tuple(rows), tuple(problems), alpha, "holm", "reporting")

@@ -146,6 +146,10 @@ def point_item_scores(values: pd.DataFrame, point: CandidatePoint) -> pd.Series:
 # -- selection and reporting halves -----------------------------------------------------------------------
 
 
+# The half of each task's items that candidates are chosen on, and the half the chosen one is reported on.
+SELECTION_HALF, REPORTING_HALF = "A", "B"
+
+
 def item_halves(item_keys: pd.Index, seed: int = 0) -> pd.Series:
     """'A' or 'B' for each item, from a seeded hash of its key: stable across subjects, runs and orderings."""
     def half(key: str) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import pandas as pd
 
-from mergescope.run_dir import RunMeta, run_meta
+from mergescope.run_dir import RunMeta, SearchMeta, run_meta, search_meta
 from mergescope.store import ResultsStore
 
 
@@ -22,6 +22,7 @@ class RunData:
     items: pd.DataFrame  # one row per (subject_id, task, doc_id, metric)
     # Every other table of the store (kinship, judgments, ...) by table name, as written by its stage.
     tables: dict[str, pd.DataFrame]
+    search: SearchMeta | None = None  # what the run's search was; None for a sweep
 
     @property
     def name(self) -> str:
@@ -35,11 +36,7 @@ class RunData:
 
     def primary_metric(self, task: str) -> str:
         """The metric a task is judged by: exact_match or acc where present, else the first one."""
-        metrics = list(self.scores[self.scores.task == task].metric.unique())
-        for preferred in ("exact_match", "acc", "acc_norm"):
-            if preferred in metrics:
-                return preferred
-        return metrics[0]
+        return primary_metric(list(self.scores[self.scores.task == task].metric.unique()))
 
     def tasks(self) -> list[str]:
         return list(dict.fromkeys(self.scores.task))
@@ -54,6 +51,14 @@ class RunData:
         return table.join(pd.concat(frames, axis=1) if frames else pd.DataFrame(index=table.index))
 
 
+def primary_metric(metrics: list[str]) -> str:
+    """Of a task's metrics (in stored order), the one it is judged by: exact_match or acc where present, else the first."""
+    for preferred in ("exact_match", "acc", "acc_norm"):
+        if preferred in metrics:
+            return preferred
+    return metrics[0]
+
+
 def load_run(path: str | Path) -> RunData:
     """The run in directory `path` (the --out of a sweep) as DataFrames."""
     path = Path(path)
@@ -66,6 +71,7 @@ def load_run(path: str | Path) -> RunData:
         names = [row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
         tables = {name: pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection)
                   for name in names if name not in {"meta", "subjects", "scores", "items"}}
-        return RunData(path=path, meta=run_meta(store), subjects=subjects, scores=scores, items=items, tables=tables)
+        return RunData(path=path, meta=run_meta(store), subjects=subjects, scores=scores, items=items, tables=tables,
+                       search=search_meta(store))
     finally:
         store.close()

@@ -16,6 +16,7 @@ from statsmodels.stats.proportion import proportion_confint
 from mergescope.analysis.emergence import EmergenceReport, emergence
 from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
 from mergescope.analysis.run import RunData
+from mergescope.analysis.search import SearchAnalysis, analyse_search
 from mergescope.analysis.stats import score_kind
 
 SPLIT = "selection-reporting"  # how the best candidate per measure is chosen and reported
@@ -53,6 +54,7 @@ class RunAnalysis:
     slerp_tensors: pd.DataFrame | None  # per SLERP candidate and tensor; None without SLERP diagnostics
     slerp_summary: pd.DataFrame | None  # per SLERP candidate: linear shares and angles
     judge_intervals: pd.DataFrame | None  # per subject, rubric, judge and criterion: mean with bootstrap CI
+    search: SearchAnalysis | None = None  # the run's search trials and chosen trial; None for a sweep
 
     @property
     def name(self) -> str:
@@ -72,7 +74,7 @@ def analyse_run(run: RunData, settings: AnalysisSettings = AnalysisSettings()) -
         transitions=tuple(emergent_items(run, examples=EXAMPLES_PER_TRANSITION)),
         kinship=stage_table(run, "kinship"), slerp_tensors=slerp_tensors,
         slerp_summary=_slerp_summary(run) if slerp_tensors is not None else None,
-        judge_intervals=_judge_intervals(run),
+        judge_intervals=_judge_intervals(run), search=analyse_search(run, settings.seed, settings.alpha),
     )
 
 

@@ -88,6 +88,7 @@ def render_report(analysis: RunAnalysis) -> str:
         candidates=sections.candidate_table(analysis), examples=sections.example_transitions(analysis),
         judges=sections.judge_section(analysis), kinship=sections.kinship_table(analysis),
         slerp=sections.slerp_table(analysis), lineage=sections.lineage(run), provenance=sections.provenance(analysis),
+        search=sections.search_section(analysis),
     )
 
 

@@ -6,6 +6,7 @@ template as plain text, where autoescaping keeps it text.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,3 +301,71 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),
                       yaml.safe_dump(meta.spec, sort_keys=False), frame_table(seeds),
                       frame_table(pd.concat([timings, totals], ignore_index=True), digits=1))
+
+
+# -- search ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    """A search's settings, its chosen trial on the reporting half, its finalists, non-dominated set and trials."""
+
+    settings: tuple[tuple[str, str], ...]
+    n_trials: int
+    chosen: str | None  # the chosen trial's label
+    selection_objective: float  # what the chosen trial was chosen by
+    reported: Table  # the chosen trial against every parent, reporting-half items only
+    finalists: Table | None  # fitness-subset score against whole-selection-half score (with --fitness-items)
+    pareto: Table | None  # the non-dominated trials (multi-objective searches)
+    trials: Table
+
+
+def search_section(analysis: RunAnalysis) -> SearchSection | None:
+    """The report's search section; None for a run no search wrote."""
+    search = analysis.search
+    if search is None:
+        return None
+    meta, trials = search.meta, search.trials
+    settings = (("space", meta.space_source or meta.space.get("name", "")), ("sampler", meta.sampler),
+                ("seed", str(meta.seed)), ("objective", meta.objective), ("budget", str(meta.budget)),
+                ("fitness items per task", str(meta.fitness_items or "whole selection half")),
+                ("finalists", str(meta.finalists)), ("trials per batch", str(meta.batch_size)))
+    chosen = trials.set_index("number").loc[search.chosen] if search.chosen is not None else None
+    labels = analysis.run.subjects.set_index("id").label
+    objective = math.nan if chosen is None else (chosen.full_objective if meta.fitness_items else chosen.objective)
+    return SearchSection(settings, len(trials), None if chosen is None else str(labels.get(chosen.subject_id, "")),
+                         objective, _reported_table(search.reported.frame()),
+                         _finalist_table(trials) if meta.fitness_items else None,
+                         _pareto_table(trials, search.tasks) if meta.objective == "pareto" else None,
+                         _trial_table(trials))
+
+
+def _reported_table(rows: pd.DataFrame) -> Table:
+    shown = pd.DataFrame({
+        "task": rows.task, "measure": rows.measure, "items (reporting half)": rows.n_items, "score": rows.score,
+        "best parent": rows.best_parent, "best parent's score": rows.best_parent_score, "gain": rows.gain_over_best,
+        "95% CI low": rows.ci_low, "95% CI high": rows.ci_high,
+        "p vs each parent": rows.p_vs_parents.map(lambda ps: ", ".join(f"{k} {v:.3g}" for k, v in ps.items())),
+        "p beats every parent": rows.p_all_parents, "label": rows.label})
+    return frame_table(shown)
+
+
+def _finalist_table(trials: pd.DataFrame) -> Table:
+    finalists = trials[trials.finalist.astype(bool)]
+    return frame_table(pd.DataFrame({"trial": finalists.number, "fitness (subset)": finalists.objective,
+                                     "whole selection half": finalists.full_objective,
+                                     "estimate error": finalists.objective - finalists.full_objective}))
+
+
+def _pareto_table(trials: pd.DataFrame, tasks: list[str]) -> Table:
+    front = trials[trials.non_dominated]
+    per_task = pd.DataFrame([json.loads(t) for t in front.task_objectives], index=front.index, columns=tasks)
+    return frame_table(pd.concat([front[["number", "block"]].rename(columns={"number": "trial"}), per_task,
+                                  front[["objective"]].rename(columns={"objective": "mean"})], axis=1))
+
+
+def _trial_table(trials: pd.DataFrame) -> Table:
+    params = trials.params.map(lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                                   for k, v in p.items()))
+    return frame_table(pd.DataFrame({"trial": trials.number, "block": trials.block, "objective (selection)":
+                                     trials.objective, "best so far": trials.best_so_far, "parameters": params}))

@@ -1,0 +1,385 @@
+"""The search recipe: a budget of trials proposed by an Optuna sampler (ask/tell), each merged and scored as an
+ordinary candidate of the run, and told its objective on the selection half of each task's items only.
+
+Read top to bottom: check every input (`plan_search`), lock the run, score the parents, then ask a batch of
+trials (one per worker), evaluate the new ones on the sweep's executor, tell the sampler their objectives,
+store them, and repeat until the budget is spent.
+
+Resuming is replaying: a resumed search builds a fresh study with the stored seed and asks and tells it exactly
+as the first run did. A trial whose candidate is already stored costs nothing (the sweep's content-hash ids),
+so the replay reaches the point of the kill in seconds, and the sampler's random state there is the one an
+uninterrupted search would have had: the same seed proposes the same trials. A replayed proposal that differs
+from the stored one (another Optuna version) is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from mergescope.analysis.itemscores import SELECTION_HALF, item_halves
+from mergescope.analysis.run import primary_metric
+from mergescope.analysis.search import non_dominated
+from mergescope.analysis.run_analysis import AnalysisSettings
+from mergescope.candidates import block_candidates, validate_with_mergekit
+from mergescope.config import SweepSpec
+from mergescope.errors import ConfigError, MergescopeError, did_you_mean
+from mergescope.records import Candidate, ParentSet
+from mergescope.run_dir import SEARCH_KEY, LockedRun, SearchMeta, search_meta
+from mergescope.search_space import METHOD_PARAMETER, Leaf, Range, SearchSpace, block_leaves, filled_block, load_space
+from mergescope.store import ResultsStore, nan_to_null
+from mergescope.sweep import (SweepPlan, SweepSettings, candidate_subjects, evaluate_subjects, finished_ids,
+                              open_run, plan_run)
+
+TRIALS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS search_trials (
+    number INTEGER PRIMARY KEY, subject_id TEXT NOT NULL, sampler TEXT NOT NULL, block TEXT NOT NULL,
+    params TEXT NOT NULL, objective REAL, task_objectives TEXT NOT NULL, n_items INTEGER NOT NULL,
+    full_objective REAL, finalist INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+# -- samplers: Optuna's own, by name ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplerKind:
+    """An Optuna sampler: how to make one from a seed, and what it can search."""
+
+    create: Callable[[int], Any]  # seed -> optuna.samplers.BaseSampler
+    multi_objective: bool
+    needs_numeric: bool = False  # CMA-ES models numbers only (it hands categorical parameters to a random sampler)
+
+
+def _tpe(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _cmaes(seed: int):
+    import optuna
+
+    return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _random(seed: int):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _nsga2(seed: int):
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+SAMPLERS: dict[str, SamplerKind] = {
+    "tpe": SamplerKind(_tpe, multi_objective=True),
+    "cmaes": SamplerKind(_cmaes, multi_objective=False, needs_numeric=True),
+    "random": SamplerKind(_random, multi_objective=True),
+    "nsga2": SamplerKind(_nsga2, multi_objective=True),
+}
+OBJECTIVES = ("mean", "pareto")  # the mean of the tasks' primary metrics, or one objective per task
+
+
+# -- settings, the stored identity of a search, and its plan ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything `mergescope search` takes: the run's settings (parents, tasks, backend, executor, out) and the
+    search's own."""
+
+    run: SweepSettings  # its `sweep` (a spec path) is unused: the space takes its place
+    space: Path
+    budget: int
+    sampler: str = "tpe"
+    seed: int = 0
+    objective: str = "mean"
+    fitness_items: int | None = None  # score trials on this many selection-half items per task (None: all)
+    finalists: int = 3  # the best trials by fitness rescored on the whole selection half
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    space: SearchSpace
+    run: SweepPlan  # parents, tasks, backend, executor and run directory; its subjects are the references
+    meta: SearchMeta
+    settings: SearchSettings
+
+
+def plan_search(settings: SearchSettings) -> SearchPlan:
+    """Check every input of a search before any work (space, budget, sampler, objective, parents, tasks)."""
+    if settings.budget < 1:
+        raise ConfigError(f"--budget {settings.budget}: a search needs at least one trial", hint="e.g. --budget 50")
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {settings.sampler!r}", hint=did_you_mean(settings.sampler, set(SAMPLERS)))
+    if settings.objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {settings.objective!r}", hint=did_you_mean(settings.objective, set(OBJECTIVES)))
+    _check_counts(settings)
+    space = load_space(settings.space)
+    kind = SAMPLERS[settings.sampler]
+    if kind.needs_numeric and not any(isinstance(leaf.distribution, Range) for leaf in _all_leaves(space)):
+        raise ConfigError(f"--sampler {settings.sampler}: {settings.space} has only categorical parameters, which "
+                          "CMA-ES cannot model", hint="use --sampler tpe or random, or give the space a {low, high} range")
+    if settings.objective == "pareto" and not kind.multi_objective:
+        raise ConfigError(f"--objective pareto: the {settings.sampler} sampler optimises one objective",
+                          hint="use --sampler nsga2 or tpe (multi-objective TPE)")
+    run = plan_run(settings.run, space.as_sweep_spec(), lambda parents: [])
+    workers = getattr(run.executor_options, "workers", 1)
+    meta = SearchMeta(space=space.model_dump(mode="json"), space_source=space.source, space_digest=space.digest(),
+                      sampler=settings.sampler, seed=settings.seed, objective=settings.objective,
+                      fitness_items=settings.fitness_items, finalists=settings.finalists, batch_size=workers,
+                      halves_seed=AnalysisSettings().seed, budget=settings.budget)
+    return SearchPlan(space, run, meta, settings)
+
+
+def _check_counts(settings: SearchSettings) -> None:
+    if settings.fitness_items is not None and settings.fitness_items < 2:
+        raise ConfigError(f"--fitness-items {settings.fitness_items}: too few items to score a trial on",
+                          hint="give at least 2, or leave it out to score on the whole selection half")
+    if settings.finalists < 1:
+        raise ConfigError(f"--finalists {settings.finalists}: at least one finalist is rescored", hint="e.g. --finalists 3")
+
+
+def _all_leaves(space: SearchSpace) -> list[Leaf]:
+    return [leaf for index in range(len(space.space)) for leaf in block_leaves(space, index)]
+
+
+# -- one trial: Optuna's proposal -> a candidate -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A trial as proposed: its number, the sampled parameters (Optuna's names) and the candidate they make."""
+
+    number: int
+    block: str
+    params: dict[str, Any]
+    candidate: Candidate
+
+
+def propose(space: SearchSpace, trial, parents: ParentSet) -> Proposal:
+    """The candidate of an asked Optuna trial: each range of its block filled with the value the trial suggests."""
+    keys = [space.block_key(i) for i in range(len(space.space))]
+    index = keys.index(trial.suggest_categorical(METHOD_PARAMETER, keys)) if len(keys) > 1 else 0
+    sampled = {leaf.where: _suggest(trial, leaf) for leaf in block_leaves(space, index)}
+    block = filled_block(space.space[index], lambda where, raw: sampled[where])
+    spec = SweepSpec(name=space.name, dtype=space.dtype, methods=[block], source=space.source)
+    (candidate,) = block_candidates(spec, 0, parents)  # a space block has at most one seed: one candidate
+    validate_with_mergekit(candidate)
+    params = dict(trial.params)
+    candidate = dataclasses.replace(candidate, label=f"trial {trial.number} {keys[index]}", parameters=params)
+    return Proposal(trial.number, keys[index], params, candidate)
+
+
+def _suggest(trial, leaf: Leaf) -> Any:
+    distribution = leaf.distribution
+    if isinstance(distribution, Range):
+        return trial.suggest_float(leaf.name, distribution.low, distribution.high, step=distribution.step,
+                                   log=distribution.log)
+    values = distribution.values()
+    # Optuna's choices must be scalars: a choice among gradients (lists) is made among their JSON texts.
+    texts = [json.dumps(v) for v in values]
+    return json.loads(trial.suggest_categorical(leaf.name, texts))
+
+
+# -- the objective: selection-half items only ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FitnessItems:
+    """Per task, its primary metric and the items trials are scored on: selection-half items (a fixed subset)."""
+
+    metrics: dict[str, str]
+    items: dict[str, tuple[str, ...]]  # doc hashes
+    full: dict[str, tuple[str, ...]]  # the whole selection half, for the finalists
+
+
+def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...], meta: SearchMeta) -> FitnessItems:
+    """The items of a search's objective on the lm-eval `tasks` (never a judge's scores), read from a scored
+    reference; ConfigError when K exceeds a task's selection half."""
+    metrics, items, full = {}, {}, {}
+    for task in tasks:
+        metric = primary_metric([r["metric"] for r in store.query(
+            "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task)])
+        hashes = pd.Index(sorted({r["doc_hash"] for r in store.query(
+            "SELECT doc_hash FROM items WHERE subject_id = ? AND task = ? AND metric = ?", reference_id, task, metric)}))
+        selection = tuple(hashes[item_halves(hashes, meta.halves_seed).to_numpy() == SELECTION_HALF])
+        if meta.fitness_items is not None and meta.fitness_items > len(selection):
+            raise ConfigError(f"--fitness-items {meta.fitness_items}: task {task} has only {len(selection)} items in "
+                              "its selection half", hint=f"give at most {len(selection)}")
+        metrics[task], full[task] = metric, selection
+        items[task] = selection if meta.fitness_items is None else _subset(selection, meta.fitness_items, meta.seed)
+    return FitnessItems(metrics, items, full)
+
+
+def _subset(hashes: tuple[str, ...], size: int, seed: int) -> tuple[str, ...]:
+    """A seeded, fixed subset of `size` items: those whose seeded hash sorts first (the same for every trial)."""
+    return tuple(sorted(hashes, key=lambda h: hashlib.sha256(f"fitness:{seed}:{h}".encode()).hexdigest())[:size])
+
+
+def task_objectives(store: ResultsStore, subject_id: str, fitness: FitnessItems,
+                    items: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
+    """Per task: the subject's mean primary metric over the fitness items (or `items`)."""
+    chosen = items or fitness.items
+    values = {}
+    for task, metric in fitness.metrics.items():
+        rows = store.query("SELECT doc_hash, value FROM items WHERE subject_id = ? AND task = ? AND metric = ?",
+                           subject_id, task, metric)
+        by_hash = {row["doc_hash"]: row["value"] for row in rows}
+        scored = [by_hash[h] for h in chosen[task] if h in by_hash]
+        values[task] = sum(scored) / len(scored) if scored and len(scored) == len(chosen[task]) else math.nan
+    return values
+
+
+# -- the search ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    run_dir: Path
+    n_trials: int
+    n_evaluated: int  # candidates merged and scored by this call (repeated or stored trials cost nothing)
+    best_trial: int | None
+    best_objective: float
+    seconds: float
+    judging_incomplete: list[str] = field(default_factory=list)
+
+
+def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchResult:
+    """Search the space for `budget` trials, storing each as a candidate; a rerun resumes where it stopped."""
+    started = time.perf_counter()
+    plan = plan or plan_search(settings)
+    with LockedRun(plan.run.run_dir) as store:
+        _check_same_search(store, plan)
+        open_run(store, plan.run, settings.run)
+        references = [s for s in plan.run.subjects if s.id not in finished_ids(store, settings.run)]
+        incomplete = evaluate_subjects(references, store, plan.run, settings.run)
+        fitness = fitness_items(store, plan.run.subjects[0].id, plan.run.suite.names, plan.meta)
+        # recorded once every input is known good, so that a refused --fitness-items does not bind the run to it
+        store.set_meta(**{SEARCH_KEY: plan.meta.model_dump(mode="json")})
+        store.connection.executescript(TRIALS_SCHEMA)
+        study, evaluated = _run_trials(store, plan, fitness, incomplete)
+        _rescore_finalists(store, plan, fitness)
+    best = _best_trial(study)
+    return SearchResult(plan.run.run_dir, len(study.trials), evaluated, best.number if best else None,
+                        best.value if best else math.nan, time.perf_counter() - started, incomplete)
+
+
+def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
+    stored = search_meta(store)
+    if stored is None:
+        return
+    previous = stored.identity()
+    changed = [key for key, value in plan.meta.identity().items() if previous.get(key) != value]
+    if changed:
+        what = ", ".join(f"{key} {previous.get(key)!r} (now {plan.meta.identity()[key]!r})" for key in changed)
+        raise ConfigError(f"{plan.run.run_dir} holds another search: stored {what}",
+                          hint="resume it with its own space, sampler, seed and options, or choose another --out")
+
+
+def _new_study(meta: SearchMeta, n_tasks: int):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = ["maximize"] * (n_tasks if meta.objective == "pareto" else 1)
+    return optuna.create_study(sampler=SAMPLERS[meta.sampler].create(meta.seed), directions=directions)
+
+
+def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]):
+    """Ask, evaluate and tell batches of trials until the budget is spent; returns the study and how many were scored."""
+    study = _new_study(plan.meta, len(fitness.metrics))
+    stored = {row["number"]: json.loads(row["params"]) for row in store.query("SELECT number, params FROM search_trials")}
+    first_position, evaluated = len(plan.run.subjects), 0
+    while len(study.trials) < plan.meta.budget:
+        size = min(plan.meta.batch_size, plan.meta.budget - len(study.trials))
+        asked = [study.ask() for _ in range(size)]
+        proposals = [propose(plan.space, trial, plan.run.parents) for trial in asked]
+        _check_replay(proposals, stored, plan)
+        evaluated += _evaluate_batch(store, plan, proposals, first_position, incomplete)
+        for trial, proposal in zip(asked, proposals):
+            objectives = task_objectives(store, proposal.candidate.id, fitness)
+            study.tell(trial, _told(objectives, plan.meta))
+            _store_trial(store, proposal, plan.meta, objectives, fitness)
+    return study, evaluated
+
+
+def _check_replay(proposals: list[Proposal], stored: dict[int, dict], plan: SearchPlan) -> None:
+    for proposal in proposals:
+        if proposal.number in stored and stored[proposal.number] != proposal.params:
+            raise MergescopeError(f"{plan.run.run_dir}: trial {proposal.number} replays differently from the stored "
+                                  "one (another Optuna version?), so the search cannot resume exactly",
+                                  hint="resume with the Optuna version that started it, or choose another --out")
+
+
+def _evaluate_batch(store: ResultsStore, plan: SearchPlan, proposals: list[Proposal], first_position: int,
+                    incomplete: list[str]) -> int:
+    """Merge and score the batch's candidates not stored yet (in parallel on the executor); returns how many."""
+    candidates = list({p.candidate.id: p.candidate for p in proposals}.values())
+    settings = plan.settings.run
+    done = finished_ids(store, settings)
+    new = [c for c in candidates if c.id not in done]
+    store.plan(candidate_subjects(new), first_position=first_position + proposals[0].number)
+    from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
+
+    record_slerp_diagnostics(store, new)
+    # one progress bar per batch would flood the terminal: each trial's scores are printed instead
+    batch_plan = dataclasses.replace(plan.run, candidates=new, subjects=candidate_subjects(new),
+                                     executor_options=dataclasses.replace(plan.run.executor_options, progress=False))
+    incomplete += evaluate_subjects(batch_plan.subjects, store, batch_plan, settings)
+    return len(new)
+
+
+def _told(objectives: dict[str, float], meta: SearchMeta) -> float | list[float]:
+    values = list(objectives.values())
+    return values if meta.objective == "pareto" else sum(values) / len(values)
+
+
+def _store_trial(store: ResultsStore, proposal: Proposal, meta: SearchMeta, objectives: dict[str, float],
+                 fitness: FitnessItems) -> None:
+    mean = sum(objectives.values()) / len(objectives)
+    with store.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO search_trials (number, subject_id, sampler, block, params, objective,"
+                   " task_objectives, n_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (proposal.number, proposal.candidate.id, meta.sampler, proposal.block,
+                    json.dumps(proposal.params, sort_keys=True), nan_to_null(mean), json.dumps(objectives),
+                    sum(len(items) for items in fitness.items.values())))
+
+
+def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems) -> None:
+    """Mark the best `finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean) and
+    store their objective on the whole selection half beside it."""
+    rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
+                       " ORDER BY objective DESC, number")
+    if plan.meta.objective == "pareto":
+        front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
+        rows = [row for row, kept in zip(rows, front) if kept]
+    with store.transaction() as db:
+        db.execute("UPDATE search_trials SET finalist = 0, full_objective = NULL")
+        for row in rows[:plan.meta.finalists]:
+            full = task_objectives(store, row["subject_id"], fitness, fitness.full)
+            db.execute("UPDATE search_trials SET finalist = 1, full_objective = ? WHERE number = ?",
+                       (nan_to_null(sum(full.values()) / len(full)), row["number"]))
+
+
+def _best_trial(study):
+    if len(study.directions) > 1:
+        return None
+    try:
+        return study.best_trial
+    except ValueError:  # no trial finished
+        return None
+
