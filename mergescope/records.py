@@ -193,3 +193,10 @@ class Comparison:
         as_first = {"A": "win", "B": "loss", "tie": "tie"}
         as_second = {"A": "loss", "B": "win", "tie": "tie"}
         return as_first.get(self.verdict_first or ""), as_second.get(self.verdict_swapped or "")
+
+
+def stand_in_parents(count: int) -> ParentSet:
+    """Parents and a base that exist only as absolute paths: expansion never opens them."""
+    root = Path("/stand-in")
+    return ParentSet(parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
+                     base=ModelRef("base", root / "base"))

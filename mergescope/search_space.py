@@ -174,7 +174,7 @@ def _key_problems(space: SearchSpace, path: Path) -> list[str]:
 def _block_problems(space: SearchSpace, index: int, path: Path) -> list[str]:
     """The block's malformed ranges, then the sweep's own checks of the block at its lowest and highest corners."""
     from mergescope.candidates import block_candidates, validate_with_mergekit
-    from mergescope.validate import stand_in_parents
+    from mergescope.records import stand_in_parents
 
     block, where = space.space[index], f"{path}: space.{index}"
     problems = []

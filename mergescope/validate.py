@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from mergescope.config import SWEEPS_DIR, SweepSpec, load_yaml
 from mergescope.errors import MergescopeError
-from mergescope.records import ModelRef, ParentSet
+from mergescope.records import stand_in_parents
 from mergescope.scoring.rubric import rubric_problems
 from mergescope.search_space import space_problems
 
@@ -51,13 +51,6 @@ def _problems_of(check: Callable[[], object]) -> list[str]:
     except MergescopeError as error:
         return [error.one_line()]
     return []
-
-
-def stand_in_parents(count: int) -> ParentSet:
-    """Parents and a base that exist only as absolute paths: expansion never opens them."""
-    root = Path("/stand-in")
-    return ParentSet(parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
-                     base=ModelRef("base", root / "base"))
 
 
 def from_loader(load: Callable[[Path], object]) -> Validator:

@@ -16,7 +16,7 @@ from mergescope.config import SWEEPS_DIR, SweepSpec
 from mergescope.errors import ConfigError
 from mergescope.search import propose
 from mergescope.search_space import block_leaves, filled_block, load_space
-from mergescope.validate import stand_in_parents
+from mergescope.records import stand_in_parents
 
 SHIPPED_SPACES = {"space_lu2024.yaml", "space_methods.yaml"}
 
