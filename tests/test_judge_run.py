@@ -119,20 +119,24 @@ def run_with_answers(run_dir: Path, texts: dict[str, dict[str, str]] | None = No
     return run_dir
 
 
+def judge_command(run_dir: Path, url: str, rubric, *flags: str):
+    """`mergescope judge RUN` with judge model "m" on `rubric`, plus `flags`."""
+    return CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", "m",
+                                    "--rubric", rubric.source, *flags])
+
+
 def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
     run_dir = run_with_answers(tmp_path / "run")
     with js.JudgeServer() as gone:
         url = gone.url
-    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", "m",
-                                       "--rubric", rubric.source, "--timeout", "1", "--retries", "1"])
+    outcome = judge_command(run_dir, url, rubric, "--timeout", "1", "--retries", "1")
     assert outcome.exit_code == 1
     assert "error: judging incomplete for 3 subjects" in outcome.output and "cannot connect" in outcome.output
 
 
 def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
     run_dir = run_with_answers(tmp_path / "run")
-    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "m",
-                                       "--rubric", rubric.source, "--judge-logprobs", "2"])
+    outcome = judge_command(run_dir, server.url, rubric, "--judge-logprobs", "2")
     assert outcome.exit_code == 0, outcome.output
     assert {r["top_logprobs"] for r in server.requests} == {2}
     weighted = sqlite3.connect(run_dir / "results.sqlite").execute(
@@ -142,8 +146,7 @@ def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
 
 def test_the_judge_command_sends_the_judge_max_tokens_and_records_it(server, tmp_path, rubric):
     run_dir = run_with_answers(tmp_path / "run")
-    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "m",
-                                       "--rubric", rubric.source, "--judge-max-tokens", "33"])
+    outcome = judge_command(run_dir, server.url, rubric, "--judge-max-tokens", "33")
     assert outcome.exit_code == 0, outcome.output
     assert {r["max_tokens"] for r in server.requests} == {33}
     assert judging_meta(ResultsStore(run_dir / "results.sqlite")).max_tokens == 33
