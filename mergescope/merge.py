@@ -1,10 +1,16 @@
-"""Candidates -> merged weights, through mergekit's own planner and merge kernels (never a home-made merge).
+"""Candidates -> merged weights, through mergekit's own planner, merge kernels and tensor writer, in bounded memory.
 
-The fast path (`Merger`) plans each candidate with mergekit's `MergePlanner` (so gradients, filters, slices and
-per-input parameters resolve per tensor exactly as `mergekit-yaml` resolves them) and runs mergekit's `Executor`
-on that plan with every tensor load answered from parent tensors read once per sweep (`ParentTensors`). The
-schedule is the one `mergekit-yaml` builds, so seeded DARE/DELLA draw their masks in the same order and match it
-bit for bit. Configs that need more than weights (a tokenizer merge, LoRA inputs) go through `run_merge` whole.
+Each candidate is planned with mergekit's `MergePlanner` (so gradients, filters, slices and per-input parameters
+resolve per tensor exactly as `mergekit-yaml` resolves them) and run by mergekit's `Executor` in the schedule
+`mergekit-yaml` builds, so seeded DARE/DELLA draw their masks in the same order and match it bit for bit. Configs
+that need more than weights (a tokenizer merge, LoRA inputs) go through `run_merge` whole.
+
+Memory: parent tensors are read lazily by mergekit's own loader (safetensors' memory-mapped `safe_open`), one
+output tensor's inputs at a time; after each output tensor the loaders' open shards are closed, so no mapped
+parent pages outlive the tensors that use them. On disk (`write_merge`) merged tensors go to mergekit's
+`TensorWriter`, which holds at most one output shard (`OUT_SHARD_BYTES`) before writing it. Nothing is kept
+between candidates: a sweep's merge stage needs the same memory for 2 candidates as for 100. In memory
+(`merge_in_memory`) the result is one merged model's tensors, by definition; nothing caches it.
 
 A merged directory appears under its final name only once it is complete: it is written into a temporary
 sibling that is renamed at the end, so an interrupted merge is never mistaken for a finished one.
@@ -16,7 +22,7 @@ import errno
 import logging
 import os
 import shutil
-from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,7 +41,12 @@ if TYPE_CHECKING:
 
 # Write failures (disk full, file too large, read-only, I/O): a merge that hits one is never kept.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+# The output shard mergekit's writer fills before writing it: the largest block of merged weights held in memory.
+# mergekit-yaml's default is 5 GB; 1 GB bounds a merge of 8B models to ~1 GB of output buffer.
+OUT_SHARD_BYTES = 10**9
 StateDict = dict[str, "torch.Tensor"]
+# Called with the merged model directory once its weights, config and tokenizer are written (the model card).
+DirectoryHook = Callable[[Path], None]
 
 
 def merged_dir(merges_root: Path, candidate: Candidate) -> Path:
@@ -48,118 +59,75 @@ def is_merged(merges_root: Path, candidate: Candidate) -> bool:
     return (merged_dir(merges_root, candidate) / "config.json").is_file()
 
 
-def merge_to_disk(candidate: Candidate, merges_root: Path, *, merger: Merger | None = None) -> Path:
+def merge_to_disk(candidate: Candidate, merges_root: Path) -> Path:
     """The finished model directory of `candidate` under `merges_root`, merged now unless cached."""
     target = merged_dir(merges_root, candidate)
     if is_merged(merges_root, candidate):
         return target
-    return (merger or Merger()).write(candidate, target)
+    return write_merge(candidate, target)
 
 
-class ParentTensors:
-    """Every tensor of each input model, read from its safetensors files once and shared by all candidates."""
+def merge_in_memory(candidate: Candidate) -> StateDict:
+    """The merged weights of `candidate` (in memory, no model directory written); tensors may share storage."""
+    from mergekit.common import dtype_from_name
 
-    def __init__(self) -> None:
-        self._models: dict[str, StateDict] = {}
-
-    def of(self, model_path: str) -> StateDict:
-        """The tensors of the model directory at `model_path` (read on first use)."""
-        if model_path not in self._models:
-            from safetensors.torch import load_file
-
-            from mergescope.parents import weight_files
-
-            tensors: StateDict = {}
-            for file in weight_files(Path(model_path)):
-                tensors.update(load_file(str(file)))
-            self._models[model_path] = tensors
-        return self._models[model_path]
-
-    def __len__(self) -> int:
-        return len(self._models)
+    config = validate_with_mergekit(candidate)
+    if needs_full_merge(config):
+        return _merge_whole(config, candidate.seed)
+    saves = planned_saves(config, candidate.seed)
+    merged = dict(_execute([save.tensor_task for save in saves], candidate.seed))
+    return {save.tensor_name: merged[save.tensor_task].to(dtype_from_name(save.dtype)) if save.dtype
+            else merged[save.tensor_task] for save in saves if merged[save.tensor_task] is not None}
 
 
-class Merger:
-    """Merges candidates in this process, reusing parent tensors; create one per sweep.
-
-    Results are cached by candidate id (the last `cache_size` merges). Returned tensors may share storage
-    with the parents' tensors or with each other: treat them as read-only.
-    """
-
-    def __init__(self, cache_size: int = 2) -> None:
-        self.parents = ParentTensors()
-        self.cache_size = cache_size
-        self._merged: OrderedDict[str, StateDict] = OrderedDict()
-
-    def merge(self, candidate: Candidate) -> StateDict:
-        """The merged weights of `candidate` (in memory, no model directory written)."""
-        if candidate.id in self._merged:
-            self._merged.move_to_end(candidate.id)
-            return self._merged[candidate.id]
-        config = validate_with_mergekit(candidate)
-        state = _merge_whole(config, candidate.seed) if needs_full_merge(config) else self._merge_fast(config, candidate.seed)
-        self._merged[candidate.id] = state
-        while len(self._merged) > self.cache_size:
-            self._merged.popitem(last=False)
-        return state
-
-    def write(self, candidate: Candidate, target: Path) -> Path:
-        """`target`, a loadable model directory of the merged candidate (safetensors, config, tokenizer), written atomically."""
-        target = Path(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}")
+def write_merge(candidate: Candidate, target: Path, *, finish: DirectoryHook | None = None) -> Path:
+    """`target`, a loadable model directory of the merged candidate (safetensors shards, config, tokenizer,
+    mergekit config), written atomically; `finish` adds files (a model card) before it is renamed into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    config = validate_with_mergekit(candidate)
+    try:
+        if needs_full_merge(config):
+            _run_merge(config, partial, candidate.seed)
+        else:
+            _write_model_dir(config, candidate.seed, partial)
+        (partial / "mergekit_config.yml").write_text(yaml.safe_dump(candidate.mergekit_config, sort_keys=False))
+        if finish:
+            finish(partial)
+        kill_point("merge.before_rename")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+        kill_point("merge.renamed")
+    except (OSError, SafetensorError) as error:  # safetensors reports a failed write as SafetensorError
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise MergescopeError(f"merging {candidate.label} failed writing {partial}: {reason}",
+                              hint="free disk space or choose another output directory") from None
+    finally:
         shutil.rmtree(partial, ignore_errors=True)
-        config = validate_with_mergekit(candidate)
-        try:
-            if needs_full_merge(config):
-                _run_merge(config, partial, candidate.seed)
-            else:
-                _write_model_dir(self.merge(candidate), config, partial, yaml.safe_dump(candidate.mergekit_config, sort_keys=False))
-            kill_point("merge.before_rename")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(partial, target)
-            kill_point("merge.renamed")
-        except (OSError, SafetensorError) as error:  # safetensors reports a failed write as SafetensorError
-            reason = getattr(error, "strerror", None) or " ".join(str(error).split())
-            raise MergescopeError(f"merging {candidate.label} failed writing {partial}: {reason}",
-                                  hint="free disk space or choose another output directory") from None
-        finally:
-            shutil.rmtree(partial, ignore_errors=True)
-        return target
+    return target
 
-    def _merge_fast(self, config: MergeConfiguration, seed: int | None) -> StateDict:
-        from mergekit.common import dtype_from_name
-        from mergekit.graph import Executor, TaskUniverse
-        from mergekit.io.tasks import LoadTensor
 
-        _quiet_mergekit_logs()
-        saves = planned_saves(config, seed)
-        universe = TaskUniverse([save.tensor_task for save in saves])
-        loaded = {}
-        for task in universe.tasks:
-            if isinstance(task, LoadTensor) and (tensor := self._load(task)) is not None:
-                loaded[universe.get_handle(task)] = tensor
-        executor = Executor([universe.get_handle(save.tensor_task) for save in saves], cached_values=loaded)
-        if seed is not None:  # as run_merge does, right before the graph runs, so masks match mergekit-yaml's
-            from transformers.trainer_utils import set_seed
+def _execute(targets: list, seed: int | None) -> Iterator[tuple]:
+    """(task, value) of each target, run by mergekit's Executor; parent shards are closed after each target."""
+    from mergekit.graph import Executor
+    from mergekit.io.tasks import LoaderCache
 
-            set_seed(seed)
-        merged = dict(executor.run(quiet=True))
-        return {save.tensor_name: merged[save.tensor_task].to(dtype_from_name(save.dtype)) if save.dtype
-                else merged[save.tensor_task] for save in saves if merged[save.tensor_task] is not None}
+    _quiet_mergekit_logs()
+    executor = Executor(targets)
+    if seed is not None:  # as run_merge does before the graph runs, so masks match mergekit-yaml's
+        from transformers.trainer_utils import set_seed
 
-    def _load(self, task) -> torch.Tensor | None:
-        """What mergekit's LoadTensor task would load, from the cached parent tensors (None: let it load)."""
-        from mergekit.common import dtype_from_name
-
-        tensors = self.parents.of(task.model.model.path)
-        names = [task.tensor, *(task.aliases or ()), *(task.tied_names or ())]
-        name = next((n for n in names if n in tensors), None)
-        if name is None:
-            return None
-        tensor = tensors[name]
-        return tensor.to(dtype=dtype_from_name(task.dtype)) if task.dtype else tensor
+        set_seed(seed)
+    try:
+        for task, value in executor.run(quiet=True):
+            # A loader keeps its current shard mapped (and every page read from it resident) until told to let go.
+            LoaderCache().flush_all()
+            yield task, value
+    finally:
+        LoaderCache().flush_all()
 
 
 def needs_full_merge(config: MergeConfiguration) -> bool:
@@ -170,22 +138,29 @@ def needs_full_merge(config: MergeConfiguration) -> bool:
 
 def planned_saves(config: MergeConfiguration, seed: int | None = None) -> list:
     """The SaveTensor tasks of mergekit's own plan for `config`: every output tensor as mergekit-yaml merges it."""
-    from mergekit.io.tasks import LoaderCache, SaveTensor
+    from mergekit.io.tasks import SaveTensor
+
+    # plan_in_memory() fails pydantic validation in mergekit 0.1.5, so take the tasks of the disk plan (planning
+    # writes nothing) and never execute its writer.
+    return [task for task in _planner(config, seed).plan_to_disk(out_path="") if isinstance(task, SaveTensor)]
+
+
+def _planner(config: MergeConfiguration, seed: int | None):
+    """mergekit's MergePlanner for `config`, with mergekit's loaders set up as run_merge sets them."""
+    from mergekit.io.tasks import LoaderCache
     from mergekit.plan import MergePlanner
 
     options = _options(seed)
     LoaderCache().setup(options=options)
     architecture = _architecture(config)
-    planner = MergePlanner(config, architecture, options=options, out_model_config=_out_config(config, architecture))
-    # plan_in_memory() fails pydantic validation in mergekit 0.1.5, so take the tasks of the disk plan (planning
-    # writes nothing) and never execute its writer.
-    return [task for task in planner.plan_to_disk(out_path="") if isinstance(task, SaveTensor)]
+    return MergePlanner(config, architecture, options=options, out_model_config=_out_config(config, architecture))
 
 
 def _options(seed: int | None):
     from mergekit.options import MergeOptions
 
-    return MergeOptions(random_seed=seed, quiet=True, write_model_card=True, copy_tokenizer=True)
+    return MergeOptions(random_seed=seed, quiet=True, write_model_card=True, copy_tokenizer=True,
+                        out_shard_size=OUT_SHARD_BYTES)
 
 
 def _architecture(config: MergeConfiguration):
@@ -201,14 +176,14 @@ def _out_config(config: MergeConfiguration, architecture=None):
     return _model_out_config(config, architecture or _architecture(config), trust_remote_code=False)
 
 
-def _write_model_dir(state: StateDict, config: MergeConfiguration, directory: Path, config_yaml: str) -> None:
-    """Write weights, config, tokenizer and the mergekit config that made them, as `mergekit-yaml` does."""
+def _write_model_dir(config: MergeConfiguration, seed: int | None, directory: Path) -> None:
+    """Write weights (shard by shard, through mergekit's writer), config and tokenizer, as `mergekit-yaml` does."""
     from mergekit.merge import _copy_tokenizer
-    from safetensors.torch import save_file
 
     directory.mkdir(parents=True)
     kill_point("merge.partial_created")
-    save_file(_unshared(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    for _ in _execute(_planner(config, seed).plan_to_disk(out_path=str(directory)), seed):
+        pass
     kill_point("merge.weights_written")
     _out_config(config).save_pretrained(str(directory))
     try:
@@ -217,18 +192,6 @@ def _write_model_dir(state: StateDict, config: MergeConfiguration, directory: Pa
         if getattr(error, "errno", None) in WRITE_ERRNOS:
             raise
         logging.getLogger(__name__).warning("no tokenizer copied into %s: %s", directory, error)
-    (directory / "mergekit_config.yml").write_text(config_yaml)
-
-
-def _unshared(state: StateDict) -> StateDict:
-    """The state with tensors that share storage copied apart (safetensors refuses shared storage)."""
-    seen: set[int] = set()
-    result = {}
-    for name, tensor in state.items():
-        pointer = tensor.untyped_storage().data_ptr()
-        result[name] = tensor.clone().contiguous() if pointer in seen else tensor.contiguous()
-        seen.add(pointer)
-    return result
 
 
 def _merge_whole(config: MergeConfiguration, seed: int | None) -> StateDict:
@@ -261,4 +224,4 @@ def _quiet_mergekit_logs() -> None:
 def merge_file(source: str, out_dir: Path, run: Path | None = None) -> Path:
     """`out_dir`, the loadable model directory of a mergekit YAML (or of candidate `source` of `run`)."""
     candidate = find_candidate(run, source) if run else from_mergekit_yaml(Path(source))
-    return Merger().write(candidate, Path(out_dir))
+    return write_merge(candidate, Path(out_dir))

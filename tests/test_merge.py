@@ -1,6 +1,6 @@
-"""The fast in-process merge equals mergekit's own merge, tensor for tensor; directories load; caches hold.
+"""The in-process merges (in memory and to disk) equal mergekit's own merge, tensor for tensor; directories load.
 
-Tolerance: none. The fast path runs mergekit's planner and kernels in mergekit's own schedule, so every tensor
+Tolerance: none. Both paths run mergekit's planner and kernels in mergekit's own schedule, so every tensor
 must be bitwise equal (torch.equal) to `run_merge` / `mergekit-yaml` output, seeded DARE/DELLA included.
 """
 
@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mergescope.candidates import export_candidates, validate_with_mergekit
 from mergescope.cli import app
 from mergescope.config import SWEEPS_DIR, load_sweep
-from mergescope.merge import Merger, is_merged, merge_to_disk, merged_dir
+from mergescope.merge import is_merged, merge_in_memory, merge_to_disk, merged_dir, write_merge
 from mergescope.parents import resolve_parents
 
 MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
@@ -27,11 +27,6 @@ MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
 @pytest.fixture(scope="module")
 def parents(zoo):
     return resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
-
-
-@pytest.fixture(scope="module")
-def merger():
-    return Merger()
 
 
 def candidates(spec: str, parents):
@@ -72,9 +67,11 @@ POINTS = [b.label or b.method for b in load_sweep(SWEEPS_DIR / "methods_compare.
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_each_method_equals_mergekits_own_merge_bitwise(parents, merger, tmp_path, point):
+def test_each_method_equals_mergekits_own_merge_bitwise(parents, tmp_path, point):
     (candidate,) = [c for c in method_points(parents) if c.label.split()[0] == point]
-    assert_bitwise_equal(merger.merge(candidate), reference_merge(candidate, tmp_path / candidate.id))
+    reference = reference_merge(candidate, tmp_path / candidate.id)
+    assert_bitwise_equal(merge_in_memory(candidate), reference)
+    assert_bitwise_equal(weights_of(write_merge(candidate, tmp_path / "written")), reference)
 
 
 @pytest.mark.slow
@@ -85,66 +82,46 @@ def test_fast_merge_equals_the_mergekit_yaml_cli_on_the_exported_config(parents,
     seed = ["--random-seed", str(candidate.seed)] if candidate.seed is not None else []
     subprocess.run([str(MERGEKIT_YAML), str(config_file), str(tmp_path / "cli"), *seed], check=True,
                    capture_output=True)
-    assert_bitwise_equal(Merger().merge(candidate), weights_of(tmp_path / "cli"))
+    assert_bitwise_equal(weights_of(write_merge(candidate, tmp_path / "written")), weights_of(tmp_path / "cli"))
 
 
-def test_seeded_dare_and_della_reproduce_across_mergers_and_differ_between_seeds(zoo, parents, tmp_path):
+def test_seeded_dare_and_della_reproduce_and_differ_between_seeds(zoo, parents, tmp_path):
     spec = tmp_path / "seeds.yaml"
     spec.write_text("name: seeds\nmethods:\n- method: dare_ties\n  per_parent: {weight: 0.5, density: 0.5}\n"
                     "  seeds: [3, 4]\n- method: della\n  per_parent: {weight: 0.5, density: 0.5}\n  seeds: [3]\n")
     from mergescope.candidates import expand
 
     dare3, dare4, della3 = expand(load_sweep(spec), parents)
-    first, second = Merger(), Merger()
     for candidate in (dare3, della3):
-        assert_bitwise_equal(first.merge(candidate), second.merge(candidate))
+        assert_bitwise_equal(merge_in_memory(candidate), merge_in_memory(candidate))
     name = "model.layers.0.mlp.up_proj.weight"
-    assert not torch.equal(first.merge(dare3)[name], first.merge(dare4)[name])
+    assert not torch.equal(merge_in_memory(dare3)[name], merge_in_memory(dare4)[name])
 
 
-def test_parent_tensors_are_read_once_and_never_modified(zoo, parents):
-    merger = Merger(cache_size=0)
-    points = [c for c in method_points(parents) if c.method in {"slerp", "ties", "dare_ties", "model_stock"}]
-    for candidate in points:
-        merger.merge(candidate)
-    assert len(merger.parents) == 3  # arith, facts and base, each read once for all candidates
-    for model in (*parents.parents, parents.base):
-        assert_bitwise_equal(merger.parents.of(str(model.path)), weights_of(model.path))
-
-
-def test_finished_merges_are_cached_by_id(parents):
-    merger = Merger(cache_size=1)
-    first, second = candidates("slerp_grid.yaml", parents)[:2]
-    merged = merger.merge(first)
-    assert merger.merge(first) is merged
-    merger.merge(second)
-    assert merger.merge(first) is not merged
-
-
-def test_write_makes_a_loadable_model_directory_atomically_and_merge_to_disk_reuses_it(zoo, parents, merger, tmp_path):
+def test_write_makes_a_loadable_model_directory_atomically_and_merge_to_disk_reuses_it(zoo, parents, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     candidate = candidates("lu2024_slerp.yaml", parents)[0]
     root = tmp_path / "merges"
-    directory = merge_to_disk(candidate, root, merger=merger)
+    directory = merge_to_disk(candidate, root)
     assert directory == merged_dir(root, candidate) and is_merged(root, candidate)
     assert sorted(p.name for p in root.iterdir()) == [candidate.id]
     model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True)
     loaded = {k: v for k, v in model.state_dict().items() if k in weights_of(directory)}
-    assert_bitwise_equal(loaded, merger.merge(candidate))
+    assert_bitwise_equal(loaded, merge_in_memory(candidate))
     assert AutoTokenizer.from_pretrained(directory).get_vocab() == AutoTokenizer.from_pretrained(zoo.model_path("arith")).get_vocab()
     assert (directory / "mergekit_config.yml").is_file()
     stamp = (directory / "model.safetensors").stat().st_mtime_ns
-    assert merge_to_disk(candidate, root, merger=Merger()) == directory
+    assert merge_to_disk(candidate, root) == directory
     assert (directory / "model.safetensors").stat().st_mtime_ns == stamp
 
 
-def test_merge_command_turns_a_mergekit_yaml_into_a_model_directory(parents, merger, tmp_path):
+def test_merge_command_turns_a_mergekit_yaml_into_a_model_directory(parents, tmp_path):
     candidate = candidates("methods_compare.yaml", parents)[0]
     (config_file,) = export_candidates([candidate], tmp_path / "configs")
     result = CliRunner().invoke(app, ["merge", str(config_file), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    assert_bitwise_equal(weights_of(tmp_path / "out"), merger.merge(candidate))
+    assert_bitwise_equal(weights_of(tmp_path / "out"), merge_in_memory(candidate))
 
 
 def test_a_tokenizer_merge_goes_through_run_merge_whole(parents, tmp_path):
@@ -155,4 +132,13 @@ def test_a_tokenizer_merge_goes_through_run_merge_whole(parents, tmp_path):
     config = {**base.mergekit_config, "tokenizer_source": "base"}
     candidate = Candidate(id="tokenizer", method="slerp", label="slerp tokenizer", mergekit_config=config)
     assert needs_full_merge(validate_with_mergekit(candidate))
-    assert_bitwise_equal(Merger().merge(candidate), reference_merge(candidate, tmp_path / "ref"))
+    assert_bitwise_equal(merge_in_memory(candidate), reference_merge(candidate, tmp_path / "ref"))
+
+
+def test_a_written_merge_leaves_no_parent_shard_mapped(parents, tmp_path):
+    """Bounded memory: mergekit's loaders map parent shards lazily, and every mapping is closed after the merge."""
+    candidate = candidates("lu2024_slerp.yaml", parents)[0]
+    write_merge(candidate, tmp_path / "merged")
+    parent_dirs = [str(model.path.resolve()) for model in (*parents.parents, parents.base)]
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if any(d in line for d in parent_dirs)]
+    assert mapped == []

@@ -9,7 +9,7 @@ from typing import Any
 
 from mergescope.backends import create_backend
 from mergescope.faults import kill_point
-from mergescope.merge import Merger, merge_to_disk
+from mergescope.merge import merge_to_disk
 from mergescope.records import AnswerRequest, EvalSubject, Evaluation
 from mergescope.scoring.lmeval import TaskRunner, TaskSuite
 
@@ -34,18 +34,17 @@ class SubjectResult:
 
 
 class SubjectWorker:
-    """Holds one backend (one live engine), one Merger and the loaded tasks; evaluates subjects one after another."""
+    """Holds one backend (one live engine) and the loaded tasks; evaluates subjects one after another."""
 
     def __init__(self, job: EvalJob):
         self.job = job
         self.backend = create_backend(job.backend, job.backend_options)
-        self.merger = Merger()  # parent tensors are read once and shared by every candidate this worker merges
         self.tasks = TaskRunner(job.suite)
 
     def evaluate(self, subject: EvalSubject) -> SubjectResult:
         """Merge (unless cached on disk), load and score `subject`."""
         started = time.perf_counter()
-        model_dir = subject.path or merge_to_disk(subject.candidate, self.job.merges_root, merger=self.merger)
+        model_dir = subject.path or merge_to_disk(subject.candidate, self.job.merges_root)
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
         kill_point("eval.before")
