@@ -157,9 +157,13 @@ sys.exit(finished.returncode)
 
 def measure(script: str, arguments: list[str]) -> dict:
     """Returns the wall time, peak RSS (MiB) and output of `script` run in a fresh interpreter."""
+    return measure_command([sys.executable, "-c", script, *arguments])
+
+
+def measure_command(command: list[str]) -> dict:
+    """Returns the wall time, peak RSS (MiB) and output of `command`, run from a fresh launcher."""
     started = time.perf_counter()
-    command = [sys.executable, "-S", "-c", LAUNCHER, sys.executable, "-c", script, *arguments]
-    finished = subprocess.run(command, capture_output=True, text=True)
+    finished = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if finished.returncode != 0:
         raise RuntimeError(finished.stderr.strip().splitlines()[-1])

@@ -6,10 +6,16 @@ its clock stops when the 10th directory is written. The in-process times of its 
 and again in memory without writing) are reported beside it. The outputs
 of the two sides are checked to be bitwise equal, so the speed-up is for the same result.
 
-Merge throughput, in GB/s of parent weights read (each merge reads both parents: 2 x parent bytes per merge,
-over the wall time of the side, start-up included), is measured again on two ~1 GB parents (the kinship
-benchmark's scaled-up zoo Llama, with the zoo's tokenizer files), 2 SLERP merges per side, where it means
-more than on the 2.4 MB zoo models.
+On two ~1 GB parents and a base (the kinship benchmark's scaled-up zoo Llama, with the zoo's tokenizer files)
+it measures what the 2.4 MB zoo models cannot show:
+- memory: the peak RSS of a 10-candidate SLERP sweep's merge stage (`merge_to_disk` per candidate, as a sweep's
+  worker calls it), run for its first 2 and for all 10 candidates, each in a fresh process, against the peak
+  of one `mergekit-yaml` call on the same merges (each run from a small launcher that reports its only child's
+  peak, `RUSAGE_CHILDREN`); beside them, an interpreter that only imports what a merge imports, and
+  `--max-memory`'s estimate of the merge stage (resources.merge_stage_bytes);
+- throughput, in GB/s of parent weights read (each merge reads both parents: 2 x parent bytes per merge, over
+  the wall time of the side, start-up included): the 2-candidate run against two `mergekit-yaml` calls, whose
+  outputs are checked bitwise equal.
 
     python benchmarks/merge_bench.py [ZOO_DIR]      # default: .cache/test-zoo
 """
@@ -27,32 +33,34 @@ from pathlib import Path
 N_CANDIDATES = 10
 MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
 
-# The mergescope side: one interpreter merges every exported config; prints its in-process timings.
+# The mergescope side: one interpreter merges every exported config (argv[3:]) into argv[1] as a sweep's worker
+# does, then again in memory if argv[2] is "in-memory"; prints its in-process timings.
 FAST_PATH = """
 import json, sys, time
 from pathlib import Path
 started = time.perf_counter()
 from mergescope.candidates import from_mergekit_yaml
-from mergescope.merge import Merger
-candidates = [from_mergekit_yaml(Path(p)) for p in sys.argv[2:]]
-merger = Merger(cache_size=0)
+from mergescope.merge import merge_in_memory, merge_to_disk
+candidates = [from_mergekit_yaml(Path(p)) for p in sys.argv[3:]]
 write_started = time.perf_counter()
 for candidate in candidates:
-    merger.write(candidate, Path(sys.argv[1]) / candidate.id)
+    merge_to_disk(candidate, Path(sys.argv[1]))
 written, written_at = time.perf_counter(), time.time()
-for candidate in candidates:
-    merger.merge(candidate)
+for candidate in candidates if sys.argv[2] == "in-memory" else ():
+    merge_in_memory(candidate)
 print(json.dumps({"startup_s": write_started - started, "write_s": written - write_started,
                   "in_memory_s": time.perf_counter() - written, "written_at": written_at}))
 """
+# What a merge imports, and nothing else: the floor under every peak below.
+IMPORTS_ONLY = """
+import mergescope.merge, mergekit.merge, mergekit.plan, transformers.trainer_utils
+"""
 
 
-def _candidates(parent_dirs: list[Path], n: int):
+def _candidates(parents, n: int):
     from mergescope.candidates import expand
     from mergescope.config import MethodBlock, SweepSpec
-    from mergescope.parents import resolve_parents
 
-    parents = resolve_parents(parent_dirs)
     block = MethodBlock(method="slerp", parameters={"t": {"start": 0.05, "stop": 0.95, "num": n}})
     return expand(SweepSpec(name="bench", methods=[block]), parents)
 
@@ -62,7 +70,8 @@ def _both_sides(candidates, work: Path) -> dict:
     from mergescope.candidates import export_candidates
 
     configs = export_candidates(candidates, work / "configs")
-    _, fast_started_at, fast_out = _timed([sys.executable, "-c", FAST_PATH, str(work / "fast"), *map(str, configs)])
+    command = [sys.executable, "-c", FAST_PATH, str(work / "fast"), "in-memory", *map(str, configs)]
+    _, fast_started_at, fast_out = _timed(command)
     cli_s = sum(_timed([str(MERGEKIT_YAML), str(c), str(work / "cli" / c.stem)])[0] for c in configs)
     inner = json.loads(fast_out)
     return {"cli_s": cli_s, "fast_s": inner["written_at"] - fast_started_at, "inner": inner,
@@ -89,34 +98,63 @@ def _gb(n_bytes: float, seconds: float) -> float:
     return round(n_bytes / 1e9 / seconds, 3)
 
 
-def _large_parent_throughput(zoo, work: Path, n: int = 2) -> dict:
-    """GB/s of parent weights read, both sides, merging two ~1 GB parents `n` times."""
+def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
+    """Peak RSS of the merge stage for each of `sizes` candidates and of one mergekit-yaml merge; GB/s of both."""
+    from kinship_bench import measure_command
+
+    from mergescope.candidates import export_candidates
+    from mergescope.resources import merge_stage_bytes
+
+    parents, parent_bytes = _write_large_parents(zoo, work)
+    candidates = _candidates(parents, max(sizes))
+    configs = [str(c) for c in export_candidates(candidates, work / "configs")]
+    stage = {n: measure_command([sys.executable, "-c", FAST_PATH, str(work / f"merged-{n}"), "to-disk", *configs[:n]])
+             for n in sizes}
+    cli = [measure_command([str(MERGEKIT_YAML), config, str(work / "cli" / Path(config).stem)]) for config in configs[:2]]
+    first = min(sizes)
+    equal = all(_same_weights(work / f"merged-{first}" / c.id, work / "cli" / c.id) for c in candidates[:2])
+    read, cli_s, fast_s = 2 * parent_bytes, sum(r["seconds"] for r in cli), stage[first]["seconds"]
+    cli_peak = max(r["peak_rss_mib"] for r in cli)
+    return {
+        "parent_gb_each": round(parent_bytes / 1e9, 3),
+        "peak_rss_mib": {"mergekit_yaml_one_merge": cli_peak,
+                         **{f"mergescope_{n}_candidates": stage[n]["peak_rss_mib"] for n in sizes},
+                         "imports_only": measure_command([sys.executable, "-c", IMPORTS_ONLY])["peak_rss_mib"],
+                         "max_memory_estimate": round(merge_stage_bytes(parents, "float32") / 2**20, 1)},
+        "peak_ratio_to_mergekit_yaml": {n: round(stage[n]["peak_rss_mib"] / cli_peak, 2) for n in sizes},
+        "seconds": {"mergekit_yaml_2_merges": round(cli_s, 2), **{f"mergescope_{n}_candidates": stage[n]["seconds"] for n in sizes}},
+        "gb_s_2_merges": {"mergekit_yaml": _gb(read, cli_s), "mergescope": _gb(read, fast_s)},
+        "speedup_2_merges": round(cli_s / fast_s, 1),
+        "bitwise_equal": equal,
+    }
+
+
+def _write_large_parents(zoo, work: Path):
+    """The resolved parent set (a, b, base: scaled-up zoo Llamas with the zoo's tokenizer files) and a parent's bytes."""
     import shutil
 
     from kinship_bench import write_model
 
-    parent_dirs = [work / "a", work / "b"]
-    parent_bytes = sum(write_model(directory, parent) for parent, directory in enumerate(parent_dirs, start=1))
-    for directory in parent_dirs:
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            if (zoo.model_path("base") / name).is_file():
-                shutil.copy(zoo.model_path("base") / name, directory / name)
-    sides = _both_sides(_candidates(parent_dirs, n), work / "merges")
-    read = n * parent_bytes
-    return {"parent_gb_each": round(parent_bytes / 2 / 1e9, 3), "merges": n,
-            "mergekit_yaml_s": round(sides["cli_s"], 2), "mergescope_s": round(sides["fast_s"], 2),
-            "mergekit_yaml_gb_s": _gb(read, sides["cli_s"]), "mergescope_gb_s": _gb(read, sides["fast_s"]),
-            "mergescope_in_process_gb_s": _gb(read, sides["inner"]["write_s"]),
-            "speedup": round(sides["cli_s"] / sides["fast_s"], 1), "bitwise_equal": sides["equal"]}
+    from mergescope.parents import resolve_parents
+
+    parent_bytes = 0
+    for name, parent in (("a", 1), ("b", 2), ("base", None)):
+        parent_bytes = write_model(work / name, parent)
+        for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            if (zoo.model_path("base") / file).is_file():
+                shutil.copy(zoo.model_path("base") / file, work / name / file)
+    return resolve_parents([work / "a", work / "b"], work / "base"), parent_bytes
 
 
 def run(zoo) -> dict:
     """Timings of both sides, their ratio, throughput, and whether their outputs are bitwise equal."""
+    from mergescope.parents import resolve_parents
+
     parent_dirs = [zoo.model_path("arith"), zoo.model_path("facts")]
     read = N_CANDIDATES * sum((d / "model.safetensors").stat().st_size for d in parent_dirs)
     with tempfile.TemporaryDirectory(prefix="merge-bench-") as scratch:
-        sides = _both_sides(_candidates(parent_dirs, N_CANDIDATES), Path(scratch) / "zoo")
-        large = _large_parent_throughput(zoo, Path(scratch) / "large")
+        sides = _both_sides(_candidates(resolve_parents(parent_dirs), N_CANDIDATES), Path(scratch) / "zoo")
+        large = _large_parents(zoo, Path(scratch) / "large")
     inner, cli_s, fast_s = sides["inner"], sides["cli_s"], sides["fast_s"]
     return {
         "candidates": N_CANDIDATES,
@@ -130,7 +168,7 @@ def run(zoo) -> dict:
         "bitwise_equal": sides["equal"],
         "zoo_gb_s": {"mergekit_yaml": _gb(read, cli_s), "mergescope": _gb(read, fast_s),
                      "mergescope_in_process": _gb(read, inner["write_s"])},
-        "two_1gb_parents": large,
+        "two_1gb_parents_and_a_base": large,
         "load_average_1min": round(os.getloadavg()[0], 1),
     }
 

@@ -362,6 +362,25 @@ def merge(
 
 @app.command()
 @user_errors
+def export(
+    candidate: Annotated[str, typer.Argument(help="The candidate's id in the run (or a unique prefix of it).")],
+    out_dir: Annotated[Path, typer.Argument(help="A new (or empty) directory for the model.")],
+    run: Annotated[Path, typer.Option(help="The run the candidate belongs to (the --out of a sweep).")],
+    push_to_hub: Annotated[Optional[str], typer.Option(help="Then upload it to this Hub repo (org/name, created private).")] = None,
+    as_json: JsonOption = False,
+):
+    """Write one candidate of a run as a standalone model directory: weights, config, tokenizer, card with its scores."""
+    from mergescope.export import export_candidate
+
+    result = export_candidate(candidate, run, out_dir, push_to_hub)
+    if as_json:
+        typer.echo(json.dumps({**result.__dict__, "out": str(result.out)}, indent=1))
+        return
+    typer.echo(f"{result.label} ({result.candidate_id}) -> {result.out}" + (f" -> {result.hub_url}" if result.hub_url else ""))
+
+
+@app.command()
+@user_errors
 def validate(
     paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: sweeps/, judges/).")] = None,
     as_json: JsonOption = False,

@@ -22,7 +22,7 @@ import errno
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ import yaml
 from safetensors import SafetensorError
 
 from mergescope.candidates import from_mergekit_yaml, validate_with_mergekit
+from mergescope.card import write_card
 from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point
 from mergescope.records import Candidate
@@ -45,8 +46,6 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
 # mergekit-yaml's default is 5 GB; 1 GB bounds a merge of 8B models to ~1 GB of output buffer.
 OUT_SHARD_BYTES = 10**9
 StateDict = dict[str, "torch.Tensor"]
-# Called with the merged model directory once its weights, config and tokenizer are written (the model card).
-DirectoryHook = Callable[[Path], None]
 
 
 def merged_dir(merges_root: Path, candidate: Candidate) -> Path:
@@ -80,9 +79,9 @@ def merge_in_memory(candidate: Candidate) -> StateDict:
             else merged[save.tensor_task] for save in saves if merged[save.tensor_task] is not None}
 
 
-def write_merge(candidate: Candidate, target: Path, *, finish: DirectoryHook | None = None) -> Path:
+def write_merge(candidate: Candidate, target: Path) -> Path:
     """`target`, a loadable model directory of the merged candidate (safetensors shards, config, tokenizer,
-    mergekit config), written atomically; `finish` adds files (a model card) before it is renamed into place."""
+    mergekit config, model card), written atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}")
@@ -94,8 +93,7 @@ def write_merge(candidate: Candidate, target: Path, *, finish: DirectoryHook | N
         else:
             _write_model_dir(config, candidate.seed, partial)
         (partial / "mergekit_config.yml").write_text(yaml.safe_dump(candidate.mergekit_config, sort_keys=False))
-        if finish:
-            finish(partial)
+        write_card(partial, candidate, config)
         kill_point("merge.before_rename")
         if target.exists():
             shutil.rmtree(target)

@@ -1,11 +1,15 @@
 """Memory and disk checks made before a sweep merges anything, from the parents' safetensors headers.
 
-Estimates, not measurements: a merged model has the parents' tensor shapes in the spec's dtype; an
-in-memory merge holds every input model once, the merged weights, and the copy the backend serves.
+Estimates, not measurements: a merged model has the parents' tensor shapes in the spec's dtype. A merge
+(merge.py) reads its inputs tensor by tensor and writes shard by shard, so it holds the interpreter and its
+libraries, one output shard, and the inputs and kernel temporaries of one output tensor; the backend holds the
+model it serves, and while the next model loads, briefly two. benchmarks/merge_bench.py sets these against
+measured peaks.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +20,12 @@ from mergescope.records import ModelRef, ParentSet
 # Bytes per element of the dtypes safetensors headers name and mergekit writes.
 DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "float32": 4, "float16": 2, "bfloat16": 2}
+# The interpreter with torch, transformers, mergekit and mergescope imported, before any weights: 0.60 GiB
+# measured here (benchmarks/merge_bench.py reports it beside the merge's peak).
+RUNTIME_BYTES = 650 * 10**6
+# Temporaries of a merge kernel beside its inputs, in units of the output tensor (SLERP: normalised copies and the
+# result; TIES/DARE: masks and the stacked task vectors are of the same order).
+KERNEL_COPIES = 3
 UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
          "K": 2**10, "KIB": 2**10, "M": 2**20, "MIB": 2**20, "G": 2**30, "GIB": 2**30, "T": 2**40, "TIB": 2**40}
 
@@ -37,24 +47,32 @@ def human(n_bytes: int) -> str:
     return f"{n_bytes / 1000 ** exponent:.2f} {('B', 'KB', 'MB', 'GB', 'TB')[exponent]}"
 
 
-def model_bytes(model: ModelRef, dtype: str | None = None) -> int:
-    """The weights of `model` in bytes, in `dtype` if given, else as stored (read from safetensors headers)."""
+def tensor_bytes(model: ModelRef, dtype: str | None = None) -> list[int]:
+    """The bytes of each tensor of `model`, in `dtype` if given, else as stored (read from safetensors headers)."""
     from mergescope.parents import tensor_layout
 
-    total = 0
-    for shape, stored in tensor_layout(model).values():
-        elements = 1
-        for size in shape:
-            elements *= size
-        total += elements * DTYPE_BYTES.get(dtype or stored, 4)
-    return total
+    return [math.prod(shape) * DTYPE_BYTES.get(dtype or stored, 4) for shape, stored in tensor_layout(model).values()]
+
+
+def model_bytes(model: ModelRef, dtype: str | None = None) -> int:
+    """The weights of `model` in bytes, in `dtype` if given, else as stored."""
+    return sum(tensor_bytes(model, dtype))
+
+
+def merge_stage_bytes(parents: ParentSet, dtype: str) -> int:
+    """Peak memory of merging one candidate to disk: runtime, one output shard, one output tensor's working set."""
+    from mergescope.merge import OUT_SHARD_BYTES
+
+    first = parents.parents[0]
+    inputs = len(parents.parents) + (1 if parents.base else 0)
+    out_shard = min(OUT_SHARD_BYTES, model_bytes(first, dtype))
+    return RUNTIME_BYTES + out_shard + (inputs + KERNEL_COPIES) * max(tensor_bytes(first, dtype), default=0)
 
 
 def merge_memory_bytes(parents: ParentSet, dtype: str, serve_dtype: str = "float32") -> int:
-    """Peak memory of merging and serving one candidate: every input, the merge, and the served copy."""
-    inputs = [*parents.parents, *([parents.base] if parents.base else [])]
-    merged = model_bytes(parents.parents[0], dtype)
-    return sum(model_bytes(m) for m in inputs) + merged + model_bytes(parents.parents[0], serve_dtype)
+    """Peak memory of a sweep's worker: the served model, and beside it the next merge or the next model loading."""
+    served = model_bytes(parents.parents[0], serve_dtype)
+    return served + max(merge_stage_bytes(parents, dtype), RUNTIME_BYTES + served)
 
 
 def check_memory(parents: ParentSet, dtype: str, max_memory: str | None) -> None:

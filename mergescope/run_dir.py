@@ -206,12 +206,15 @@ def find_subject(run_dir: Path, subject_id: str) -> EvalSubject:
 
 
 def find_candidate(run_dir: Path, id_prefix: str) -> Candidate:
-    """The one candidate of an existing run whose id starts with `id_prefix`."""
-    rows = _subject_rows(run_dir, "SELECT * FROM subjects WHERE kind = 'candidate' AND id LIKE ?", f"{id_prefix}%")
-    if len(rows) != 1:
-        found = "no candidate" if not rows else f"{len(rows)} candidates"
-        raise ConfigError(f"{run_dir}: {found} with id {id_prefix!r}", hint="see `mergescope results RUN --json`")
-    return stored_subject(rows[0], run_dir).candidate
+    """The one candidate of an existing run whose id starts with `id_prefix`; ConfigError suggesting close ids."""
+    rows = _subject_rows(run_dir, "SELECT * FROM subjects WHERE kind = 'candidate'")
+    matching = [row for row in rows if row["id"].startswith(id_prefix)]
+    if len(matching) != 1:
+        found = "no candidate" if not matching else f"{len(matching)} candidates"
+        hint = did_you_mean(id_prefix, {row["id"] for row in rows}) if not matching and rows else \
+            "see `mergescope results RUN --json`"
+        raise ConfigError(f"{run_dir}: {found} with id {id_prefix!r}", hint=hint)
+    return stored_subject(matching[0], run_dir).candidate
 
 
 def _subject_rows(run_dir: Path, sql: str, *params: Any) -> list[sqlite3.Row]:

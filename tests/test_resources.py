@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.parents import resolve_parents, weight_files
-from mergescope.resources import (check_disk, check_memory, merge_memory_bytes, merged_output_bytes, model_bytes,
-                                  parse_size)
+from mergescope.resources import (KERNEL_COPIES, RUNTIME_BYTES, check_disk, check_memory, merge_memory_bytes,
+                                  merged_output_bytes, model_bytes, parse_size)
 
 
 @pytest.mark.parametrize("text, expected", [("8GB", 8 * 10**9), ("8GiB", 8 * 2**30), ("8G", 8 * 2**30),
@@ -41,11 +41,15 @@ def test_model_size_is_read_from_the_headers(parents):
     assert model_bytes(arith, "bfloat16") * 2 == stored_bytes(arith.path)  # the zoo stores float32
 
 
-def test_merge_memory_counts_every_input_the_merge_and_the_served_copy(parents):
-    inputs = sum(stored_bytes(m.path) for m in (*parents.parents, parents.base))
-    assert merge_memory_bytes(parents, "float32") == inputs + 2 * stored_bytes(parents.parents[0].path)
+def test_merge_memory_counts_the_served_copy_and_one_shard_and_tensor_of_the_merge_not_whole_inputs(parents):
+    arith = parents.parents[0].path
+    served = stored_bytes(arith)
+    largest = max(t.numel() * t.element_size() for f in weight_files(arith) for t in load_file(str(f)).values())
+    merging = served + (3 + KERNEL_COPIES) * largest  # the zoo's whole model is one output shard; 3 inputs
+    needed = RUNTIME_BYTES + served + max(merging, served)
+    assert merge_memory_bytes(parents, "float32") == needed
     check_memory(parents, "float32", None)  # no limit given: nothing to check
-    check_memory(parents, "float32", str(inputs + 2 * stored_bytes(parents.parents[0].path)))
+    check_memory(parents, "float32", str(needed))
     with pytest.raises(ConfigError, match="over --max-memory 1MB"):
         check_memory(parents, "float32", "1MB")
 

@@ -153,3 +153,6 @@ def test_a_subject_is_found_by_exact_id_and_a_candidate_by_prefix(run):
         find_candidate(run, "ab")
     with pytest.raises(ConfigError, match="no candidate with id 'parent'"):
         find_candidate(run, "parent")
+    with pytest.raises(ConfigError, match="no candidate with id 'abd457'") as caught:
+        find_candidate(run, "abd457")
+    assert "did you mean 'abd456'" in caught.value.one_line()
