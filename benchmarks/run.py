@@ -38,8 +38,8 @@ def _kinship(_zoo) -> dict:
 BENCHMARKS = {
     "sweep": ("End-to-end sweep, 10 candidates x 2 tasks: mergescope vs mergekit-yaml + lm_eval CLI per candidate",
               sweep_bench.run),
-    "merge": ("10 SLERP merges: mergescope's in-process fast path vs 10 mergekit-yaml calls; GB/s on two 1 GB parents",
-              merge_bench.run),
+    "merge": ("10 SLERP merges: mergescope in process vs 10 mergekit-yaml calls; merge-stage peak RSS (2 and 10 "
+              "candidates) and GB/s on two 1 GB parents and a base", merge_bench.run),
     "kinship": ("Kinship of two ~1 GB models: streaming vs load-everything", _kinship),
     "vllm": ("10 candidates on one live vLLM engine with weight swaps vs a fresh engine each", vllm_bench.run),
     "search": ("Evaluations a tpe / cmaes / random search needs to reach the best objective of a 100-point grid (5 seeds)",
