@@ -92,10 +92,11 @@ def test_seeded_dare_and_della_reproduce_and_differ_between_seeds(zoo, parents, 
     from mergescope.candidates import expand
 
     dare3, dare4, della3 = expand(load_sweep(spec), parents)
+    merged = {candidate.id: merge_in_memory(candidate) for candidate in (dare3, dare4, della3)}
     for candidate in (dare3, della3):
-        assert_bitwise_equal(merge_in_memory(candidate), merge_in_memory(candidate))
+        assert_bitwise_equal(merged[candidate.id], merge_in_memory(candidate))
     name = "model.layers.0.mlp.up_proj.weight"
-    assert not torch.equal(merge_in_memory(dare3)[name], merge_in_memory(dare4)[name])
+    assert not torch.equal(merged[dare3.id][name], merged[dare4.id][name])
 
 
 def test_write_makes_a_loadable_model_directory_atomically_and_merge_to_disk_reuses_it(zoo, parents, tmp_path):
