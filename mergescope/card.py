@@ -121,9 +121,9 @@ def _merge_section(candidate: Candidate, config: MergeConfiguration, chat_templa
     # The sweep's summary (t=0.3), else what mergekit received (a gradient); per-model ones are in the YAML below.
     given = candidate.parameters or candidate.mergekit_config.get("parameters")
     parameters = f"`{json.dumps(given, sort_keys=True)}`" if given else "per model, in the mergekit configuration"
-    template = "included" if chat_template else "none (the tokenizer donor has none)"
+    template = "included" if chat_template else "none (the tokenizer mergekit wrote has none)"
     return (f"## Merge\n\n- method: `{candidate.method}`\n- parameters: {parameters}\n- seed: {seed}\n"
-            f"- dtype: {config.dtype or 'as stored'}\n- tokenizer: copied from the tokenizer donor; chat template: "
+            f"- dtype: {config.dtype or 'as stored'}\n- tokenizer: as mergekit wrote it; chat template: "
             f"{template}\n")
 
 
