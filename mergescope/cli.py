@@ -224,12 +224,12 @@ def study(
     from mergescope.study import study as run_study
     from mergescope.sweep import SweepSettings
 
-    zoo_options = zoo or ([] if pairs else [".cache/zoo"])
-    study_pairs = [*(_study_pair(text) for text in pairs or []),
-                   *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
     options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
                             backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
                             progress=not as_json)
+    zoo_options = zoo or ([] if pairs else [".cache/zoo"])
+    study_pairs = [*(_study_pair(text) for text in pairs or []),
+                   *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
     result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))
