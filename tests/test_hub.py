@@ -56,6 +56,14 @@ def test_hub_ids_resolve_as_parents_named_by_their_repository(hub_cache):
         (name, snapshot_of(cache, name, shas[name]), f"zoo/{name}@{shas[name]}") for name in NAMES]
 
 
+def test_study_pairs_take_hub_ids(hub_cache):
+    from mergescope.cli import _study_pair
+
+    pair = _study_pair("zoo/arith_facts=zoo/arith,zoo/facts@v1,zoo/base")
+    parents = resolve_parents(list(pair.parents), pair.base)  # as the study checks its pairs
+    assert [(m.name, m.hub.repo_id) for m in parents.models()] == [(name, f"zoo/{name}") for name in NAMES]
+
+
 def test_an_existing_path_wins_over_a_hub_id(hub_cache, zoo, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(zoo.model_path("facts"), tmp_path / "zoo" / "arith")  # ./zoo/arith holds facts
