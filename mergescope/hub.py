@@ -10,6 +10,7 @@ always wins over an id, so local directories behave as before.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Callable
@@ -17,9 +18,11 @@ from typing import Callable
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.records import HubRevision
 
-# What a model needs: weights, configs (and the shard index), tokenizer files (sentencepiece *.model, vocab and
-# merges *.txt), chat templates saved beside the tokenizer (*.jinja)
-MODEL_FILES = ("*.safetensors", "*.json", "*.model", "*.txt", "*.jinja")
+# What a model needs besides its weights: configs (and the shard index), tokenizer files (sentencepiece *.model,
+# vocab and merges *.txt) and chat templates saved beside the tokenizer (*.jinja)
+CONFIG_FILES = ("*.json", "*.model", "*.txt", "*.jinja")
+SAFETENSORS = "*.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
 PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 # org/name[@revision]; a revision may hold slashes ("refs/pr/1"). Exactly one slash before the "@": "a/b/c" is a path.
 HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[^@\s]+))?")
@@ -28,11 +31,11 @@ DEFAULT_REVISION = "main"
 
 def is_hub_id(text: str | Path) -> bool:
     """Whether `text` names a hub model: `org/name[@revision]`, and no file or folder of that name exists here."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     match = HUB_ID.fullmatch(str(text))
     if match is None or Path(str(text)).expanduser().exists():
         return False
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     try:
         validate_repo_id(match["repo"])
     except HFValidationError:
@@ -56,16 +59,30 @@ def snapshot(model_id: str, *, allow_pickle: bool = False) -> tuple[Path, HubRev
     be had (not cached offline, no such repository or revision, gated, only pickled weights without leave)."""
     match = HUB_ID.fullmatch(model_id)
     repo_id, revision = match["repo"], match["revision"] or DEFAULT_REVISION
-    folder = _download(model_id, repo_id, revision, MODEL_FILES)
-    if not any(folder.glob("*.safetensors")):
+    folder = _download(model_id, repo_id, revision, CONFIG_FILES)
+    sha = folder.name  # later downloads ask for this very commit, even if the branch moves meanwhile
+    folder = _download(model_id, repo_id, sha, _safetensors_files(folder))
+    if not any(folder.glob(SAFETENSORS)):
         pickled = _pickled_files(repo_id, folder)
         if pickled and not allow_pickle:
             raise ConfigError(f"{model_id}: the repository holds only pickled weights ({pickled[0]}); loading them "
                               "can run arbitrary code",
                               hint="use a revision with safetensors weights, or pass --allow-pickle if you trust it")
         if pickled:
-            folder = _download(model_id, repo_id, revision, MODEL_FILES + PICKLED_WEIGHTS)
-    return folder, HubRevision(repo_id=repo_id, revision=revision, sha=folder.name)
+            folder = _download(model_id, repo_id, sha, PICKLED_WEIGHTS)
+    return folder, HubRevision(repo_id=repo_id, revision=revision, sha=sha)
+
+
+def _safetensors_files(folder: Path) -> tuple[str, ...]:
+    """The weight files to fetch: the shards the index lists where there is one (some repositories also ship a
+    second copy in another layout, e.g. Mistral's consolidated.safetensors), else every *.safetensors."""
+    index = folder / SHARD_INDEX
+    if not index.is_file():
+        return (SAFETENSORS,)
+    try:
+        return tuple(sorted(set(json.loads(index.read_text())["weight_map"].values())))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:
+        raise ConfigError(f"{index}: unreadable shard index ({error})", hint="re-download the model") from None
 
 
 def _download(model_id: str, repo_id: str, revision: str, patterns: tuple[str, ...]) -> Path:
@@ -112,7 +129,7 @@ def _no_repository(model_id: str, repo_id: str, revision: str) -> MergescopeErro
 
 
 def _incomplete(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return ConfigError(f"{model_id}: its snapshot in the hub cache is incomplete and the Hub cannot be reached",
+    return ConfigError(f"{model_id}: its snapshot in the hub cache lacks files it needs and the Hub cannot be reached",
                        hint=f"complete it with `hf download {repo_id} --revision {revision}` where the Hub is reachable")
 
 
@@ -121,7 +138,10 @@ def _not_cached(model_id: str, repo_id: str, revision: str) -> MergescopeError:
     from huggingface_hub.file_download import repo_folder_name
 
     repo_folder = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=repo_id, repo_type="model")
-    why = "HF_HUB_OFFLINE is set" if constants.is_offline_mode() else "the Hub cannot be reached"
+    if (repo_folder / "refs" / revision).is_file() or (repo_folder / "snapshots" / revision).is_dir():
+        return _incomplete(model_id, repo_id, revision)  # the commit is cached, but not every file asked for
+    offline = constants.is_offline_mode()
+    why = "HF_HUB_OFFLINE is set" if offline else "the Hub cannot be reached"
     download = f"`hf download {repo_id}" + (f" --revision {revision}`" if revision != DEFAULT_REVISION else "`")
     if repo_folder.is_dir():
         cached = sorted(p.name for p in (repo_folder / "refs").glob("*")) or ["no named revision"]
@@ -130,8 +150,8 @@ def _not_cached(model_id: str, repo_id: str, revision: str) -> MergescopeError:
                            hint=f"give a cached revision, or download this one with {download}")
     return ConfigError(f"{model_id}: no such local directory, and no hub model {repo_id} in the hub cache "
                        f"({constants.HF_HUB_CACHE}) while {why}",
-                       hint=f"download it with {download}" + (", or unset HF_HUB_OFFLINE" if constants.is_offline_mode()
-                                                              else "") + "; or give the path of a model directory")
+                       hint=f"download it with {download}" + (", or unset HF_HUB_OFFLINE" if offline else "")
+                            + "; or give the path of a model directory")
 
 
 def _hub_failed(model_id: str, repo_id: str, revision: str) -> MergescopeError:

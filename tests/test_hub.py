@@ -86,7 +86,7 @@ def test_a_repository_whose_listing_shows_only_pickles_is_refused_unless_allowed
     with pytest.raises(ConfigError, match=r"zoo/old: the repository holds only pickled weights \(pytorch_model.bin\)") as refused:
         hub.snapshot("zoo/old")
     assert "--allow-pickle" in refused.value.hint
-    with pytest.raises(ConfigError, match="snapshot in the hub cache is incomplete"):
+    with pytest.raises(ConfigError, match="zoo/old: its snapshot in the hub cache lacks files"):
         hub.snapshot("zoo/old", allow_pickle=True)
 
 
@@ -167,3 +167,12 @@ def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_other
     assert f"zoo/arith@{shas['arith']}" in refused.value.hint
     resumed = sweep(settings(f"zoo/arith@{shas['arith']}", "zoo/facts"))
     assert (resumed.n_evaluated, resumed.n_skipped) == (0, 4)
+
+
+def test_only_the_shards_an_index_lists_are_asked_for(tmp_path):
+    """A repository may ship its weights twice (Mistral's consolidated.safetensors beside the shards)."""
+    assert hub._safetensors_files(tmp_path) == ("*.safetensors",)
+    weight_map = {"a.weight": "model-00002-of-00002.safetensors", "b.weight": "model-00001-of-00002.safetensors",
+                  "c.weight": "model-00001-of-00002.safetensors"}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert hub._safetensors_files(tmp_path) == ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
