@@ -95,7 +95,7 @@ def test_kinship_of_hub_ids_equals_kinship_of_their_directories(hub_cache, zoo):
 
     by_id = kinship(["zoo/arith", "zoo/facts"], "zoo/base")
     by_path = kinship([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
-    assert by_id.models == ("arith", "facts")
+    assert by_id.models == ("arith", "facts") and by_id.compared == by_path.compared == "task vectors (model - base)"
     assert by_id.figures == by_path.figures and by_id.base_figures == by_path.base_figures
 
 

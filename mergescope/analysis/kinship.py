@@ -88,7 +88,9 @@ class KinshipReport:
         """Returns what the figures compare, in words."""
         if self.base is None:
             return "raw weights (no base given: these are not task vectors)"
-        return f"task vectors (model - {Path(self.base).name})"
+        # the base's name as the figures give it (a hub id's repository name, not its snapshot folder's commit)
+        base_name = self.base_figures[0].model_b if self.base_figures else Path(self.base).name
+        return f"task vectors (model - {base_name})"
 
     def select(self, scope: Scope, scope_name: str | None = None) -> list[KinshipFigure]:
         """Returns the figures of one scope (and one scope name, if given)."""
