@@ -29,18 +29,10 @@ TAGS = ("merge", "mergekit", "mergescope")
 class CardParent:
     """One model a merge read, as its mergekit config names it."""
 
-    reference: str  # a local directory or a hub id, as mergekit resolved it
-    # The commit merged, where the reference pins one (`org/name@sha`). Local directories have none; hub ids
-    # resolved by ModelRef (branch `hub`) reach this field once the mergekit configs carry `id@sha`.
-    revision: str | None
+    reference: str  # the local directory (a hub id's snapshot folder) or hub id mergekit read
+    hub_id: str | None  # org/name, for a hub id or a snapshot folder of the hub cache
+    revision: str | None  # the commit merged (a snapshot folder's name) or the revision a reference pins
     role: str  # "base_model" (mergekit's base_model) or "model"
-
-    @property
-    def hub_id(self) -> str | None:
-        """The reference when it is a hub id (org/name), not a local directory."""
-        path = Path(self.reference)
-        local = path.is_absolute() or path.exists()
-        return self.reference if not local and self.reference.count("/") == 1 else None
 
 
 @dataclass(frozen=True)
@@ -68,9 +60,21 @@ class RunScores:
 def card_parents(config: MergeConfiguration) -> list[CardParent]:
     """The models `config` reads, its base_model first."""
     base = config.base_model
-    models = sorted(config.referenced_models(), key=lambda model: model != base)
-    return [CardParent(reference=model.model.path, revision=model.model.revision,
+    # referenced_models() is a set: sort, so that a card is byte-identical whichever process writes it
+    models = sorted(config.referenced_models(), key=lambda model: (model != base, str(model)))
+    return [CardParent(model.model.path, *_hub_identity(model.model.path, model.model.revision),
                        role="base_model" if model == base else "model") for model in models]
+
+
+def _hub_identity(reference: str, revision: str | None) -> tuple[str | None, str | None]:
+    """(org/name, revision) of a model reference: a snapshot folder of the hub cache
+    (`models--ORG--NAME/snapshots/SHA`, as hub.py resolves ids), a hub id, or (None, None) for a local directory."""
+    from mergescope.hub import is_hub_id
+
+    path = Path(reference)
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return "/".join(path.parent.parent.name.split("--", 2)[1:]), path.name
+    return (reference, revision) if is_hub_id(reference) else (None, None)
 
 
 def has_chat_template(directory: Path) -> bool:
@@ -112,7 +116,7 @@ def _parents_section(parents: list[CardParent]) -> str:
     lines = ["## Parents\n", "| role | model | revision |", "|---|---|---|"]
     for parent in parents:
         revision = parent.revision or ("not pinned" if parent.hub_id else "local directory, no revision")
-        lines.append(f"| {parent.role} | `{parent.reference}` | {revision} |")
+        lines.append(f"| {parent.role} | `{parent.hub_id or parent.reference}` | {revision} |")
     return "\n".join(lines) + "\n"
 
 

@@ -35,21 +35,23 @@ def test_a_merged_directory_carries_a_card_and_the_donors_chat_template(zoo, tmp
     assert merged.chat_template and merged.apply_chat_template(chat, tokenize=False) == donor.apply_chat_template(chat, tokenize=False)
 
 
-def test_hub_references_give_revisions_and_hub_metadata_and_scores_give_a_table():
-    config = {"merge_method": "slerp", "base_model": "org/instruct@abc123", "parameters": {"t": 0.5}, "dtype": "bfloat16",
-              "slices": None, "models": [{"model": "org/instruct@abc123"}, {"model": "org/cpt"}]}
-    candidate = Candidate(id="c0ffee", method="slerp", label="slerp t=0.5", mergekit_config=config,
-                          parameters={"t": 0.5}, seed=7)
+def test_hub_snapshots_and_pinned_ids_give_revisions_and_hub_metadata_and_scores_give_a_table():
+    snapshot = "/cache/hub/models--org--instruct/snapshots/0123abcd"  # how hub.py hands mergekit a hub id
+    config = {"merge_method": "task_arithmetic", "base_model": snapshot, "dtype": "bfloat16",
+              "models": [{"model": "org/cpt@v2", "parameters": {"weight": 0.5}},
+                         {"model": "org/other", "parameters": {"weight": 0.5}}]}
+    candidate = Candidate(id="c0ffee", method="task_arithmetic", label="task arithmetic", mergekit_config=config,
+                          parameters={"weight": 0.5}, seed=7)
     merge_config = validate_with_mergekit(candidate)
-    assert [(p.reference, p.revision, p.role) for p in card_parents(merge_config)] == [
-        ("org/instruct", "abc123", "base_model"), ("org/cpt", None, "model")]
+    assert [(p.hub_id, p.revision, p.role) for p in card_parents(merge_config)] == [
+        ("org/instruct", "0123abcd", "base_model"), ("org/cpt", "v2", "model"), ("org/other", None, "model")]
     scores = RunScores(run="lu", limit=20, reference_labels=("instruct", "cpt"),
                        rows=(ScoreRow("gsm8k", "exact_match,strict", 0.45, 0.0125, 20, (0.4, None)),))
     card = model_card(candidate, merge_config, chat_template=False, scores=scores)
-    assert front_matter(card)["base_model"] == ["org/instruct", "org/cpt"]
+    assert front_matter(card)["base_model"] == ["org/instruct", "org/cpt", "org/other"]
     assert front_matter(card)["base_model_relation"] == "merge"
-    for fact in ("| base_model | `org/instruct` | abc123 |", "| model | `org/cpt` | not pinned |", "- seed: 7",
-                 "--random-seed 7`", "- dtype: bfloat16", "chat template: none", "## Scores in run `lu`",
-                 "the first 20 items of each task", "| task | metric | this merge | instruct | cpt |",
-                 "| gsm8k | exact_match,strict | 0.450 ± 0.013 | 0.400 |  |"):
+    for fact in ("| base_model | `org/instruct` | 0123abcd |", "| model | `org/cpt` | v2 |",
+                 "| model | `org/other` | not pinned |", "- seed: 7", "--random-seed 7`", "- dtype: bfloat16",
+                 "chat template: none", "## Scores in run `lu`", "the first 20 items of each task",
+                 "| task | metric | this merge | instruct | cpt |", "| gsm8k | exact_match,strict | 0.450 ± 0.013 | 0.400 |  |"):
         assert fact in card, fact
