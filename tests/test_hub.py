@@ -130,7 +130,7 @@ def test_serve_takes_a_hub_id(hub_cache):
 def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_others(hub_cache, zoo, tmp_path):
     from mergescope.analysis.run import load_run
     from mergescope.analysis.run_analysis import analyse_run
-    from mergescope.merge import Merger
+    from mergescope.merge import merge_in_memory
     from mergescope.report.sections import provenance
     from mergescope.run_dir import read_run_meta
     from mergescope.sweep import SweepSettings, plan_sweep, sweep
@@ -153,7 +153,7 @@ def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_other
     assert rows["hub commits"] == ", ".join(f"zoo/{name}@{shas[name]}" for name in sorted(NAMES))
     # the candidate's merged weights equal those of the same merge of the zoo's directories
     directories = [str(zoo.model_path(name)) for name in NAMES]
-    expected = Merger().merge(plan_sweep(settings(*directories, out="dirs")).candidates[0])
+    expected = merge_in_memory(plan_sweep(settings(*directories, out="dirs")).candidates[0])
     stored = load_file(str(next((result.run_dir / "merges").iterdir()) / "model.safetensors"))
     assert stored.keys() == expected.keys() and all(stored[name].equal(expected[name]) for name in expected)
 
