@@ -19,7 +19,7 @@ import yaml
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mergescope.config import validation_message
+from mergescope.config import EvalSettings, validation_message
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
 from mergescope.records import Candidate, EvalSubject
 from mergescope.store import STORE_NAME, ResultsStore, read_meta
@@ -81,7 +81,8 @@ class MetaRecord(BaseModel):
 
 
 class RunMeta(MetaRecord):
-    """What produced a run: the spec, the parents, the tasks, the backend and executor, the machine."""
+    """What produced a run: the spec (its dtype: the one served), the parents, the tasks and how lm-eval prompted
+    them, the backend and executor, the machine."""
 
     spec: dict[str, Any]  # the sweep spec as validated, kept as written so that later spec fields never break it
     spec_source: str | None
@@ -96,6 +97,7 @@ class RunMeta(MetaRecord):
     machine: str
     updated_at: str  # ISO time the sweep (re)started
     executor: str = "local"  # stores written before executors existed ran every subject in-process
+    evaluation: EvalSettings = EvalSettings()  # stores written before these flags were scored with lm-eval's defaults
 
 
 class JudgingMeta(MetaRecord):

@@ -12,12 +12,12 @@ from tqdm import tqdm
 from mergescope import provenance
 from mergescope.backends import BACKENDS, default_backend
 from mergescope.candidates import expand, validate_with_mergekit
-from mergescope.config import SweepSpec, load_sweep
+from mergescope.config import EvalSettings, SweepSpec, load_sweep
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged
-from mergescope.parents import resolve_parents
+from mergescope.parents import check_chat_template, resolve_parents
 from mergescope.records import Candidate, EvalSubject, ParentSet
 from mergescope.resources import check_disk, check_memory, merged_output_bytes
 from mergescope.run_dir import LockedRun, merges_dir, run_meta, write_run_meta
@@ -38,6 +38,8 @@ class SweepSettings:
     out: Path | None = None
     backend: str | None = None
     limit: int | None = None
+    evaluation: EvalSettings = EvalSettings()  # how lm-eval prompts every subject (--num-fewshot ...)
+    dtype: str | None = None  # --dtype: merge and serve in it instead of the spec's dtype
     allow_pickle: bool = False
     trust_remote_code: bool = False
     # e.g. {"tensor_parallel_size": 2} for vllm; plan_sweep checks it, and executor_options, into the
@@ -95,9 +97,10 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     """Check a run's options, parents, memory and tasks, and plan the candidates `candidates_of` gives; ConfigError
     on bad input. A sweep plans its spec's candidates; a search (search.py) plans none and adds its trials later."""
     backend = settings.backend or default_backend()
-    # Every subject (parents too) is served in the spec's dtype; an option the backend or executor does not
-    # take is refused here, before anything slow.
-    backend_options = BACKENDS.options(backend, {"dtype": spec.dtype, **settings.backend_options})
+    # Every subject (parents too) is served in the spec's dtype (or --dtype's); an option the backend or
+    # executor does not take, or a dtype the backend cannot serve, is refused here, before anything slow.
+    backend_options = BACKENDS.options(backend, _backend_values(settings, settings.dtype or spec.dtype))
+    spec = spec.model_copy(update={"dtype": settings.dtype or spec.dtype})  # checked by the backend's options
     executor_options = EXECUTORS.options(settings.executor,
                                          {"progress": settings.progress, **settings.executor_options})
     parents = resolve_parents(
@@ -105,11 +108,19 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
     check_memory(parents, spec.dtype, settings.max_memory)
+    check_chat_template([*parents.parents, *([parents.base] if parents.base else [])],
+                        settings.evaluation.apply_chat_template)  # candidates take their tokenizer from these
     candidates = candidates_of(parents)
     suite = _task_suite(settings, parents)
     run_dir = settings.out or Path("runs") / "_".join([spec.name, *(p.name for p in parents.parents)])
     subjects = reference_subjects(parents) + candidate_subjects(candidates)
     return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options)
+
+
+def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
+    """The backend's options: the served dtype, --batch-size where given, and the backend flags given."""
+    batch_size = {"batch_size": settings.evaluation.batch_size} if settings.evaluation.batch_size else {}
+    return {"dtype": dtype, **batch_size, **settings.backend_options}
 
 
 def candidate_subjects(candidates: list[Candidate]) -> list[EvalSubject]:
@@ -138,8 +149,10 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
 
 
 def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> None:
-    """Check the locked run is one of these parents, record its provenance, plan its subjects, record kinship."""
+    """Check the locked run is one of these parents, scored the same way; record its provenance, plan its subjects,
+    record kinship."""
     _check_same_sweep(store, plan.parents, plan.run_dir)
+    _check_same_scoring(store, plan)
     # the backend actually used, not the option (None means "the default"), so the report names it
     write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor))
     store.plan(plan.subjects)
@@ -170,7 +183,7 @@ def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
     if not names:
         raise ConfigError("no tasks given and the parents are not from a mergescope zoo",
                           hint="pass --tasks NAME (and --task-path DIR for your own task YAMLs)")
-    return resolve_tasks(names, paths, settings.limit)
+    return resolve_tasks(names, paths, settings.limit, settings.evaluation)
 
 
 def find_zoo(model_dir: Path):
@@ -190,6 +203,21 @@ def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) ->
     if previous is not None and previous.parents != current:
         raise ConfigError(f"{run_dir} holds a sweep of other parents ({', '.join(previous.parents)})",
                           hint="choose another --out for these parents")
+
+
+def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
+    """Refuse to resume a run whose stored subjects were served in another dtype or prompted otherwise."""
+    previous = run_meta(store)
+    if previous is None:
+        return
+    stored_dtype = previous.spec.get("dtype", "float32")
+    if stored_dtype != plan.spec.dtype:
+        raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.spec.dtype}",
+                          hint=f"resume it with --dtype {stored_dtype}, or choose another --out")
+    stored, asked = previous.evaluation, plan.suite.settings
+    if stored.identity() != asked.identity():
+        raise ConfigError(f"{plan.run_dir} was scored with {stored.describe()}, not {asked.describe()}",
+                          hint="resume it with the same evaluation flags, or choose another --out")
 
 
 def finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
@@ -221,7 +249,7 @@ def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepP
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
         if judging is not None:  # the worker answered the judge's questions; grading needs no model here
-            _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
+            _say(settings, judging.judge_subject(result.subject, answered(result.answers, result.answers_chat_template)))
             kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, plan.executor_options)

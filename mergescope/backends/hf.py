@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mergescope.backends.chat import answer_prompt_ids
 from mergescope.options import HFOptions
 
 
@@ -35,8 +36,8 @@ class HFBackend:
     @torch.no_grad()
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
         outputs = []
-        for prompt in prompts:
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+        for prompt_ids in answer_prompt_ids(self.tokenizer, prompts):
+            ids = torch.tensor([prompt_ids], device=self.device)
             sample = temperature > 0
             generated = self.model.generate(
                 ids, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mergescope.backends import create_backend
+from mergescope.backends.chat import has_chat_template
 from mergescope.faults import kill_point
 from mergescope.merge import Merger, merge_to_disk
 from mergescope.records import AnswerRequest, EvalSubject, Evaluation
@@ -31,6 +32,7 @@ class SubjectResult:
     evaluation: Evaluation
     merge_seconds: float | None
     answers: dict[tuple[str, int, float], str] = field(default_factory=dict)  # AnswerRequest key -> completion
+    answers_chat_template: bool = False  # whether the answers were asked through the model's chat template
 
 
 class SubjectWorker:
@@ -51,7 +53,8 @@ class SubjectWorker:
         kill_point("eval.before")
         evaluation = self.tasks.evaluate(lm, subject.id)
         kill_point("eval.after")
-        return SubjectResult(subject, evaluation, merge_seconds, self._answers())
+        return SubjectResult(subject, evaluation, merge_seconds, self._answers(),
+                             has_chat_template(self.backend.tokenizer))
 
     def _answers(self) -> dict[tuple[str, int, float], str]:
         """The loaded model's completions of the job's answer requests (the judge grades them elsewhere)."""
