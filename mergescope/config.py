@@ -162,8 +162,10 @@ def eval_settings(**values: Any) -> EvalSettings:
         return EvalSettings(**values)
     except ValidationError as error:
         first = error.errors()[0]
-        flag = "--" + "-".join(str(first["loc"][0]).split("_")) if first["loc"] else "evaluation settings"
-        raise ConfigError(f"{flag}: {first['msg'].removeprefix('Value error, ')}",
+        message = first["msg"].removeprefix("Value error, ")
+        if first["loc"]:  # a field's problem: name its flag and the value given
+            message = f"--{str(first['loc'][0]).replace('_', '-')} {first['input']}: {message}"
+        raise ConfigError(message,
                           hint="see `mergescope sweep --help`; the flags are lm-eval's (--num-fewshot 5, "
                                "--gen-kwargs temperature=0,max_gen_toks=64)") from None
 

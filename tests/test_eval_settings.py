@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -126,8 +127,38 @@ def test_eval_settings_follow_lm_eval_cli_rules():
         "temperature": 0, "max_gen_toks": 32, "do_sample": False}
     with pytest.raises(ConfigError, match="--fewshot-as-multiturn needs --apply-chat-template"):
         eval_settings(fewshot_as_multiturn=True)
-    with pytest.raises(ConfigError, match="--num-fewshot: .*greater than or equal to 0"):
+    with pytest.raises(ConfigError, match="--num-fewshot -1: .*greater than or equal to 0"):
         eval_settings(num_fewshot=-1)
+
+
+def test_the_vllm_engine_renders_chats_as_lm_eval_hf_model(chat_parents):
+    """LiveEngineLM (lm-eval's view of the live engine) applies the template as HFLM does, prefill included."""
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mergescope.backends.live_lm import LiveEngineLM
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_parents[0])
+    engine_lm = LiveEngineLM(SimpleNamespace(tokenizer=tokenizer, options=EngineOptions()))  # no engine needed
+    hf_lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(chat_parents[0]), tokenizer=tokenizer, device="cpu")
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q: 1 + 1 = ?\nA:"},
+            {"role": "assistant", "content": "2"}, {"role": "user", "content": "Q: 2 + 2 = ?\nA:"}]
+    for turns, generation_prompt in ((chat, True), (chat[:3], False)):
+        assert engine_lm.apply_chat_template(turns, generation_prompt) == hf_lm.apply_chat_template(turns, generation_prompt)
+    assert engine_lm.apply_chat_template(chat).startswith("Be brief.\n\nUser: Q: 1 + 1")
+
+
+def test_rubric_answers_are_asked_through_the_model_chat_template(chat_parents, zoo):
+    from mergescope.backends.chat import answer_prompt_ids
+    from mergescope.backends.hf import HFBackend
+
+    question = "Q: What is 12 plus 30?\nA:"
+    backend = HFBackend()
+    backend.load(chat_parents[0])  # arith's weights, the marked template
+    assert answer_prompt_ids(backend.tokenizer, [question]) == [backend.tokenizer("User: " + question).input_ids]
+    templated = backend.generate([question], max_tokens=6)
+    backend.load(zoo.model_path("arith"))  # the same weights; the zoo's template renders a user turn as written
+    assert backend.generate(["User: " + question], max_tokens=6) == templated
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

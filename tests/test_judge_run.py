@@ -185,7 +185,7 @@ def test_a_zoo_sweep_judges_each_subject_after_its_scores(zoo, tmp_path, rubric)
     assert result.n_evaluated == 3
     assert db.execute("SELECT count(*) FROM answers").fetchone()[0] == 3 * 2
     assert json.loads(db.execute("SELECT sampling FROM answers LIMIT 1").fetchone()[0]) == {
-        "backend": "hf", "max_tokens": 8, "stop": ["\n"], "temperature": 0.0}
+        "backend": "hf", "chat_template": True, "max_tokens": 8, "stop": ["\n"], "temperature": 0.0}
     assert db.execute("SELECT count(*) FROM judgments WHERE score IS NOT NULL").fetchone()[0] == 3 * 2 * 2
     assert db.execute("SELECT count(DISTINCT opponent_id) FROM comparisons").fetchone()[0] == 2
     tasks = {task for (task,) in db.execute("SELECT DISTINCT task FROM scores")}
