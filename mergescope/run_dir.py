@@ -99,6 +99,10 @@ class RunMeta(MetaRecord):
     executor: str = "local"  # stores written before executors existed ran every subject in-process
     evaluation: EvalSettings = EvalSettings()  # stores written before these flags were scored with lm-eval's defaults
 
+    def served_dtype(self) -> str:
+        """The dtype the run's models were merged and served in: its spec's (with --dtype applied)."""
+        return self.spec.get("dtype", "float32")
+
 
 class JudgingMeta(MetaRecord):
     """How a run was judged last, and whether every subject's judging finished."""

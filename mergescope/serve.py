@@ -74,9 +74,9 @@ def serve(target: str, run: Path | None = None, host: str = "127.0.0.1", port: i
 
 
 def served_dtype(run: Path | None) -> str:
-    """The dtype a run's models were served in (its spec's, or --dtype's); float32 without a run."""
+    """The dtype a run's models were served in; float32 without a run."""
     meta = read_run_meta(run) if run is not None else None
-    return meta.spec.get("dtype", "float32") if meta is not None else "float32"
+    return meta.served_dtype() if meta is not None else "float32"
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

@@ -174,7 +174,9 @@ def reference_subjects(parents: ParentSet) -> list[EvalSubject]:
 
 
 def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
-    names, paths = list(settings.tasks), list(settings.task_paths)
+    # `--tasks a,b` as lm-eval's CLI takes it, or `--tasks a --tasks b`
+    names = [name for text in settings.tasks for name in text.split(",") if name]
+    paths = list(settings.task_paths)
     zoo = find_zoo(parents.parents[0].path)
     if zoo is not None:
         if zoo.task_yaml_dir() not in paths:  # a study's zoo pairs name it already
@@ -210,7 +212,7 @@ def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
     previous = run_meta(store)
     if previous is None:
         return
-    stored_dtype = previous.spec.get("dtype", "float32")
+    stored_dtype = previous.served_dtype()
     if stored_dtype != plan.spec.dtype:
         raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.spec.dtype}",
                           hint=f"resume it with --dtype {stored_dtype}, or choose another --out")

@@ -192,3 +192,12 @@ def test_judge_and_serve_use_the_dtype_the_run_was_served_in(tmp_path):
     assert answer_options(meta, "hf", None) == HFOptions(dtype="bfloat16")
     assert answer_options(meta, "hf", "float16") == HFOptions(dtype="float16")  # --dtype overrides
     assert served_dtype(run_dir) == "bfloat16" and served_dtype(None) == "float32"
+
+
+def test_tasks_may_be_given_comma_separated_as_lm_eval_takes_them(zoo, tmp_path):
+    from mergescope.sweep import plan_sweep
+
+    settings = SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+                             tasks=["zoo_arith,zoo_facts", "zoo_domain"], out=tmp_path / "run", backend="hf",
+                             progress=False)
+    assert plan_sweep(settings).suite.names == ("zoo_arith", "zoo_facts", "zoo_domain")

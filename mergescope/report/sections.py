@@ -290,6 +290,7 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     settings = [("sweep spec file", meta.spec_source or "(built-in default)"),
                 ("tasks", ", ".join(meta.tasks)), ("item limit", str(meta.limit or "none")),
                 ("backend", str(meta.backend or "default")), ("machine", meta.machine),
+                ("served dtype", meta.served_dtype()), ("lm-eval settings", meta.evaluation.describe()),
                 ("architecture", meta.architecture), ("written", meta.updated_at),
                 ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
                 ("analysis seed (item halves, bootstrap)", str(analysis.settings.seed))]

@@ -242,7 +242,7 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
 def answer_options(provenance: RunMeta | None, backend_name: str, dtype: str | None) -> Any:
     """The options record of the backend that generates a run's missing answers: in `dtype`, by default in the
     dtype the run's models were served in (its spec's), so that answers match the scores beside them."""
-    served = provenance.spec.get("dtype", "float32") if provenance is not None else "float32"
+    served = provenance.served_dtype() if provenance is not None else "float32"
     return BACKENDS.options(backend_name, {"dtype": dtype or served})
 
 
