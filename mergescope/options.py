@@ -86,6 +86,7 @@ class HFOptions:
     batch_size: int = 64
     device: str = "cpu"
     dtype: str = "float32"  # the sweep spec's dtype; the model is loaded (and computes) in it
+    chat_template: str | None = None  # --chat-template NAME: lm-eval's prompts use the tokenizer's template NAME
 
     def __post_init__(self):
         check_dtype("hf", self.dtype)
@@ -103,6 +104,7 @@ class EngineOptions:
     seed: int = 0
     max_gen_toks: int = 256  # lm-eval's budget when a task sets none; read per request, not by the engine
     batch_size: int | None = None  # --batch-size: the most sequences the engine runs at once (None: vLLM's own)
+    chat_template: str | None = None  # --chat-template NAME: lm-eval's prompts use the tokenizer's template NAME
 
     def __post_init__(self):
         check_dtype("vllm", self.dtype)

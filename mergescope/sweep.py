@@ -118,9 +118,12 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
 
 
 def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
-    """The backend's options: the served dtype, --batch-size where given, and the backend flags given."""
-    batch_size = {"batch_size": settings.evaluation.batch_size} if settings.evaluation.batch_size else {}
-    return {"dtype": dtype, **batch_size, **settings.backend_options}
+    """The backend's options: the served dtype, --batch-size and --chat-template NAME where given (a backend
+    without such an option refuses it), and the backend flags given."""
+    evaluation = settings.evaluation
+    given = {"batch_size": evaluation.batch_size,
+             "chat_template": evaluation.apply_chat_template if isinstance(evaluation.apply_chat_template, str) else None}
+    return {"dtype": dtype, **{key: value for key, value in given.items() if value}, **settings.backend_options}
 
 
 def candidate_subjects(candidates: list[Candidate]) -> list[EvalSubject]:

@@ -201,3 +201,25 @@ def test_tasks_may_be_given_comma_separated_as_lm_eval_takes_them(zoo, tmp_path)
                              tasks=["zoo_arith,zoo_facts", "zoo_domain"], out=tmp_path / "run", backend="hf",
                              progress=False)
     assert plan_sweep(settings).suite.names == ("zoo_arith", "zoo_facts", "zoo_domain")
+
+
+def test_a_named_chat_template_is_the_one_rendered(zoo, tmp_path):
+    """--chat-template NAME: lm-eval's evaluate renders with the default template whatever the name; ours do not."""
+    from mergescope.backends import BACKENDS
+    from mergescope.backends.hf import HFBackend
+    from mergescope.backends.live_lm import LiveEngineLM
+    from mergescope.parents import chat_templates
+
+    model = tmp_path / "arith"
+    shutil.copytree(zoo.model_path("arith"), model)
+    (model / "additional_chat_templates").mkdir()
+    (model / "additional_chat_templates" / "marked.jinja").write_text(MARKED_TEMPLATE)
+    assert set(chat_templates(model)) == {"default", "marked"}
+    user = [{"role": "user", "content": "Q: 1 + 1 = ?\nA:"}]
+    named = HFBackend(HFOptions(chat_template="marked")).load(model)
+    assert named.apply_chat_template(user) == "User: Q: 1 + 1 = ?\nA:"
+    assert HFBackend().load(model).apply_chat_template(user) == "Q: 1 + 1 = ?\nA:"  # the default template
+    engine_lm = LiveEngineLM(SimpleNamespace(tokenizer=named.tokenizer, options=EngineOptions(chat_template="marked")))
+    assert engine_lm.apply_chat_template(user) == "User: Q: 1 + 1 = ?\nA:"
+    with pytest.raises(ConfigError, match="openai backend takes no option 'chat_template'"):
+        BACKENDS.options("openai", {"chat_template": "marked"})  # lm-eval's local-completions cannot pick one

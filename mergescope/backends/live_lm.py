@@ -67,7 +67,7 @@ class LiveEngineLM(TemplateLM):
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The chat as the served tokenizer's template renders it (lm-eval's --apply-chat-template)."""
-        return render_chat(self.tokenizer, chat_history, add_generation_prompt)
+        return render_chat(self.tokenizer, chat_history, add_generation_prompt, self.backend.options.chat_template)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids of `string`, with the same special-token rule as lm-eval's hf model."""
