@@ -59,8 +59,8 @@ def chat_run(chat_parents, zoo, tmp_path_factory) -> tuple[Path, SweepSettings]:
     return folder / "run", settings
 
 
-def lm_eval_cli(model: Path, task_dir: Path, out: Path) -> tuple[float, dict[int, tuple[str, float]]]:
-    """The `lm_eval` CLI's exact_match and {doc_id: (prompt, exact_match)} on `model` with SETTINGS."""
+def lm_eval_cli(model: Path, task_dir: Path, out: Path) -> tuple[float, dict[int, tuple[str, str, float]]]:
+    """The `lm_eval` CLI's exact_match and {doc_id: (prompt, response, exact_match)} on `model` with SETTINGS."""
     subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
                     "--tasks", "zoo_arith", "--include_path", str(task_dir), "--apply_chat_template",
                     "--num_fewshot", "2", "--system_instruction", SETTINGS["system_instruction"],
@@ -68,7 +68,8 @@ def lm_eval_cli(model: Path, task_dir: Path, out: Path) -> tuple[float, dict[int
                    check=True, capture_output=True, text=True)
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = [json.loads(line) for line in next(out.rglob("samples_zoo_arith_*.jsonl")).read_text().splitlines()]
-    items = {s["doc_id"]: (s["arguments"]["gen_args_0"]["arg_0"], float(s["exact_match"])) for s in samples}
+    items = {s["doc_id"]: (s["arguments"]["gen_args_0"]["arg_0"], s["filtered_resps"][0], float(s["exact_match"]))
+             for s in samples}
     return results["results"]["zoo_arith"]["exact_match,strip"], items
 
 
@@ -79,12 +80,13 @@ def test_chat_templated_few_shot_scores_and_prompts_equal_lm_eval_cli(chat_run, 
     candidate = store.query("SELECT id FROM subjects WHERE kind = 'candidate'")[0]["id"]
     score = store.query("SELECT value FROM scores WHERE subject_id = ? AND task = 'zoo_arith' "
                         "AND metric = 'exact_match,strip'", candidate)[0]["value"]
-    items = {row["doc_id"]: (row["prompt"], row["value"]) for row in store.query(
-        "SELECT doc_id, prompt, value FROM items WHERE subject_id = ? AND task = 'zoo_arith'", candidate)}
+    items = {row["doc_id"]: (row["prompt"], row["response"], row["value"]) for row in store.query(
+        "SELECT doc_id, prompt, response, value FROM items WHERE subject_id = ? AND task = 'zoo_arith'", candidate)}
     store.close()
     cli_score, cli_items = lm_eval_cli(run_dir / "merges" / candidate, zoo.task_yaml_dir(), tmp_path / "cli")
-    assert items == cli_items
+    assert items == cli_items  # prompts, generated answers and their exact-match values, item by item
     assert score == pytest.approx(cli_score)
+    assert len({response for _, response, _ in items.values()}) > 1  # the answers say something
     prompt = items[0][0]
     # the system turn, two user/assistant shots and the question, each user turn marked by the template
     assert prompt.startswith("Answer with a number.\n\nUser: Q: ") and prompt.count("User: Q: ") == 3, prompt
