@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import yaml
 from pydantic import ValidationError
 
+from mergescope import hub
 from mergescope.config import MethodBlock, SweepSpec, as_sweep, load_sweep, load_yaml
 from mergescope.errors import ConfigError, did_you_mean
 from mergescope.records import Candidate, ParentSet
@@ -25,6 +26,8 @@ PARAMETER_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "gamma": (0.0, 1.0, False),
     "select_topk": (0.0, 1.0, True),
 }
+# Keys under which a mergekit config names a model (models[], slices[].sources[], the top level, a tokenizer).
+MODEL_KEYS = ("model", "base_model", "tokenizer_source", "source")
 
 
 def merge_method(name: str, where: str = ""):
@@ -267,16 +270,28 @@ def validate_with_mergekit(candidate: Candidate):
 
 
 def from_mergekit_yaml(path: Path) -> Candidate:
-    """A candidate taken unchanged from an existing mergekit YAML file."""
+    """A candidate taken from an existing mergekit YAML file, unchanged but for the hub ids it names as models:
+    those become their snapshot folders (whose names are the commits), so that mergekit reads them offline."""
     config = load_yaml(path)
     if not isinstance(config, dict) or "merge_method" not in config:
         raise ConfigError(f"{path}: not a mergekit config (no merge_method)")
+    config = _with_local_models(config)
     # A random method taken from a file is seeded too (seed 0, `mergekit-yaml --random-seed 0`): reproducible.
     seed = 0 if is_random(merge_method(config["merge_method"], f"{path}: merge_method")) else None
     candidate = Candidate(id=config_id(config, seed), method=config["merge_method"], label=path.stem,
                           mergekit_config=config, seed=seed)
     validate_with_mergekit(candidate)
     return candidate
+
+
+def _with_local_models(value: Any) -> Any:
+    """The mergekit config (or part) `value` with every hub id it names as a model replaced by its snapshot folder."""
+    if isinstance(value, list):
+        return [_with_local_models(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: str(hub.local_path(item)) if key in MODEL_KEYS and isinstance(item, str) and hub.is_hub_id(item)
+            else _with_local_models(item) for key, item in value.items()}
 
 
 def to_mergekit_yaml(candidate: Candidate) -> str:

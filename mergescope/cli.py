@@ -25,6 +25,8 @@ ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding
 LogprobsOption = Annotated[int, typer.Option(
     "--judge-logprobs", min=0, help="Ask the judge for N top alternatives per token and also keep "
                                      "probability-weighted scores (metrics *_weighted); 0: off.")]
+AllowNonfiniteOption = Annotated[bool, typer.Option(
+    help="Merge parents whose weights hold NaN or inf (refused by default, naming the tensor).")]
 JudgeMaxTokensOption = Annotated[Optional[int], typer.Option(
     "--judge-max-tokens", min=1, help="The judge's reply budget (default: the rubric's judge_max_tokens); "
                                       "capped by the judge's context where the server reports it.")]
@@ -110,9 +112,9 @@ def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
 @user_errors
 def sweep(
     ctx: typer.Context,
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
     spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML (default: sweeps/default.yaml).")] = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
     task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
@@ -129,6 +131,7 @@ def sweep(
     dtype: DtypeOption = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
+    allow_nonfinite: AllowNonfiniteOption = False,
     max_memory: Annotated[Optional[str], typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")] = None,
     judge_url: JudgeUrlOption = None,
     judge_model: JudgeModelOption = None,
@@ -155,7 +158,8 @@ def sweep(
         parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
         evaluation=evaluation_settings(ctx), dtype=dtype,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, max_memory=max_memory,
+        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_nonfinite=allow_nonfinite,
+        max_memory=max_memory,
         judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs, judge_max_tokens),
         executor=executor,
         # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
@@ -179,9 +183,9 @@ def search(
     ctx: typer.Context,
     space: Annotated[Path, typer.Option("--space", help="Search space YAML, e.g. sweeps/space_lu2024.yaml.")],
     budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
     seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
     objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean",
@@ -200,6 +204,7 @@ def search(
     gen_kwargs: GenKwargsOption = None,
     batch_size: BatchSizeOption = None,
     dtype: DtypeOption = None,
+    allow_nonfinite: AllowNonfiniteOption = False,
     judge_url: JudgeUrlOption = None,
     judge_model: JudgeModelOption = None,
     rubric: RubricOption = None,
@@ -218,8 +223,8 @@ def search(
 
     run = SweepSettings(
         parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
-        task_paths=list(task_path or []), out=out, backend=backend, limit=limit, progress=not as_json,
-        evaluation=evaluation_settings(ctx), dtype=dtype,
+        task_paths=list(task_path or []), out=out, backend=backend, limit=limit, allow_nonfinite=allow_nonfinite,
+        progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype,
         judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, 0), executor=executor,
         executor_options=_given(ctx, address=address, workers=workers),
     )
@@ -250,7 +255,7 @@ def _given(ctx: typer.Context, **options) -> dict:
 def study(
     ctx: typer.Context,
     pairs: Annotated[Optional[list[str]], typer.Option(
-        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories; repeatable).")] = None,
+        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable).")] = None,
     zoo: Annotated[Optional[list[str]], typer.Option(
         "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
                       "Without --pairs and --zoo: .cache/zoo.")] = None,
@@ -270,6 +275,7 @@ def study(
     batch_size: BatchSizeOption = None,
     dtype: DtypeOption = None,
     max_memory: Annotated[Optional[str], typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")] = None,
+    allow_nonfinite: AllowNonfiniteOption = False,
     as_json: JsonOption = False,
 ):
     """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
@@ -278,12 +284,12 @@ def study(
     from mergescope.study import study as run_study
     from mergescope.sweep import SweepSettings
 
+    options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
+                            backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
+                            progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype)
     zoo_options = zoo or ([] if pairs else [".cache/zoo"])
     study_pairs = [*(_study_pair(text) for text in pairs or []),
                    *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
-    options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
-                            backend=backend, limit=limit, max_memory=max_memory, progress=not as_json,
-                            evaluation=evaluation_settings(ctx), dtype=dtype)
     result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))
@@ -393,9 +399,9 @@ def results(run: RunArgument, as_json: JsonOption = False):
 @user_errors
 def candidates(
     spec: Annotated[Path, typer.Argument(help="Sweep spec YAML.")],
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories.")] = None,
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from.")] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
     export: Annotated[Optional[Path], typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
     as_json: JsonOption = False,
 ):
@@ -486,8 +492,8 @@ def emergence(
 @app.command()
 @user_errors
 def kinship(
-    models: Annotated[list[Path], typer.Argument(help="Two or more model directories (safetensors).")],
-    base: Annotated[Optional[Path], typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
+    models: Annotated[list[str], typer.Argument(help="Two or more model directories (safetensors) or hub ids.")],
+    base: Annotated[Optional[str], typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer figures.")] = False,
     as_json: JsonOption = False,
 ):
@@ -501,7 +507,7 @@ def kinship(
 @app.command()
 @user_errors
 def serve(
-    target: Annotated[str, typer.Argument(help="A model directory, or a subject id of --run (candidate or parent).")],
+    target: Annotated[str, typer.Argument(help="A model directory, a hub id, or a subject id of --run (candidate or parent).")],
     run: Annotated[Optional[Path], typer.Option(help="The run whose candidate id TARGET names.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = 8000,

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Collection, Sequence
 
 from safetensors import safe_open
 
+from mergescope import hub
 from mergescope.errors import ConfigError, did_you_mean
 from mergescope.records import ModelRef, ParentSet
 
@@ -19,10 +22,15 @@ SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_laye
 
 def resolve_model(path: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
     """A checked reference to the model directory at `path` (made absolute: mergekit reads relative
-    paths as hub ids)."""
+    paths as hub ids), or to the hub snapshot of the model id `path` names (org/name[@revision])."""
+    if hub.is_hub_id(path):
+        snapshot, revision = hub.snapshot(str(path), allow_pickle=allow_pickle)
+        return replace(resolve_model(snapshot, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code),
+                       name=hub.model_name(path), hub=revision)
     directory = Path(path).expanduser().resolve()
     if not directory.is_dir():
-        raise ConfigError(f"{path}: not a directory", hint="give the path of a Hugging Face model directory")
+        raise ConfigError(f"{path}: not a directory",
+                          hint="give the path of a Hugging Face model directory, or a hub id org/name[@revision]")
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path}: no config.json, so this is not a model directory")
@@ -61,6 +69,44 @@ def tensor_layout(model: ModelRef) -> dict[str, tuple[tuple[int, ...], str]]:
         except Exception as error:  # safetensors raises several types for a damaged header
             raise ConfigError(f"{file}: unreadable safetensors file ({error})", hint="re-save or re-download it") from None
     return layout
+
+
+def check_finite(models: Sequence[ModelRef], already_checked: Collection[str] = ()) -> tuple[str, ...]:
+    """The weight fingerprints of `models`, each model's weights read tensor by tensor (one block in memory) unless
+    its fingerprint is among `already_checked`; ConfigError naming the first tensor holding NaN or inf."""
+    fingerprints = tuple(weights_fingerprint(model) for model in models)
+    for model, fingerprint in zip(models, fingerprints):
+        if fingerprint not in already_checked and (found := _nonfinite_tensor(model)):
+            name, kind = found
+            raise ConfigError(f"{model.name} ({model.path}): tensor {name} holds {kind} values; merging it would "
+                              "spread them into every candidate",
+                              hint="fix or re-download the model, or pass --allow-nonfinite to merge it anyway")
+    return fingerprints
+
+
+def weights_fingerprint(model: ModelRef) -> str:
+    """What identifies a model's weights as checked: every weight file's path, size and modification time."""
+    files = [(str(file), file.stat().st_size, file.stat().st_mtime_ns) for file in weight_files(model.path)]
+    return json.dumps(files)
+
+
+def _nonfinite_tensor(model: ModelRef) -> tuple[str, str] | None:
+    """The first floating-point tensor (in file order) holding NaN or inf, and which ("NaN" or "inf"); else None."""
+    import torch
+
+    from mergescope.analysis.weights import weight_index
+
+    if not weight_files(model.path):  # pickled weights (--allow-pickle): not read before the merge unpickles them
+        return None
+    index = weight_index(model.path, model.name)
+    for name in sorted(index.shapes, key=lambda tensor: (str(index.files[tensor]), tensor)):
+        for rows in index.row_blocks(name):
+            block = index.read(name, dtype=None, rows=rows)
+            # a NaN or inf makes the sum NaN or inf: one cheap reduction per block (3-5x faster than isfinite
+            # here), confirmed element-wise only when it fires (a huge finite sum may overflow)
+            if block.is_floating_point() and not torch.isfinite(block.sum()) and not torch.isfinite(block).all():
+                return name, "NaN" if torch.isnan(block).any() else "inf"
+    return None
 
 
 def check_compatible(parents: ParentSet) -> None:
@@ -190,7 +236,7 @@ def _unique_names(refs: tuple[ModelRef, ...]) -> tuple[ModelRef, ...]:
     names = [r.name for r in refs]
     if len(set(names)) == len(names):
         return refs
-    return tuple(ModelRef(name=f"{r.name}-{i + 1}", path=r.path) for i, r in enumerate(refs))
+    return tuple(replace(r, name=f"{r.name}-{i + 1}") for i, r in enumerate(refs))
 
 
 def _architecture(model: ModelRef) -> str:

@@ -42,4 +42,5 @@ def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str
         machine=f"{platform.machine()} {platform.system()} python {platform.python_version()}",
         updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         executor=executor,
+        hub_commits={model.hub.repo_id: model.hub.sha for model in parents.models() if model.hub},
     )

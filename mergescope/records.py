@@ -11,11 +11,26 @@ ModelKind = Literal["parent", "base", "candidate"]
 
 
 @dataclass(frozen=True)
+class HubRevision:
+    """Which commit of a Hugging Face Hub model repository a model id resolved to."""
+
+    repo_id: str  # "org/name"
+    revision: str  # as asked: a branch, tag or commit ("main" when the id names none)
+    sha: str  # the commit it resolved to: the name of its snapshot folder in the hub cache
+
+    @property
+    def pinned(self) -> str:
+        """The id that names this very commit: `org/name@SHA`."""
+        return f"{self.repo_id}@{self.sha}"
+
+
+@dataclass(frozen=True)
 class ModelRef:
-    """A model directory on disk under a short name."""
+    """A model directory on disk under a short name; `hub` says which hub commit it is a snapshot of, if any."""
 
     name: str
     path: Path
+    hub: HubRevision | None = None
 
 
 @dataclass(frozen=True)
@@ -26,8 +41,12 @@ class ParentSet:
     base: ModelRef | None = None
     architecture: str = ""
 
+    def models(self) -> tuple[ModelRef, ...]:
+        """The parents, then the base (if any)."""
+        return (*self.parents, *([self.base] if self.base else []))
+
     def by_name(self, name: str) -> ModelRef:
-        return next(p for p in (*self.parents, *([self.base] if self.base else [])) if p.name == name)
+        return next(p for p in self.models() if p.name == name)
 
 
 @dataclass(frozen=True)

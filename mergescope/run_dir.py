@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 from filelock import FileLock, Timeout
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergescope.config import EvalSettings, validation_message
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
@@ -30,6 +30,7 @@ MERGES_NAME = "merges"
 PARTIAL_SUFFIX = ".partial"
 JUDGING_KEY = "judging"
 SEARCH_KEY = "search"
+FINITE_KEY = "finite_weights"  # fingerprints of parent weights found free of NaN and inf (parents.check_finite)
 
 
 def merges_dir(run_dir: Path) -> Path:
@@ -97,6 +98,8 @@ class RunMeta(MetaRecord):
     machine: str
     updated_at: str  # ISO time the sweep (re)started
     executor: str = "local"  # stores written before executors existed ran every subject in-process
+    # hub id (org/name) -> the commit its snapshot is of, for every model named by a hub id; {} in older stores
+    hub_commits: dict[str, str] = Field(default_factory=dict)
     evaluation: EvalSettings = EvalSettings()  # stores written before these flags were scored with lm-eval's defaults
 
     def served_dtype(self) -> str:
@@ -172,8 +175,18 @@ def search_meta(store: ResultsStore) -> SearchMeta | None:
     return _validated(SearchMeta, stored, store.path) if stored is not None else None
 
 
+def finite_checked(run_dir: Path) -> set[str]:
+    """The weight fingerprints this run found free of NaN and inf (read only; empty without a store)."""
+    return set((read_meta(run_dir) or {}).get(FINITE_KEY, []))
+
+
+def record_finite_checked(store: ResultsStore, fingerprints: tuple[str, ...]) -> None:
+    """Add `fingerprints` to the run's weights found free of NaN and inf, so that a resumed run skips them."""
+    store.set_meta(**{FINITE_KEY: sorted(set(store.meta().get(FINITE_KEY, [])) | set(fingerprints))})
+
+
 def _run_meta(meta: dict[str, Any], source: Path) -> RunMeta | None:
-    fields = {key: value for key, value in meta.items() if key not in (JUDGING_KEY, SEARCH_KEY)}
+    fields = {key: value for key, value in meta.items() if key not in (JUDGING_KEY, SEARCH_KEY, FINITE_KEY)}
     return _validated(RunMeta, fields, source) if fields else None
 
 

@@ -15,8 +15,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergescope.options import EngineOptions
+from mergescope import hub
 from mergescope.errors import ConfigError
+from mergescope.options import EngineOptions
+from mergescope.parents import resolve_model
 from mergescope.run_dir import find_subject, merges_dir, read_run_meta
 
 
@@ -29,13 +31,16 @@ class ServeTarget:
 
 
 def resolve_target(target: str, run: Path | None = None) -> ServeTarget:
-    """The directory behind a model directory, or behind a subject id of `run` (merging it if needed)."""
+    """The directory behind a model directory, a hub id (its snapshot, served under the id), or a subject id of
+    `run` (merging it if needed)."""
     path = Path(target)
     if (path / "config.json").is_file():
         return ServeTarget(path.resolve(), path.resolve().name)
+    if run is None and hub.is_hub_id(target):
+        return ServeTarget(resolve_model(target).path, target)
     if run is None:
         raise ConfigError(f"{target} is not a model directory",
-                          hint="give a model directory, or --run RUN with a candidate id")
+                          hint="give a model directory or a hub id org/name[@revision], or --run RUN with a candidate id")
     return ServeTarget(_subject_dir(target, Path(run)), target)
 
 

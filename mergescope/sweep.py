@@ -17,10 +17,11 @@ from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged
-from mergescope.parents import check_chat_template, resolve_parents
+from mergescope.parents import check_chat_template, check_finite, resolve_parents
 from mergescope.records import Candidate, EvalSubject, ParentSet
 from mergescope.resources import check_disk, check_memory, merged_output_bytes
-from mergescope.run_dir import LockedRun, merges_dir, run_meta, write_run_meta
+from mergescope.run_dir import (LockedRun, finite_checked, merges_dir, record_finite_checked, run_meta,
+                                write_run_meta)
 from mergescope.scoring.judge_run import JudgeSettings, RunJudging, answered, judged_ids
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
 from mergescope.store import ResultsStore
@@ -42,6 +43,7 @@ class SweepSettings:
     dtype: str | None = None  # --dtype: merge and serve in it instead of the spec's dtype
     allow_pickle: bool = False
     trust_remote_code: bool = False
+    allow_nonfinite: bool = False  # merge parents whose weights hold NaN or inf (refused by default)
     # e.g. {"tensor_parallel_size": 2} for vllm; plan_sweep checks it, and executor_options, into the
     # backend's and the executor's options records (options.py): an unknown key is refused
     backend_options: dict = field(default_factory=dict)
@@ -51,6 +53,11 @@ class SweepSettings:
     progress: bool = True
     # LLM judging after each subject's lm-eval scores (scoring/judge_run.py); None: no judging.
     judge: JudgeSettings | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:  # lm-eval takes 0 for "all" and fails on a negative limit
+            raise ConfigError(f"--limit {self.limit}: the number of items to evaluate per task must be at least 1",
+                              hint="give --limit N with N >= 1, or leave --limit out to evaluate every item")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class SweepPlan:
     backend: str  # the backend actually used (settings.backend None: the default)
     backend_options: Any  # its options record (options.py)
     executor_options: Any  # the executor's options record
+    finite_weights: tuple[str, ...] = ()  # fingerprints of the models checked free of NaN and inf
 
 
 def plan_sweep(settings: SweepSettings) -> SweepPlan:
@@ -108,13 +116,16 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
     check_memory(parents, spec.dtype, settings.max_memory)
-    check_chat_template([*parents.parents, *([parents.base] if parents.base else [])],
-                        settings.evaluation.apply_chat_template)  # candidates take their tokenizer from these
+    # candidates take their tokenizer from the parents or the base
+    check_chat_template(parents.models(), settings.evaluation.apply_chat_template)
     candidates = candidates_of(parents)
     suite = _task_suite(settings, parents)
     run_dir = settings.out or Path("runs") / "_".join([spec.name, *(p.name for p in parents.parents)])
     subjects = reference_subjects(parents) + candidate_subjects(candidates)
-    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options)
+    # last: it reads every weight (once per run: a resumed run skips the models it checked)
+    finite = () if settings.allow_nonfinite else check_finite(parents.models(), finite_checked(run_dir))
+    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options,
+                     finite)
 
 
 def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
@@ -156,6 +167,7 @@ def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> N
     record kinship."""
     _check_same_sweep(store, plan.parents, plan.run_dir)
     _check_same_scoring(store, plan)
+    record_finite_checked(store, plan.finite_weights)
     # the backend actually used, not the option (None means "the default"), so the report names it
     write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor))
     store.plan(plan.subjects)
@@ -205,6 +217,14 @@ def find_zoo(model_dir: Path):
 def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) -> None:
     previous = run_meta(store)
     current = tuple(str(p.path) for p in parents.parents)
+    moved = [(m.hub, previous.hub_commits[m.hub.repo_id]) for m in parents.models()
+             if previous and m.hub and previous.hub_commits.get(m.hub.repo_id, m.hub.sha) != m.hub.sha]
+    if moved:
+        now, swept = moved[0]
+        raise ConfigError(f"{run_dir} was swept with {now.repo_id} at commit {swept[:12]}, but "
+                          f"{now.repo_id}@{now.revision} now resolves to {now.sha[:12]}",
+                          hint=f"resume with {now.repo_id}@{swept} to finish the run as it began, "
+                               "or choose another --out for the new commit")
     if previous is not None and previous.parents != current:
         raise ConfigError(f"{run_dir} holds a sweep of other parents ({', '.join(previous.parents)})",
                           hint="choose another --out for these parents")

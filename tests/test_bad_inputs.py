@@ -25,6 +25,7 @@ from typing import Callable
 import pytest
 from filelock import FileLock
 
+from hub_cache import RefusingHub, add_to_cache, hub_environment
 from judge_server import JudgeServer, non_json, status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,6 +174,16 @@ def without_chat_template(model: Path) -> None:
     (model / "tokenizer_config.json").write_text(json.dumps(config))
 
 
+def with_a_nan(model: Path) -> None:
+    """One NaN in the middle of the last tensor in name order (the finiteness check reads every tensor)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(weights_file(model)))
+    name = sorted(tensors)[-1]
+    tensors[name].view(-1)[tensors[name].numel() // 2] = float("nan")
+    save_file(tensors, str(weights_file(model)), metadata={"format": "pt"})
+
+
 # -- the cases -----------------------------------------------------------------------------------------------
 @dataclass
 class Context:
@@ -192,6 +203,15 @@ class Context:
         model = copy_model(self.zoo, name, self.tmp)
         alter(model)
         return str(model)
+
+    def hub(self, *models: tuple[str, Path], online: str | None = None) -> None:
+        """Serve `models` ((hub id, model directory) pairs) from a hub cache of their own, offline or, with
+        `online` (a stand-in Hub's URL), through HF_ENDPOINT: the command runs with that environment."""
+        cache = self.tmp / "hub"
+        for repo_id, directory in models:
+            add_to_cache(cache, repo_id, directory)
+        environment = {**hub_environment(cache), **({"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": online} if online else {})}
+        self.wrap = ["env", *(f"{key}={value}" for key, value in environment.items())]
 
     def spec(self, text: str) -> str:
         path = self.tmp / "spec.yaml"
@@ -273,6 +293,25 @@ def _locked_run(ctx: Context) -> list[str]:
     lock.acquire(timeout=0)
     ctx.cleanups.append(lock.release)
     return ctx.sweep()
+
+
+def _hub_sweep(*models: str, online: str | None = None) -> Callable[[Context], list[str]]:
+    """A case command: a sweep of the hub id `models[0]` and zoo/arith with base zoo/base, all from a hub cache
+    holding the zoo's arith, facts and base (a zoo model copy altered by `models[1]`, if given, as zoo/broken)."""
+    def command(ctx: Context) -> list[str]:
+        laid_out = [(f"zoo/{name}", ctx.zoo.model_path(name)) for name in ("arith", "facts", "base")]
+        if len(models) > 1:
+            laid_out.append(("zoo/broken", Path(ctx.altered("facts", models[1]))))
+        ctx.hub(*laid_out, online=online and _refusing_hub(ctx, online))
+        return ctx.sweep(parents=(models[0], "zoo/arith"), base="zoo/base")  # the id under test resolves first
+
+    return command
+
+
+def _refusing_hub(ctx: Context, error_code: str) -> str:
+    hub = RefusingHub({"GatedRepo": 403, "RevisionNotFound": 404}[error_code], error_code).__enter__()
+    ctx.cleanups.append(hub.__exit__)
+    return hub.url
 
 
 def _judge(ctx: Context, url: str) -> list[str]:
@@ -360,6 +399,25 @@ CASES = [
          ("judging incomplete", "malformed response")),
     Case("judge-rejects-the-key", lambda c: _judge(c, _judge_server(c, status(401))), 2,
          ("http 401", "MERGESCOPE_JUDGE_API_KEY")),
+    Case("hub-id-not-in-the-cache-offline", _hub_sweep("zoo/missing"), 2,
+         ("zoo/missing", "hf download zoo/missing", "unset HF_HUB_OFFLINE")),
+    Case("hub-revision-not-in-the-cache", _hub_sweep("zoo/facts@v9"), 2,
+         ("revision 'v9' of zoo/facts", "cached: main", "--revision v9")),
+    Case("hub-revision-the-hub-does-not-have", _hub_sweep("zoo/facts@v9", online="RevisionNotFound"), 2,
+         ("zoo/facts has no revision 'v9' on the hub", "zoo/facts@REVISION")),
+    Case("gated-hub-repo-without-a-token", _hub_sweep("zoo/gated", online="GatedRepo"), 2,
+         ("zoo/gated: a gated repository", "hf auth login", "HF_TOKEN")),
+    Case("hub-repo-with-only-pickled-weights", _hub_sweep("zoo/broken", pickled), 2,
+         ("zoo/broken: the repository holds only pickled weights (pytorch_model.bin)", "--allow-pickle")),
+    Case("parent-with-a-nan-weight", altered_parent(with_a_nan), 2,
+         ("facts-copy", "holds NaN values", "--allow-nonfinite"), slow=True),
+    Case("limit-zero", lambda c: c.sweep("--limit", "0"), 2, ("--limit 0", "at least 1")),
+    Case("negative-limit-in-a-search",
+         lambda c: ["search", "--space", str(REPO / "sweeps" / "space_lu2024.yaml"), "--budget", "2", "--parents",
+                    c.model("arith"), c.model("facts"), "--limit", "-3", "--out", str(c.run)], 2,
+         ("--limit -3", "at least 1")),
+    Case("limit-zero-in-a-study", lambda c: ["study", "--zoo", str(c.zoo.root), "--limit", "0",
+                                             "--out", str(c.tmp / "study")], 2, ("--limit 0", "at least 1")),
 ]
 
 

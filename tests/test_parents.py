@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mergescope.errors import ConfigError
-from mergescope.parents import resolve_parents
+from mergescope.parents import check_finite, resolve_parents, weights_fingerprint
 
 TENSOR = "model.layers.0.self_attn.q_proj.weight"
 
@@ -147,3 +147,35 @@ def test_the_cli_exits_2_and_merges_nothing_for_bad_parents(zoo, copy, tmp_path)
     assert result.output.startswith(f"error: tensor {TENSOR} has shape")
     assert len(result.output.strip().splitlines()) == 1
     assert not export.exists()
+
+
+@pytest.mark.parametrize("value, kind", [(float("nan"), "NaN"), (float("inf"), "inf"), (float("-inf"), "inf")])
+def test_a_nonfinite_weight_is_refused_naming_the_tensor_and_the_model(zoo, copy, value, kind):
+    other = copy("facts", "broken")
+    rewrite_weights(other, lambda t: t[TENSOR].view(-1).__setitem__(-1, value))  # the last element of one tensor
+    parents = resolve_parents([zoo.model_path("arith"), other], zoo.model_path("base"))
+    with pytest.raises(ConfigError, match=rf"broken \(.*broken\): tensor {TENSOR} holds {kind} values") as refused:
+        check_finite(parents.models())
+    assert "--allow-nonfinite" in refused.value.hint
+
+
+def test_finite_models_are_checked_once_by_their_fingerprints(zoo, copy):
+    models = resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base")).models()
+    fingerprints = check_finite(models)
+    assert len(set(fingerprints)) == 3
+    broken = copy("facts", "broken")
+    rewrite_weights(broken, lambda t: t[TENSOR].view(-1).__setitem__(0, float("nan")))
+    (model,) = resolve_parents([zoo.model_path("arith"), broken]).parents[1:]
+    # a fingerprint recorded as checked is not read again; rewriting the file changes the fingerprint
+    assert check_finite([model], already_checked={weights_fingerprint(model)}) == (weights_fingerprint(model),)
+    rewrite_weights(broken, lambda t: None)
+    with pytest.raises(ConfigError, match="holds NaN"):
+        check_finite([model], already_checked=set(fingerprints))
+
+
+def test_huge_finite_weights_whose_sum_overflows_are_accepted(zoo, copy):
+    """The check sums each block first; a sum that overflows to inf is confirmed element by element."""
+    huge = copy("facts", "huge")
+    rewrite_weights(huge, lambda t: t[TENSOR].view(-1)[:4].fill_(3e38))  # float32: finite, their sum is inf
+    (model,) = resolve_parents([zoo.model_path("arith"), huge]).parents[1:]
+    assert check_finite([model]) == (weights_fingerprint(model),)

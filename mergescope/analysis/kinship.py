@@ -21,6 +21,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from mergescope import hub
 from mergescope.analysis.weights import WeightIndex, check_same_tensors, weight_index
 from mergescope.errors import ConfigError
 from mergescope.store import nan_to_null
@@ -87,7 +88,9 @@ class KinshipReport:
         """Returns what the figures compare, in words."""
         if self.base is None:
             return "raw weights (no base given: these are not task vectors)"
-        return f"task vectors (model - {Path(self.base).name})"
+        # the base's name as the figures give it (a hub id's repository name, not its snapshot folder's commit)
+        base_name = self.base_figures[0].model_b if self.base_figures else Path(self.base).name
+        return f"task vectors (model - {base_name})"
 
     def select(self, scope: Scope, scope_name: str | None = None) -> list[KinshipFigure]:
         """Returns the figures of one scope (and one scope name, if given)."""
@@ -227,15 +230,17 @@ def kinship(models: Sequence[str | Path], base: str | Path | None = None, names:
             require_shared_base: bool = True) -> KinshipReport:
     """Returns the pairwise kinship of the models, streamed tensor by tensor (each tensor read once).
 
-    `names` (default: the directory names, numbered if two are equal) name the models in the figures.
+    `models` and `base` are directories or hub ids (org/name[@revision]). `names` (default: the directory or
+    repository names, numbered if two are equal) name the models in the figures.
     With a base, a model whose weights barely correlate with the base's was not fine-tuned from it, and
     its task vector means nothing: that raises ConfigError unless `require_shared_base` is False.
     """
     started = time.perf_counter()
     if len(models) < 2:
         raise ConfigError(f"kinship needs at least two models, got {len(models)}", hint="pass A B [C ...]")
-    indexes = [weight_index(path, name) for path, name in zip(models, names or _unique_names(models))]
-    base_index = weight_index(base) if base is not None else None
+    names = names or _unique_names(models)
+    indexes = [weight_index(hub.local_path(model), name) for model, name in zip(models, names)]
+    base_index = weight_index(hub.local_path(base), hub.model_name(base)) if base is not None else None
     check_same_tensors([*indexes, *([base_index] if base_index else [])])
     sums: dict[tuple[Scope, str], Moments] = {}
     reader = TaskVectorReader(indexes, base_index)
@@ -343,7 +348,7 @@ def _scope_order(scope: Scope, scope_name: str) -> tuple:
 
 
 def _unique_names(models: Sequence[str | Path]) -> list[str]:
-    names = [Path(model).expanduser().resolve().name for model in models]
+    names = [hub.model_name(model) for model in models]
     if len(set(names)) == len(names):
         return names
     return [f"{name}-{i + 1}" for i, name in enumerate(names)]

@@ -293,6 +293,8 @@ def provenance(analysis: RunAnalysis) -> Provenance:
                 ("served dtype", meta.served_dtype()), ("lm-eval settings", meta.evaluation.describe()),
                 ("architecture", meta.architecture), ("written", meta.updated_at),
                 ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
+                *([("hub commits", ", ".join(f"{repo}@{sha}" for repo, sha in sorted(meta.hub_commits.items())))]
+                  if meta.hub_commits else []),
                 ("analysis seed (item halves, bootstrap)", str(analysis.settings.seed))]
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
