@@ -96,15 +96,16 @@ class TaskRunner:
             if task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
 
-    def evaluate(self, lm, subject_id: str) -> Evaluation:
-        """Scores and per-item outcomes of the model behind `lm` on every task of the suite."""
+    def evaluate(self, lm, subject_id: str, samples: dict[str, tuple[int, ...]] | None = None) -> Evaluation:
+        """Scores and per-item outcomes of the model behind `lm` on every task of the suite (with `samples`: on
+        those doc ids of each task only, in place of the suite's limit)."""
         from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
         started = time.perf_counter()
         self._seed()
         # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
         with contextlib.redirect_stderr(io.StringIO()):
-            results = lm_eval_evaluate(lm=lm, task_dict=self.loaded, limit=self.suite.limit,
+            results = lm_eval_evaluate(lm=lm, task_dict=self.loaded, **_items_to_score(self.suite, samples),
                                        log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS)
         scores = tuple(_task_scores(results, subject_id))
         items = tuple(_item_outcomes(results, subject_id))
@@ -123,6 +124,16 @@ class TaskRunner:
         torch.manual_seed(DEFAULT_OTHER_SEED)
         for task in self.loaded["tasks"].values():
             task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+
+
+def _items_to_score(suite: TaskSuite, samples: dict[str, tuple[int, ...]] | None) -> dict[str, Any]:
+    """lm-eval's `limit` or `samples` (it takes one or the other). Its log maps the k-th scored document to the
+    k-th listed id, so the ids must be listed in document order; an empty list would mean every document."""
+    if samples is None:
+        return {"limit": suite.limit, "samples": None}
+    if any(not ids for ids in samples.values()) or set(samples) != set(suite.names):
+        raise ValueError(f"samples must list doc ids for every task of {suite.names}")
+    return {"limit": None, "samples": {task: sorted(ids) for task, ids in samples.items()}}
 
 
 def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
