@@ -3,19 +3,20 @@ ordinary candidate of the run, and told its objective on the selection half of e
 
 Read top to bottom: check every input (`plan_search`), lock the run, score the parents, then ask a batch of
 trials (one per worker), evaluate the new ones on the sweep's executor, tell the sampler their objectives,
-store them, and repeat until the budget is spent.
+store them, and repeat until the budget is spent. With a fitness subset (search_fitness.py) trials are evaluated
+on its items only, and the finalists are then evaluated on every item.
 
 Resuming is replaying: a resumed search builds a fresh study with the stored seed and asks and tells it exactly
 as the first run did. A trial whose candidate is already stored costs nothing (the sweep's content-hash ids),
 so the replay reaches the point of the kill in seconds, and the sampler's random state there is the one an
-uninterrupted search would have had: the same seed proposes the same trials. A replayed proposal that differs
+uninterrupted search would have had: the same seed proposes the same trials. A stored trial is told the
+objectives stored with it, so a finalist since scored on every item replays as it was first told. A replayed proposal that differs
 from the stored one (another Optuna version) is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -24,10 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
-from mergescope.analysis.itemscores import SELECTION_HALF, item_halves
-from mergescope.analysis.run import primary_metric
 from mergescope.analysis.search import non_dominated
 from mergescope.analysis.run_analysis import AnalysisSettings
 from mergescope.candidates import block_candidates, validate_with_mergekit
@@ -36,6 +34,7 @@ from mergescope.errors import ConfigError, MergescopeError, did_you_mean
 from mergescope.records import Candidate, ParentSet
 from mergescope.run_dir import SEARCH_KEY, LockedRun, SearchMeta, search_meta, stored_subject
 from mergescope.search_space import METHOD_PARAMETER, Leaf, Range, SearchSpace, block_leaves, filled_block, load_space
+from mergescope.search_fitness import FitnessItems, fitness_items, task_objectives
 from mergescope.store import ResultsStore, nan_to_null
 from mergescope.sweep import (SweepPlan, SweepSettings, candidate_subjects, evaluate_subjects, finished_ids,
                               open_run, plan_run)
@@ -194,67 +193,6 @@ def _suggest(trial, leaf: Leaf) -> Any:
     # Optuna's choices must be scalars: a choice among gradients (lists) is made among their JSON texts.
     texts = [json.dumps(v) for v in values]
     return json.loads(trial.suggest_categorical(leaf.name, texts))
-
-
-# -- the objective: selection-half items only ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FitnessItems:
-    """Per task, its primary metric and the items trials are scored on: selection-half items (a fixed subset)."""
-
-    metrics: dict[str, str]
-    items: dict[str, tuple[str, ...]]  # doc hashes
-    full: dict[str, tuple[str, ...]]  # the whole selection half, for the finalists
-    # lm-eval doc ids of `items`, what a trial is evaluated on; None: trials are evaluated on every item
-    doc_ids: dict[str, tuple[int, ...]] | None = None
-
-
-def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...], meta: SearchMeta) -> FitnessItems:
-    """The items of a search's objective on the lm-eval `tasks` (never a judge's scores), read from a scored
-    reference; ConfigError when K exceeds a task's selection half."""
-    metrics, items, full, doc_ids = {}, {}, {}, {}
-    for task in tasks:
-        metric = primary_metric([r["metric"] for r in store.query(
-            "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task)])
-        ids_of = _doc_ids_by_hash(store, reference_id, task, metric)
-        hashes = pd.Index(sorted(ids_of))
-        selection = tuple(hashes[item_halves(hashes, meta.halves_seed).to_numpy() == SELECTION_HALF])
-        if meta.fitness_items is not None and meta.fitness_items > len(selection):
-            raise ConfigError(f"--fitness-items {meta.fitness_items}: task {task} has only {len(selection)} items in "
-                              "its selection half", hint=f"give at most {len(selection)}")
-        metrics[task], full[task] = metric, selection
-        items[task] = selection if meta.fitness_items is None else _subset(selection, meta.fitness_items, meta.seed)
-        doc_ids[task] = tuple(sorted(i for h in items[task] for i in ids_of[h]))
-    return FitnessItems(metrics, items, full, None if meta.fitness_items is None else doc_ids)
-
-
-def _doc_ids_by_hash(store: ResultsStore, subject_id: str, task: str, metric: str) -> dict[str, list[int]]:
-    """A scored subject's items of `task`: doc hash -> lm-eval doc ids (a document repeated in the data has several)."""
-    ids: dict[str, list[int]] = {}
-    for row in store.query("SELECT doc_hash, doc_id FROM items WHERE subject_id = ? AND task = ? AND metric = ?"
-                           " ORDER BY doc_id", subject_id, task, metric):
-        ids.setdefault(row["doc_hash"], []).append(row["doc_id"])
-    return ids
-
-
-def _subset(hashes: tuple[str, ...], size: int, seed: int) -> tuple[str, ...]:
-    """A seeded, fixed subset of `size` items: those whose seeded hash sorts first (the same for every trial)."""
-    return tuple(sorted(hashes, key=lambda h: hashlib.sha256(f"fitness:{seed}:{h}".encode()).hexdigest())[:size])
-
-
-def task_objectives(store: ResultsStore, subject_id: str, fitness: FitnessItems,
-                    items: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
-    """Per task: the subject's mean primary metric over the fitness items (or `items`)."""
-    chosen = items or fitness.items
-    values = {}
-    for task, metric in fitness.metrics.items():
-        rows = store.query("SELECT doc_hash, value FROM items WHERE subject_id = ? AND task = ? AND metric = ?",
-                           subject_id, task, metric)
-        by_hash = {row["doc_hash"]: row["value"] for row in rows}
-        scored = [by_hash[h] for h in chosen[task] if h in by_hash]
-        values[task] = sum(scored) / len(scored) if scored and len(scored) == len(chosen[task]) else math.nan
-    return values
 
 
 # -- the search ---------------------------------------------------------------------------------------------------

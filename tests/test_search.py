@@ -339,21 +339,24 @@ def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_p
 
 
 @pytest.mark.slow
-def test_a_judged_search_judges_every_trial_and_ranks_on_lm_eval_tasks_only(zoo, tmp_path):
-    """The sweep's judge stage runs on every trial; the objective still reads only the lm-eval tasks' items."""
+@pytest.mark.parametrize("fitness", [{}, {"fitness_items": 2, "finalists": 1}], ids=["every-item", "fitness-subset"])
+def test_a_judged_search_judges_its_fully_scored_trials_and_ranks_on_lm_eval_tasks_only(zoo, tmp_path, fitness):
+    """The sweep's judge stage runs on every trial scored on every item (with a fitness subset: the finalists
+    only); the objective still reads only the lm-eval tasks' items."""
     from judge_server import JudgeServer
     from mergescope.scoring.judge_run import JudgeSettings
 
     rubric = SWEEPS_DIR.parent / "judges" / "zoo_skills.yaml"
     with JudgeServer() as server:
         judge = JudgeSettings(url=server.url, model="stub-judge", rubrics=(str(rubric),))
-        settings = settings_for(zoo, tmp_path / "run", budget=2)
+        settings = settings_for(zoo, tmp_path / "run", budget=2, **fitness)
         settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, judge=judge, tasks=["zoo_arith"]))
         result = search(settings)
     assert result.judging_incomplete == []
-    trials = rows(result.run_dir, "SELECT subject_id, task_objectives FROM search_trials")
+    trials = rows(result.run_dir, "SELECT subject_id, task_objectives, finalist FROM search_trials")
     judged = {r["subject_id"] for r in rows(result.run_dir, "SELECT DISTINCT subject_id FROM judgments")}
-    assert {t["subject_id"] for t in trials} <= judged
+    fully_scored = {t["subject_id"] for t in trials if t["finalist"] or not fitness}
+    assert len(fully_scored) == (1 if fitness else 2) and {t["subject_id"] for t in trials} & judged == fully_scored
     assert all(list(json.loads(t["task_objectives"])) == ["zoo_arith"] for t in trials)
 
 
