@@ -10,8 +10,8 @@ Resuming is replaying: a resumed search builds a fresh study with the stored see
 as the first run did. A trial whose candidate is already stored costs nothing (the sweep's content-hash ids),
 so the replay reaches the point of the kill in seconds, and the sampler's random state there is the one an
 uninterrupted search would have had: the same seed proposes the same trials. A stored trial is told the
-objectives stored with it, so a finalist since scored on every item replays as it was first told. A replayed proposal that differs
-from the stored one (another Optuna version) is refused rather than mixed in.
+objectives stored with it, so a finalist since scored on every item replays as it was first told. A replayed
+proposal that differs from the stored one (another Optuna version) is refused rather than mixed in.
 """
 
 from __future__ import annotations
