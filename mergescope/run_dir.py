@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mergescope.config import EvalSettings, validation_message
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
 from mergescope.records import Candidate, EvalSubject
-from mergescope.store import STORE_NAME, ResultsStore, read_meta
+from mergescope.store import FULL, STORE_NAME, ResultsStore, read_meta
 
 LOCK_NAME = ".sweep.lock"
 MERGES_NAME = "merges"
@@ -211,8 +211,8 @@ def stored_subject(row: sqlite3.Row, run_dir: Path) -> EvalSubject:
 
 
 def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
-    """The run's finished subjects, in sweep order."""
-    rows = store.query("SELECT * FROM subjects WHERE status = 'done' ORDER BY position")
+    """The run's finished subjects (scored on every item: not a search's subset-scored trials), in sweep order."""
+    rows = store.query("SELECT * FROM subjects WHERE status = 'done' AND coverage = ? ORDER BY position", FULL)
     return [stored_subject(row, run_dir) for row in rows]
 
 

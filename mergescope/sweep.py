@@ -24,7 +24,7 @@ from mergescope.run_dir import (LockedRun, finite_checked, merges_dir, record_fi
                                 write_run_meta)
 from mergescope.scoring.judge_run import JudgeSettings, RunJudging, answered, judged_ids
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
-from mergescope.store import ResultsStore
+from mergescope.store import FULL, SUBSET, ResultsStore
 
 
 @dataclass(frozen=True)
@@ -259,17 +259,22 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
     check_disk(merges, needed, f"{len(pending)} merged models")
 
 
-def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> list[str]:
+def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings,
+                      samples: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """Evaluate (and judge) `todo` on the plan's executor, storing each as it finishes; returns the subjects whose
-    judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk."""
+    judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk.
+
+    With `samples` (doc ids per task: a search's fitness subset) only those items are scored, the subjects are
+    stored as subset-scored, and nothing is judged: judging belongs to a subject's full scoring."""
     suite, run_dir, backend_name = plan.suite, plan.run_dir, plan.backend
     _check_disk_for_merges(todo, plan.parents, run_dir)
-    judging = _start_judging(settings, store, run_dir, backend_name)
+    judging = _start_judging(settings, store, run_dir, backend_name) if samples is None else None
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return []
+    coverage = FULL if samples is None else SUBSET
 
     def on_result(result: SubjectResult) -> None:
-        store.record(result.subject, result.evaluation, result.merge_seconds)
+        store.record(result.subject, result.evaluation, result.merge_seconds, coverage)
         kill_point("store.committed")
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
@@ -279,7 +284,7 @@ def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepP
 
     executor = create_executor(settings.executor, plan.executor_options)
     job = EvalJob(suite, merges_dir(run_dir), backend_name, plan.backend_options,
-                  answer_requests=judging.answer_requests() if judging is not None else ())
+                  answer_requests=judging.answer_requests() if judging is not None else (), samples=samples)
     incomplete: list[str] = []
     try:
         executor.run(todo, job, on_result)

@@ -24,6 +24,7 @@ class EvalJob:
     backend: str
     backend_options: Any | None = None  # the backend's options record (sweep.plan_sweep checks it); None: defaults
     answer_requests: tuple[AnswerRequest, ...] = ()  # the judge's questions, answered while the model is loaded
+    samples: dict[str, tuple[int, ...]] | None = None  # score only these doc ids per task (a search's fitness subset)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class SubjectWorker:
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
         kill_point("eval.before")
-        evaluation = self.tasks.evaluate(lm, subject.id)
+        evaluation = self.tasks.evaluate(lm, subject.id, self.job.samples)
         kill_point("eval.after")
         return SubjectResult(subject, evaluation, merge_seconds, self._answers(),
                              has_chat_template(self.backend.tokenizer))

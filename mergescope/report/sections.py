@@ -299,6 +299,12 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
+    subset = run.subset_scored  # a search's trials scored on its fitness subset: their cost, in one row
+    if not subset.empty:
+        timings = pd.concat([timings, pd.DataFrame([{
+            "kind": "candidate", "label": f"{len(subset)} trials scored on the fitness subset",
+            "merge_seconds": subset.merge_seconds.sum(), "eval_seconds": subset.eval_seconds.sum(), "finished_at": ""}])],
+            ignore_index=True)
     totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
                             "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
     return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),

@@ -99,8 +99,9 @@ class TaskRunner:
         for task in self.loaded["tasks"].values():
             _configure(task, suite.settings)
 
-    def evaluate(self, lm, subject_id: str) -> Evaluation:
-        """Scores and per-item outcomes of the model behind `lm` on every task of the suite."""
+    def evaluate(self, lm, subject_id: str, samples: dict[str, tuple[int, ...]] | None = None) -> Evaluation:
+        """Scores and per-item outcomes of the model behind `lm` on every task of the suite (with `samples`: on
+        those doc ids of each task only, in place of the suite's limit)."""
         from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
         started = time.perf_counter()
@@ -109,7 +110,7 @@ class TaskRunner:
         # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
         with contextlib.redirect_stderr(io.StringIO()):
             results = lm_eval_evaluate(
-                lm=lm, task_dict=self.loaded, limit=self.suite.limit, log_samples=True,
+                lm=lm, task_dict=self.loaded, **_items_to_score(self.suite, samples), log_samples=True,
                 bootstrap_iters=BOOTSTRAP_ITERS, system_instruction=settings.system_instruction,
                 apply_chat_template=settings.apply_chat_template, fewshot_as_multiturn=settings.fewshot_as_multiturn)
         scores = tuple(_task_scores(results, subject_id))
@@ -140,6 +141,16 @@ def _configure(task, settings: EvalSettings) -> None:
         task.set_config(key="num_fewshot", value=settings.num_fewshot)
     elif task.get_config("num_fewshot") is None:
         task.set_config(key="num_fewshot", value=0)
+
+
+def _items_to_score(suite: TaskSuite, samples: dict[str, tuple[int, ...]] | None) -> dict[str, Any]:
+    """lm-eval's `limit` or `samples` (it takes one or the other). Its log maps the k-th scored document to the
+    k-th listed id, so the ids must be listed in document order; an empty list would mean every document."""
+    if samples is None:
+        return {"limit": suite.limit, "samples": None}
+    if any(not ids for ids in samples.values()) or set(samples) != set(suite.names):
+        raise ValueError(f"samples must list doc ids for every task of {suite.names}")
+    return {"limit": None, "samples": {task: sorted(ids) for task, ids in samples.items()}}
 
 
 def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
