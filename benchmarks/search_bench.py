@@ -9,7 +9,12 @@ cost no merge and see exactly the grid's scores (the benchmark checks that no se
 Evaluations-to-grid-best: the 1-based number of the first trial whose objective reaches the grid's best; a
 search that never does within its budget counts as budget + 1 ("not reached").
 
-    python benchmarks/search_bench.py [ZOO_DIR] [--limit N]
+Then the cost of cheap fitness: one TPE search of sweeps/space_lu2024.yaml (seed 0, FITNESS_BUDGET trials) in a
+fresh run with every trial evaluated on every item, and the same search with `--fitness-items K` (trials
+evaluated on K items per task, FITNESS_FINALISTS finalists then on every item): wall and CPU seconds of each,
+reference models included, and their ratios.
+
+    python benchmarks/search_bench.py [ZOO_DIR] [--limit N] [--fitness-items K]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ GRID = {"name": "bench_ties", "methods": [{"method": "ties", "parameters": {"den
                                            "per_parent": [{"weight": {"grid": WEIGHTS}}] * 2}]}
 SAMPLERS = ("tpe", "cmaes", "random")
 SEEDS = range(5)
+FITNESS_BUDGET, FITNESS_FINALISTS = 6, 2
 
 
 def _settings(zoo, out: Path, limit: int):
@@ -47,7 +53,8 @@ def _settings(zoo, out: Path, limit: int):
 
 def _grid_objectives(grid_run: Path, space: Path, zoo, limit: int) -> dict[str, float]:
     """Each grid point's objective as the search computes it: a one-trial search in a copy reads the items."""
-    from mergescope.search import SearchSettings, fitness_items, plan_search, task_objectives
+    from mergescope.search import SearchSettings, plan_search
+    from mergescope.search_fitness import fitness_items, task_objectives
     from mergescope.store import ResultsStore
 
     plan = plan_search(SearchSettings(run=_settings(zoo, grid_run, limit), space=space, budget=1))
@@ -82,7 +89,27 @@ def _evaluations_to(best: float, run: Path, budget: int) -> tuple[int, int | Non
     return budget + 1, None
 
 
-def run(zoo, limit: int | None = None) -> dict:
+def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
+    """Wall and CPU seconds of a search evaluating every trial on every item, and of the same search with a fitness
+    subset of `fitness_items` per task, each in a fresh run; and their ratios (subset / every item)."""
+    from mergescope.config import SWEEPS_DIR
+    from mergescope.search import SearchSettings, search
+
+    costs = {}
+    with tempfile.TemporaryDirectory(prefix="fitness-bench-") as scratch:
+        for name, options in (("every_item", {}), ("fitness_subset", {"fitness_items": fitness_items,
+                                                                     "finalists": FITNESS_FINALISTS})):
+            wall, cpu = time.perf_counter(), time.process_time()
+            search(SearchSettings(run=_settings(zoo, Path(scratch) / name, limit), space=SWEEPS_DIR / "space_lu2024.yaml",
+                                  budget=FITNESS_BUDGET, seed=0, **options))
+            costs[name] = {"wall_seconds": round(time.perf_counter() - wall, 1),
+                           "cpu_seconds": round(time.process_time() - cpu, 1)}
+    return {"budget": FITNESS_BUDGET, "fitness_items": fitness_items, "finalists": FITNESS_FINALISTS, **costs,
+            **{f"{kind}_ratio": round(costs["fitness_subset"][f"{kind}_seconds"] / costs["every_item"][f"{kind}_seconds"], 2)
+               for kind in ("wall", "cpu")}}
+
+
+def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
     """Evaluations-to-grid-best per sampler (median and every seed), the grid's size and best, and timings."""
     from mergescope.search import SearchSettings, search
     from mergescope.sweep import sweep
@@ -118,18 +145,19 @@ def run(zoo, limit: int | None = None) -> dict:
     return {"grid_points": len(objectives), "grid_best_objective": best,
             "grid_points_at_best": sum(v >= best - 1e-12 for v in objectives.values()),
             "budget": budget, "limit_items_per_task": limit, "grid_sweep_seconds": round(grid_seconds, 1),
-            "samplers": results}
+            "samplers": results, "fitness_cost": fitness_cost(zoo, limit, fitness_items)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("zoo", nargs="?", default=".cache/zoo")
     parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
+    parser.add_argument("--fitness-items", type=int, default=10, help="the fitness subset's items per task")
     arguments = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from mergescope.zoo import load_zoo
 
-    print(json.dumps(run(load_zoo(Path(arguments.zoo)), arguments.limit), indent=1))
+    print(json.dumps(run(load_zoo(Path(arguments.zoo)), arguments.limit, arguments.fitness_items), indent=1))
 
 
 if __name__ == "__main__":

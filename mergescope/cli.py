@@ -31,6 +31,40 @@ JudgeMaxTokensOption = Annotated[Optional[int], typer.Option(
     "--judge-max-tokens", min=1, help="The judge's reply budget (default: the rubric's judge_max_tokens); "
                                       "capped by the judge's context where the server reports it.")]
 
+# How lm-eval prompts every subject, as lm-eval's own CLI names it (config.EvalSettings; part of a run's identity).
+NumFewshotOption = Annotated[Optional[int], typer.Option(
+    "--num-fewshot", help="Few-shot examples per prompt (lm-eval's --num_fewshot; default: each task's own).")]
+ApplyChatTemplateOption = Annotated[bool, typer.Option(
+    "--apply-chat-template", help="Prompt through each model's chat template (lm-eval's --apply_chat_template).")]
+ChatTemplateOption = Annotated[Optional[str], typer.Option(
+    "--chat-template", help="The tokenizer's template of this name (lm-eval's --apply_chat_template NAME); "
+                            "implies --apply-chat-template.")]
+FewshotAsMultiturnOption = Annotated[Optional[bool], typer.Option(
+    "--fewshot-as-multiturn/--no-fewshot-as-multiturn",
+    help="Few-shot examples as chat turns, not one user turn (default: on with a chat template, as lm-eval).")]
+SystemInstructionOption = Annotated[Optional[str], typer.Option(
+    "--system-instruction", help="A system turn (or text) before every prompt (lm-eval's --system_instruction).")]
+GenKwargsOption = Annotated[Optional[str], typer.Option(
+    "--gen-kwargs", help="Generation options of generating tasks, e.g. temperature=0,max_gen_toks=64 or JSON "
+                         "(lm-eval's --gen_kwargs).")]
+BatchSizeOption = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Requests computed at once (hf: lm-eval's batch size, default 64; vllm: the engine's "
+                         "max_num_seqs; openai: per API call, default 16).")]
+DtypeOption = Annotated[Optional[str], typer.Option(
+    "--dtype", help="Merge and serve models in this dtype: float32, bfloat16 or float16 (default: the spec's).")]
+
+
+def evaluation_settings(ctx: typer.Context):
+    """The checked EvalSettings of a command's evaluation flags (a ConfigError names a bad one)."""
+    from mergescope.config import eval_settings
+
+    given = ctx.params
+    return eval_settings(num_fewshot=given["num_fewshot"],
+                         apply_chat_template=given["chat_template"] or given["apply_chat_template"],
+                         fewshot_as_multiturn=given["fewshot_as_multiturn"],
+                         system_instruction=given["system_instruction"], gen_kwargs=given["gen_kwargs"] or {},
+                         batch_size=given["batch_size"])
+
 
 def user_errors(command: Callable) -> Callable:
     """Print a MergescopeError as one line with its hint and exit with its code; no traceback."""
@@ -87,6 +121,14 @@ def sweep(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
     allow_nonfinite: AllowNonfiniteOption = False,
@@ -115,6 +157,7 @@ def sweep(
     settings = SweepSettings(
         parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
+        evaluation=evaluation_settings(ctx), dtype=dtype,
         allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_nonfinite=allow_nonfinite,
         max_memory=max_memory,
         judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs, judge_max_tokens),
@@ -153,6 +196,14 @@ def search(
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
     allow_nonfinite: AllowNonfiniteOption = False,
     judge_url: JudgeUrlOption = None,
     judge_model: JudgeModelOption = None,
@@ -173,7 +224,7 @@ def search(
     run = SweepSettings(
         parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
         task_paths=list(task_path or []), out=out, backend=backend, limit=limit, allow_nonfinite=allow_nonfinite,
-        progress=not as_json,
+        progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype,
         judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, 0), executor=executor,
         executor_options=_given(ctx, address=address, workers=workers),
     )
@@ -202,6 +253,7 @@ def _given(ctx: typer.Context, **options) -> dict:
 @app.command()
 @user_errors
 def study(
+    ctx: typer.Context,
     pairs: Annotated[Optional[list[str]], typer.Option(
         "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable).")] = None,
     zoo: Annotated[Optional[list[str]], typer.Option(
@@ -214,6 +266,14 @@ def study(
     report: Annotated[Optional[Path], typer.Option(help="Report folder (default: OUT/report).")] = None,
     backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
     max_memory: Annotated[Optional[str], typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")] = None,
     allow_nonfinite: AllowNonfiniteOption = False,
     as_json: JsonOption = False,
@@ -226,7 +286,7 @@ def study(
 
     options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
                             backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
-                            progress=not as_json)
+                            progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype)
     zoo_options = zoo or ([] if pairs else [".cache/zoo"])
     study_pairs = [*(_study_pair(text) for text in pairs or []),
                    *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
@@ -281,6 +341,8 @@ def judge(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one judge reply.")] = 60.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries (with exponential backoff) of a failed request.")] = 4,
     backend: Annotated[Optional[str], typer.Option(help="Backend that generates missing answers.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="Generate missing answers in this dtype (default: the one the run was served in).")] = None,
     as_json: JsonOption = False,
 ):
     """(Re)judge a run's finished subjects with an LLM judge; cached judgments cost nothing."""
@@ -293,7 +355,7 @@ def judge(
                              api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
                              pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries,
                              logprobs=judge_logprobs, max_tokens=judge_max_tokens)
-    result = judge_run(run, settings, backend)
+    result = judge_run(run, settings, backend, dtype)
     if as_json:
         typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,
                                "requests_sent": result.requests_sent, "incomplete": result.incomplete}, indent=1))
@@ -468,11 +530,13 @@ def serve(
     run: Annotated[Optional[Path], typer.Option(help="The run whose candidate id TARGET names.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = 8000,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="Serve in this dtype (default: the one --run was served in, else float32).")] = None,
 ):
     """Serve one candidate or parent on an OpenAI-compatible endpoint through vLLM's server."""
     from mergescope.serve import serve as run_server
 
-    raise typer.Exit(run_server(target, run, host, port))
+    raise typer.Exit(run_server(target, run, host, port, dtype))
 
 
 def main() -> None:

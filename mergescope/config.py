@@ -9,12 +9,13 @@ Only sweeps multiply candidates; everything else is copied into the mergekit con
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergescope.errors import ConfigError
 
@@ -23,6 +24,9 @@ DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
 
 # Which input acts as mergekit's `base_model` for a method block.
 BaseChoice = Literal["auto", "base", "first_parent", "second_parent"]
+# The dtypes models are merged and served in (`dtype` of a spec, `--dtype`).
+Dtype = Literal["float32", "bfloat16", "float16"]
+DTYPES: tuple[str, ...] = Dtype.__args__
 
 
 class Strict(BaseModel):
@@ -88,11 +92,82 @@ class SweepSpec(Strict):
     description: str = ""
     parents: list[str] | None = None
     base: str | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Dtype = "float32"
     methods: list[MethodBlock] = Field(default_factory=list)
     # Existing mergekit YAML files taken as candidates unchanged (paths relative to the spec file).
     mergekit_configs: list[str] = Field(default_factory=list)
     source: str | None = Field(default=None, exclude=True)
+
+
+class EvalSettings(Strict):
+    """How lm-eval prompts every subject of a run, named as lm-eval's own CLI names them.
+
+    All but `batch_size` are part of a run's identity (`identity`): a resumed run must score its new subjects
+    exactly as it scored the stored ones. The batch size only decides how many requests are computed at once.
+    """
+
+    num_fewshot: int | None = Field(default=None, ge=0)  # None: each task's own (0 where it sets none)
+    apply_chat_template: bool | str = False  # True: the tokenizer's template; a name: that one of its templates
+    fewshot_as_multiturn: bool = False  # None given: on exactly when a chat template is applied (lm-eval's CLI)
+    system_instruction: str | None = None
+    gen_kwargs: dict[str, Any] = Field(default_factory=dict)  # overrides of generating tasks' generation_kwargs
+    batch_size: int | None = Field(default=None, ge=1)  # None: the backend's own
+
+    @model_validator(mode="before")
+    @classmethod
+    def _multiturn_follows_the_template(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("fewshot_as_multiturn") is None:
+            return {**values, "fewshot_as_multiturn": bool(values.get("apply_chat_template"))}
+        return values
+
+    @field_validator("gen_kwargs", mode="before")
+    @classmethod
+    def _parse_gen_kwargs(cls, value: Any) -> Any:
+        """lm-eval's `key=value,key=value` (values read as Python literals) or a JSON object."""
+        if not isinstance(value, str):
+            return value
+        from lm_eval.utils import simple_parse_args_string
+
+        try:
+            return json.loads(value) if value.lstrip().startswith("{") else simple_parse_args_string(value)
+        except (ValueError, IndexError) as error:
+            raise ValueError(f"not key=value pairs or a JSON object ({error})") from None
+
+    @model_validator(mode="after")
+    def _multiturn_needs_a_template(self) -> "EvalSettings":
+        if self.fewshot_as_multiturn and not self.apply_chat_template:  # lm-eval's CLI refuses it too
+            raise ValueError("--fewshot-as-multiturn needs --apply-chat-template")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the stored ones."""
+        return self.model_dump(mode="json", exclude={"batch_size"})
+
+    def describe(self) -> str:
+        """The identity settings as the flags that give them ("lm-eval's defaults" when none differ)."""
+        flags = []
+        for key, value in self.identity().items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                flags.append(flag)
+            elif value not in (None, False, {}):
+                text = ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+                flags.append(f"{flag} {text!r}" if isinstance(text, str) else f"{flag} {text}")
+        return " ".join(flags) or "lm-eval's defaults"
+
+
+def eval_settings(**values: Any) -> EvalSettings:
+    """Checked evaluation settings; a ConfigError names the flag and what it takes."""
+    try:
+        return EvalSettings(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["loc"]:  # a field's problem: name its flag and the value given
+            message = f"--{str(first['loc'][0]).replace('_', '-')} {first['input']}: {message}"
+        raise ConfigError(message,
+                          hint="see `mergescope sweep --help`; the flags are lm-eval's (--num-fewshot 5, "
+                               "--gen-kwargs temperature=0,max_gen_toks=64)") from None
 
 
 def _location(error: dict) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from mergescope.config import DTYPES
 from mergescope.errors import ConfigError, did_you_mean
 
 
@@ -70,6 +71,13 @@ def _field_names(record: type) -> set[str]:
     return {field.name for field in fields(record)}
 
 
+def check_dtype(backend: str, dtype: str) -> None:
+    """Refuse a dtype name that no backend serves (the spec's are checked by its schema; --dtype's here)."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"the {backend} backend cannot serve dtype {dtype!r}",
+                          hint=f"use one of {', '.join(DTYPES)} (--dtype or the spec's dtype)")
+
+
 @dataclass(frozen=True)
 class HFOptions:
     """In-process transformers: lm-eval's batch size, the device, and the dtype the weights are served in."""
@@ -78,6 +86,10 @@ class HFOptions:
     batch_size: int = 64
     device: str = "cpu"
     dtype: str = "float32"  # the sweep spec's dtype; the model is loaded (and computes) in it
+    chat_template: str | None = None  # --chat-template NAME: lm-eval's prompts use the tokenizer's template NAME
+
+    def __post_init__(self):
+        check_dtype("hf", self.dtype)
 
 
 @dataclass(frozen=True)
@@ -91,15 +103,21 @@ class EngineOptions:
     gpu_memory_utilization: float = 0.85
     seed: int = 0
     max_gen_toks: int = 256  # lm-eval's budget when a task sets none; read per request, not by the engine
+    batch_size: int | None = None  # --batch-size: the most sequences the engine runs at once (None: vLLM's own)
+    chat_template: str | None = None  # --chat-template NAME: lm-eval's prompts use the tokenizer's template NAME
+
+    def __post_init__(self):
+        check_dtype("vllm", self.dtype)
 
     def engine_kwargs(self, model_dir: Path) -> dict:
         """Keyword arguments of `vllm.LLM` for `model_dir`; model files are untrusted: no remote code."""
         config = json.loads((Path(model_dir) / "config.json").read_text())
         max_positions = config.get("max_position_embeddings", self.max_model_len)
+        batch = {"max_num_seqs": self.batch_size} if self.batch_size else {}
         return dict(
             model=str(model_dir), dtype=self.dtype, max_model_len=min(self.max_model_len, max_positions),
             tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
-            seed=self.seed, trust_remote_code=False, load_format="safetensors", enforce_eager=True,
+            seed=self.seed, trust_remote_code=False, load_format="safetensors", enforce_eager=True, **batch,
         )
 
 
@@ -112,14 +130,16 @@ class OpenAIOptions:
     max_gen_toks: int = 256
     timeout: float = 300
     dtype: str = "float32"
+    batch_size: int = 16  # requests per API call
 
     def __post_init__(self):
+        check_dtype("openai", self.dtype)
         # A server's dtype was fixed when it started and its API does not report it: a spec asking for
         # another dtype than the default is refused rather than scored in whatever the server holds.
         if self.dtype != "float32":
             raise ConfigError(f"the openai backend cannot serve dtype {self.dtype}: the server's dtype is fixed "
                               "when it starts", hint="use --backend hf or vllm, or start the server in that dtype "
-                                                     "and leave the spec's dtype at float32")
+                                                     "and leave the dtype at float32")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Collection, Sequence
 from safetensors import safe_open
 
 from mergescope import hub
-from mergescope.errors import ConfigError
+from mergescope.errors import ConfigError, did_you_mean
 from mergescope.records import ModelRef, ParentSet
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -153,6 +153,44 @@ def _check_tensors(a: ModelRef, a_layout: dict, b: ModelRef, b_layout: dict) -> 
                 f"tensor {name} is {a_dtype} in {a.name} but {b_dtype} in {b.name}",
                 hint="convert the parents to one dtype before merging",
             )
+
+
+def chat_templates(directory: Path) -> dict[str, str]:
+    """The chat templates a model's tokenizer files hold, by name ("default": the main one); {} when none.
+
+    Read from the files transformers saves them in (chat_template.jinja, additional_chat_templates/*.jinja,
+    chat_template.json, or "chat_template" in tokenizer_config.json: one string or a list of named ones),
+    without loading the tokenizer.
+    """
+    directory = Path(directory)
+    templates = {file.stem: file.read_text() for file in sorted(directory.glob("additional_chat_templates/*.jinja"))}
+    config_file, json_file, jinja_file = (directory / name for name in
+                                          ("tokenizer_config.json", "chat_template.json", "chat_template.jinja"))
+    stored = _read_json(config_file).get("chat_template") if config_file.is_file() else None
+    if json_file.is_file():
+        stored = _read_json(json_file).get("chat_template", stored)
+    if isinstance(stored, list):
+        templates.update({entry["name"]: entry["template"] for entry in stored})
+    elif isinstance(stored, str):
+        templates["default"] = stored
+    if jinja_file.is_file():
+        templates["default"] = jinja_file.read_text()
+    return templates
+
+
+def check_chat_template(models: list[ModelRef], template: bool | str) -> None:
+    """Raise ConfigError naming the first model without the chat template `template` asks for (True: any)."""
+    if not template:
+        return
+    for model in models:
+        found = chat_templates(model.path)
+        if not found:
+            raise ConfigError(f"{model.name} ({model.path}) has no chat template, so --apply-chat-template cannot "
+                              "be applied", hint="add one to its tokenizer (chat_template.jinja), or leave out "
+                                                 "--apply-chat-template")
+        if isinstance(template, str) and template not in found:
+            raise ConfigError(f"{model.name} has no chat template named {template!r}",
+                              hint=did_you_mean(template, set(found)))
 
 
 def _vocabulary(directory: Path) -> dict | None:

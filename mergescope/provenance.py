@@ -36,6 +36,7 @@ def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str
         architecture=parents.architecture,
         tasks=suite.names,
         limit=suite.limit,
+        evaluation=suite.settings,
         backend=backend,
         versions=versions(),
         machine=f"{platform.machine()} {platform.system()} python {platform.python_version()}",

@@ -19,10 +19,10 @@ import yaml
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mergescope.config import validation_message
+from mergescope.config import EvalSettings, validation_message
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
 from mergescope.records import Candidate, EvalSubject
-from mergescope.store import STORE_NAME, ResultsStore, read_meta
+from mergescope.store import FULL, STORE_NAME, ResultsStore, read_meta
 
 LOCK_NAME = ".sweep.lock"
 MERGES_NAME = "merges"
@@ -82,7 +82,8 @@ class MetaRecord(BaseModel):
 
 
 class RunMeta(MetaRecord):
-    """What produced a run: the spec, the parents, the tasks, the backend and executor, the machine."""
+    """What produced a run: the spec (its dtype: the one served), the parents, the tasks and how lm-eval prompted
+    them, the backend and executor, the machine."""
 
     spec: dict[str, Any]  # the sweep spec as validated, kept as written so that later spec fields never break it
     spec_source: str | None
@@ -99,6 +100,11 @@ class RunMeta(MetaRecord):
     executor: str = "local"  # stores written before executors existed ran every subject in-process
     # hub id (org/name) -> the commit its snapshot is of, for every model named by a hub id; {} in older stores
     hub_commits: dict[str, str] = Field(default_factory=dict)
+    evaluation: EvalSettings = EvalSettings()  # stores written before these flags were scored with lm-eval's defaults
+
+    def served_dtype(self) -> str:
+        """The dtype the run's models were merged and served in: its spec's (with --dtype applied)."""
+        return self.spec.get("dtype", "float32")
 
 
 class JudgingMeta(MetaRecord):
@@ -205,8 +211,8 @@ def stored_subject(row: sqlite3.Row, run_dir: Path) -> EvalSubject:
 
 
 def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
-    """The run's finished subjects, in sweep order."""
-    rows = store.query("SELECT * FROM subjects WHERE status = 'done' ORDER BY position")
+    """The run's finished subjects (scored on every item: not a search's subset-scored trials), in sweep order."""
+    rows = store.query("SELECT * FROM subjects WHERE status = 'done' AND coverage = ? ORDER BY position", FULL)
     return [stored_subject(row, run_dir) for row in rows]
 
 

@@ -3,19 +3,20 @@ ordinary candidate of the run, and told its objective on the selection half of e
 
 Read top to bottom: check every input (`plan_search`), lock the run, score the parents, then ask a batch of
 trials (one per worker), evaluate the new ones on the sweep's executor, tell the sampler their objectives,
-store them, and repeat until the budget is spent.
+store them, and repeat until the budget is spent. With a fitness subset (search_fitness.py) trials are evaluated
+on its items only, and the finalists are then evaluated on every item.
 
 Resuming is replaying: a resumed search builds a fresh study with the stored seed and asks and tells it exactly
 as the first run did. A trial whose candidate is already stored costs nothing (the sweep's content-hash ids),
 so the replay reaches the point of the kill in seconds, and the sampler's random state there is the one an
-uninterrupted search would have had: the same seed proposes the same trials. A replayed proposal that differs
-from the stored one (another Optuna version) is refused rather than mixed in.
+uninterrupted search would have had: the same seed proposes the same trials. A stored trial is told the
+objectives stored with it, so a finalist since scored on every item replays as it was first told. A replayed
+proposal that differs from the stored one (another Optuna version) is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -24,18 +25,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import pandas as pd
 
-from mergescope.analysis.itemscores import SELECTION_HALF, item_halves
-from mergescope.analysis.run import primary_metric
 from mergescope.analysis.search import non_dominated
 from mergescope.analysis.run_analysis import AnalysisSettings
 from mergescope.candidates import block_candidates, validate_with_mergekit
 from mergescope.config import SweepSpec
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
 from mergescope.records import Candidate, ParentSet
-from mergescope.run_dir import SEARCH_KEY, LockedRun, SearchMeta, search_meta
+from mergescope.run_dir import SEARCH_KEY, LockedRun, SearchMeta, search_meta, stored_subject
 from mergescope.search_space import METHOD_PARAMETER, Leaf, Range, SearchSpace, block_leaves, filled_block, load_space
+from mergescope.search_fitness import FitnessItems, fitness_items, task_objectives
 from mergescope.store import ResultsStore, nan_to_null
 from mergescope.sweep import (SweepPlan, SweepSettings, candidate_subjects, evaluate_subjects, finished_ids,
                               open_run, plan_run)
@@ -196,55 +195,6 @@ def _suggest(trial, leaf: Leaf) -> Any:
     return json.loads(trial.suggest_categorical(leaf.name, texts))
 
 
-# -- the objective: selection-half items only ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FitnessItems:
-    """Per task, its primary metric and the items trials are scored on: selection-half items (a fixed subset)."""
-
-    metrics: dict[str, str]
-    items: dict[str, tuple[str, ...]]  # doc hashes
-    full: dict[str, tuple[str, ...]]  # the whole selection half, for the finalists
-
-
-def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...], meta: SearchMeta) -> FitnessItems:
-    """The items of a search's objective on the lm-eval `tasks` (never a judge's scores), read from a scored
-    reference; ConfigError when K exceeds a task's selection half."""
-    metrics, items, full = {}, {}, {}
-    for task in tasks:
-        metric = primary_metric([r["metric"] for r in store.query(
-            "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task)])
-        hashes = pd.Index(sorted({r["doc_hash"] for r in store.query(
-            "SELECT doc_hash FROM items WHERE subject_id = ? AND task = ? AND metric = ?", reference_id, task, metric)}))
-        selection = tuple(hashes[item_halves(hashes, meta.halves_seed).to_numpy() == SELECTION_HALF])
-        if meta.fitness_items is not None and meta.fitness_items > len(selection):
-            raise ConfigError(f"--fitness-items {meta.fitness_items}: task {task} has only {len(selection)} items in "
-                              "its selection half", hint=f"give at most {len(selection)}")
-        metrics[task], full[task] = metric, selection
-        items[task] = selection if meta.fitness_items is None else _subset(selection, meta.fitness_items, meta.seed)
-    return FitnessItems(metrics, items, full)
-
-
-def _subset(hashes: tuple[str, ...], size: int, seed: int) -> tuple[str, ...]:
-    """A seeded, fixed subset of `size` items: those whose seeded hash sorts first (the same for every trial)."""
-    return tuple(sorted(hashes, key=lambda h: hashlib.sha256(f"fitness:{seed}:{h}".encode()).hexdigest())[:size])
-
-
-def task_objectives(store: ResultsStore, subject_id: str, fitness: FitnessItems,
-                    items: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
-    """Per task: the subject's mean primary metric over the fitness items (or `items`)."""
-    chosen = items or fitness.items
-    values = {}
-    for task, metric in fitness.metrics.items():
-        rows = store.query("SELECT doc_hash, value FROM items WHERE subject_id = ? AND task = ? AND metric = ?",
-                           subject_id, task, metric)
-        by_hash = {row["doc_hash"]: row["value"] for row in rows}
-        scored = [by_hash[h] for h in chosen[task] if h in by_hash]
-        values[task] = sum(scored) / len(scored) if scored and len(scored) == len(chosen[task]) else math.nan
-    return values
-
-
 # -- the search ---------------------------------------------------------------------------------------------------
 
 
@@ -257,6 +207,7 @@ class SearchResult:
     best_objective: float
     seconds: float
     judging_incomplete: list[str] = field(default_factory=list)
+    n_rescored: int = 0  # finalists scored on every item by this call (a search with a fitness subset)
 
 
 def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchResult:
@@ -273,10 +224,10 @@ def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchRe
         store.set_meta(**{SEARCH_KEY: plan.meta.model_dump(mode="json")})
         store.connection.executescript(TRIALS_SCHEMA)
         study, evaluated = _run_trials(store, plan, fitness, incomplete)
-        _rescore_finalists(store, plan, fitness)
+        rescored = _rescore_finalists(store, plan, fitness, incomplete)
     best = _best_trial(study)
     return SearchResult(plan.run.run_dir, len(study.trials), evaluated, best.number if best else None,
-                        best.value if best else math.nan, time.perf_counter() - started, incomplete)
+                        best.value if best else math.nan, time.perf_counter() - started, incomplete, rescored)
 
 
 def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
@@ -302,45 +253,62 @@ def _new_study(meta: SearchMeta, n_tasks: int):
 def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]):
     """Ask, evaluate and tell batches of trials until the budget is spent; returns the study and how many were scored."""
     study = _new_study(plan.meta, len(fitness.metrics))
-    stored = {row["number"]: json.loads(row["params"]) for row in store.query("SELECT number, params FROM search_trials")}
+    stored = {row["number"]: row for row in store.query("SELECT number, params, task_objectives FROM search_trials")}
     first_position, evaluated = len(plan.run.subjects), 0
     while len(study.trials) < plan.meta.budget:
         size = min(plan.meta.batch_size, plan.meta.budget - len(study.trials))
         asked = [study.ask() for _ in range(size)]
         proposals = [propose(plan.space, trial, plan.run.parents) for trial in asked]
         _check_replay(proposals, stored, plan)
-        evaluated += _evaluate_batch(store, plan, proposals, first_position, incomplete)
+        evaluated += _evaluate_batch(store, plan, proposals, first_position, fitness, incomplete)
         for trial, proposal in zip(asked, proposals):
-            objectives = task_objectives(store, proposal.candidate.id, fitness)
+            objectives = _trial_objectives(store, proposal, stored, fitness)
             study.tell(trial, _told(objectives, plan.meta))
             _store_trial(store, proposal, plan.meta, objectives, fitness)
     return study, evaluated
 
 
-def _check_replay(proposals: list[Proposal], stored: dict[int, dict], plan: SearchPlan) -> None:
+def _check_replay(proposals: list[Proposal], stored: dict[int, Any], plan: SearchPlan) -> None:
     for proposal in proposals:
-        if proposal.number in stored and stored[proposal.number] != proposal.params:
+        if proposal.number in stored and json.loads(stored[proposal.number]["params"]) != proposal.params:
             raise MergescopeError(f"{plan.run.run_dir}: trial {proposal.number} replays differently from the stored "
                                   "one (another Optuna version?), so the search cannot resume exactly",
                                   hint="resume with the Optuna version that started it, or choose another --out")
 
 
+def _trial_objectives(store: ResultsStore, proposal: Proposal, stored: dict[int, Any],
+                      fitness: FitnessItems) -> dict[str, float]:
+    """A stored trial's objectives as it was told them (a finalist scored on every item since reads the same
+    items, but the replay need not trust that); a new trial's from its items."""
+    if proposal.number in stored:
+        return json.loads(stored[proposal.number]["task_objectives"])
+    return task_objectives(store, proposal.candidate.id, fitness)
+
+
 def _evaluate_batch(store: ResultsStore, plan: SearchPlan, proposals: list[Proposal], first_position: int,
-                    incomplete: list[str]) -> int:
-    """Merge and score the batch's candidates not stored yet (in parallel on the executor); returns how many."""
+                    fitness: FitnessItems, incomplete: list[str]) -> int:
+    """Merge and score the batch's candidates not stored yet (in parallel on the executor), on the fitness subset's
+    items only where there is one; returns how many."""
     candidates = list({p.candidate.id: p.candidate for p in proposals}.values())
-    settings = plan.settings.run
-    done = finished_ids(store, settings)
+    # with a fitness subset, a candidate scored on the subset (or on every item: a finalist) has what a trial needs
+    subset = fitness.doc_ids is not None
+    done = store.finished_ids(with_subsets=True) if subset else finished_ids(store, plan.settings.run)
     new = [c for c in candidates if c.id not in done]
     store.plan(candidate_subjects(new), first_position=first_position + proposals[0].number)
     from mergescope.analysis.slerp_diagnostics import record_slerp_diagnostics
 
     record_slerp_diagnostics(store, new)
-    # one progress bar per batch would flood the terminal: each trial's scores are printed instead
-    batch_plan = dataclasses.replace(plan.run, candidates=new, subjects=candidate_subjects(new),
-                                     executor_options=dataclasses.replace(plan.run.executor_options, progress=False))
-    incomplete += evaluate_subjects(batch_plan.subjects, store, batch_plan, settings)
+    incomplete += _evaluate(store, plan, new, fitness.doc_ids)
     return len(new)
+
+
+def _evaluate(store: ResultsStore, plan: SearchPlan, candidates: list[Candidate],
+              samples: dict[str, tuple[int, ...]] | None) -> list[str]:
+    """Score planned `candidates` on the run's executor (on `samples` only, when given); returns evaluate_subjects'."""
+    # one progress bar per batch would flood the terminal: each trial's scores are printed instead
+    batch_plan = dataclasses.replace(plan.run, candidates=candidates, subjects=candidate_subjects(candidates),
+                                     executor_options=dataclasses.replace(plan.run.executor_options, progress=False))
+    return evaluate_subjects(batch_plan.subjects, store, batch_plan, plan.settings.run, samples)
 
 
 def _told(objectives: dict[str, float], meta: SearchMeta) -> float | list[float]:
@@ -359,20 +327,35 @@ def _store_trial(store: ResultsStore, proposal: Proposal, meta: SearchMeta, obje
                     sum(len(items) for items in fitness.items.values())))
 
 
-def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems) -> None:
+def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]) -> int:
     """Mark the best `finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean) and
-    store their objective on the whole selection half beside it."""
+    store their objective on the whole selection half beside it. Trials scored on a fitness subset are first
+    scored on every item, each in the one transaction that replaces its subset rows; returns how many were."""
     rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
                        " ORDER BY objective DESC, number")
     if plan.meta.objective == "pareto":
         front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
         rows = [row for row, kept in zip(rows, front) if kept]
+    finalists = rows[:plan.meta.finalists]
+    rescored = _score_on_every_item(store, plan, [row["subject_id"] for row in finalists], incomplete)
     with store.transaction() as db:
         db.execute("UPDATE search_trials SET finalist = 0, full_objective = NULL")
-        for row in rows[:plan.meta.finalists]:
+        for row in finalists:
             full = task_objectives(store, row["subject_id"], fitness, fitness.full)
             db.execute("UPDATE search_trials SET finalist = 1, full_objective = ? WHERE number = ?",
                        (nan_to_null(sum(full.values()) / len(full)), row["number"]))
+    return rescored
+
+
+def _score_on_every_item(store: ResultsStore, plan: SearchPlan, subject_ids: list[str], incomplete: list[str]) -> int:
+    """Score (and judge) those of `subject_ids` not fully scored yet on every item; returns how many."""
+    done = finished_ids(store, plan.settings.run)
+    todo = [subject_id for subject_id in dict.fromkeys(subject_ids) if subject_id not in done]
+    if not todo:  # a search without a fitness subset scored its trials on every item already
+        return 0
+    rows = {row["id"]: row for row in store.query("SELECT * FROM subjects WHERE kind = 'candidate'")}
+    incomplete += _evaluate(store, plan, [stored_subject(rows[i], plan.run.run_dir).candidate for i in todo], None)
+    return len(todo)
 
 
 def _best_trial(study):

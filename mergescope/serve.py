@@ -19,7 +19,7 @@ from mergescope import hub
 from mergescope.errors import ConfigError
 from mergescope.options import EngineOptions
 from mergescope.parents import resolve_model
-from mergescope.run_dir import find_subject, merges_dir
+from mergescope.run_dir import find_subject, merges_dir, read_run_meta
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,22 @@ def server_command(target: ServeTarget, host: str, port: int, options: EngineOpt
     return command
 
 
-def serve(target: str, run: Path | None = None, host: str = "127.0.0.1", port: int = 8000) -> int:
-    """Run vLLM's server on the resolved target until it stops; returns the server's exit code."""
+def serve(target: str, run: Path | None = None, host: str = "127.0.0.1", port: int = 8000,
+          dtype: str | None = None) -> int:
+    """Run vLLM's server on the resolved target until it stops; returns the server's exit code. It serves in
+    `dtype`, by default in the dtype `run` was served in (float32 for a model directory alone)."""
+    options = EngineOptions(dtype=dtype or served_dtype(run))  # an unknown dtype is refused before any merge
     resolved = resolve_target(target, run)
-    options = EngineOptions()
     environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE",
                                                                           str(options.kv_cache_gib))}
     print(f"serving {resolved.model_dir} as {resolved.served_name!r} on http://{host}:{port}/v1", flush=True)
     return supervise(server_command(resolved, host, port, options), environment)
+
+
+def served_dtype(run: Path | None) -> str:
+    """The dtype a run's models were served in; float32 without a run."""
+    meta = read_run_meta(run) if run is not None else None
+    return meta.served_dtype() if meta is not None else "float32"
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)

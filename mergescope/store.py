@@ -2,6 +2,10 @@
 
 Everything about one evaluated subject (its row, scores and per-item outcomes) is written in one
 transaction, so a sweep killed at any point leaves either all of it or none of it.
+
+A subject's `coverage` says which items its scores stand on: "all" (the task's items, up to the run's limit),
+or "subset" (a search's fitness subset: a few items per task, search.py). Only fully scored subjects are
+finished, reported or judged; a subset-scored one is a search trial's estimate until it is scored on all.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS subjects (
     id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL, method TEXT, parameters TEXT,
     seed INTEGER, mix REAL, mergekit_config TEXT, path TEXT, status TEXT NOT NULL DEFAULT 'planned',
-    position INTEGER, merge_seconds REAL, eval_seconds REAL, finished_at TEXT
+    position INTEGER, merge_seconds REAL, eval_seconds REAL, finished_at TEXT, coverage TEXT NOT NULL DEFAULT 'all'
 );
 CREATE TABLE IF NOT EXISTS scores (
     subject_id TEXT NOT NULL REFERENCES subjects(id), task TEXT NOT NULL, metric TEXT NOT NULL,
@@ -38,6 +42,7 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 STORE_NAME = "results.sqlite"
+FULL, SUBSET = "all", "subset"  # a subject's coverage: every item, or a search's fitness subset
 
 
 class ResultsStore:
@@ -49,6 +54,7 @@ class ResultsStore:
             self.connection = sqlite3.connect(self.path, timeout=30)
             self.connection.row_factory = sqlite3.Row
             self.connection.executescript(SCHEMA)
+            _add_coverage_column(self.connection)
         except sqlite3.Error as error:
             raise MergescopeError(f"cannot open the results store {self.path}: {error}",
                                   hint="check that the run directory is writable") from None
@@ -86,8 +92,10 @@ class ResultsStore:
                     _subject_row(subject) + (position,),
                 )
 
-    def record(self, subject: EvalSubject, evaluation: Evaluation, merge_seconds: float | None = None) -> None:
-        """Store a finished evaluation and mark its subject done, all in one transaction."""
+    def record(self, subject: EvalSubject, evaluation: Evaluation, merge_seconds: float | None = None,
+               coverage: str = FULL) -> None:
+        """Store a finished evaluation and mark its subject done with that `coverage`, all in one transaction
+        (its earlier rows, a subset's too, are replaced)."""
         with self.transaction() as db:
             db.execute("DELETE FROM scores WHERE subject_id = ?", (subject.id,))
             db.execute("DELETE FROM items WHERE subject_id = ?", (subject.id,))
@@ -102,8 +110,8 @@ class ResultsStore:
             )
             db.execute(
                 "UPDATE subjects SET status = 'done', merge_seconds = ?, eval_seconds = ?,"
-                " finished_at = datetime('now') WHERE id = ?",
-                (merge_seconds, evaluation.seconds, subject.id),
+                " finished_at = datetime('now'), coverage = ? WHERE id = ?",
+                (merge_seconds, evaluation.seconds, coverage, subject.id),
             )
             kill_point("store.before_commit")
 
@@ -111,19 +119,21 @@ class ResultsStore:
     def meta(self) -> dict[str, Any]:
         return {row["key"]: json.loads(row["value"]) for row in self.connection.execute("SELECT * FROM meta")}
 
-    def finished_ids(self) -> set[str]:
-        rows = self.connection.execute("SELECT id FROM subjects WHERE status = 'done'")
+    def finished_ids(self, with_subsets: bool = False) -> set[str]:
+        """Subjects scored on every item (`with_subsets`: or on a fitness subset only)."""
+        coverage = "" if with_subsets else f" AND coverage = '{FULL}'"
+        rows = self.connection.execute(f"SELECT id FROM subjects WHERE status = 'done'{coverage}")
         return {row["id"] for row in rows}
 
     def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
         return list(self.connection.execute(sql, params))
 
     def score_table(self) -> list[dict[str, Any]]:
-        """One row per (subject, task, metric) of finished subjects, in sweep order."""
+        """One row per (subject, task, metric) of fully scored subjects, in sweep order."""
         rows = self.query(
             "SELECT s.id, s.kind, s.label, s.method, s.parameters, s.seed, s.mix, c.task, c.metric, c.value,"
-            " c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id"
-            " ORDER BY s.position, c.task, c.metric"
+            " c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id WHERE s.coverage = ?"
+            " ORDER BY s.position, c.task, c.metric", FULL
         )
         return [{**dict(row), "parameters": json.loads(row["parameters"] or "{}")} for row in rows]
 
@@ -142,6 +152,14 @@ def read_meta(run_dir: Path) -> dict[str, Any] | None:
     except sqlite3.Error as error:
         raise MergescopeError(f"cannot read the results store {path}: {error}",
                               hint="check that the run directory is readable") from None
+
+
+def _add_coverage_column(connection: sqlite3.Connection) -> None:
+    """Migrate a store written before subjects had a coverage: every subject it holds was scored on all items."""
+    columns = {row["name"] for row in connection.execute("PRAGMA table_info(subjects)")}
+    if "coverage" not in columns:
+        with connection:
+            connection.execute(f"ALTER TABLE subjects ADD COLUMN coverage TEXT NOT NULL DEFAULT '{FULL}'")
 
 
 def _subject_row(subject: EvalSubject) -> tuple:

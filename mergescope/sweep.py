@@ -12,19 +12,19 @@ from tqdm import tqdm
 from mergescope import provenance
 from mergescope.backends import BACKENDS, default_backend
 from mergescope.candidates import expand, validate_with_mergekit
-from mergescope.config import SweepSpec, load_sweep
+from mergescope.config import EvalSettings, SweepSpec, load_sweep
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
 from mergescope.merge import is_merged
-from mergescope.parents import check_finite, resolve_parents
+from mergescope.parents import check_chat_template, check_finite, resolve_parents
 from mergescope.records import Candidate, EvalSubject, ParentSet
 from mergescope.resources import check_disk, check_memory, merged_output_bytes
 from mergescope.run_dir import (LockedRun, finite_checked, merges_dir, record_finite_checked, run_meta,
                                 write_run_meta)
 from mergescope.scoring.judge_run import JudgeSettings, RunJudging, answered, judged_ids
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
-from mergescope.store import ResultsStore
+from mergescope.store import FULL, SUBSET, ResultsStore
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class SweepSettings:
     out: Path | None = None
     backend: str | None = None
     limit: int | None = None
+    evaluation: EvalSettings = EvalSettings()  # how lm-eval prompts every subject (--num-fewshot ...)
+    dtype: str | None = None  # --dtype: merge and serve in it instead of the spec's dtype
     allow_pickle: bool = False
     trust_remote_code: bool = False
     allow_nonfinite: bool = False  # merge parents whose weights hold NaN or inf (refused by default)
@@ -103,9 +105,10 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     """Check a run's options, parents, memory and tasks, and plan the candidates `candidates_of` gives; ConfigError
     on bad input. A sweep plans its spec's candidates; a search (search.py) plans none and adds its trials later."""
     backend = settings.backend or default_backend()
-    # Every subject (parents too) is served in the spec's dtype; an option the backend or executor does not
-    # take is refused here, before anything slow.
-    backend_options = BACKENDS.options(backend, {"dtype": spec.dtype, **settings.backend_options})
+    # Every subject (parents too) is served in the spec's dtype (or --dtype's); an option the backend or
+    # executor does not take, or a dtype the backend cannot serve, is refused here, before anything slow.
+    backend_options = BACKENDS.options(backend, _backend_values(settings, settings.dtype or spec.dtype))
+    spec = spec.model_copy(update={"dtype": settings.dtype or spec.dtype})  # checked by the backend's options
     executor_options = EXECUTORS.options(settings.executor,
                                          {"progress": settings.progress, **settings.executor_options})
     parents = resolve_parents(
@@ -113,6 +116,8 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
     check_memory(parents, spec.dtype, settings.max_memory)
+    # candidates take their tokenizer from the parents or the base
+    check_chat_template(parents.models(), settings.evaluation.apply_chat_template)
     candidates = candidates_of(parents)
     suite = _task_suite(settings, parents)
     run_dir = settings.out or Path("runs") / "_".join([spec.name, *(p.name for p in parents.parents)])
@@ -121,6 +126,15 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     finite = () if settings.allow_nonfinite else check_finite(parents.models(), finite_checked(run_dir))
     return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options,
                      finite)
+
+
+def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
+    """The backend's options: the served dtype, --batch-size and --chat-template NAME where given (a backend
+    without such an option refuses it), and the backend flags given."""
+    evaluation = settings.evaluation
+    given = {"batch_size": evaluation.batch_size,
+             "chat_template": evaluation.apply_chat_template if isinstance(evaluation.apply_chat_template, str) else None}
+    return {"dtype": dtype, **{key: value for key, value in given.items() if value}, **settings.backend_options}
 
 
 def candidate_subjects(candidates: list[Candidate]) -> list[EvalSubject]:
@@ -149,8 +163,10 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
 
 
 def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> None:
-    """Check the locked run is one of these parents, record its provenance, plan its subjects, record kinship."""
+    """Check the locked run is one of these parents, scored the same way; record its provenance, plan its subjects,
+    record kinship."""
     _check_same_sweep(store, plan.parents, plan.run_dir)
+    _check_same_scoring(store, plan)
     record_finite_checked(store, plan.finite_weights)
     # the backend actually used, not the option (None means "the default"), so the report names it
     write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor))
@@ -173,7 +189,9 @@ def reference_subjects(parents: ParentSet) -> list[EvalSubject]:
 
 
 def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
-    names, paths = list(settings.tasks), list(settings.task_paths)
+    # `--tasks a,b` as lm-eval's CLI takes it, or `--tasks a --tasks b`
+    names = [name for text in settings.tasks for name in text.split(",") if name]
+    paths = list(settings.task_paths)
     zoo = find_zoo(parents.parents[0].path)
     if zoo is not None:
         if zoo.task_yaml_dir() not in paths:  # a study's zoo pairs name it already
@@ -182,7 +200,7 @@ def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
     if not names:
         raise ConfigError("no tasks given and the parents are not from a mergescope zoo",
                           hint="pass --tasks NAME (and --task-path DIR for your own task YAMLs)")
-    return resolve_tasks(names, paths, settings.limit)
+    return resolve_tasks(names, paths, settings.limit, settings.evaluation)
 
 
 def find_zoo(model_dir: Path):
@@ -212,6 +230,21 @@ def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) ->
                           hint="choose another --out for these parents")
 
 
+def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
+    """Refuse to resume a run whose stored subjects were served in another dtype or prompted otherwise."""
+    previous = run_meta(store)
+    if previous is None:
+        return
+    stored_dtype = previous.served_dtype()
+    if stored_dtype != plan.spec.dtype:
+        raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.spec.dtype}",
+                          hint=f"resume it with --dtype {stored_dtype}, or choose another --out")
+    stored, asked = previous.evaluation, plan.suite.settings
+    if stored.identity() != asked.identity():
+        raise ConfigError(f"{plan.run_dir} was scored with {stored.describe()}, not {asked.describe()}",
+                          hint="resume it with the same evaluation flags, or choose another --out")
+
+
 def finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
     """Subjects stored as done and, in a judged sweep, judged too: one killed before its judging is redone."""
     finished = store.finished_ids()
@@ -226,27 +259,32 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
     check_disk(merges, needed, f"{len(pending)} merged models")
 
 
-def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> list[str]:
+def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings,
+                      samples: dict[str, tuple[int, ...]] | None = None) -> list[str]:
     """Evaluate (and judge) `todo` on the plan's executor, storing each as it finishes; returns the subjects whose
-    judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk."""
+    judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk.
+
+    With `samples` (doc ids per task: a search's fitness subset) only those items are scored, the subjects are
+    stored as subset-scored, and nothing is judged: judging belongs to a subject's full scoring."""
     suite, run_dir, backend_name = plan.suite, plan.run_dir, plan.backend
     _check_disk_for_merges(todo, plan.parents, run_dir)
-    judging = _start_judging(settings, store, run_dir, backend_name)
+    judging = _start_judging(settings, store, run_dir, backend_name) if samples is None else None
     if not todo and judging is None:  # a judged sweep still closes its judging: statistics may be missing
         return []
+    coverage = FULL if samples is None else SUBSET
 
     def on_result(result: SubjectResult) -> None:
-        store.record(result.subject, result.evaluation, result.merge_seconds)
+        store.record(result.subject, result.evaluation, result.merge_seconds, coverage)
         kill_point("store.committed")
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
         if judging is not None:  # the worker answered the judge's questions; grading needs no model here
-            _say(settings, judging.judge_subject(result.subject, answered(result.answers)))
+            _say(settings, judging.judge_subject(result.subject, answered(result.answers, result.answers_chat_template)))
             kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, plan.executor_options)
     job = EvalJob(suite, merges_dir(run_dir), backend_name, plan.backend_options,
-                  answer_requests=judging.answer_requests() if judging is not None else ())
+                  answer_requests=judging.answer_requests() if judging is not None else (), samples=samples)
     incomplete: list[str] = []
     try:
         executor.run(todo, job, on_result)

@@ -166,6 +166,14 @@ def without_weights(model: Path) -> None:
     weights_file(model).unlink()
 
 
+def without_chat_template(model: Path) -> None:
+    """Drop the tokenizer's chat template wherever transformers keeps one."""
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(config))
+
+
 def with_a_nan(model: Path) -> None:
     """One NaN in the middle of the last tensor in name order (the finiteness check reads every tensor)."""
     from safetensors.torch import load_file, save_file
@@ -363,6 +371,13 @@ CASES = [
                            c.spec("name: x\ndtype: bfloat16\nmethods:\n  - method: linear\n"
                                   "    per_parent: {weight: 0.5}\n")), 2,
          ("openai backend cannot serve dtype bfloat16",)),
+    Case("dtype-the-backend-cannot-serve-by-flag", lambda c: c.sweep("--backend", "openai", "--dtype", "float16"), 2,
+         ("openai backend cannot serve dtype float16",)),
+    Case("unknown-dtype", lambda c: c.sweep("--dtype", "float8"), 2, ("cannot serve dtype 'float8'", "bfloat16")),
+    Case("negative-num-fewshot", lambda c: c.sweep("--num-fewshot", "-1"), 2, ("--num-fewshot", "0")),
+    Case("chat-template-on-a-model-without-one",
+         lambda c: c.sweep("--apply-chat-template", parents=(c.model("arith"), c.altered("facts", without_chat_template))),
+         2, ("facts-copy", "has no chat template", "--apply-chat-template")),
     Case("max-memory-not-a-size", lambda c: c.sweep("--max-memory", "lots"), 2, ("--max-memory 'lots'",)),
     Case("max-memory-too-small", lambda c: c.sweep("--max-memory", "1MB"), 2, ("of memory", "over --max-memory 1MB")),
     Case("unknown-lm-eval-task", lambda c: c.sweep("--tasks", "zoo_arithmetic"), 2,

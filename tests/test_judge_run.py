@@ -14,7 +14,7 @@ import judge_server as js
 from mergescope.cli import app
 from mergescope.records import Candidate, EvalSubject, Evaluation
 from mergescope.run_dir import judging_meta, stored_subjects
-from mergescope.scoring.judge_run import JudgeSettings, RunJudging
+from mergescope.scoring.judge_run import Completions, JudgeSettings, RunJudging
 from mergescope.store import ResultsStore
 from test_judge import FAST, answers, rubric, server  # noqa: F401  (fixtures)
 
@@ -42,7 +42,7 @@ def canned_model(subject_id: str, calls: list):
     """A stand-in for backend.generate: answers by prompt, as one loaded model would."""
     def generate(prompts, max_tokens, temperature):
         calls.append((subject_id, max_tokens, temperature))
-        return [CANNED[subject_id][p.removeprefix("Q: ").removesuffix("\nA:")] for p in prompts]
+        return Completions([CANNED[subject_id][p.removeprefix("Q: ").removesuffix("\nA:")] for p in prompts], False)
     return generate
 
 
@@ -62,7 +62,7 @@ def test_the_judge_stage_stores_answers_judgments_comparisons_scores_and_stats(s
     assert judge_all(server, run_dir, rubric, store, calls) == []
     db = sqlite3.connect(run_dir / "results.sqlite")
     assert db.execute("SELECT answer, sampling FROM answers WHERE subject_id = 'cand1' AND question_id = 'add'"
-                      ).fetchone() == ("43", json.dumps({"backend": "hf", "max_tokens": 8, "stop": ["\n"],
+                      ).fetchone() == ("43", json.dumps({"backend": "hf", "chat_template": False, "max_tokens": 8, "stop": ["\n"],
                                                           "temperature": 0.0}, sort_keys=True))
     assert calls == [("parent-arith", 8, 0.0), ("parent-facts", 8, 0.0), ("cand1", 8, 0.0)]
     assert db.execute("SELECT count(*) FROM judgments").fetchone()[0] == 3 * 2 * 2
@@ -185,7 +185,7 @@ def test_a_zoo_sweep_judges_each_subject_after_its_scores(zoo, tmp_path, rubric)
     assert result.n_evaluated == 3
     assert db.execute("SELECT count(*) FROM answers").fetchone()[0] == 3 * 2
     assert json.loads(db.execute("SELECT sampling FROM answers LIMIT 1").fetchone()[0]) == {
-        "backend": "hf", "max_tokens": 8, "stop": ["\n"], "temperature": 0.0}
+        "backend": "hf", "chat_template": True, "max_tokens": 8, "stop": ["\n"], "temperature": 0.0}
     assert db.execute("SELECT count(*) FROM judgments WHERE score IS NOT NULL").fetchone()[0] == 3 * 2 * 2
     assert db.execute("SELECT count(DISTINCT opponent_id) FROM comparisons").fetchone()[0] == 2
     tasks = {task for (task,) in db.execute("SELECT DISTINCT task FROM scores")}

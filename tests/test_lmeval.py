@@ -67,3 +67,16 @@ def test_a_reused_runner_scores_like_a_fresh_lm_eval_run(zoo, task_dir):
     assert "A:" in reference["zoo_arith_3shot"][0][1].split("\n\n")[0]  # the prompt carries its 3 shots
     by_task = {s.task: s.value for s in reused.scores}
     assert by_task["zoo_arith"] == pytest.approx(sum(i[3] for i in reference["zoo_arith"]) / 150)
+
+
+def test_samples_score_those_documents_only_as_a_whole_run_scores_them(zoo, task_dir):
+    """A search's fitness subset (lm-eval's `samples=`): the listed documents only, each scored as in a whole run."""
+    runner = TaskRunner(resolve_tasks(["zoo_arith"], [task_dir]))
+    lm = HFBackend().load(zoo.model_path("arith"))
+    whole = {item[0]: item for item in _runner_items(runner.evaluate(lm, "arith"))["zoo_arith"]}
+    ids = (97, 3, 41, 120)  # out of order: lm-eval logs the k-th document it scores under the k-th listed id
+    subset = runner.evaluate(lm, "arith", samples={"zoo_arith": ids})
+    assert _runner_items(subset)["zoo_arith"] == [whole[i] for i in sorted(ids)]
+    assert [s.n_items for s in subset.scores] == [len(ids)]
+    with pytest.raises(ValueError, match="every task"):  # lm-eval takes an empty list for every document
+        runner.evaluate(lm, "arith", samples={"zoo_arith": ()})

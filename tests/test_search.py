@@ -268,6 +268,57 @@ def test_trials_are_scored_on_the_fitness_subset_and_finalists_on_the_whole_sele
     assert all(t["full_objective"] is None for t in trials if not t["finalist"])
 
 
+def _items_per_task(run_dir, subject_id: str) -> dict[str, int]:
+    return {r["task"]: r["n"] for r in rows(run_dir, "SELECT task, count(DISTINCT doc_id) AS n FROM items"
+                                               " WHERE subject_id = ? GROUP BY task", subject_id)}
+
+
+@pytest.mark.slow
+def test_only_the_finalists_are_evaluated_on_every_item(pareto_searched):
+    _, result = pareto_searched
+    trials = rows(result.run_dir, "SELECT subject_id, finalist FROM search_trials")
+    finalists = {t["subject_id"] for t in trials if t["finalist"]}
+    coverage = {r["id"]: r["coverage"] for r in rows(result.run_dir, "SELECT id, coverage FROM subjects")}
+    assert finalists and len({t["subject_id"] for t in trials} - finalists) >= 1
+    for trial in trials:
+        counts = _items_per_task(result.run_dir, trial["subject_id"])
+        assert len(counts) == 4
+        if trial["subject_id"] in finalists:
+            assert coverage[trial["subject_id"]] == "all" and set(counts.values()) == {LIMIT}
+        else:  # lm-eval scored the fitness subset only: K items per task
+            assert coverage[trial["subject_id"]] == "subset" and set(counts.values()) == {FITNESS_ITEMS}
+    assert result.n_rescored == len(finalists)
+
+
+@pytest.mark.slow
+def test_subset_scored_trials_are_told_and_report_what_trials_scored_on_every_item_gave(pareto_searched, tmp_path):
+    """Scoring every subset-scored trial on every item (what each trial cost before subsets were evaluated alone)
+    leaves the told objectives, the chosen trial and its reporting-half figures as they are; until then the report
+    shows those trials in the search section only."""
+    from mergescope.run_dir import LockedRun, stored_subject
+    from mergescope.search import plan_search
+    from mergescope.sweep import evaluate_subjects
+
+    settings, result = pareto_searched
+    subset_ids = {r["id"] for r in rows(result.run_dir, "SELECT id FROM subjects WHERE coverage = 'subset'")}
+    run = load_run(result.run_dir)
+    assert subset_ids and not subset_ids & (set(run.subjects.id) | set(run.items.subject_id) | set(run.scores.subject_id))
+    assert len(analyse_search(run, seed=0, alpha=0.05).trials) == 4  # the search section lists every trial
+    chosen, reported = _reported(result.run_dir)
+    everything = tmp_path / "every-item"
+    shutil.copytree(result.run_dir, everything)
+    plan = plan_search(dataclasses.replace(settings, run=dataclasses.replace(settings.run, out=everything)))
+    with LockedRun(everything) as store:
+        subjects = [stored_subject(row, everything) for row in store.query("SELECT * FROM subjects")
+                    if row["id"] in subset_ids]
+        evaluate_subjects(subjects, store, plan.run, settings.run)
+    for trial in rows(everything, "SELECT * FROM search_trials"):
+        assert json.loads(trial["task_objectives"]) == _selection_means(everything, trial["subject_id"], subset=True)
+    chosen_again, reported_again = _reported(everything)
+    assert chosen_again == chosen
+    pd.testing.assert_frame_equal(reported_again, reported)
+
+
 @pytest.mark.slow
 def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_path):
     _, result = pareto_searched
@@ -283,24 +334,29 @@ def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_p
     html = write_report(result.run_dir, tmp_path / "report").read_text()
     for element in ('id="search-pareto"', 'id="search-finalists"', 'id="plot-search_pareto"', 'id="search-reported"'):
         assert element in html
+    subset_labels = [r["label"] for r in rows(result.run_dir, "SELECT label FROM subjects WHERE coverage = 'subset'")]
+    assert subset_labels and not [label for label in subset_labels if label in html]  # in no candidate table or plot
 
 
 @pytest.mark.slow
-def test_a_judged_search_judges_every_trial_and_ranks_on_lm_eval_tasks_only(zoo, tmp_path):
-    """The sweep's judge stage runs on every trial; the objective still reads only the lm-eval tasks' items."""
+@pytest.mark.parametrize("fitness", [{}, {"fitness_items": 2, "finalists": 1}], ids=["every-item", "fitness-subset"])
+def test_a_judged_search_judges_its_fully_scored_trials_and_ranks_on_lm_eval_tasks_only(zoo, tmp_path, fitness):
+    """The sweep's judge stage runs on every trial scored on every item (with a fitness subset: the finalists
+    only); the objective still reads only the lm-eval tasks' items."""
     from judge_server import JudgeServer
     from mergescope.scoring.judge_run import JudgeSettings
 
     rubric = SWEEPS_DIR.parent / "judges" / "zoo_skills.yaml"
     with JudgeServer() as server:
         judge = JudgeSettings(url=server.url, model="stub-judge", rubrics=(str(rubric),))
-        settings = settings_for(zoo, tmp_path / "run", budget=2)
+        settings = settings_for(zoo, tmp_path / "run", budget=2, **fitness)
         settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, judge=judge, tasks=["zoo_arith"]))
         result = search(settings)
     assert result.judging_incomplete == []
-    trials = rows(result.run_dir, "SELECT subject_id, task_objectives FROM search_trials")
+    trials = rows(result.run_dir, "SELECT subject_id, task_objectives, finalist FROM search_trials")
     judged = {r["subject_id"] for r in rows(result.run_dir, "SELECT DISTINCT subject_id FROM judgments")}
-    assert {t["subject_id"] for t in trials} <= judged
+    fully_scored = {t["subject_id"] for t in trials if t["finalist"] or not fitness}
+    assert len(fully_scored) == (1 if fitness else 2) and {t["subject_id"] for t in trials} & judged == fully_scored
     assert all(list(json.loads(t["task_objectives"])) == ["zoo_arith"] for t in trials)
 
 

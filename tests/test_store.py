@@ -1,15 +1,17 @@
-"""The results store (store.py): subjects planned and recorded whole, meta rows, read-only reads, NULL <-> NaN."""
+"""The results store (store.py): subjects planned and recorded whole, meta rows, read-only reads, NULL <-> NaN,
+subset-scored subjects apart from finished ones, older stores migrated."""
 
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from mergescope.errors import MergescopeError
 from mergescope.records import EvalSubject, Evaluation, ItemOutcome, TaskScore
-from mergescope.store import STORE_NAME, ResultsStore, nan_to_null, null_to_nan, read_meta
+from mergescope.store import FULL, STORE_NAME, SUBSET, ResultsStore, nan_to_null, null_to_nan, read_meta
 
 A = EvalSubject("parent-a", "parent", "a", path=Path("/zoo/a"))
 B = EvalSubject("parent-b", "parent", "b", path=Path("/zoo/b"))
@@ -57,3 +59,28 @@ def test_a_directory_without_a_store_is_not_a_run(tmp_path):
 def test_nan_is_stored_as_null_and_read_back_as_nan():
     assert nan_to_null(math.nan) is None and nan_to_null(0.25) == 0.25
     assert math.isnan(null_to_nan(None)) and null_to_nan(1) == 1.0
+
+
+def test_a_subset_scored_subject_is_not_finished_until_scored_on_every_item(tmp_path):
+    store = ResultsStore(tmp_path / STORE_NAME)
+    store.plan([A])
+    store.record(A, evaluation(A, [1, 0]), coverage=SUBSET)
+    assert store.finished_ids() == set() and store.finished_ids(with_subsets=True) == {"parent-a"}
+    assert store.score_table() == []  # its scores stand on a subset: not listed as the subject's scores
+    store.record(A, evaluation(A, [1, 0, 1, 1]))  # scored on every item: its subset rows are replaced
+    assert store.finished_ids() == {"parent-a"}
+    assert store.query("SELECT coverage FROM subjects")[0]["coverage"] == FULL
+    assert store.query("SELECT count(*) AS n FROM items")[0]["n"] == 4
+
+
+def test_a_store_written_before_coverage_existed_reads_as_scored_on_every_item(tmp_path):
+    old = sqlite3.connect(tmp_path / STORE_NAME)
+    old.executescript("CREATE TABLE subjects (id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
+                      " method TEXT, parameters TEXT, seed INTEGER, mix REAL, mergekit_config TEXT, path TEXT,"
+                      " status TEXT NOT NULL DEFAULT 'planned', position INTEGER, merge_seconds REAL,"
+                      " eval_seconds REAL, finished_at TEXT);"
+                      "INSERT INTO subjects (id, kind, label, status) VALUES ('parent-a', 'parent', 'a', 'done');")
+    old.close()
+    store = ResultsStore(tmp_path / STORE_NAME)
+    assert store.finished_ids() == {"parent-a"}
+    assert store.query("SELECT coverage FROM subjects")[0]["coverage"] == FULL

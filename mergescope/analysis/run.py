@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import pandas as pd
 
 from mergescope.run_dir import RunMeta, SearchMeta, run_meta, search_meta
-from mergescope.store import ResultsStore
+from mergescope.store import FULL, SUBSET, ResultsStore
+
+TRIALS_TABLE = "search_trials"  # the search's own table (search.py): it lists subset-scored trials too
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,9 @@ class RunData:
     # Every other table of the store (kinship, judgments, ...) by table name, as written by its stage.
     tables: dict[str, pd.DataFrame]
     search: SearchMeta | None = None  # what the run's search was; None for a sweep
+    # A search's trials scored on its fitness subset only (store.py's coverage): left out of every frame above
+    # (their scores, items and stage rows too) so that no table, test or plot takes them for scored subjects.
+    subset_scored: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def name(self) -> str:
@@ -60,18 +65,29 @@ def primary_metric(metrics: list[str]) -> str:
 
 
 def load_run(path: str | Path) -> RunData:
-    """The run in directory `path` (the --out of a sweep) as DataFrames."""
+    """The run in directory `path` (the --out of a sweep) as DataFrames: its fully scored subjects (and planned
+    ones); a search's subset-scored trials are in `subset_scored` and its trial table only."""
     path = Path(path)
     store = ResultsStore.of_run(path)
     try:
         subjects = pd.read_sql_query("SELECT * FROM subjects ORDER BY position", store.connection)
         subjects["parameters"] = subjects["parameters"].map(lambda text: json.loads(text or "{}"))
-        scores = pd.read_sql_query("SELECT * FROM scores", store.connection)
-        items = pd.read_sql_query("SELECT * FROM items", store.connection)
+        subset = subjects.coverage == SUBSET
+        scores, items = (pd.read_sql_query(f"SELECT t.* FROM {table} t JOIN subjects s ON s.id = t.subject_id"
+                                           " WHERE s.coverage = ?", store.connection, params=(FULL,))
+                         for table in ("scores", "items"))
         names = [row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        tables = {name: pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection)
+        tables = {name: _without(pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection),
+                                 set(subjects.id[subset]) if name != TRIALS_TABLE else set())
                   for name in names if name not in {"meta", "subjects", "scores", "items"}}
-        return RunData(path=path, meta=run_meta(store), subjects=subjects, scores=scores, items=items, tables=tables,
-                       search=search_meta(store))
+        return RunData(path=path, meta=run_meta(store), subjects=subjects[~subset].reset_index(drop=True),
+                       scores=scores, items=items, tables=tables, search=search_meta(store),
+                       subset_scored=subjects[subset].reset_index(drop=True))
     finally:
         store.close()
+
+
+def _without(table: pd.DataFrame, subject_ids: set[str]) -> pd.DataFrame:
+    """A stage's table without the rows of `subject_ids` (by its subject_id or candidate_id column, if any)."""
+    key = next((column for column in ("subject_id", "candidate_id") if column in table.columns), None)
+    return table if key is None or not subject_ids else table[~table[key].isin(subject_ids)].reset_index(drop=True)

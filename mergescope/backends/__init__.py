@@ -16,12 +16,13 @@ class Backend(Protocol):
     """Serves one model at a time to lm-eval and to answer generation."""
 
     name: str
+    tokenizer: Any  # the transformers tokenizer of the model loaded last (None before the first load)
 
     def load(self, model_dir: Path) -> "LM":
         """An lm-eval model serving the weights in `model_dir` (replacing whatever was served)."""
 
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
-        """Completions of `prompts` by the model loaded last."""
+        """Completions of `prompts` by the model loaded last, each asked through its chat template where it has one."""
 
     def close(self) -> None:
         """Release the engine and its memory."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mergescope.backends.chat import answer_prompt_ids
 from mergescope.options import HFOptions
 
 
@@ -18,6 +19,9 @@ class HFBackend:
         self.batch_size = options.batch_size
         self.device = options.device
         self.dtype = getattr(torch, options.dtype)
+        # lm-eval's evaluate renders chats with the tokenizer's default template whatever name it is given;
+        # a named one reaches the tokenizer only through HFLM's chat_template_args
+        self.chat_template_args = {"chat_template": options.chat_template} if options.chat_template else None
         self.model = None
         self.tokenizer = None
 
@@ -30,13 +34,14 @@ class HFBackend:
             model_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
         ).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, device=self.device, batch_size=self.batch_size)
+        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, device=self.device, batch_size=self.batch_size,
+                    chat_template_args=self.chat_template_args)
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
         outputs = []
-        for prompt in prompts:
-            ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+        for prompt_ids in answer_prompt_ids(self.tokenizer, prompts):
+            ids = torch.tensor([prompt_ids], device=self.device)
             sample = temperature > 0
             generated = self.model.generate(
                 ids, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,

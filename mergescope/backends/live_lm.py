@@ -21,6 +21,7 @@ from lm_eval.models.utils import (
 )
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from mergescope.backends.chat import render_chat
 from mergescope.options import EngineOptions
 
 
@@ -63,6 +64,10 @@ class LiveEngineLM(TemplateLM):
     @property
     def tokenizer_name(self) -> str:
         return self.tokenizer.name_or_path.replace("/", "__")
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """The chat as the served tokenizer's template renders it (lm-eval's --apply-chat-template)."""
+        return render_chat(self.tokenizer, chat_history, add_generation_prompt, self.backend.options.chat_template)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """Token ids of `string`, with the same special-token rule as lm-eval's hf model."""

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from mergescope.backends.chat import answer_prompt_ids
 from mergescope.errors import ConfigError, PrerequisiteError
 from mergescope.options import OpenAIOptions
 
@@ -36,6 +37,8 @@ class OpenAIBackend:
         self.model = options.model or os.environ.get("MERGESCOPE_OPENAI_MODEL")
         self.max_gen_toks = options.max_gen_toks
         self.timeout = options.timeout
+        self.batch_size = options.batch_size
+        self.tokenizer = None  # the served model's, once loaded
 
     def served_models(self) -> list[dict]:
         """The endpoint's /models entries (id, and root where the server reports it)."""
@@ -43,14 +46,16 @@ class OpenAIBackend:
 
     def load(self, model_dir: Path):
         from lm_eval.models.openai_completions import LocalCompletionsAPI
+        from transformers import AutoTokenizer
 
         served = self._served_model(Path(model_dir).resolve())
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         # Tokenized requests with the model's own tokenizer, so loglikelihood splits context/continuation
         # exactly as the in-process backends do.
         return LocalCompletionsAPI(
             base_url=f"{self.base_url}/completions", model=served, tokenizer=str(model_dir),
             tokenizer_backend="huggingface", max_gen_toks=self.max_gen_toks, max_length=self._max_length(served),
-            batch_size=16, timeout=int(self.timeout), add_bos_token=_tokenizer_adds_bos(model_dir),
+            batch_size=self.batch_size, timeout=int(self.timeout), add_bos_token=_adds_bos(self.tokenizer),
         )
 
     def _served_model(self, model_dir: Path) -> str:
@@ -75,7 +80,9 @@ class OpenAIBackend:
 
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
         model = self.model or self.served_models()[0]["id"]
-        reply = self._request("completions", {"model": model, "prompt": prompts, "max_tokens": max_tokens,
+        # token ids, so that the server adds no special tokens the chat template wrote already
+        prompt = answer_prompt_ids(self.tokenizer, prompts) if self.tokenizer is not None else prompts
+        reply = self._request("completions", {"model": model, "prompt": prompt, "max_tokens": max_tokens,
                                               "temperature": temperature})
         return [choice["text"] for choice in sorted(reply["choices"], key=lambda c: c["index"])]
 
@@ -95,9 +102,6 @@ class OpenAIBackend:
         """Nothing to release: the server belongs to whoever started it."""
 
 
-def _tokenizer_adds_bos(model_dir: Path) -> bool:
+def _adds_bos(tokenizer) -> bool:
     """Whether the model's tokenizer starts a text with BOS (lm-eval's hf model then does too; API models not)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
     return tokenizer.bos_token_id is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]

@@ -27,6 +27,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 
 from mergescope.backends import BACKENDS
+from mergescope.backends.chat import answer_prompt_ids
 from mergescope.backends.live_lm import LiveEngineLM
 from mergescope.errors import PrerequisiteError
 from mergescope.options import EngineOptions
@@ -132,8 +133,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=self.options.seed)
-        ids = [self.tokenizer(prompt).input_ids for prompt in prompts]
-        return [output.outputs[0].text for output in self.run(ids, params)]
+        return [output.outputs[0].text for output in self.run(answer_prompt_ids(self.tokenizer, prompts), params)]
 
     @property
     def max_model_len(self) -> int:

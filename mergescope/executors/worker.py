@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mergescope.backends import create_backend
+from mergescope.backends.chat import has_chat_template
 from mergescope.faults import kill_point
 from mergescope.merge import merge_to_disk
 from mergescope.records import AnswerRequest, EvalSubject, Evaluation
@@ -23,6 +24,7 @@ class EvalJob:
     backend: str
     backend_options: Any | None = None  # the backend's options record (sweep.plan_sweep checks it); None: defaults
     answer_requests: tuple[AnswerRequest, ...] = ()  # the judge's questions, answered while the model is loaded
+    samples: dict[str, tuple[int, ...]] | None = None  # score only these doc ids per task (a search's fitness subset)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class SubjectResult:
     evaluation: Evaluation
     merge_seconds: float | None
     answers: dict[tuple[str, int, float], str] = field(default_factory=dict)  # AnswerRequest key -> completion
+    answers_chat_template: bool = False  # whether the answers were asked through the model's chat template
 
 
 class SubjectWorker:
@@ -48,9 +51,10 @@ class SubjectWorker:
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
         kill_point("eval.before")
-        evaluation = self.tasks.evaluate(lm, subject.id)
+        evaluation = self.tasks.evaluate(lm, subject.id, self.job.samples)
         kill_point("eval.after")
-        return SubjectResult(subject, evaluation, merge_seconds, self._answers())
+        return SubjectResult(subject, evaluation, merge_seconds, self._answers(),
+                             has_chat_template(self.backend.tokenizer))
 
     def _answers(self) -> dict[tuple[str, int, float], str]:
         """The loaded model's completions of the job's answer requests (the judge grades them elsewhere)."""

@@ -290,6 +290,7 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     settings = [("sweep spec file", meta.spec_source or "(built-in default)"),
                 ("tasks", ", ".join(meta.tasks)), ("item limit", str(meta.limit or "none")),
                 ("backend", str(meta.backend or "default")), ("machine", meta.machine),
+                ("served dtype", meta.served_dtype()), ("lm-eval settings", meta.evaluation.describe()),
                 ("architecture", meta.architecture), ("written", meta.updated_at),
                 ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
                 *([("hub commits", ", ".join(f"{repo}@{sha}" for repo, sha in sorted(meta.hub_commits.items())))]
@@ -298,6 +299,12 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
+    subset = run.subset_scored  # a search's trials scored on its fitness subset: their cost, in one row
+    if not subset.empty:
+        timings = pd.concat([timings, pd.DataFrame([{
+            "kind": "candidate", "label": f"{len(subset)} trials scored on the fitness subset",
+            "merge_seconds": subset.merge_seconds.sum(), "eval_seconds": subset.eval_seconds.sum(), "finished_at": ""}])],
+            ignore_index=True)
     totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
                             "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
     return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from mergescope.backends import create_backend, default_backend
+from mergescope.backends import BACKENDS, create_backend, default_backend
+from mergescope.backends.chat import has_chat_template
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
 from mergescope.records import Answer, AnswerRequest, EvalSubject
-from mergescope.run_dir import (JudgingMeta, LockedRun, judging_meta, merges_dir, run_meta, stored_subjects,
+from mergescope.run_dir import (JudgingMeta, LockedRun, RunMeta, judging_meta, merges_dir, run_meta, stored_subjects,
                                 write_judging_meta)
 from mergescope.scoring import judge_store
 from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
@@ -25,8 +26,18 @@ from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_r
 from mergescope.store import ResultsStore
 
 CACHE_NAME = "judge_cache.sqlite"
+
+
+@dataclass(frozen=True)
+class Completions:
+    """The judged model's answers, and whether they were asked through its chat template."""
+
+    texts: list[str]
+    chat_template: bool
+
+
 # (prompts, max_tokens, temperature) -> completions, from the model being judged.
-Completer = Callable[[list[str], int, float], list[str]]
+Completer = Callable[[list[str], int, float], Completions]
 
 
 @dataclass(frozen=True)
@@ -112,9 +123,9 @@ class RunJudging:
         if missing:
             prompts = [answer_prompt(rubric, q) for q in missing]
             replies = complete(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
-            sampling = judge_store.sampling_json(rubric, self.backend)
+            sampling = judge_store.sampling_json(rubric, self.backend, replies.chat_template)
             fresh = [Answer(subject.id, rubric.name, q.id, prompt, cut_at_stop(reply, rubric.generation.stop), sampling)
-                     for q, prompt, reply in zip(missing, prompts, replies)]
+                     for q, prompt, reply in zip(missing, prompts, replies.texts)]
             judge_store.write_answers(self.store, fresh)
             stored.update({a.question_id: a for a in fresh})
         return [stored[q.id] for q in rubric.questions]
@@ -173,11 +184,11 @@ class RunJudging:
             self.session.close()
 
 
-def answered(answers: dict[tuple[str, int, float], str]) -> Completer:
+def answered(answers: dict[tuple[str, int, float], str], chat_template: bool) -> Completer:
     """A Completer over completions a worker already made for the subject (keys: `AnswerRequest.keys`)."""
 
-    def complete(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
-        return [answers[(prompt, max_tokens, temperature)] for prompt in prompts]
+    def complete(prompts: list[str], max_tokens: int, temperature: float) -> Completions:
+        return Completions([answers[(prompt, max_tokens, temperature)] for prompt in prompts], chat_template)
 
     return complete
 
@@ -202,8 +213,10 @@ class JudgeRunResult:
     failure: str | None = None  # why judging stopped, when the judge failed for good
 
 
-def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None) -> JudgeRunResult:
-    """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing."""
+def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None,
+              dtype: str | None = None) -> JudgeRunResult:
+    """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing. Missing answers
+    are generated on `backend_name` (default: the run's) in `dtype` (default: the dtype the run was served in)."""
     with LockedRun(Path(run_dir)) as store:
         if not settings.rubrics:
             judged = judging_meta(store)
@@ -213,8 +226,8 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
                               hint="pass --rubric judges/NAME.yaml")
         provenance = run_meta(store)
         backend_name = backend_name or (provenance.backend if provenance else None) or default_backend()
+        models = ModelLoader(backend_name, Path(run_dir), answer_options(provenance, backend_name, dtype))
         judging = RunJudging(settings, store, Path(run_dir), backend=backend_name)
-        models = ModelLoader(backend_name, Path(run_dir))
         subjects = stored_subjects(store, Path(run_dir))
         try:
             for subject in subjects:
@@ -226,17 +239,25 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
                               judging.session.failure)
 
 
+def answer_options(provenance: RunMeta | None, backend_name: str, dtype: str | None) -> Any:
+    """The options record of the backend that generates a run's missing answers: in `dtype`, by default in the
+    dtype the run's models were served in (its spec's), so that answers match the scores beside them."""
+    served = provenance.served_dtype() if provenance is not None else "float32"
+    return BACKENDS.options(backend_name, {"dtype": dtype or served})
+
+
 class ModelLoader:
     """Loads a subject's model into the backend only when its answers must be generated."""
 
-    def __init__(self, backend_name: str, run_dir: Path):
-        self.backend_name, self.run_dir = backend_name, run_dir
+    def __init__(self, backend_name: str, run_dir: Path, options: Any):
+        self.backend_name, self.run_dir, self.options = backend_name, run_dir, options  # options: checked record
         self.backend, self.loaded = None, None
 
     def completer(self, subject: EvalSubject) -> Completer:
-        def complete(prompts: list[str], max_tokens: int, temperature: float) -> list[str]:
+        def complete(prompts: list[str], max_tokens: int, temperature: float) -> Completions:
             self._load(subject)
-            return self.backend.generate(prompts, max_tokens, temperature)
+            return Completions(self.backend.generate(prompts, max_tokens, temperature),
+                               has_chat_template(self.backend.tokenizer))
 
         return complete
 
@@ -246,7 +267,7 @@ class ModelLoader:
         if self.loaded == subject.id:
             return
         model_dir = merge_to_disk(subject.candidate, merges_dir(self.run_dir)) if subject.candidate else subject.path
-        self.backend = self.backend or create_backend(self.backend_name)
+        self.backend = self.backend or create_backend(self.backend_name, self.options)
         self.backend.load(model_dir)
         self.loaded = subject.id
 

@@ -169,6 +169,8 @@ def write_stats(store: ResultsStore, rows: list[dict]) -> None:
                               for c in columns) for row in rows])
 
 
-def sampling_json(rubric: Rubric, backend: str) -> str:
-    """The sampling config an answer was generated with, as stored beside it."""
-    return json.dumps({"backend": backend, **rubric.generation.model_dump(exclude={"prompt_format"})}, sort_keys=True)
+def sampling_json(rubric: Rubric, backend: str, chat_template: bool) -> str:
+    """The sampling config an answer was generated with, as stored beside it (`chat_template`: whether the
+    question was asked through the model's chat template)."""
+    return json.dumps({"backend": backend, "chat_template": chat_template,
+                       **rubric.generation.model_dump(exclude={"prompt_format"})}, sort_keys=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mergescope.config import EvalSettings
 from mergescope.errors import ConfigError
 from mergescope.records import Evaluation, ItemOutcome, TaskScore
 
@@ -26,12 +27,13 @@ BOOTSTRAP_ITERS = 1000  # resamples behind each score's stderr
 
 @dataclass(frozen=True)
 class TaskSuite:
-    """lm-eval tasks by name, with the folders of our own task YAMLs."""
+    """lm-eval tasks by name, with the folders of our own task YAMLs, and how lm-eval prompts them."""
 
     names: tuple[str, ...]
     include_paths: tuple[Path, ...] = ()
     limit: int | None = None
     needs_builtin: bool = False
+    settings: EvalSettings = EvalSettings()
 
     def task_manager(self):
         from lm_eval.tasks import TaskManager
@@ -49,7 +51,8 @@ def _quiet_lm_eval() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def resolve_tasks(names: list[str], include_paths: list[Path] = (), limit: int | None = None) -> TaskSuite:
+def resolve_tasks(names: list[str], include_paths: list[Path] = (), limit: int | None = None,
+                  settings: EvalSettings = EvalSettings()) -> TaskSuite:
     """A checked task suite: every name exists and its data loads, or a ConfigError names the task."""
     if not names:
         raise ConfigError("no tasks to evaluate", hint="pass --tasks NAME [--tasks NAME ...]")
@@ -58,7 +61,8 @@ def resolve_tasks(names: list[str], include_paths: list[Path] = (), limit: int |
 
     include = [str(Path(p).resolve()) for p in include_paths]
     local = set(TaskManager(include_path=include, include_defaults=False).all_tasks) if include else set()
-    suite = TaskSuite(tuple(names), tuple(Path(p) for p in include), limit, needs_builtin=not set(names) <= local)
+    suite = TaskSuite(tuple(names), tuple(Path(p) for p in include), limit, needs_builtin=not set(names) <= local,
+                      settings=settings)
     manager = suite.task_manager()
     for name in names:
         if name not in manager.all_tasks:
@@ -93,19 +97,22 @@ class TaskRunner:
         self.suite = suite
         self.loaded = suite.task_manager().load(list(suite.names))
         for task in self.loaded["tasks"].values():
-            if task.get_config("num_fewshot") is None:
-                task.set_config(key="num_fewshot", value=0)
+            _configure(task, suite.settings)
 
-    def evaluate(self, lm, subject_id: str) -> Evaluation:
-        """Scores and per-item outcomes of the model behind `lm` on every task of the suite."""
+    def evaluate(self, lm, subject_id: str, samples: dict[str, tuple[int, ...]] | None = None) -> Evaluation:
+        """Scores and per-item outcomes of the model behind `lm` on every task of the suite (with `samples`: on
+        those doc ids of each task only, in place of the suite's limit)."""
         from lm_eval.evaluator import evaluate as lm_eval_evaluate
 
         started = time.perf_counter()
+        settings = self.suite.settings
         self._seed()
         # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
         with contextlib.redirect_stderr(io.StringIO()):
-            results = lm_eval_evaluate(lm=lm, task_dict=self.loaded, limit=self.suite.limit,
-                                       log_samples=True, bootstrap_iters=BOOTSTRAP_ITERS)
+            results = lm_eval_evaluate(
+                lm=lm, task_dict=self.loaded, **_items_to_score(self.suite, samples), log_samples=True,
+                bootstrap_iters=BOOTSTRAP_ITERS, system_instruction=settings.system_instruction,
+                apply_chat_template=settings.apply_chat_template, fewshot_as_multiturn=settings.fewshot_as_multiturn)
         scores = tuple(_task_scores(results, subject_id))
         items = tuple(_item_outcomes(results, subject_id))
         return Evaluation(scores=scores, items=items, seconds=time.perf_counter() - started)
@@ -123,6 +130,27 @@ class TaskRunner:
         torch.manual_seed(DEFAULT_OTHER_SEED)
         for task in self.loaded["tasks"].values():
             task.set_fewshot_seed(seed=DEFAULT_OTHER_SEED)
+
+
+def _configure(task, settings: EvalSettings) -> None:
+    """Give a loaded task the few-shot count and generation options `simple_evaluate` would give it."""
+    if settings.gen_kwargs and task.get_config("output_type") == "generate_until":
+        task.set_config(key="generation_kwargs", value=dict(settings.gen_kwargs), update=True)
+    # as lm-eval: a task that sets num_fewshot: 0 itself keeps it; one that sets none gets 0
+    if settings.num_fewshot is not None and task.get_config("num_fewshot") != 0:
+        task.set_config(key="num_fewshot", value=settings.num_fewshot)
+    elif task.get_config("num_fewshot") is None:
+        task.set_config(key="num_fewshot", value=0)
+
+
+def _items_to_score(suite: TaskSuite, samples: dict[str, tuple[int, ...]] | None) -> dict[str, Any]:
+    """lm-eval's `limit` or `samples` (it takes one or the other). Its log maps the k-th scored document to the
+    k-th listed id, so the ids must be listed in document order; an empty list would mean every document."""
+    if samples is None:
+        return {"limit": suite.limit, "samples": None}
+    if any(not ids for ids in samples.values()) or set(samples) != set(suite.names):
+        raise ValueError(f"samples must list doc ids for every task of {suite.names}")
+    return {"limit": None, "samples": {task: sorted(ids) for task, ids in samples.items()}}
 
 
 def evaluate(lm, suite: TaskSuite, subject_id: str) -> Evaluation:
