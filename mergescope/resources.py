@@ -69,9 +69,10 @@ def merge_stage_bytes(parents: ParentSet, dtype: str) -> int:
     return RUNTIME_BYTES + out_shard + (inputs + KERNEL_COPIES) * max(tensor_bytes(first, dtype), default=0)
 
 
-def merge_memory_bytes(parents: ParentSet, dtype: str, serve_dtype: str = "float32") -> int:
-    """Peak memory of a sweep's worker: the served model, and beside it the next merge or the next model loading."""
-    served = model_bytes(parents.parents[0], serve_dtype)
+def merge_memory_bytes(parents: ParentSet, dtype: str) -> int:
+    """Peak memory of a sweep's worker: the served model, and beside it the next merge or the next model loading
+    (every subject is merged and served in the run's dtype)."""
+    served = model_bytes(parents.parents[0], dtype)
     return served + max(merge_stage_bytes(parents, dtype), RUNTIME_BYTES + served)
 
 
