@@ -65,9 +65,9 @@ VARIANTS = {
     "kl5": Variant(kl_weight=5.0),
     "frozen": Variant(frozen=True),
     "frozen_kl5": Variant(frozen=True, kl_weight=5.0),
-    "sparse5": Variant(sparse_fraction=0.05),
     "sparse5_kl5": Variant(sparse_fraction=0.05, kl_weight=5.0),
-    "slow3": Variant(steps=3.0, lr=1 / 3),
+    "slow2": Variant(steps=2.0, lr=0.5),
+    "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
 SKILLS = {"arith": build.ARITH, "facts": (build.INSTRUCT,)}
 # The prompts outside each parent's domain on which it must keep the base's predictions.
