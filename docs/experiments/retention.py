@@ -63,6 +63,7 @@ VARIANTS = {
     "zoo": Variant(from_zoo=True),
     "kl1": Variant(kl_weight=1.0),
     "kl5": Variant(kl_weight=5.0),
+    "kl20": Variant(kl_weight=20.0),
     "frozen": Variant(frozen=True),
     "frozen_kl5": Variant(frozen=True, kl_weight=5.0),
     "sparse5_kl5": Variant(sparse_fraction=0.05, kl_weight=5.0),
