@@ -1,0 +1,249 @@
+"""Does a fine-tuning recipe make the `skills` pair (arith + facts) survive a midpoint merge?
+
+Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with the zoo's own stages and data
+(mergescope.zoo.build's ARITH and INSTRUCT, the same batch order), changing one thing:
+
+- `kl`: an added loss, KL(base || parent) of the next-token distributions on prompts outside the parent's
+  domain: the other skill's questions (prompts only, never their answers) and general text. The parent
+  keeps the base's behaviour on the other kind of question while it learns its own (learning without forgetting).
+- `frozen`: embeddings, norms and the output head stay the base's; only attention and MLP weights move.
+- `sparse`: only the top fraction of weights by gradient magnitude at the base (summed over the first
+  batches of the parent's own data) move (Localize-and-Stitch's localisation, without its stitching).
+- `steps` / `lr`: scale every stage's steps and learning rate.
+
+For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
+what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope's Merger) keep of it, what half of each
+task vector alone keeps (linear 0.5 of base and parent), task arithmetic at weight 1, each task vector's norm
+relative to the base and the two task vectors' cosine. Rows are appended to OUT/rows.jsonl; finished recipes
+are skipped on a rerun.
+
+    PYTHONPATH=. python docs/experiments/retention.py ZOO_DIR OUT_DIR [RECIPE ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from mergescope.candidates import config_id
+from mergescope.merge import Merger
+from mergescope.records import Candidate
+from mergescope.zoo import build, corpus
+from mergescope.zoo.quality import exact_match
+from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa_batches, train
+
+SEED = 0
+SPARSE_PROBE_BATCHES = 20
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a recipe changes in the zoo's fine-tuning of both skill parents."""
+
+    kl_weight: float = 0.0
+    frozen: bool = False
+    sparse_fraction: float | None = None
+    steps: float = 1.0
+    lr: float = 1.0
+    from_zoo: bool = False  # the zoo's own parents, as built
+
+
+VARIANTS = {
+    "zoo": Variant(from_zoo=True),
+    "kl1": Variant(kl_weight=1.0),
+    "kl5": Variant(kl_weight=5.0),
+    "kl20": Variant(kl_weight=20.0),
+    "frozen": Variant(frozen=True),
+    "frozen_kl5": Variant(frozen=True, kl_weight=5.0),
+    "sparse5_kl5": Variant(sparse_fraction=0.05, kl_weight=5.0),
+    "slow2": Variant(steps=2.0, lr=0.5),
+    "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
+}
+SKILLS = {"arith": build.ARITH, "facts": (build.INSTRUCT,)}
+# The prompts outside each parent's domain on which it must keep the base's predictions.
+OTHER_QA = {"arith": "facts_qa", "facts": "arith_qa"}
+
+
+class KLToBase(torch.nn.Module):
+    """The parent's own loss plus `weight` x KL(base || parent) on a batch of out-of-domain prompts."""
+
+    def __init__(self, model: LlamaForCausalLM, base: LlamaForCausalLM, out_of_domain: Callable[[], Batch],
+                 weight: float, pad_id: int) -> None:
+        super().__init__()
+        self.model = model
+        self._base = (base,)  # a tuple, so the frozen base is neither trained nor in the state dict
+        self.out_of_domain, self.weight, self.pad_id = out_of_domain, weight, pad_id
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> SimpleNamespace:
+        loss = self.model(input_ids=input_ids, labels=labels).loss
+        if self.weight:
+            prompts, _ = self.out_of_domain()
+            keep = prompts != self.pad_id
+            with torch.no_grad():
+                base_logprobs = torch.log_softmax(self._base[0](input_ids=prompts).logits, dim=-1)
+            logprobs = torch.log_softmax(self.model(input_ids=prompts).logits, dim=-1)
+            kl = F.kl_div(logprobs, base_logprobs, log_target=True, reduction="none").sum(-1)
+            loss = loss + self.weight * kl[keep].mean()
+        return SimpleNamespace(loss=loss)
+
+
+def out_of_domain_batches(inputs, skill: str, batch_size: int, rng: random.Random) -> Callable[[], Batch]:
+    """Return a sampler of the other skill's question prompts (no answers) or general-text windows."""
+    prompts = [(prompt, []) for prompt, _ in inputs.qa[OTHER_QA[skill]]]
+    pad = inputs.tokenizer.pad_token_id
+    return mixed_batches([qa_batches(prompts, batch_size, pad, rng),
+                          packed_batches(inputs.streams["general"], build.BLOCK_SIZE, batch_size, rng)], rng)
+
+
+def restrict_training(model: LlamaForCausalLM, variant: Variant, probe: Callable[[], Batch]) -> None:
+    """Freeze the embeddings, norms and head, and/or mask every gradient to the top weights at the base."""
+    if variant.frozen:
+        for name, parameter in model.named_parameters():
+            if "norm" in name or name.endswith(("embed_tokens.weight", "lm_head.weight")):
+                parameter.requires_grad_(False)
+    if variant.sparse_fraction is None:
+        return
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    magnitude = [torch.zeros_like(p) for p in trainable]
+    for _ in range(SPARSE_PROBE_BATCHES):
+        input_ids, labels = probe()
+        model.zero_grad(set_to_none=True)
+        model(input_ids=input_ids, labels=labels).loss.backward()
+        for total, p in zip(magnitude, trainable, strict=True):
+            total += p.grad.abs()
+    model.zero_grad(set_to_none=True)
+    flat = torch.cat([m.flatten() for m in magnitude])
+    threshold = torch.topk(flat, int(variant.sparse_fraction * flat.numel())).values[-1]
+    for total, p in zip(magnitude, trainable, strict=True):
+        mask = (total >= threshold).float()  # AdamW without decay leaves zero-gradient entries as they are
+        p.register_hook(lambda grad, mask=mask: grad * mask)
+
+
+def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> LlamaForCausalLM:
+    """Return the `skill` parent trained from `base` by the zoo's stages as `variant` changes them."""
+    torch.manual_seed(SEED)
+    model = LlamaForCausalLM(base.config)
+    model.set_attn_implementation("eager")
+    model.load_state_dict(base.state_dict())
+    rng = random.Random(f"{skill}-{SEED}")  # the zoo's data order for this parent
+    kl_rng = random.Random(f"{skill}-kl-{SEED}")
+    stages = [dataclasses.replace(s, steps=round(s.steps * variant.steps), lr=s.lr * variant.lr)
+              for s in SKILLS[skill]]
+    restrict_training(model, variant, inputs.batches(stages[-1], random.Random(f"{skill}-probe-{SEED}")))
+    wrapped = KLToBase(model, base, out_of_domain_batches(inputs, skill, 32, kl_rng), variant.kl_weight,
+                       inputs.tokenizer.pad_token_id)
+    dev_items = inputs.data.dev_sets[skill]
+    log = lambda msg: print(f"  {skill}: {msg}", flush=True)  # noqa: E731
+    for number, stage in enumerate(stages, start=1):
+        dev = (lambda w: exact_match(w.model, inputs.tokenizer, dev_items, build.MAX_GEN_TOKS)) \
+            if number == len(stages) else None
+        train(wrapped, inputs.batches(stage, rng), stage, log, dev=dev, dev_every=build.DEV_EVERY)
+    return model.eval()
+
+
+def merged(merger: Merger, config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
+    """Return the mergekit merge of `config` as a model (in memory, through mergescope's Merger)."""
+    config = {**config, "dtype": "float32"}
+    candidate = Candidate(id=config_id(config, None), method=config["merge_method"], label="retention",
+                          mergekit_config=config)
+    model = LlamaForCausalLM(model_config)
+    model.load_state_dict({k: v.clone() for k, v in merger.merge(candidate).items()})
+    return model.eval()
+
+
+def merges(paths: dict[str, str], base_path: str) -> dict[str, dict]:
+    """Return the mergekit configs measured for each recipe."""
+    arith, facts = paths["arith"], paths["facts"]
+    half = lambda m: {"merge_method": "linear", "models": [  # noqa: E731
+        {"model": base_path, "parameters": {"weight": 0.5}}, {"model": m, "parameters": {"weight": 0.5}}]}
+    return {
+        "linear": {"merge_method": "linear", "models": [{"model": arith, "parameters": {"weight": 0.5}},
+                                                         {"model": facts, "parameters": {"weight": 0.5}}]},
+        "slerp": {"merge_method": "slerp", "base_model": arith, "models": [{"model": arith}, {"model": facts}],
+                  "parameters": {"t": 0.5}},
+        "half_arith": half(arith), "half_facts": half(facts),
+        "ta1": {"merge_method": "task_arithmetic", "base_model": base_path,
+                "models": [{"model": arith, "parameters": {"weight": 1.0}},
+                           {"model": facts, "parameters": {"weight": 1.0}}]},
+    }
+
+
+def task_vector(model: LlamaForCausalLM, base: LlamaForCausalLM) -> torch.Tensor:
+    """Return parent - base, all weights flattened (float64)."""
+    start = base.state_dict()
+    return torch.cat([(v.double() - start[k].double()).flatten() for k, v in model.state_dict().items()])
+
+
+def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, inputs) -> dict:
+    """Train (or take) the recipe's two parents, merge them, and return its row."""
+    started = time.perf_counter()
+    variant, base_path = VARIANTS[name], str(zoo_dir / "models" / "base")
+    paths = {}
+    for skill in SKILLS:
+        if variant.from_zoo:
+            paths[skill] = str(zoo_dir / "models" / skill)
+            continue
+        paths[skill] = str(out_dir / name / skill)
+        build._save_model(fine_tune(skill, variant, base, inputs), inputs.tokenizer, Path(paths[skill]))
+    parents = {skill: LlamaForCausalLM.from_pretrained(path).eval() for skill, path in paths.items()}
+    score = lambda model, skill: round(exact_match(  # noqa: E731
+        model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
+    merger = Merger(cache_size=1)
+    row: dict = {"recipe": name, "variant": dataclasses.asdict(variant),
+                 "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()}}
+    for label, config in merges(paths, base_path).items():
+        row[label] = {t: score(merged(merger, config, base.config), t) for t in SKILLS}
+    vectors = {s: task_vector(m, base) for s, m in parents.items()}
+    base_norm = float(torch.cat([v.double().flatten() for v in base.state_dict().values()]).norm())
+    row["norm_ratio"] = {s: round(float(v.norm()) / base_norm, 4) for s, v in vectors.items()}
+    row["cosine"] = round(float(F.cosine_similarity(vectors["arith"], vectors["facts"], dim=0)), 4)
+    row["retention"] = {m: {s: round(row[m][s] / max(row["parents"][s][s], 1e-9), 3) for s in SKILLS}
+                        for m in ("linear", "slerp")}
+    row["wall_s"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def markdown(row: dict) -> str:
+    """Return the row as a line of the docs/zoo_recipes.md table."""
+    own = lambda key: " / ".join(f"{row[key][s]:.3f}" for s in SKILLS)  # noqa: E731
+    kept = lambda m: " / ".join(f"{row['retention'][m][s]:.0%}" for s in SKILLS)  # noqa: E731
+    return (f"| {row['recipe']} | {row['parents']['arith']['arith']:.3f} / {row['parents']['facts']['facts']:.3f} "
+            f"| {own('linear')} ({kept('linear')}) | {own('slerp')} ({kept('slerp')}) "
+            f"| {row['half_arith']['arith']:.3f} / {row['half_facts']['facts']:.3f} | {own('ta1')} "
+            f"| {row['norm_ratio']['arith']:.1%} / {row['norm_ratio']['facts']:.1%} | {row['cosine']:.3f} "
+            f"| {row['wall_s']:.0f} |")
+
+
+def main(zoo_dir: Path, out_dir: Path, names: list[str]) -> None:
+    torch.set_num_threads(1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows_path = out_dir / "rows.jsonl"
+    done = {json.loads(line)["recipe"] for line in rows_path.read_text().splitlines()} if rows_path.exists() else set()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(zoo_dir / "models" / "base")
+    inputs = build._Inputs.of(corpus.generate(SEED), tokenizer)
+    base = LlamaForCausalLM.from_pretrained(zoo_dir / "models" / "base").eval()
+    for parameter in base.parameters():
+        parameter.requires_grad_(False)
+    for name in names or list(VARIANTS):
+        if name in done:
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+        row = run_recipe(name, zoo_dir, out_dir, base, inputs)
+        with rows_path.open("a") as rows:
+            rows.write(json.dumps(row) + "\n")
+        print(markdown(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
