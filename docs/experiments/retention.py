@@ -12,7 +12,7 @@ Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with 
 - `steps` / `lr`: scale every stage's steps and learning rate.
 
 For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
-what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope's Merger) keep of it, what half of each
+what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merge) keep of it, what half of each
 task vector alone keeps (linear 0.5 of base and parent), task arithmetic at weight 1, each task vector's norm
 relative to the base and the two task vectors' cosine. Rows are appended to OUT/rows.jsonl; finished recipes
 are skipped on a rerun.
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mergescope.candidates import config_id
-from mergescope.merge import Merger
+from mergescope.merge import merge_in_memory
 from mergescope.records import Candidate
 from mergescope.zoo import build, corpus
 from mergescope.zoo.quality import exact_match
@@ -152,13 +152,13 @@ def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> L
     return model.eval()
 
 
-def merged(merger: Merger, config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
-    """Return the mergekit merge of `config` as a model (in memory, through mergescope's Merger)."""
+def merged(config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
+    """Return the mergekit merge of `config` as a model (in memory, through mergescope.merge)."""
     config = {**config, "dtype": "float32"}
     candidate = Candidate(id=config_id(config, None), method=config["merge_method"], label="retention",
                           mergekit_config=config)
     model = LlamaForCausalLM(model_config)
-    model.load_state_dict({k: v.clone() for k, v in merger.merge(candidate).items()})
+    model.load_state_dict({k: v.clone() for k, v in merge_in_memory(candidate).items()})
     return model.eval()
 
 
@@ -199,11 +199,10 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
     parents = {skill: LlamaForCausalLM.from_pretrained(path).eval() for skill, path in paths.items()}
     score = lambda model, skill: round(exact_match(  # noqa: E731
         model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
-    merger = Merger(cache_size=1)
     row: dict = {"recipe": name, "variant": dataclasses.asdict(variant),
                  "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()}}
     for label, config in merges(paths, base_path).items():
-        row[label] = {t: score(merged(merger, config, base.config), t) for t in SKILLS}
+        row[label] = {t: score(merged(config, base.config), t) for t in SKILLS}
     vectors = {s: task_vector(m, base) for s, m in parents.items()}
     base_norm = float(torch.cat([v.double().flatten() for v in base.state_dict().values()]).norm())
     row["norm_ratio"] = {s: round(float(v.norm()) / base_norm, 4) for s, v in vectors.items()}
