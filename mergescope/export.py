@@ -18,7 +18,7 @@ from mergescope.candidates import validate_with_mergekit
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.merge import is_merged, merged_dir, write_merge
 from mergescope.records import Candidate
-from mergescope.run_dir import PARTIAL_SUFFIX, find_candidate, merges_dir, read_run_meta
+from mergescope.run_dir import find_candidate, merges_dir, partial_directory, read_run_meta
 from mergescope.store import STORE_NAME, ResultsStore
 
 
@@ -91,20 +91,13 @@ def run_scores(run_dir: Path, candidate: Candidate) -> RunScores:
 
 def _write_model(candidate: Candidate, merged: Path, out: Path, scores: RunScores) -> None:
     """`out`: the run's merge of `candidate` copied (or merged anew) with a scored card, renamed into place whole."""
-    partial = out.with_name(f"{out.name}{PARTIAL_SUFFIX}-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
+    with partial_directory(out, f"exporting {candidate.label}") as partial:
         if is_merged(merged.parent, candidate):
             shutil.copytree(merged, partial)
         else:
             write_merge(candidate, partial)
         write_card(partial, candidate, validate_with_mergekit(candidate), scores)
         os.replace(partial, out)  # an empty `out` is replaced, as rename(2) allows
-    except OSError as error:
-        raise MergescopeError(f"exporting {candidate.label} failed writing {partial}: {error.strerror or error}",
-                              hint="free disk space or choose another output directory") from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
 
 
 def upload(directory: Path, repo: str, candidate: Candidate) -> str:

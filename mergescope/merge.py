@@ -31,10 +31,9 @@ from safetensors import SafetensorError
 
 from mergescope.candidates import from_mergekit_yaml, validate_with_mergekit
 from mergescope.card import write_card
-from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point
 from mergescope.records import Candidate
-from mergescope.run_dir import PARTIAL_SUFFIX, find_candidate
+from mergescope.run_dir import find_candidate, partial_directory
 
 if TYPE_CHECKING:
     import torch
@@ -84,10 +83,9 @@ def write_merge(candidate: Candidate, target: Path) -> Path:
     mergekit config, model card), written atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     config = validate_with_mergekit(candidate)
-    try:
+    # safetensors reports a failed write as SafetensorError
+    with partial_directory(target, f"merging {candidate.label}", (OSError, SafetensorError)) as partial:
         if needs_full_merge(config):
             _run_merge(config, partial, candidate.seed)
         else:
@@ -99,12 +97,6 @@ def write_merge(candidate: Candidate, target: Path) -> Path:
             shutil.rmtree(target)
         os.replace(partial, target)
         kill_point("merge.renamed")
-    except (OSError, SafetensorError) as error:  # safetensors reports a failed write as SafetensorError
-        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise MergescopeError(f"merging {candidate.label} failed writing {partial}: {reason}",
-                              hint="free disk space or choose another output directory") from None
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

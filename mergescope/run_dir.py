@@ -10,8 +10,11 @@ table, one row per field: `RunMeta` (written when a sweep starts) and `JudgingMe
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +34,22 @@ PARTIAL_SUFFIX = ".partial"
 JUDGING_KEY = "judging"
 SEARCH_KEY = "search"
 FINITE_KEY = "finite_weights"  # fingerprints of parent weights found free of NaN and inf (parents.check_finite)
+
+
+@contextmanager
+def partial_directory(target: Path, doing: str, errors: tuple[type[BaseException], ...] = (OSError,)) -> Iterator[Path]:
+    """A fresh temporary sibling of `target` to write into (the caller renames it into place), removed whatever
+    happens; a write error among `errors` becomes one line, "`doing` failed writing PARTIAL: reason"."""
+    partial = target.with_name(f"{target.name}{PARTIAL_SUFFIX}-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        yield partial
+    except errors as error:
+        reason = getattr(error, "strerror", None) or " ".join(str(error).split())
+        raise MergescopeError(f"{doing} failed writing {partial}: {reason}",
+                              hint="free disk space or choose another output directory") from None
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def merges_dir(run_dir: Path) -> Path:
