@@ -81,6 +81,15 @@ def test_adjustment_matches_multipletests_and_keeps_nan(correction, statsmodels_
     assert np.isnan(adjusted[2])
 
 
+@pytest.mark.parametrize("correction, statsmodels_name", [("holm", "holm"), ("bh", "fdr_bh")])
+def test_adjustment_matches_multipletests_with_ties_ones_and_single_tests(correction, statsmodels_name):
+    rng = np.random.default_rng(7)
+    families = [rng.random(n) for n in (1, 2, 5, 30)] + [np.array([0.01, 0.01, 0.5, 1.0, 1.0, 0.02])]
+    for p_values in families:
+        expected = multipletests(p_values, method=statsmodels_name)[1]
+        assert np.allclose(adjust_p_values(p_values, correction), expected), p_values
+
+
 def test_unknown_correction_suggests_the_known_ones():
     with pytest.raises(ConfigError, match="holmes") as error:
         adjust_p_values([0.1], "holmes")
