@@ -67,6 +67,8 @@ VARIANTS = {
     "frozen": Variant(frozen=True),
     "frozen_kl5": Variant(frozen=True, kl_weight=5.0),
     "sparse5_kl5": Variant(sparse_fraction=0.05, kl_weight=5.0),
+    "sparse20": Variant(sparse_fraction=0.20),
+    "sparse50": Variant(sparse_fraction=0.50),
     "slow2": Variant(steps=2.0, lr=0.5),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
@@ -199,7 +201,7 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
     parents = {skill: LlamaForCausalLM.from_pretrained(path).eval() for skill, path in paths.items()}
     score = lambda model, skill: round(exact_match(  # noqa: E731
         model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
-    row: dict = {"recipe": name, "variant": dataclasses.asdict(variant),
+    row: dict = {"recipe": name, "hidden": base.config.hidden_size, "variant": dataclasses.asdict(variant),
                  "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()}}
     for label, config in merges(paths, base_path).items():
         row[label] = {t: score(merged(config, base.config), t) for t in SKILLS}
