@@ -10,6 +10,9 @@ Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with 
 - `sparse`: only the top fraction of weights by gradient magnitude at the base (summed over the first
   batches of the parent's own data) move (Localize-and-Stitch's localisation, without its stitching).
 - `steps` / `lr`: scale every stage's steps and learning rate.
+- `format_base`: both parents start from (and are merged over) a "chat" base: the zoo's base instruct-tuned
+  on generic questions about general-text sentences ("what is the last word of: ...?"), so it already knows
+  the Q/A format and the stop at the newline before either skill is taught.
 
 For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
 what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merge) keep of it, what half of each
@@ -57,6 +60,7 @@ class Variant:
     steps: float = 1.0
     lr: float = 1.0
     from_zoo: bool = False  # the zoo's own parents, as built
+    format_base: bool = False
 
 
 VARIANTS = {
@@ -69,10 +73,15 @@ VARIANTS = {
     "sparse5_kl5": Variant(sparse_fraction=0.05, kl_weight=5.0),
     "sparse20": Variant(sparse_fraction=0.20),
     "sparse50": Variant(sparse_fraction=0.50),
+    "format": Variant(format_base=True),
+    "format_frozen": Variant(format_base=True, frozen=True),
+    "format_kl5": Variant(format_base=True, kl_weight=5.0),
     "slow2": Variant(steps=2.0, lr=0.5),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
 SKILLS = {"arith": build.ARITH, "facts": (build.INSTRUCT,)}
+# The chat base's instruct tuning: generic questions, with replay of general text.
+FORMAT_TUNING = Stage("sft", ("format_qa", "general"), steps=300, lr=1e-3, batch_size=32, weight_decay=0.0)
 # The prompts outside each parent's domain on which it must keep the base's predictions.
 OTHER_QA = {"arith": "facts_qa", "facts": "arith_qa"}
 
@@ -187,10 +196,39 @@ def task_vector(model: LlamaForCausalLM, base: LlamaForCausalLM) -> torch.Tensor
     return torch.cat([(v.double() - start[k].double()).flatten() for k, v in model.state_dict().items()])
 
 
+def format_items(data: corpus.ZooData, n: int = 2000) -> list[corpus.QAItem]:
+    """Return generic questions about general-text sentences: the last word of each, asked in the zoo's format."""
+    sentences = [f"{s.strip()} ." for doc in data.general_docs for s in doc.split(" .") if len(s.split()) > 2]
+    items = []
+    for sentence in sentences[:n]:
+        *words, last, _ = sentence.split()
+        items.append(corpus.QAItem(question=f"what is the last word of: {' '.join(words)} {last}?", answer=last))
+    return items
+
+
+def chat_base(base: LlamaForCausalLM, inputs, out_dir: Path) -> Path:
+    """Return the path of the zoo's base instruct-tuned on generic questions (trained once per OUT_DIR)."""
+    path = out_dir / "format_base"
+    if not (path / "config.json").is_file():
+        torch.manual_seed(SEED)
+        model = LlamaForCausalLM(base.config)
+        model.set_attn_implementation("eager")
+        model.load_state_dict(base.state_dict())
+        log = lambda msg: print(f"  format base: {msg}", flush=True)  # noqa: E731
+        train(model, inputs.batches(FORMAT_TUNING, random.Random(f"format-{SEED}")), FORMAT_TUNING, log)
+        build._save_model(model.eval(), inputs.tokenizer, path)
+    return path
+
+
 def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, inputs) -> dict:
     """Train (or take) the recipe's two parents, merge them, and return its row."""
     started = time.perf_counter()
     variant, base_path = VARIANTS[name], str(zoo_dir / "models" / "base")
+    if variant.format_base:
+        base_path = str(chat_base(base, inputs, out_dir))
+        base = LlamaForCausalLM.from_pretrained(base_path).eval()
+        for parameter in base.parameters():
+            parameter.requires_grad_(False)
     paths = {}
     for skill in SKILLS:
         if variant.from_zoo:
@@ -202,6 +240,7 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
     score = lambda model, skill: round(exact_match(  # noqa: E731
         model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
     row: dict = {"recipe": name, "hidden": base.config.hidden_size, "variant": dataclasses.asdict(variant),
+                 "base": {t: score(base, t) for t in SKILLS},
                  "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()}}
     for label, config in merges(paths, base_path).items():
         row[label] = {t: score(merged(config, base.config), t) for t in SKILLS}
@@ -233,6 +272,7 @@ def main(zoo_dir: Path, out_dir: Path, names: list[str]) -> None:
     done = {json.loads(line)["recipe"] for line in rows_path.read_text().splitlines()} if rows_path.exists() else set()
     tokenizer = PreTrainedTokenizerFast.from_pretrained(zoo_dir / "models" / "base")
     inputs = build._Inputs.of(corpus.generate(SEED), tokenizer)
+    inputs.qa["format_qa"] = build.qa_examples(tokenizer, format_items(inputs.data))
     base = LlamaForCausalLM.from_pretrained(zoo_dir / "models" / "base").eval()
     for parameter in base.parameters():
         parameter.requires_grad_(False)
