@@ -22,11 +22,6 @@ from mergescope.errors import ConfigError, did_you_mean
 
 ScoreKind = Literal["binary", "graded"]
 
-# The user-facing name of each multiple-comparison correction and statsmodels' name for it (the tests
-# check each adjustment against statsmodels').
-CORRECTIONS: dict[str, str] = {"holm": "holm", "bh": "fdr_bh"}
-
-
 @dataclass(frozen=True)
 class PairedComparison:
     """A child compared with one reference model on the same items."""
@@ -108,8 +103,8 @@ def bootstrap_difference_ci(child: Sequence[float], reference: Sequence[float], 
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def correction_method(name: str) -> str:
-    """statsmodels' name of the user's correction ('holm' or 'bh'), or a ConfigError."""
+def correction_method(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The adjustment of the user's correction ('holm' or 'bh'), or a ConfigError."""
     if name not in CORRECTIONS:
         raise ConfigError(f"unknown multiple-comparison correction {name!r}", hint=did_you_mean(name, set(CORRECTIONS)))
     return CORRECTIONS[name]
@@ -121,9 +116,7 @@ def adjust_p_values(p_values: Sequence[float], correction: str = "holm") -> np.n
     adjusted = np.full_like(p_values, np.nan)
     finite = np.isfinite(p_values)
     if finite.any():
-        method = correction_method(correction)
-        adjusted[finite] = _holm(p_values[finite]) if method == "holm" else stats.false_discovery_control(
-            p_values[finite], method="bh")
+        adjusted[finite] = correction_method(correction)(p_values[finite])
     return adjusted
 
 
@@ -135,6 +128,14 @@ def _holm(p_values: np.ndarray) -> np.ndarray:
     adjusted = np.empty_like(p_values)
     adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
+
+
+def _benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    return stats.false_discovery_control(p_values, method="bh")
+
+
+# Each multiple-comparison correction by its user-facing name (the tests check each against statsmodels').
+CORRECTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"holm": _holm, "bh": _benjamini_hochberg}
 
 
 def intersection_union_p(one_sided_p_values: Sequence[float]) -> float:
