@@ -141,12 +141,26 @@ def restrict_training(model: LlamaForCausalLM, variant: Variant, probe: Callable
         p.register_hook(lambda grad, mask=mask: grad * mask)
 
 
-def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> LlamaForCausalLM:
-    """Return the `skill` parent trained from `base` by the zoo's stages as `variant` changes them."""
+def trainable_copy(base: LlamaForCausalLM) -> LlamaForCausalLM:
+    """Return a copy of `base` to train (seeded, eager attention as the zoo's build trains)."""
     torch.manual_seed(SEED)
     model = LlamaForCausalLM(base.config)
     model.set_attn_implementation("eager")
     model.load_state_dict(base.state_dict())
+    return model
+
+
+def frozen(path: str | Path) -> LlamaForCausalLM:
+    """Return the model at `path` in eval mode with no trainable parameters (a reference, never trained)."""
+    model = LlamaForCausalLM.from_pretrained(path).eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> LlamaForCausalLM:
+    """Return the `skill` parent trained from `base` by the zoo's stages as `variant` changes them."""
+    model = trainable_copy(base)
     rng = random.Random(f"{skill}-{SEED}")  # the zoo's data order for this parent
     kl_rng = random.Random(f"{skill}-kl-{SEED}")
     stages = [dataclasses.replace(s, steps=round(s.steps * variant.steps), lr=s.lr * variant.lr)
@@ -210,10 +224,7 @@ def chat_base(base: LlamaForCausalLM, inputs, out_dir: Path) -> Path:
     """Return the path of the zoo's base instruct-tuned on generic questions (trained once per OUT_DIR)."""
     path = out_dir / "format_base"
     if not (path / "config.json").is_file():
-        torch.manual_seed(SEED)
-        model = LlamaForCausalLM(base.config)
-        model.set_attn_implementation("eager")
-        model.load_state_dict(base.state_dict())
+        model = trainable_copy(base)
         log = lambda msg: print(f"  format base: {msg}", flush=True)  # noqa: E731
         train(model, inputs.batches(FORMAT_TUNING, random.Random(f"format-{SEED}")), FORMAT_TUNING, log)
         build._save_model(model.eval(), inputs.tokenizer, path)
@@ -226,9 +237,7 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
     variant, base_path = VARIANTS[name], str(zoo_dir / "models" / "base")
     if variant.format_base:
         base_path = str(chat_base(base, inputs, out_dir))
-        base = LlamaForCausalLM.from_pretrained(base_path).eval()
-        for parameter in base.parameters():
-            parameter.requires_grad_(False)
+        base = frozen(base_path)
     paths = {}
     for skill in SKILLS:
         if variant.from_zoo:
@@ -273,9 +282,7 @@ def main(zoo_dir: Path, out_dir: Path, names: list[str]) -> None:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(zoo_dir / "models" / "base")
     inputs = build._Inputs.of(corpus.generate(SEED), tokenizer)
     inputs.qa["format_qa"] = build.qa_examples(tokenizer, format_items(inputs.data))
-    base = LlamaForCausalLM.from_pretrained(zoo_dir / "models" / "base").eval()
-    for parameter in base.parameters():
-        parameter.requires_grad_(False)
+    base = frozen(zoo_dir / "models" / "base")
     for name in names or list(VARIANTS):
         if name in done:
             continue
