@@ -94,9 +94,9 @@ def _write_model(candidate: Candidate, merged: Path, out: Path, scores: RunScore
     with partial_directory(out, f"exporting {candidate.label}") as partial:
         if is_merged(merged.parent, candidate):
             shutil.copytree(merged, partial)
+            write_card(partial, candidate, validate_with_mergekit(candidate), scores)
         else:
-            write_merge(candidate, partial)
-        write_card(partial, candidate, validate_with_mergekit(candidate), scores)
+            write_merge(candidate, partial, scores)
         os.replace(partial, out)  # an empty `out` is replaced, as rename(2) allows
 
 

@@ -30,7 +30,7 @@ import yaml
 from safetensors import SafetensorError
 
 from mergescope.candidates import from_mergekit_yaml, validate_with_mergekit
-from mergescope.card import write_card
+from mergescope.card import RunScores, write_card
 from mergescope.faults import kill_point
 from mergescope.records import Candidate
 from mergescope.run_dir import find_candidate, partial_directory
@@ -78,9 +78,9 @@ def merge_in_memory(candidate: Candidate) -> StateDict:
             else merged[save.tensor_task] for save in saves if merged[save.tensor_task] is not None}
 
 
-def write_merge(candidate: Candidate, target: Path) -> Path:
+def write_merge(candidate: Candidate, target: Path, scores: RunScores | None = None) -> Path:
     """`target`, a loadable model directory of the merged candidate (safetensors shards, config, tokenizer,
-    mergekit config, model card), written atomically."""
+    mergekit config, model card, with `scores` on it when given), written atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     config = validate_with_mergekit(candidate)
@@ -91,7 +91,7 @@ def write_merge(candidate: Candidate, target: Path) -> Path:
         else:
             _write_model_dir(config, candidate.seed, partial)
         (partial / "mergekit_config.yml").write_text(yaml.safe_dump(candidate.mergekit_config, sort_keys=False))
-        write_card(partial, candidate, config)
+        write_card(partial, candidate, config, scores)
         kill_point("merge.before_rename")
         if target.exists():
             shutil.rmtree(target)

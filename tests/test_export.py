@@ -68,6 +68,8 @@ def test_a_candidate_the_run_did_not_keep_is_merged_anew_into_the_export(run_and
     assert result.exit_code == 0, result.output
     assert not (bare / "merges").exists()  # the run is only read
     assert greedy_tokens(tmp_path / "out") == greedy_tokens(run_dir / "merges" / candidate_id)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "## Scores in run `bare-run`" in card and "Not in this card yet" not in card
 
 
 def test_bad_export_input_is_one_line_exit_2_before_any_work(run_and_candidate, tmp_path, monkeypatch):
