@@ -45,14 +45,14 @@ browser:
 # The README's pictures: the demo study's emergence_vs_kinship plot, and a screenshot of the positive pair's report.
 picture: install
 	$(BIN)/python -c "from pathlib import Path; from mergescope.demo import run_demo, save_study_picture; \
-	save_study_picture(run_demo(Path('.cache/zoo')), Path('docs/emergence_vs_kinship.png'))"
+	save_study_picture(run_demo(Path('.cache')), Path('docs/emergence_vs_kinship.png'))"
 
 screenshot: install browser
 	test -f reports/demo/index.html || $(BIN)/mergescope demo
-	$(BIN)/python -m mergescope.report.browser reports/demo/pairs/zoo/knowledge_instruct/index.html docs/report.png
+	$(BIN)/python -m mergescope.report.browser reports/demo/pairs/zoo128/knowledge_instruct/index.html docs/report.png
 
 bench: install
-	$(BIN)/python benchmarks/run.py --zoo .cache/zoo
+	$(BIN)/python benchmarks/run.py --zoo .cache/zoo128
 
 clean:
 	rm -rf runs reports/*/ .cache

@@ -4,7 +4,7 @@ Each benchmark compares mergescope with the obvious alternative in the same run 
 docstring of each module for what exactly is timed. A benchmark that cannot run here (vLLM not installed)
 is reported as skipped with the reason.
 
-    python benchmarks/run.py [--zoo .cache/zoo] [--only sweep,merge,kinship,vllm,search]
+    python benchmarks/run.py [--zoo .cache/zoo128] [--only sweep,merge,kinship,vllm,search]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--zoo", default=".cache/zoo")
+    parser.add_argument("--zoo", default=".cache/zoo128")
     parser.add_argument("--only", default=",".join(BENCHMARKS))
     arguments = parser.parse_args()
     from mergescope.zoo import build_zoo, load_zoo

@@ -150,7 +150,7 @@ def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("zoo", nargs="?", default=".cache/zoo")
+    parser.add_argument("zoo", nargs="?", default=".cache/zoo128")
     parser.add_argument("--limit", type=int, default=None, help="items per task (default: all)")
     parser.add_argument("--fitness-items", type=int, default=10, help="the fitness subset's items per task")
     arguments = parser.parse_args()

@@ -48,11 +48,12 @@ def user_errors(command: Callable) -> Callable:
 def zoo_build(
     directory: Annotated[Path, typer.Argument(help="Where to write the zoo.")],
     seed: int = 0,
+    width: Annotated[int, typer.Option(help="The models' hidden size (a multiple of 32): the demo's zoos are 64 and 128.")] = 128,
 ):
     """Train the zoo's tokenizer, two lineages of bases and their fine-tunes on CPU; write DIR/zoo.json."""
     from mergescope.zoo import build_zoo
 
-    manifest = build_zoo(directory, seed=seed)
+    manifest = build_zoo(directory, seed=seed, width=width)
     typer.echo(f"zoo written to {directory}/zoo.json in {manifest.build_seconds:.0f}s")
 
 
@@ -216,7 +217,7 @@ def study(
         "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable).")] = None,
     zoo: Annotated[Optional[list[str]], typer.Option(
         "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
-                      "Without --pairs and --zoo: .cache/zoo.")] = None,
+                      "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
     spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML every pair is swept with (default: sweeps/default.yaml).")] = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")] = None,
     task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
@@ -237,6 +238,7 @@ def study(
     as_json: JsonOption = False,
 ):
     """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
+    from mergescope.demo import DEMO_ZOOS
     from mergescope.errors import MergescopeError
     from mergescope.study import StudySettings, zoo_pairs
     from mergescope.study import study as run_study
@@ -245,7 +247,7 @@ def study(
     options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
                             backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
                             progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype)
-    zoo_options = zoo or ([] if pairs else [".cache/zoo"])
+    zoo_options = zoo or ([] if pairs else [f".cache/{name}" for name, _ in DEMO_ZOOS])
     study_pairs = [*(_study_pair(text) for text in pairs or []),
                    *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
     result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
@@ -429,11 +431,11 @@ def validate(
 
 @app.command()
 @user_errors
-def demo(zoo_dir: Annotated[Path, typer.Option(help="Where the zoo is built.")] = Path(".cache/zoo")):
-    """Build the zoo (once per recipe), study all its parent pairs with sweeps/study.yaml, write the report."""
+def demo(cache: Annotated[Path, typer.Option(help="Where the two zoos are built (zoo64/, zoo128/).")] = Path(".cache")):
+    """Build the zoo at two widths (once per recipe), study both zoos' pairs with sweeps/study.yaml, write the report."""
     from mergescope.demo import run_demo
 
-    typer.echo(f"report: {run_demo(zoo_dir).report.resolve()}")
+    typer.echo(f"report: {run_demo(cache).report.resolve()}")
 
 
 @app.command()

@@ -16,11 +16,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def zoo():
-    """The trained zoo in .cache/test-zoo (or $MERGESCOPE_TEST_ZOO), rebuilt whenever its recipe changed."""
-    from mergescope.zoo.build import TEST_MODELS, ensure_zoo
+    """The small trained zoo in .cache/test-zoo (or $MERGESCOPE_TEST_ZOO), rebuilt whenever its recipe changed."""
+    from mergescope.zoo.build import SMALL_WIDTH, TEST_MODELS, ensure_zoo
 
     return ensure_zoo(Path(os.environ.get("MERGESCOPE_TEST_ZOO", REPO / ".cache" / "test-zoo")), progress=False,
-                      models=TEST_MODELS)
+                      models=TEST_MODELS, width=SMALL_WIDTH)
 
 
 @pytest.fixture(scope="session")

@@ -107,7 +107,7 @@ def test_shapes_must_agree_within_a_group_only(zoo, tmp_path):
     wide = [altered_copy(zoo.model_path(name), tmp_path / name, hidden_size=256) for name in ("arith", "facts")]
     small = zoo_pairs(zoo)[1]
     options = SweepSettings(parents=[], tasks=["zoo_arith"], task_paths=[zoo.task_yaml_dir()])  # the copies have no zoo
-    with pytest.raises(ConfigError, match="differ in hidden_size: 128 vs 256"):
+    with pytest.raises(ConfigError, match="differ in hidden_size: 64 vs 256"):
         check_study(StudySettings((small, StudyPair("wide", (wide[0], wide[1]))), out=tmp_path / "study",
                                   options=options))
     plans = check_study(StudySettings((small, StudyPair("wide", (wide[0], wide[1]), group="large")),

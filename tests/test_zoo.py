@@ -166,17 +166,30 @@ def test_manifest_records_the_step_each_stage_kept(zoo: ZooManifest) -> None:
 def test_a_cached_zoo_of_another_recipe_is_rebuilt(zoo: ZooManifest, tmp_path: Path, monkeypatch) -> None:
     from mergescope.zoo import build
 
-    models = build.TEST_MODELS
-    assert build.recipe_key(zoo.seed, models) == zoo.recipe_key != build.recipe_key(zoo.seed + 1, models)
-    assert zoo.recipe_key != build.recipe_key(zoo.seed)  # the demo's full zoo is cached under its own key
-    assert build.ensure_zoo(zoo.root, seed=zoo.seed, progress=False, models=models) == zoo  # reused as is
+    models, width = build.TEST_MODELS, build.SMALL_WIDTH
+    assert zoo.width == width
+    assert build.recipe_key(zoo.seed, models, width=width) == zoo.recipe_key
+    # Another seed, the demo's full zoo and the large width are each cached under a key of their own.
+    others = [build.recipe_key(zoo.seed + 1, models, width=width), build.recipe_key(zoo.seed, width=width),
+              build.recipe_key(zoo.seed, models, width=build.LARGE_WIDTH)]
+    assert zoo.recipe_key not in others and len(set(others)) == 3
+    assert build.ensure_zoo(zoo.root, seed=zoo.seed, progress=False, models=models, width=width) == zoo  # reused
     stale = tmp_path / "zoo"
     stale.mkdir()
     (stale / "zoo.json").write_text(zoo.model_copy(update={"recipe_key": "older"}).model_dump_json())
     built = []
-    monkeypatch.setattr(build, "build_zoo", lambda root, seed, progress, models: built.append(root) or zoo)
-    assert build.ensure_zoo(stale, seed=zoo.seed, progress=False, models=models) == zoo
+    monkeypatch.setattr(build, "build_zoo", lambda root, seed, progress, models, width: built.append(root) or zoo)
+    assert build.ensure_zoo(stale, seed=zoo.seed, progress=False, models=models, width=width) == zoo
     assert built == [stale] and not (stale / "zoo.json").exists()
+
+
+def test_a_width_the_heads_cannot_split_is_refused_before_any_work(tmp_path: Path) -> None:
+    from mergescope.errors import ConfigError
+    from mergescope.zoo import build_zoo
+
+    with pytest.raises(ConfigError, match="zoo width 50 is not a positive multiple of the heads' width 32"):
+        build_zoo(tmp_path / "zoo", width=50)
+    assert not (tmp_path / "zoo").exists()
 
 
 def test_a_model_below_its_bar_stops_the_build_with_one_line() -> None:

@@ -20,10 +20,8 @@ MODELS = ("base", "arith", "facts")
 
 
 def main(out: Path, hidden: int) -> None:
-    narrow = build.model_config
-    build.model_config = lambda tokenizer: _widened(narrow(tokenizer), hidden)
     bars, build.BARS = build.BARS, ()
-    manifest = build.build_zoo(out, models=MODELS)
+    manifest = build.build_zoo(out, models=MODELS, width=hidden)
     scores = {model.name: model.scores for model in manifest.models}
     for model in manifest.models:
         print(model.name, model.scores, "task vector / base:", model.task_vector_norm)
@@ -33,12 +31,6 @@ def main(out: Path, hidden: int) -> None:
                 bar.check(scores[bar.model][bar.items])
             except ZooQualityError as miss:
                 print("missed:", miss)
-
-
-def _widened(config, hidden: int):
-    config.hidden_size, config.intermediate_size = hidden, 2 * hidden
-    config.num_attention_heads = config.num_key_value_heads = hidden // config.head_dim
-    return config
 
 
 if __name__ == "__main__":

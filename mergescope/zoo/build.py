@@ -120,40 +120,48 @@ BARS = (
 _CODE = ("build.py", "corpus.py", "quality.py", "tokenizer.py", "train.py")
 ALL_MODELS = tuple(r.name for r in RECIPES)
 # The test suite's zoo: every model but the second instruct twin and the stranger's knowledge parent
-# (those two only complete the study's pairs). Shared models are trained alike, so they hash alike.
+# (those two only complete the study's pairs), at the small width. Shared models of one width and seed are
+# trained alike, so they hash alike.
 TEST_MODELS = ("base", "stranger", "arith", "facts", "knowledge")
+# Zoo sizes by hidden width. The demo studies both side by side; the tests use the small one, whose build
+# takes half the large one's (every model reaches its bar at either width with the same recipes).
+SMALL_WIDTH, LARGE_WIDTH = 64, 128
 
 
-def model_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """Return the one Llama architecture every zoo model shares (head_dim 32 suits vLLM's CPU attention)."""
+def model_config(tokenizer: PreTrainedTokenizerFast, width: int = LARGE_WIDTH) -> LlamaConfig:
+    """Return the Llama architecture every zoo model of `width` shares: two layers, heads 32 wide (which
+    suits vLLM's CPU attention), an MLP twice the width."""
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, head_dim=32, intermediate_size=256, max_position_embeddings=MAX_POSITIONS,
+        vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2, num_attention_heads=width // 32,
+        num_key_value_heads=width // 32, head_dim=32, intermediate_size=2 * width,
+        max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=False, torch_dtype="float32", bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
 
 
-def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None) -> str:
-    """Return the key a built zoo is cached under: its code, data fingerprint, seed, models and torch stack."""
+def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None,
+               width: int = LARGE_WIDTH) -> str:
+    """Return the key a built zoo is cached under: its code, data fingerprint, seed, models, width and torch stack."""
     digest = hashlib.sha256()
     for name in _CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
     data = data or corpus.generate(seed)
-    for part in (data.fingerprint(), str(seed), ",".join(models), version("torch"),
+    for part in (data.fingerprint(), str(seed), ",".join(models), f"width {width}", version("torch"),
                  version("transformers")):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
 
 
-def ensure_zoo(root: Path, seed: int = 0, progress: bool = True, models: tuple[str, ...] = ALL_MODELS) -> ZooManifest:
-    """Return the zoo in `root`, (re)building it unless it was built by this very recipe and seed.
+def ensure_zoo(root: Path, seed: int = 0, progress: bool = True, models: tuple[str, ...] = ALL_MODELS,
+               width: int = LARGE_WIDTH) -> ZooManifest:
+    """Return the zoo in `root`, (re)building it unless it was built by this very recipe, seed and width.
 
     A lock lets parallel processes share one build; zoo.json is written last, so it marks a finished build.
     """
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    key = recipe_key(seed, models)
+    key = recipe_key(seed, models, width=width)
     with FileLock(str(root) + ".lock"):
         if (root / MANIFEST_NAME).is_file():
             zoo = _loaded_or_none(root)
@@ -162,7 +170,7 @@ def ensure_zoo(root: Path, seed: int = 0, progress: bool = True, models: tuple[s
             if progress:
                 print(f"[zoo] {root} was built by another recipe: rebuilding", flush=True)
         shutil.rmtree(root, ignore_errors=True)
-        return build_zoo(root, seed=seed, progress=progress, models=models)
+        return build_zoo(root, seed=seed, progress=progress, models=models, width=width)
 
 
 def _loaded_or_none(root: Path) -> ZooManifest | None:
@@ -189,20 +197,23 @@ def qa_examples(tokenizer: PreTrainedTokenizerFast, items: list[QAItem]) -> list
 
 
 def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int = 2,
-              models: tuple[str, ...] = ALL_MODELS) -> ZooManifest:
-    """Build the zoo's `models` into `out_dir` and return its manifest.
+              models: tuple[str, ...] = ALL_MODELS, width: int = LARGE_WIDTH) -> ZooManifest:
+    """Build the zoo's `models`, `width` wide, into `out_dir` and return its manifest.
 
     Every model is checked against its quality bars (`BARS`) before zoo.json is written; a miss raises
     ZooQualityError naming the model, its score and the bar, and leaves no manifest (no zoo) behind. Training runs in `workers` spawned processes,
     so a script that calls this must guard its entry point with `if __name__ == "__main__":`.
     """
+    if width <= 0 or width % 32:
+        raise ConfigError(f"zoo width {width} is not a positive multiple of the heads' width 32",
+                          hint=f"try {SMALL_WIDTH} or {LARGE_WIDTH}")
     start = time.perf_counter()
     log: Callable[[str], None] | None = (lambda msg: print(f"[zoo] {msg}", flush=True)) if progress else None
     out_dir = Path(out_dir).resolve()
     data = corpus.generate(seed)
     tokenizer = train_tokenizer(_tokenizer_texts(data), whole_words=data.entity_words())
     tokenizer.model_max_length = MAX_POSITIONS
-    config = model_config(tokenizer)
+    config = model_config(tokenizer, width)
     recipes = _recipes(models)
     outcomes = _train_models(recipes, _Inputs.of(data, tokenizer), config, seed, workers, log)
     states = {name: outcome.state for name, outcome in outcomes.items()}
@@ -214,8 +225,8 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
         if bar.model in scores:
             bar.check(scores[bar.model][bar.items])
     manifest = ZooManifest(
-        seed=seed, recipe_key=recipe_key(seed, models, data), build_seconds=round(time.perf_counter() - start, 2),
-        data_fingerprint=data.fingerprint(),
+        seed=seed, width=width, recipe_key=recipe_key(seed, models, data, width),
+        build_seconds=round(time.perf_counter() - start, 2), data_fingerprint=data.fingerprint(),
         models=[ZooModel(name=r.name, role=r.role, path=f"models/{r.name}", recipe=r.as_recipe(seed),
                          scores=scores[r.name], task_vector_norm=_relative_norm(states, r),
                          trained=outcomes[r.name].trained) for r in recipes],
@@ -223,7 +234,8 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     if log:
-        log(f"built {len(models)} models and {len(tasks)} tasks in {manifest.build_seconds:.0f} s into {out_dir}")
+        log(f"built {len(models)} models {width} wide and {len(tasks)} tasks in {manifest.build_seconds:.0f} s "
+            f"into {out_dir}")
     return manifest.with_root(out_dir)
 
 

@@ -70,6 +70,7 @@ class ZooManifest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     seed: int
+    width: int = 128  # the models' hidden size (zoos built before it was recorded were 128 wide)
     recipe_key: str = ""  # code, data and seed the zoo was built from: a cached zoo with another key is rebuilt
     build_seconds: float
     data_fingerprint: str
