@@ -25,7 +25,9 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 BUDGET, SEED, LIMIT = 12, 0, 8
 FITNESS_ITEMS, FINALISTS = 2, 3
-TASKS = ("zoo_arith", "zoo_composite")  # two of the zoo's four tasks keep the four runs of 15 models short
+# Two of the zoo's four tasks keep the four runs of 15 models short; on zoo_composite every trial of the 64-wide
+# zoo scores 0 on the fitness items, which would tell the sampler one value only.
+TASKS = ("zoo_arith", "zoo_facts")
 SPACE = SWEEPS_DIR / "space_lu2024.yaml"
 # The three reference models are stored first, then one trial at a time: the first kill falls after the third
 # trial is stored (before it is told), the second after two more; the third run stores the last seven trials and

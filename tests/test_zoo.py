@@ -183,6 +183,19 @@ def test_a_cached_zoo_of_another_recipe_is_rebuilt(zoo: ZooManifest, tmp_path: P
     assert built == [stale] and not (stale / "zoo.json").exists()
 
 
+def test_the_demo_zoo_of_the_same_width_holds_the_same_weights(zoo: ZooManifest) -> None:
+    """The test zoo and the demo's 64-wide zoo (once `make demo` built it) train their shared models alike."""
+    demo_root = Path(__file__).resolve().parent.parent / ".cache" / "zoo64"
+    if not (demo_root / "zoo.json").is_file():
+        pytest.skip("the demo's 64-wide zoo is not built here (make demo builds it)")
+    demo = load_zoo(demo_root)
+    assert (demo.width, demo.seed) == (zoo.width, zoo.seed)
+    for model in zoo.models:
+        digests = {hashlib.sha256((z.model_path(model.name) / "model.safetensors").read_bytes()).hexdigest()
+                   for z in (zoo, demo)}
+        assert len(digests) == 1, model.name
+
+
 def test_a_width_the_heads_cannot_split_is_refused_before_any_work(tmp_path: Path) -> None:
     from mergescope.errors import ConfigError
     from mergescope.zoo import build_zoo

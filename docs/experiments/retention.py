@@ -13,6 +13,8 @@ Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with 
 - `format_base`: both parents start from (and are merged over) a "chat" base: the zoo's base instruct-tuned
   on generic questions about general-text sentences ("what is the last word of: ...?"), so it already knows
   the Q/A format and the stop at the newline before either skill is taught.
+- `shared_cpt`: arith's continued pre-training on arithmetic text moves into the shared base (for N steps),
+  as a real base has read arithmetic before anyone fine-tunes it; the arith parent is then its SFT alone.
 
 For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
 what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merge) keep of it, what half of each
@@ -61,6 +63,7 @@ class Variant:
     lr: float = 1.0
     from_zoo: bool = False  # the zoo's own parents, as built
     format_base: bool = False
+    shared_cpt: int = 0  # steps of arith's continued pre-training given to the shared base instead
 
 
 VARIANTS = {
@@ -76,6 +79,9 @@ VARIANTS = {
     "format": Variant(format_base=True),
     "format_frozen": Variant(format_base=True, frozen=True),
     "format_kl5": Variant(format_base=True, kl_weight=5.0),
+    "shared_cpt100": Variant(shared_cpt=100),
+    "shared_cpt400": Variant(shared_cpt=400),
+    "format_shared_cpt400": Variant(format_base=True, shared_cpt=400),
     "slow2": Variant(steps=2.0, lr=0.5),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
@@ -163,8 +169,8 @@ def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> L
     model = trainable_copy(base)
     rng = random.Random(f"{skill}-{SEED}")  # the zoo's data order for this parent
     kl_rng = random.Random(f"{skill}-kl-{SEED}")
-    stages = [dataclasses.replace(s, steps=round(s.steps * variant.steps), lr=s.lr * variant.lr)
-              for s in SKILLS[skill]]
+    own = SKILLS[skill][1:] if variant.shared_cpt and skill == "arith" else SKILLS[skill]  # the base had the CPT
+    stages = [dataclasses.replace(s, steps=round(s.steps * variant.steps), lr=s.lr * variant.lr) for s in own]
     restrict_training(model, variant, inputs.batches(stages[-1], random.Random(f"{skill}-probe-{SEED}")))
     wrapped = KLToBase(model, base, out_of_domain_batches(inputs, skill, 32, kl_rng), variant.kl_weight,
                        inputs.tokenizer.pad_token_id)
@@ -231,12 +237,26 @@ def chat_base(base: LlamaForCausalLM, inputs, out_dir: Path) -> Path:
     return path
 
 
+def shared_cpt_base(base: LlamaForCausalLM, inputs, path: Path, steps: int) -> Path:
+    """Return the path of `base` after `steps` of arith's continued pre-training (trained once per path)."""
+    if not (path / "config.json").is_file():
+        model = trainable_copy(base)
+        stage = dataclasses.replace(build.ARITH[0], steps=steps)
+        log = lambda msg: print(f"  shared CPT base: {msg}", flush=True)  # noqa: E731
+        train(model, inputs.batches(stage, random.Random(f"arith-{SEED}")), stage, log)
+        build._save_model(model.eval(), inputs.tokenizer, path)
+    return path
+
+
 def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, inputs) -> dict:
     """Train (or take) the recipe's two parents, merge them, and return its row."""
     started = time.perf_counter()
     variant, base_path = VARIANTS[name], str(zoo_dir / "models" / "base")
     if variant.format_base:
         base_path = str(chat_base(base, inputs, out_dir))
+        base = frozen(base_path)
+    if variant.shared_cpt:
+        base_path = str(shared_cpt_base(base, inputs, out_dir / name / "base", variant.shared_cpt))
         base = frozen(base_path)
     paths = {}
     for skill in SKILLS:
