@@ -82,6 +82,7 @@ VARIANTS = {
     "shared_cpt100": Variant(shared_cpt=100),
     "shared_cpt400": Variant(shared_cpt=400),
     "format_shared_cpt400": Variant(format_base=True, shared_cpt=400),
+    "shared_cpt400_slow": Variant(shared_cpt=400, steps=2.0, lr=0.3),
     "slow2": Variant(steps=2.0, lr=0.5),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
