@@ -4,7 +4,7 @@ Each benchmark compares mergescope with the obvious alternative in the same run 
 docstring of each module for what exactly is timed. A benchmark that cannot run here (vLLM not installed)
 is reported as skipped with the reason.
 
-    python benchmarks/run.py [--zoo .cache/zoo128] [--only sweep,merge,kinship,vllm,search]
+    python benchmarks/run.py [--zoo .cache/zoo128] [--only sweep,merge,kinship,vllm,search,device]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import device_bench  # noqa: E402
 import kinship_bench  # noqa: E402
 import merge_bench  # noqa: E402
 import search_bench  # noqa: E402
@@ -45,6 +46,8 @@ BENCHMARKS = {
     "search": ("Evaluations a tpe / cmaes / random search needs to reach the best objective of a 100-point grid (5 seeds);"
                " a search's time with a fitness subset against every item",
                search_bench.run),
+    "device": ("The same sweep (10 candidates x 2 tasks, hf backend) on the GPU vs on the same machine's CPU",
+               device_bench.run),
 }
 
 

@@ -84,7 +84,7 @@ class HFOptions:
 
     # 64 rather than lm-eval's usual 32: on the zoo, 25% less time per model (fewer generate calls), same answers
     batch_size: int = 64
-    device: str = "cpu"
+    device: str = "auto"  # "auto": the GPU where torch sees one, else the CPU
     dtype: str = "float32"  # the sweep spec's dtype; the model is loaded (and computes) in it
     chat_template: str | None = None  # --chat-template NAME: lm-eval's prompts use the tokenizer's template NAME
 

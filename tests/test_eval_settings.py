@@ -61,11 +61,13 @@ def chat_run(chat_parents, zoo, tmp_path_factory) -> tuple[Path, SweepSettings]:
 
 def lm_eval_cli(model: Path, task_dir: Path, out: Path) -> tuple[float, dict[int, tuple[str, str, float]]]:
     """The `lm_eval` CLI's exact_match and {doc_id: (prompt, response, exact_match)} on `model` with SETTINGS."""
-    subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
-                    "--tasks", "zoo_arith", "--include_path", str(task_dir), "--apply_chat_template",
-                    "--num_fewshot", "2", "--system_instruction", SETTINGS["system_instruction"],
-                    "--limit", str(LIMIT), "--log_samples", "--output_path", str(out), "--device", "cpu"],
-                   check=True, capture_output=True, text=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where the hf backend serves (HFOptions "auto")
+    cli = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
+                          f"pretrained={model},dtype=float32", "--tasks", "zoo_arith", "--include_path", str(task_dir),
+                          "--apply_chat_template", "--num_fewshot", "2", "--system_instruction",
+                          SETTINGS["system_instruction"], "--limit", str(LIMIT), "--log_samples", "--output_path",
+                          str(out), "--device", device], capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = [json.loads(line) for line in next(out.rglob("samples_zoo_arith_*.jsonl")).read_text().splitlines()]
     items = {s["doc_id"]: (s["arguments"]["gen_args_0"]["arg_0"], s["filtered_resps"][0], float(s["exact_match"]))
@@ -170,7 +172,7 @@ def test_the_hf_backend_computes_in_the_served_dtype(zoo, dtype):
     backend = HFBackend(HFOptions(dtype=str(dtype).removeprefix("torch.")))
     lm = backend.load(zoo.model_path("arith"))
     assert {p.dtype for p in lm.model.parameters()} == {dtype}
-    logits = lm.model(torch.tensor([[1, 2, 3]])).logits
+    logits = lm.model(torch.tensor([[1, 2, 3]], device=lm.model.device)).logits
     assert logits.dtype == dtype
 
 

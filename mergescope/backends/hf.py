@@ -17,7 +17,7 @@ class HFBackend:
 
     def __init__(self, options: HFOptions = HFOptions()):
         self.batch_size = options.batch_size
-        self.device = options.device
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if options.device == "auto" else options.device
         self.dtype = getattr(torch, options.dtype)
         # lm-eval's evaluate renders chats with the tokenizer's default template whatever name it is given;
         # a named one reaches the tokenizer only through HFLM's chat_template_args
@@ -32,7 +32,7 @@ class HFBackend:
         # safetensors only and no remote code: model files are untrusted input.
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
-        ).eval()
+        ).to(self.device).eval()  # HFLM serves a model it is handed on the model's own device
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         return HFLM(pretrained=self.model, tokenizer=self.tokenizer, device=self.device, batch_size=self.batch_size,
                     chat_template_args=self.chat_template_args)

@@ -1,0 +1,80 @@
+"""Benchmark: one sweep on the GPU against the same sweep on the CPU of the same machine.
+
+`mergescope sweep --backend hf` over the sweep benchmark's 10 candidates x 2 tasks (sweep_bench.SPEC), once
+with the GPU visible (mergekit's kernels and the transformers model on it) and once with CUDA_VISIBLE_DEVICES
+empty, alternating, each a fresh process with start-up included. Also reports how far the two devices' scores
+differ per candidate and task (float kernels differ between devices; greedy answers may flip on a near tie).
+Skipped where torch sees no GPU.
+
+    python benchmarks/device_bench.py [ZOO_DIR] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from sweep_bench import SPEC, TASKS
+
+
+def _sweep(zoo, spec: Path, out: Path, gpu: bool) -> float:
+    environment = dict(os.environ, **({} if gpu else {"CUDA_VISIBLE_DEVICES": ""}))
+    command = [sys.executable, "-m", "mergescope", "sweep", "--parents", str(zoo.model_path("arith")),
+               str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--sweep", str(spec),
+               *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
+    return time.perf_counter() - started
+
+
+def _scores(run: Path) -> dict[tuple[str, str], float]:
+    from mergescope.store import ResultsStore
+
+    store = ResultsStore.of_run(run)
+    rows = store.score_table()
+    store.close()
+    return {(row["label"], row["task"]): row["value"] for row in rows}
+
+
+def run(zoo, repeats: int = 2) -> dict:
+    """Median sweep times on each device, their ratio, and the largest score difference between devices."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch sees no GPU here")
+    with tempfile.TemporaryDirectory(prefix="device-bench-") as scratch:
+        scratch = Path(scratch)
+        spec = scratch / "bench.yaml"
+        spec.write_text(yaml.safe_dump(SPEC))
+        times = {"gpu": [], "cpu": []}
+        for repeat in range(repeats):
+            for device in ("gpu", "cpu"):
+                times[device].append(_sweep(zoo, spec, scratch / f"{device}-{repeat}", device == "gpu"))
+        gpu, cpu = _scores(scratch / "gpu-0"), _scores(scratch / "cpu-0")
+    differences = {f"{label} {task}": gpu[label, task] - cpu[label, task]
+                   for label, task in gpu if gpu[label, task] != cpu.get((label, task))}
+    return {
+        "gpu": torch.cuda.get_device_name(0), "cpu_threads": torch.get_num_threads(),
+        "subjects_x_tasks": len(gpu), "gpu_sweep_s": times["gpu"], "cpu_sweep_s": times["cpu"],
+        "speedup_gpu_over_cpu": statistics.median(times["cpu"]) / statistics.median(times["gpu"]),
+        "scores_that_differ": differences,
+        "max_abs_score_difference": max((abs(value) for value in differences.values()), default=0.0),
+    }
+
+
+if __name__ == "__main__":
+    from mergescope.zoo import load_zoo
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("zoo", nargs="?", default=".cache/test-zoo")
+    parser.add_argument("--repeats", type=int, default=2)
+    arguments = parser.parse_args()
+    print(run(load_zoo(arguments.zoo), arguments.repeats))
