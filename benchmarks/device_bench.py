@@ -6,12 +6,11 @@ empty, alternating, each a fresh process with start-up included. Also reports ho
 differ per candidate and task (float kernels differ between devices; greedy answers may flip on a near tie).
 Skipped where torch sees no GPU.
 
-    python benchmarks/device_bench.py [ZOO_DIR] [--repeats 2]
+    python benchmarks/device_bench.py [ZOO_DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -73,8 +72,4 @@ def run(zoo, repeats: int = 2) -> dict:
 if __name__ == "__main__":
     from mergescope.zoo import load_zoo
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("zoo", nargs="?", default=".cache/test-zoo")
-    parser.add_argument("--repeats", type=int, default=2)
-    arguments = parser.parse_args()
-    print(run(load_zoo(arguments.zoo), arguments.repeats))
+    print(run(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo")))

@@ -172,6 +172,7 @@ def test_the_hf_backend_computes_in_the_served_dtype(zoo, dtype):
     backend = HFBackend(HFOptions(dtype=str(dtype).removeprefix("torch.")))
     lm = backend.load(zoo.model_path("arith"))
     assert {p.dtype for p in lm.model.parameters()} == {dtype}
+    assert lm.model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")  # HFOptions.device "auto"
     logits = lm.model(torch.tensor([[1, 2, 3]], device=lm.model.device)).logits
     assert logits.dtype == dtype
 

@@ -84,6 +84,10 @@ VARIANTS = {
     "format_shared_cpt400": Variant(format_base=True, shared_cpt=400),
     "shared_cpt400_slow": Variant(shared_cpt=400, steps=2.0, lr=0.3),
     "slow2": Variant(steps=2.0, lr=0.5),
+    "long3": Variant(steps=3.0),
+    "long3_kl5": Variant(steps=3.0, kl_weight=5.0),
+    "format_long3": Variant(format_base=True, steps=3.0),
+    "format_long3_kl5": Variant(format_base=True, steps=3.0, kl_weight=5.0),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
 SKILLS = {"arith": build.ARITH, "facts": (build.INSTRUCT,)}
