@@ -15,6 +15,8 @@ Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with 
   the Q/A format and the stop at the newline before either skill is taught.
 - `shared_cpt`: arith's continued pre-training on arithmetic text moves into the shared base (for N steps),
   as a real base has read arithmetic before anyone fine-tunes it; the arith parent is then its SFT alone.
+- `lora_rank`: LoRA adapters of that rank on every linear layer (peft) are trained instead of the weights and
+  merged into them before the parent is saved; the rest of the model stays the base's.
 
 For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
 what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merge) keep of it, what half of each
@@ -64,6 +66,7 @@ class Variant:
     from_zoo: bool = False  # the zoo's own parents, as built
     format_base: bool = False
     shared_cpt: int = 0  # steps of arith's continued pre-training given to the shared base instead
+    lora_rank: int = 0  # train LoRA adapters of this rank on every linear layer (peft), merged in before saving
 
 
 VARIANTS = {
@@ -88,6 +91,8 @@ VARIANTS = {
     "long3_kl5": Variant(steps=3.0, kl_weight=5.0),
     "format_long3": Variant(format_base=True, steps=3.0),
     "format_long3_kl5": Variant(format_base=True, steps=3.0, kl_weight=5.0),
+    "format_lora8": Variant(format_base=True, lora_rank=8, lr=3.0),
+    "format_lora8_long3": Variant(format_base=True, lora_rank=8, lr=3.0, steps=3.0),
     "frozen_slow2": Variant(frozen=True, steps=2.0, lr=0.5),
 }
 SKILLS = {"arith": build.ARITH, "facts": (build.INSTRUCT,)}
@@ -171,7 +176,7 @@ def frozen(path: str | Path) -> LlamaForCausalLM:
 
 def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> LlamaForCausalLM:
     """Return the `skill` parent trained from `base` by the zoo's stages as `variant` changes them."""
-    model = trainable_copy(base)
+    model = with_lora(trainable_copy(base), variant.lora_rank) if variant.lora_rank else trainable_copy(base)
     rng = random.Random(f"{skill}-{SEED}")  # the zoo's data order for this parent
     kl_rng = random.Random(f"{skill}-kl-{SEED}")
     own = SKILLS[skill][1:] if variant.shared_cpt and skill == "arith" else SKILLS[skill]  # the base had the CPT
@@ -185,7 +190,16 @@ def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> L
         dev = (lambda w: exact_match(w.model, inputs.tokenizer, dev_items, build.MAX_GEN_TOKS)) \
             if number == len(stages) else None
         train(wrapped, inputs.batches(stage, rng), stage, log, dev=dev, dev_every=build.DEV_EVERY)
-    return model.eval()
+    return (model.merge_and_unload() if variant.lora_rank else model).eval()
+
+
+def with_lora(model: LlamaForCausalLM, rank: int):
+    """Return `model` with trainable LoRA adapters of `rank` on every linear layer and everything else frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets,
+                                            task_type="CAUSAL_LM"))
 
 
 def merged(config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
