@@ -13,25 +13,19 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-from sweep_bench import SPEC, TASKS
+from sweep_bench import SPEC, sweep_command, timed
 
 
 def _sweep(zoo, spec: Path, out: Path, gpu: bool) -> float:
-    environment = dict(os.environ, **({} if gpu else {"CUDA_VISIBLE_DEVICES": ""}))
-    command = [sys.executable, "-m", "mergescope", "sweep", "--parents", str(zoo.model_path("arith")),
-               str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--sweep", str(spec),
-               *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)]
-    started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True, env=environment)
-    return time.perf_counter() - started
+    # `python -m mergescope`: a GPU image may hold the package without its console script
+    command = sweep_command(zoo, spec, out, program=(sys.executable, "-m", "mergescope"))
+    return timed(command, env=dict(os.environ, **({} if gpu else {"CUDA_VISIBLE_DEVICES": ""})))
 
 
 def _scores(run: Path) -> dict[tuple[str, str], float]:

@@ -35,25 +35,27 @@ SPEC = {
 }
 
 
-def _timed(command: list[str]) -> float:
+def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+    """Seconds `command` took to run to a successful end (start-up included)."""
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, text=True)
+    subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - started
 
 
-def _mergescope_sweep(zoo, spec: Path, out: Path) -> float:
-    return _timed([str(BIN / "mergescope"), "sweep", "--parents", str(zoo.model_path("arith")),
-                   str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--sweep", str(spec),
-                   *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)])
+def sweep_command(zoo, spec: Path, out: Path, program: tuple[str, ...] = (str(BIN / "mergescope"),)) -> list[str]:
+    """The benchmark's `mergescope sweep` of the zoo's arith and facts parents over `spec`, hf backend."""
+    return [*program, "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")),
+            "--base", str(zoo.model_path("base")), "--sweep", str(spec),
+            *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)]
 
 
 def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
     model_dir = scratch / f"model-{config.stem}"
-    return _timed([str(BIN / "mergekit-yaml"), str(config), str(model_dir)]) + _naive_eval(model_dir, zoo, scratch)
+    return timed([str(BIN / "mergekit-yaml"), str(config), str(model_dir)]) + _naive_eval(model_dir, zoo, scratch)
 
 
 def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
-    return _timed([str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
+    return timed([str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
                    "--tasks", ",".join(TASKS), "--include_path", str(zoo.task_yaml_dir()), "--device", "cpu",
                    "--batch_size", "32", "--log_samples", "--output_path", str(scratch / f"eval-{model_dir.name}")])
 
@@ -87,7 +89,7 @@ def run(zoo, repeats: int = 5) -> dict:
         sweeps, naive = [], []
         for index, config in enumerate(configs):
             if index % every == 0 and len(sweeps) < repeats:
-                sweeps.append(_mergescope_sweep(zoo, spec, scratch / f"run-{index}"))
+                sweeps.append(timed(sweep_command(zoo, spec, scratch / f"run-{index}")))
             naive.append(_naive_candidate(config, zoo, scratch))
         # mergescope's total also scores its three reference models (parents, base), which the naive loop
         # skips: `speedup` charges them against mergescope; `speedup_like_for_like` times them on both sides.

@@ -176,7 +176,9 @@ def frozen(path: str | Path) -> LlamaForCausalLM:
 
 def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> LlamaForCausalLM:
     """Return the `skill` parent trained from `base` by the zoo's stages as `variant` changes them."""
-    model = with_lora(trainable_copy(base), variant.lora_rank) if variant.lora_rank else trainable_copy(base)
+    model = trainable_copy(base)
+    if variant.lora_rank:
+        model = with_lora(model, variant.lora_rank)
     rng = random.Random(f"{skill}-{SEED}")  # the zoo's data order for this parent
     kl_rng = random.Random(f"{skill}-kl-{SEED}")
     own = SKILLS[skill][1:] if variant.shared_cpt and skill == "arith" else SKILLS[skill]  # the base had the CPT
