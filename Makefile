@@ -44,7 +44,7 @@ browser:
 
 # The README's pictures: the demo study's emergence_vs_kinship plot, and a screenshot of the positive pair's report.
 picture: install
-	$(BIN)/python -c "from pathlib import Path; from mergescope.demo import run_demo, save_study_picture; \
+	$(BIN)/python -c "from pathlib import Path; from mergescope.recipes.demo import run_demo, save_study_picture; \
 	save_study_picture(run_demo(Path('.cache')), Path('docs/emergence_vs_kinship.png'))"
 
 screenshot: install browser

@@ -29,7 +29,7 @@ def _sweep(zoo, spec: Path, out: Path, gpu: bool) -> float:
 
 
 def _scores(run: Path) -> dict[tuple[str, str], float]:
-    from mergescope.store import ResultsStore
+    from mergescope.runs.store import ResultsStore
 
     store = ResultsStore.of_run(run)
     rows = store.score_table()

@@ -39,8 +39,8 @@ FAST_PATH = """
 import json, sys, time
 from pathlib import Path
 started = time.perf_counter()
-from mergescope.candidates import from_mergekit_yaml
-from mergescope.merge import merge_in_memory, merge_to_disk
+from mergescope.merging.candidates import from_mergekit_yaml
+from mergescope.merging.merge import merge_in_memory, merge_to_disk
 candidates = [from_mergekit_yaml(Path(p)) for p in sys.argv[3:]]
 write_started = time.perf_counter()
 for candidate in candidates:
@@ -53,13 +53,13 @@ print(json.dumps({"startup_s": write_started - started, "write_s": written - wri
 """
 # What a merge imports, and nothing else: the floor under every peak below.
 IMPORTS_ONLY = """
-import mergescope.merge, mergekit.merge, mergekit.plan, transformers.trainer_utils
+import mergescope.merging.merge, mergekit.merge, mergekit.plan, transformers.trainer_utils
 """
 
 
 def _candidates(parents, n: int):
-    from mergescope.candidates import expand
-    from mergescope.config import MethodBlock, SweepSpec
+    from mergescope.merging.candidates import expand
+    from mergescope.merging.spec import MethodBlock, SweepSpec
 
     block = MethodBlock(method="slerp", parameters={"t": {"start": 0.05, "stop": 0.95, "num": n}})
     return expand(SweepSpec(name="bench", methods=[block]), parents)
@@ -67,7 +67,7 @@ def _candidates(parents, n: int):
 
 def _both_sides(candidates, work: Path) -> dict:
     """Seconds of mergescope (one fresh process) and of one `mergekit-yaml` per candidate, and output equality."""
-    from mergescope.candidates import export_candidates
+    from mergescope.merging.candidates import export_candidates
 
     configs = export_candidates(candidates, work / "configs")
     command = [sys.executable, "-c", FAST_PATH, str(work / "fast"), "in-memory", *map(str, configs)]
@@ -102,8 +102,8 @@ def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
     """Peak RSS of the merge stage for each of `sizes` candidates and of one mergekit-yaml merge; GB/s of both."""
     from kinship_bench import measure_command
 
-    from mergescope.candidates import export_candidates
-    from mergescope.resources import merge_stage_bytes
+    from mergescope.merging.candidates import export_candidates
+    from mergescope.models.resources import merge_stage_bytes
 
     parents, parent_bytes = _write_large_parents(zoo, work)
     candidates = _candidates(parents, max(sizes))
@@ -135,7 +135,7 @@ def _write_large_parents(zoo, work: Path):
 
     from kinship_bench import write_model
 
-    from mergescope.parents import resolve_parents
+    from mergescope.models.parents import resolve_parents
 
     parent_bytes = 0
     for name, parent in (("a", 1), ("b", 2), ("base", None)):
@@ -148,7 +148,7 @@ def _write_large_parents(zoo, work: Path):
 
 def run(zoo) -> dict:
     """Timings of both sides, their ratio, throughput, and whether their outputs are bitwise equal."""
-    from mergescope.parents import resolve_parents
+    from mergescope.models.parents import resolve_parents
 
     parent_dirs = [zoo.model_path("arith"), zoo.model_path("facts")]
     read = N_CANDIDATES * sum((d / "model.safetensors").stat().st_size for d in parent_dirs)

@@ -45,7 +45,7 @@ FITNESS_BUDGET, FITNESS_FINALISTS = 6, 2
 
 
 def _settings(zoo, out: Path, limit: int):
-    from mergescope.sweep import SweepSettings
+    from mergescope.recipes.sweep import SweepSettings
 
     return SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
                          base=str(zoo.model_path("base")), out=out, backend="hf", limit=limit, progress=False)
@@ -53,9 +53,9 @@ def _settings(zoo, out: Path, limit: int):
 
 def _grid_objectives(grid_run: Path, space: Path, zoo, limit: int) -> dict[str, float]:
     """Each grid point's objective as the search computes it: a one-trial search in a copy reads the items."""
-    from mergescope.search import SearchSettings, plan_search
-    from mergescope.search_fitness import fitness_items, task_objectives
-    from mergescope.store import ResultsStore
+    from mergescope.recipes.search import SearchSettings, plan_search
+    from mergescope.recipes.search_fitness import fitness_items, task_objectives
+    from mergescope.runs.store import ResultsStore
 
     plan = plan_search(SearchSettings(run=_settings(zoo, grid_run, limit), space=space, budget=1))
     store = ResultsStore.of_run(grid_run)
@@ -92,8 +92,8 @@ def _evaluations_to(best: float, run: Path, budget: int) -> tuple[int, int | Non
 def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
     """Wall and CPU seconds of a search evaluating every trial on every item, and of the same search with a fitness
     subset of `fitness_items` per task, each in a fresh run; and their ratios (subset / every item)."""
-    from mergescope.config import SWEEPS_DIR
-    from mergescope.search import SearchSettings, search
+    from mergescope.merging.spec import SWEEPS_DIR
+    from mergescope.recipes.search import SearchSettings, search
 
     costs = {}
     with tempfile.TemporaryDirectory(prefix="fitness-bench-") as scratch:
@@ -111,8 +111,8 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
 
 def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
     """Evaluations-to-grid-best per sampler (median and every seed), the grid's size and best, and timings."""
-    from mergescope.search import SearchSettings, search
-    from mergescope.sweep import sweep
+    from mergescope.recipes.search import SearchSettings, search
+    from mergescope.recipes.sweep import sweep
 
     with tempfile.TemporaryDirectory(prefix="search-bench-") as scratch:
         scratch = Path(scratch)

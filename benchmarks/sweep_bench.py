@@ -61,9 +61,9 @@ def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
 
 
 def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
-    from mergescope.candidates import expand, to_mergekit_yaml
-    from mergescope.config import load_sweep
-    from mergescope.parents import resolve_parents
+    from mergescope.merging.candidates import expand, to_mergekit_yaml
+    from mergescope.merging.spec import load_sweep
+    from mergescope.models.parents import resolve_parents
 
     parents = resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
     directory.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def run(zoo) -> dict:
 
 
 def _cold_start(model_dir: Path) -> float:
-    from mergescope.backends.vllm import VLLMBackend
+    from mergescope.serving.vllm import VLLMBackend
 
     backend = VLLMBackend()
     started = time.perf_counter()
@@ -72,7 +72,7 @@ def _cold_start(model_dir: Path) -> float:
 
 
 def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
-    from mergescope.backends.vllm import VLLMBackend
+    from mergescope.serving.vllm import VLLMBackend
 
     parents = [_state_dict(zoo.model_path(name)) for name in ("arith", "facts")]
     backend = VLLMBackend()
@@ -95,7 +95,7 @@ def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
 
 
 def _hf_evaluations(zoo, tasks, scratch: Path) -> list[float]:
-    from mergescope.backends.hf import HFBackend
+    from mergescope.serving.hf import HFBackend
 
     backend = HFBackend()
     seconds = []

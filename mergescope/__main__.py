@@ -1,3 +1,3 @@
-from mergescope.cli import main
+from mergescope.cli.app import main
 
 main()

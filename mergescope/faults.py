@@ -3,7 +3,7 @@
 A test seam, inert unless the environment asks for it. `MERGESCOPE_KILL_AT=NAME:N` sends SIGKILL to the
 process the N-th time it passes `kill_point(NAME)`; `NAME:N:INT` sends SIGINT instead (a real Ctrl-C, so the
 interrupt path runs too). The variable is read once at import; without it a kill point is one comparison.
-tests/test_crash_resume.py kills sweeps at every name in `KILL_POINTS` and checks that resuming them
+tests/recipes/test_crash_resume.py kills sweeps at every name in `KILL_POINTS` and checks that resuming them
 gives the results of an uninterrupted run.
 """
 

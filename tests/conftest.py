@@ -32,7 +32,7 @@ def zoo():
 @pytest.fixture(scope="session")
 def default_run(zoo, tmp_path_factory):
     """The default sweep of the zoo's two parents (with the base) on all zoo tasks, run once per session."""
-    from mergescope.sweep import SweepSettings, sweep
+    from mergescope.recipes.sweep import SweepSettings, sweep
 
     run_dir = tmp_path_factory.mktemp("runs") / "default"
     settings = SweepSettings(
@@ -45,9 +45,9 @@ def default_run(zoo, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def judged_run(default_run, tmp_path_factory):
-    """A copy of the default run judged on judges/zoo_skills.yaml by the honest stand-in judge (tests/judge_server.py)."""
-    import judge_server
-    import report_runs
+    """A copy of the default run judged on judges/zoo_skills.yaml by the honest stand-in judge (tests/helpers/judge_server.py)."""
+    from helpers import judge_server
+    from helpers import report_runs
 
     with judge_server.JudgeServer() as server:
         return report_runs.judged(default_run[1].run_dir, tmp_path_factory.mktemp("judged") / "default", server.url)

@@ -19,7 +19,7 @@ Each recipe fine-tunes the zoo's two skill parents from a built zoo's base with 
   merged into them before the parent is saved; the rest of the model stays the base's.
 
 For each recipe it prints one row: each parent's exact match on its own dev split (never an lm-eval item),
-what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merge) keep of it, what half of each
+what linear 0.5 and SLERP 0.5 merges (mergekit, through mergescope.merging.merge) keep of it, what half of each
 task vector alone keeps (linear 0.5 of base and parent), task arithmetic at weight 1, each task vector's norm
 relative to the base and the two task vectors' cosine. Rows are appended to OUT/rows.jsonl; finished recipes
 are skipped on a rerun.
@@ -43,9 +43,9 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from mergescope.candidates import config_id
-from mergescope.merge import merge_in_memory
-from mergescope.records import Candidate
+from mergescope.merging.candidates import config_id
+from mergescope.merging.merge import merge_in_memory
+from mergescope.runs.records import Candidate
 from mergescope.zoo import build, corpus
 from mergescope.zoo.quality import exact_match
 from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa_batches, train
@@ -205,7 +205,7 @@ def with_lora(model: LlamaForCausalLM, rank: int):
 
 
 def merged(config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
-    """Return the mergekit merge of `config` as a model (in memory, through mergescope.merge)."""
+    """Return the mergekit merge of `config` as a model (in memory, through mergescope.merging.merge)."""
     config = {**config, "dtype": "float32"}
     candidate = Candidate(id=config_id(config, None), method=config["merge_method"], label="retention",
                           mergekit_config=config)

@@ -20,7 +20,7 @@ import pandas as pd
 import statsmodels.api as sm
 
 from mergescope.analysis.emergence import emergence
-from mergescope.analysis.run import RunData, load_run
+from mergescope.analysis.run_data import RunData, load_run
 from mergescope.errors import ConfigError, did_you_mean
 
 NUMERIC_REGRESSORS = ("kinship", "parent_gap", "parent_mean", "mix")

@@ -34,7 +34,7 @@ import pandas as pd
 
 from mergescope.analysis.itemscores import (REPORTING_HALF, SELECTION_HALF, CandidatePoint, Measure, candidate_points,
                                             item_halves, item_scores, point_item_scores)
-from mergescope.analysis.run import RunData, load_run
+from mergescope.analysis.run_data import RunData, load_run
 from mergescope.analysis.stats import (adjust_p_values, between_seed_sd, bootstrap_difference_ci,
                                        correction_method, intersection_union_p, paired_test)
 from mergescope.errors import ConfigError, did_you_mean

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mergescope.analysis.run import RunData, load_run
+from mergescope.analysis.run_data import RunData, load_run
 from mergescope.analysis.stats import score_kind
 
 

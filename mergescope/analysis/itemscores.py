@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from mergescope.analysis.run import RunData
+from mergescope.analysis.run_data import RunData
 from mergescope.analysis.stats import ScoreKind, score_kind
 
 

@@ -21,10 +21,10 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
-from mergescope import hub
+from mergescope.models import hub
 from mergescope.analysis.weights import WeightIndex, check_same_tensors, weight_index
 from mergescope.errors import ConfigError
-from mergescope.store import nan_to_null
+from mergescope.runs.store import nan_to_null
 
 Scope = Literal["model", "module", "layer", "tensor"]
 SCOPES: tuple[Scope, ...] = ("model", "module", "layer", "tensor")

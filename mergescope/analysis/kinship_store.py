@@ -12,9 +12,9 @@ from typing import Sequence
 import pandas as pd
 
 from mergescope.analysis.kinship import METRICS, KinshipFigure, KinshipReport, Scope, kinship
-from mergescope.analysis.run import load_run
-from mergescope.records import ParentSet
-from mergescope.store import ResultsStore, nan_to_null, null_to_nan
+from mergescope.analysis.run_data import load_run
+from mergescope.runs.records import ParentSet
+from mergescope.runs.store import ResultsStore, nan_to_null, null_to_nan
 
 KINSHIP_SCHEMA = """
 CREATE TABLE IF NOT EXISTS kinship (

@@ -15,7 +15,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from mergescope.analysis.emergence import EmergenceReport, emergence
 from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
-from mergescope.analysis.run import RunData
+from mergescope.analysis.run_data import RunData
 from mergescope.analysis.search import SearchAnalysis, analyse_search
 from mergescope.analysis.stats import score_kind
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mergescope.analysis.emergence import EmergenceReport, reported_on_half
-from mergescope.analysis.run import RunData
-from mergescope.run_dir import SearchMeta
+from mergescope.analysis.run_data import RunData
+from mergescope.runs.directory import SearchMeta
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ import torch
 
 from mergescope.analysis.weights import WeightIndex, weight_index
 from mergescope.errors import ConfigError
-from mergescope.store import ResultsStore, nan_to_null, null_to_nan
+from mergescope.runs.store import ResultsStore, nan_to_null, null_to_nan
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mergescope.analysis.run import RunData
-    from mergescope.records import Candidate
+    from mergescope.analysis.run_data import RunData
+    from mergescope.runs.records import Candidate
 
 # mergekit's slerp() defaults; its merge method passes neither, so every SLERP merge uses these.
 DOT_THRESHOLD = 0.9995
@@ -113,7 +113,7 @@ def plan_slerp(mergekit_config: dict) -> list[PlannedTensor]:
     """Returns every tensor of a SLERP merge with its two inputs and t, from mergekit's merge planner."""
     from mergekit.config import MergeConfiguration
 
-    from mergescope.merge import planned_saves
+    from mergescope.merging.merge import planned_saves
 
     config = MergeConfiguration.model_validate(mergekit_config)
     if config.merge_method != "slerp":
@@ -229,7 +229,7 @@ def slerp_summary(run: "RunData | str | Path") -> "pd.DataFrame":
     median and range."""
     import pandas as pd
 
-    from mergescope.analysis.run import RunData, load_run
+    from mergescope.analysis.run_data import RunData, load_run
 
     data = run if isinstance(run, RunData) else load_run(run)
     table = data.tables.get("slerp_diagnostics")

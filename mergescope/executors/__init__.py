@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any, Callable, Protocol
 
 from mergescope.executors.worker import EvalJob, SubjectResult, SubjectWorker
-from mergescope.options import LocalOptions, Plugin, RayOptions, Registry
-from mergescope.records import EvalSubject
+from mergescope.serving.options import LocalOptions, Plugin, RayOptions, Registry
+from mergescope.runs.records import EvalSubject
 
 # Called in the writing process for each finished subject.
 ResultHandler = Callable[[SubjectResult], None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from mergescope.executors.worker import EvalJob, SubjectWorker
-from mergescope.options import LocalOptions
-from mergescope.records import EvalSubject
+from mergescope.serving.options import LocalOptions
+from mergescope.runs.records import EvalSubject
 
 
 class LocalExecutor:

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from mergescope.errors import PrerequisiteError
 from mergescope.executors.worker import EvalJob, SubjectWorker
-from mergescope.options import RayOptions
-from mergescope.records import EvalSubject
+from mergescope.serving.options import RayOptions
+from mergescope.runs.records import EvalSubject
 
 
 class RayExecutor:

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergescope.backends import create_backend
-from mergescope.backends.chat import has_chat_template
+from mergescope.serving import create_backend
+from mergescope.serving.chat import has_chat_template
 from mergescope.faults import kill_point
-from mergescope.merge import merge_to_disk
-from mergescope.records import AnswerRequest, EvalSubject, Evaluation
+from mergescope.merging.merge import merge_to_disk
+from mergescope.runs.records import AnswerRequest, EvalSubject, Evaluation
 from mergescope.scoring.lmeval import TaskRunner, TaskSuite
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import matplotlib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from mergescope.analysis.run import load_run
+from mergescope.analysis.run_data import load_run
 from mergescope.analysis.run_analysis import RunAnalysis, analyse_run
 from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
-from mergescope.analysis.run import RunData
+from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
 from mergescope.report.plots import (finish, height_for_rows, panel_grid, register_plot, register_series_plot,
                                      set_tick_labels)

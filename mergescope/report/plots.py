@@ -23,11 +23,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from mergescope.analysis.run import RunData
+from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
 
 if TYPE_CHECKING:
-    from mergescope.analysis.study import StudyData
+    from mergescope.analysis.kinship_study import StudyData
 
 PlotFunction = Callable[[RunAnalysis], Figure | None]
 SeriesPlotFunction = Callable[[Sequence[RunData]], Figure | None]

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from mergescope.analysis.emergent_items import ItemTransitions
-from mergescope.analysis.run import RunData
+from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
 from mergescope.errors import MergescopeError
 

@@ -1,4 +1,4 @@
-"""Plots of a kinship study: each takes the study's `StudyData` (analysis/study.py) and is registered with
+"""Plots of a kinship study: each takes the study's `StudyData` (analysis/kinship_study.py) and is registered with
 `register_study_plot`, so the study report shows every one in registration order."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from mergescope.report.plots import finish, register_study_plot, task_colors
 
 if TYPE_CHECKING:
-    from mergescope.analysis.study import StudyData
+    from mergescope.analysis.kinship_study import StudyData
 
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 
 from mergescope.errors import ConfigError, MergescopeError
-from mergescope.records import Answer, Comparison, Judgment
+from mergescope.runs.records import Answer, Comparison, Judgment
 from mergescope.scoring.judge_parse import ReplyToken, expected_score, parse_grades, parse_verdict
 from mergescope.scoring.rubric import Rubric, grading_messages, pairwise_messages
 

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mergescope.backends import BACKENDS, create_backend, default_backend
-from mergescope.backends.chat import has_chat_template
+from mergescope.serving import BACKENDS, create_backend, default_backend
+from mergescope.serving.chat import has_chat_template
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
-from mergescope.records import Answer, AnswerRequest, EvalSubject
-from mergescope.run_dir import (JudgingMeta, LockedRun, RunMeta, judging_meta, merges_dir, run_meta, stored_subjects,
+from mergescope.runs.records import Answer, AnswerRequest, EvalSubject
+from mergescope.runs.directory import (JudgingMeta, LockedRun, RunMeta, judging_meta, merges_dir, run_meta, stored_subjects,
                                 write_judging_meta)
 from mergescope.scoring import judge_store
 from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
 from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_rubric
-from mergescope.store import ResultsStore
+from mergescope.runs.store import ResultsStore
 
 CACHE_NAME = "judge_cache.sqlite"
 
@@ -262,7 +262,7 @@ class ModelLoader:
         return complete
 
     def _load(self, subject: EvalSubject) -> None:
-        from mergescope.merge import merge_to_disk  # safetensors and mergekit: only when a model must answer
+        from mergescope.merging.merge import merge_to_disk  # safetensors and mergekit: only when a model must answer
 
         if self.loaded == subject.id:
             return

@@ -15,9 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from mergescope.records import Answer, Comparison, Judgment
+from mergescope.runs.records import Answer, Comparison, Judgment
 from mergescope.scoring.rubric import Rubric
-from mergescope.store import ResultsStore
+from mergescope.runs.store import ResultsStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (

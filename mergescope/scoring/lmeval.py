@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mergescope.config import EvalSettings
+from mergescope.merging.spec import EvalSettings
 from mergescope.errors import ConfigError
-from mergescope.records import Evaluation, ItemOutcome, TaskScore
+from mergescope.runs.records import Evaluation, ItemOutcome, TaskScore
 
 # Never read a hub: tasks use local data and models are local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -20,7 +20,7 @@ import jinja2.meta
 import jinja2.sandbox
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from mergescope.config import load_yaml, validation_message
+from mergescope.merging.spec import load_yaml, validation_message
 from mergescope.errors import ConfigError, did_you_mean
 
 JUDGES_DIR = Path(__file__).resolve().parent.parent.parent / "judges"

@@ -1,0 +1,513 @@
+"""The `mergescope` command line: each command parses options and calls one library function."""
+
+from __future__ import annotations
+
+import functools
+import gc
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from mergescope.cli.options import (
+    AllowNonfiniteOption, ApiKeyEnvOption, ApplyChatTemplateOption, BatchSizeOption, ChatTemplateOption,
+    DtypeOption, FewshotAsMultiturnOption, GenKwargsOption, JsonOption, JudgeMaxTokensOption, JudgeModelOption,
+    JudgeUrlOption, LogprobsOption, NumFewshotOption, RubricOption, RunArgument, SystemInstructionOption,
+    evaluation_settings,
+)
+
+app = typer.Typer(help="Sweep LLM merges, score them, and find what emerges.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+zoo_app = typer.Typer(help="The tiny trained model zoo used by tests and the demo.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+def user_errors(command: Callable) -> Callable:
+    """Print a MergescopeError as one line with its hint and exit with its code; no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from mergescope.errors import MergescopeError
+
+        try:
+            return command(*args, **kwargs)
+        except MergescopeError as error:
+            typer.echo(f"error: {error.one_line()}", err=True)
+            raise typer.Exit(error.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("\ninterrupted: finished results are saved; run the same command again to resume.", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@zoo_app.command("build")
+@user_errors
+def zoo_build(
+    directory: Annotated[Path, typer.Argument(help="Where to write the zoo.")],
+    seed: int = 0,
+    width: Annotated[int, typer.Option(help="The models' hidden size (a multiple of 32): the demo's zoos are 64 and 128.")] = 128,
+):
+    """Train the zoo's tokenizer, two lineages of bases and their fine-tunes on CPU; write DIR/zoo.json."""
+    from mergescope.zoo import build_zoo
+
+    manifest = build_zoo(directory, seed=seed, width=width)
+    typer.echo(f"zoo written to {directory}/zoo.json in {manifest.build_seconds:.0f}s")
+
+
+@zoo_app.command("table")
+@user_errors
+def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
+    """Print the zoo's models, recipes, scores and task-vector norms as a Markdown table (the README's)."""
+    from mergescope.zoo import load_zoo
+    from mergescope.zoo.manifest import markdown_table
+
+    typer.echo(markdown_table(load_zoo(directory)), nl=False)
+
+
+@app.command()
+@user_errors
+def sweep(
+    ctx: typer.Context,
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
+    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML (default: sweeps/default.yaml).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
+    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
+    allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
+    allow_nonfinite: AllowNonfiniteOption = False,
+    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")] = None,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    judge_logprobs: LogprobsOption = 0,
+    judge_max_tokens: JudgeMaxTokensOption = None,
+    executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="Ray cluster address (default: start a local one).")] = None,
+    workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
+    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs each engine splits a model over.")] = 1,
+    gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM: share of GPU memory an engine takes.")] = 0.85,
+):
+    """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
+    from mergescope.errors import MergescopeError
+    from mergescope.scoring.judge_run import sweep_judge
+    from mergescope.recipes.sweep import SweepSettings
+    from mergescope.recipes.sweep import sweep as run_sweep
+
+    # `--parents A B` is accepted as the issue writes it: extra positional words are more parents.
+    settings = SweepSettings(
+        parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
+        task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
+        evaluation=evaluation_settings(ctx), dtype=dtype,
+        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_nonfinite=allow_nonfinite,
+        max_memory=max_memory,
+        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs, judge_max_tokens),
+        executor=executor,
+        # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
+        # --backend hf), while defaults never get in the way of the backend chosen (vllm on a GPU machine)
+        backend_options=_given(ctx, tensor_parallel_size=tensor_parallel_size,
+                               gpu_memory_utilization=gpu_memory_utilization),
+        executor_options=_given(ctx, address=address, workers=workers, gpus_per_worker=gpus_per_worker),
+    )
+    result = run_sweep(settings)
+    typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
+               f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+    if result.judging_incomplete:  # scores and finished judgments are kept; exit 1 so that scripts see the gap
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint=f"rerun `mergescope judge {result.run_dir}` with the same judge options "
+                                   "once the judge answers")
+
+
+@app.command()
+@user_errors
+def search(
+    ctx: typer.Context,
+    space: Annotated[Path, typer.Option("--space", help="Search space YAML, e.g. sweeps/space_lu2024.yaml.")],
+    budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
+    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
+    seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
+    objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean",
+    fitness_items: Annotated[Optional[int], typer.Option(help="Score trials on K seeded selection-half items per task.")] = None,
+    finalists: Annotated[int, typer.Option(help="The best trials rescored on the whole selection half.")] = 3,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
+    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
+    allow_nonfinite: AllowNonfiniteOption = False,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    executor: Annotated[str, typer.Option(help="Where trials run: local, or ray.")] = "local",
+    address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address.")] = None,
+    workers: Annotated[int, typer.Option(help="Ray serving actors; each batch asks this many trials at once.")] = 1,
+    as_json: JsonOption = False,
+):
+    """Search a space of merges with an Optuna sampler: every trial a candidate of the run; rerunning resumes."""
+    from mergescope.errors import MergescopeError
+    from mergescope.scoring.judge_run import sweep_judge
+    from mergescope.recipes.search import SearchSettings
+    from mergescope.recipes.search import search as run_search
+    from mergescope.recipes.sweep import SweepSettings
+
+    run = SweepSettings(
+        parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
+        task_paths=list(task_path or []), out=out, backend=backend, limit=limit, allow_nonfinite=allow_nonfinite,
+        progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype,
+        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, 0), executor=executor,
+        executor_options=_given(ctx, address=address, workers=workers),
+    )
+    result = run_search(SearchSettings(run=run, space=space, budget=budget, sampler=sampler, seed=seed,
+                                       objective=objective, fitness_items=fitness_items, finalists=finalists))
+    if as_json:
+        typer.echo(json.dumps({"run": str(result.run_dir), "trials": result.n_trials, "evaluated": result.n_evaluated,
+                               "best_trial": result.best_trial, "best_objective": result.best_objective}, indent=1))
+    else:
+        best = f"best trial {result.best_trial} (objective {result.best_objective:.3f}, selection half)" \
+            if result.best_trial is not None else "the non-dominated trials are in the report"
+        typer.echo(f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
+                   f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+    if result.judging_incomplete:
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint="rerun the same command once the judge answers")
+
+
+def _given(ctx: typer.Context, **options) -> dict:
+    """The options among `options` given on the command line (or from the environment), not left at defaults."""
+    # by name: typer vendors its own click, whose ParameterSource is not click's
+    defaults = {"DEFAULT", "DEFAULT_MAP"}
+    return {name: value for name, value in options.items() if ctx.get_parameter_source(name).name not in defaults}
+
+
+@app.command()
+@user_errors
+def study(
+    ctx: typer.Context,
+    pairs: Annotated[Optional[list[str]], typer.Option(
+        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable).")] = None,
+    zoo: Annotated[Optional[list[str]], typer.Option(
+        "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
+                      "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML every pair is swept with (default: sweeps/default.yaml).")] = None,
+    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")] = None,
+    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
+    report: Annotated[Optional[Path], typer.Option(help="Report folder (default: OUT/report).")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    num_fewshot: NumFewshotOption = None,
+    apply_chat_template: ApplyChatTemplateOption = False,
+    chat_template: ChatTemplateOption = None,
+    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
+    system_instruction: SystemInstructionOption = None,
+    gen_kwargs: GenKwargsOption = None,
+    batch_size: BatchSizeOption = None,
+    dtype: DtypeOption = None,
+    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")] = None,
+    allow_nonfinite: AllowNonfiniteOption = False,
+    as_json: JsonOption = False,
+):
+    """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
+    from mergescope.recipes.demo import DEMO_ZOOS
+    from mergescope.errors import MergescopeError
+    from mergescope.recipes.study import StudySettings, zoo_pairs
+    from mergescope.recipes.study import study as run_study
+    from mergescope.recipes.sweep import SweepSettings
+
+    options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
+                            backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
+                            progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype)
+    zoo_options = zoo or ([] if pairs else [f".cache/{name}" for name, _ in DEMO_ZOOS])
+    study_pairs = [*(_study_pair(text) for text in pairs or []),
+                   *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
+    result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=1))
+    else:
+        for outcome in result.pairs:
+            typer.echo(f"pair {outcome.pair.key}: {outcome.status}, {outcome.n_evaluated} evaluated, "
+                       f"{outcome.n_skipped} already done ({outcome.run_dir})")
+        typer.echo(f"study report: {result.report} ({result.seconds:.0f}s)")
+    if result.judging_incomplete:
+        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
+                              hint="rerun the same command once the judge answers")
+
+
+def _study_pair(text: str):
+    """A StudyPair from `[GROUP/]NAME=A,B[,BASE]`; ConfigError when it does not read so."""
+    from mergescope.errors import ConfigError
+    from mergescope.recipes.study import StudyPair
+
+    label, equals, models = text.partition("=")
+    paths = models.split(",")
+    if not equals or not label or len(paths) not in (2, 3) or not all(paths):
+        raise ConfigError(f"--pairs {text!r}: expected [GROUP/]NAME=A,B[,BASE]",
+                          hint="e.g. --pairs arith_facts=zoo/models/arith,zoo/models/facts,zoo/models/base")
+    group, _, name = label.rpartition("/")
+    return StudyPair(name=name, parents=(Path(paths[0]), Path(paths[1])),
+                     base=Path(paths[2]) if len(paths) == 3 else None, group=group)
+
+
+def _zoo_option(text: str) -> tuple[str, str | None]:
+    """The zoo directory and group of `[GROUP=]DIR` (group None: the directory's name)."""
+    group, equals, directory = text.partition("=")
+    return (directory, group) if equals else (text, None)
+
+
+@app.command()
+@user_errors
+def judge(
+    run: RunArgument,
+    judge_url: JudgeUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    rubric: RubricOption = None,
+    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
+    judge_logprobs: LogprobsOption = 0,
+    judge_max_tokens: JudgeMaxTokensOption = None,
+    samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
+    pairwise: Annotated[bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")] = True,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one judge reply.")] = 60.0,
+    retries: Annotated[int, typer.Option(min=0, help="Retries (with exponential backoff) of a failed request.")] = 4,
+    backend: Annotated[Optional[str], typer.Option(help="Backend that generates missing answers.")] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="Generate missing answers in this dtype (default: the one the run was served in).")] = None,
+    as_json: JsonOption = False,
+):
+    """(Re)judge a run's finished subjects with an LLM judge; cached judgments cost nothing."""
+    from mergescope.errors import ConfigError, MergescopeError
+    from mergescope.scoring.judge_run import JudgeSettings, judge_run
+
+    if not (judge_url and judge_model):
+        raise ConfigError("judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1")
+    settings = JudgeSettings(url=judge_url, model=judge_model, rubrics=tuple(str(r) for r in rubric or ()),
+                             api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
+                             pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries,
+                             logprobs=judge_logprobs, max_tokens=judge_max_tokens)
+    result = judge_run(run, settings, backend, dtype)
+    if as_json:
+        typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,
+                               "requests_sent": result.requests_sent, "incomplete": result.incomplete}, indent=1))
+    else:
+        state = f"incomplete for {len(result.incomplete)} subjects" if result.incomplete else "complete"
+        typer.echo(f"judged {result.n_subjects} subjects of {result.run_dir} ({result.requests_sent} requests): judging {state}")
+    if result.incomplete:  # what was judged is kept; exit 1 so that scripts see the rest is missing
+        raise MergescopeError(f"judging incomplete for {len(result.incomplete)} subjects: "
+                              f"{result.failure or 'some judgments are missing'}",
+                              hint="rerun this command once the judge answers; finished judgments are kept")
+
+
+@app.command()
+@user_errors
+def report(run: RunArgument, out: Annotated[Optional[Path], typer.Option(help="Report folder.")] = None):
+    """Write the self-contained HTML report of a run; print its path."""
+    from mergescope.report import write_report
+
+    typer.echo(str(write_report(run, out)))
+
+
+@app.command()
+@user_errors
+def results(run: RunArgument, as_json: JsonOption = False):
+    """Print a run's candidate/score table."""
+    from mergescope.runs.store import ResultsStore
+
+    store = ResultsStore.of_run(run)
+    rows = store.score_table()
+    store.close()
+    if as_json:
+        keys = ("id", "kind", "label", "method", "parameters", "seed", "task", "metric", "value", "stderr")
+        typer.echo(json.dumps([{("candidate_id" if k == "id" else k): row[k] for k in keys} for row in rows], indent=1))
+        return
+    for row in rows:
+        stderr = f" ± {row['stderr']:.3f}" if row["stderr"] is not None else ""
+        typer.echo(f"{row['kind']:<9} {row['label']:<28} {row['task']:<16} {row['metric']:<12} {row['value']:.3f}{stderr}")
+
+
+@app.command()
+@user_errors
+def candidates(
+    spec: Annotated[Path, typer.Argument(help="Sweep spec YAML.")],
+    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
+    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
+    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
+    export: Annotated[Optional[Path], typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
+    as_json: JsonOption = False,
+):
+    """Plan a sweep: how many candidates a spec gives over these parents, and their ids (nothing is merged)."""
+    from mergescope.merging.candidates import plan_candidates
+
+    plan = plan_candidates(spec, [*(parents or []), *(extra_parents or [])], base, export)
+    if as_json:
+        typer.echo(json.dumps(plan.rows(), indent=1))
+        return
+    typer.echo(f"{plan.spec}: {len(plan.candidates)} candidates of {', '.join(p.name for p in plan.parents.parents)}")
+    for row in plan.rows():
+        typer.echo(f"  {row['id']}  {row['label']}" + (f"  -> {row['file']}" if row["file"] else ""))
+
+
+@app.command()
+@user_errors
+def merge(
+    config: Annotated[str, typer.Argument(help="A mergekit YAML file, or a candidate id with --run.")],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the merged model directory.")],
+    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate CONFIG names.")] = None,
+):
+    """Merge one mergekit config (or one candidate of a run) into a loadable model directory, in process."""
+    from mergescope.merging.merge import merge_file
+
+    typer.echo(str(merge_file(config, out_dir, run)))
+
+
+@app.command()
+@user_errors
+def export(
+    candidate: Annotated[str, typer.Argument(help="The candidate's id in the run (or a unique prefix of it).")],
+    out_dir: Annotated[Path, typer.Argument(help="A new (or empty) directory for the model.")],
+    run: Annotated[Path, typer.Option(help="The run the candidate belongs to (the --out of a sweep).")],
+    push_to_hub: Annotated[Optional[str], typer.Option(help="Then upload it to this Hub repo (org/name, created private).")] = None,
+    as_json: JsonOption = False,
+):
+    """Write one candidate of a run as a standalone model directory: weights, config, tokenizer, card with its scores."""
+    from mergescope.merging.export import export_candidate
+
+    result = export_candidate(candidate, run, out_dir, push_to_hub)
+    if as_json:
+        typer.echo(json.dumps({**result.__dict__, "out": str(result.out)}, indent=1))
+        return
+    typer.echo(f"{result.label} ({result.candidate_id}) -> {result.out}" + (f" -> {result.hub_url}" if result.hub_url else ""))
+
+
+@app.command()
+@user_errors
+def validate(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: sweeps/, judges/).")] = None,
+    as_json: JsonOption = False,
+):
+    """Check every sweep spec (and other registered YAML) and report all problems at once; exit 2 on any."""
+    from mergescope.recipes.validate import validate as validate_files
+
+    report = validate_files(paths)
+    if as_json:
+        typer.echo(json.dumps({"files": [str(f) for f in report.files], "problems": list(report.problems)}, indent=1))
+    else:
+        for problem in report.problems:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo(f"{len(report.files)} files checked, {len(report.problems)} problems")
+    if not report.ok:
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def demo(cache: Annotated[Path, typer.Option(help="Where the two zoos are built (zoo64/, zoo128/).")] = Path(".cache")):
+    """Build the zoo at two widths (once per recipe), study both zoos' pairs with sweeps/study.yaml, write the report."""
+    from mergescope.recipes.demo import run_demo
+
+    typer.echo(f"report: {run_demo(cache).report.resolve()}")
+
+
+@app.command()
+@user_errors
+def emergence(
+    run: RunArgument,
+    as_json: JsonOption = False,
+    alpha: Annotated[float, typer.Option(help="Significance level of the labels.")] = 0.05,
+    correction: Annotated[str, typer.Option(help="Correction across a sweep's candidates: holm or bh.")] = "holm",
+    split: Annotated[str, typer.Option(help="Items the figures use: all, selection-reporting or cross-fit.")] = "all",
+):
+    """Per candidate and task: gains over the parents, 0->1 / 1->0 items, McNemar p, adjusted p, label."""
+    from mergescope.analysis.emergence import emergence as run_emergence
+
+    report = run_emergence(run, alpha=alpha, correction=correction, split=split)
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=1))
+        return
+    typer.echo(f"{'task':<16} {'candidate':<26} {'split':<11} {'n':>4} {'score':>6} {'vs best':>8} {'vs mean':>8} "
+               f"{'vs interp':>9} {'0->1':>5} {'1->0':>5} {'p best':>8} {'p adj':>8}  label")
+    for row in report.rows:
+        split_name = f"{row.split}({row.half})" if row.half else row.split
+        counts = f"{row.gained_vs_best:>5} {row.lost_vs_best:>5}" if row.gained_vs_best is not None else f"{'-':>5} {'-':>5}"
+        typer.echo(f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {row.score:>6.3f} "
+                   f"{row.gain_over_best:>+8.3f} {row.gain_over_mean:>+8.3f} {row.gain_over_interpolation:>+9.3f} "
+                   f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}")
+    typer.echo(f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "
+               f"parent, {report.correction}-adjusted across the candidates; label at alpha {report.alpha}")
+    for problem in report.problems:
+        typer.echo(f"note: {problem}", err=True)
+
+
+@app.command()
+@user_errors
+def kinship(
+    models: Annotated[list[str], typer.Argument(help="Two or more model directories (safetensors) or hub ids.")],
+    base: Annotated[Optional[str], typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
+    per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer figures.")] = False,
+    as_json: JsonOption = False,
+):
+    """Print how related models are: Pearson, cosine and Euclidean distance of their task vectors."""
+    from mergescope.analysis.kinship import kinship as compute_kinship
+
+    report = compute_kinship(models, base)
+    typer.echo(json.dumps(report.to_json(per_layer), indent=1) if as_json else report.to_text(per_layer))
+
+
+@app.command()
+@user_errors
+def serve(
+    target: Annotated[str, typer.Argument(help="A model directory, a hub id, or a subject id of --run (candidate or parent).")],
+    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate id TARGET names.")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = 8000,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="Serve in this dtype (default: the one --run was served in, else float32).")] = None,
+):
+    """Serve one candidate or parent on an OpenAI-compatible endpoint through vLLM's server."""
+    from mergescope.serving.server import serve as run_server
+
+    raise typer.Exit(run_server(target, run, host, port, dtype))
+
+
+def main() -> None:
+    """The console entry point (`mergescope`, `python -m mergescope`)."""
+    try:
+        app(prog_name="mergescope")
+    finally:
+        # At exit CPython's last garbage collections walk every object torch, transformers and lm-eval made:
+        # ~1.4 s per command. Nothing in them needs collecting (the store and files are closed by now), so
+        # freezing them makes exit take 0.2 s. Only here, never in-process (tests), where it would keep garbage.
+        # Not with triton loaded (torch's compiler stack, vLLM): its nanobind bindings print every object a
+        # freeze keeps alive at exit as a "leak".
+        if "triton" not in sys.modules:
+            gc.freeze()

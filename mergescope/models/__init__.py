@@ -1,0 +1,1 @@
+"""Model inputs: resolving parents (directories, hub ids), their compatibility, and memory and disk checks."""

@@ -1,0 +1,1 @@
+"""Recipes: the commands' pipelines read top to bottom (sweep, search, study, demo, validate) over the stages."""

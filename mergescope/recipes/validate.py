@@ -1,0 +1,131 @@
+"""`mergescope validate`: check every shipped (or given) YAML and report every problem at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pydantic import ValidationError
+
+from mergescope.merging.spec import SWEEPS_DIR, SweepSpec, load_yaml
+from mergescope.errors import MergescopeError
+from mergescope.runs.records import stand_in_parents
+from mergescope.scoring.rubric import rubric_problems
+from mergescope.merging.search_space import space_problems
+
+# A validator takes one YAML file and returns its problems, each one line naming the file and key.
+Validator = Callable[[Path], list[str]]
+
+
+def sweep_problems(path: Path) -> list[str]:
+    """Every problem of a sweep spec: schema errors, then each method block expanded over stand-in parents."""
+    from mergescope.merging.candidates import block_candidates, expand, validate_with_mergekit
+
+    try:
+        raw = load_yaml(path)
+    except MergescopeError as error:
+        return [error.one_line()]
+    if not isinstance(raw, dict):
+        return [f"{path}: a sweep spec must be a YAML mapping with a 'methods' list"]
+    try:
+        spec = SweepSpec.model_validate({**raw, "source": str(path)})
+    except ValidationError as error:
+        return [f"{path}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors()]
+    if not spec.methods and not spec.mergekit_configs:
+        return [f"{path}: methods: the spec lists no method block and no mergekit config"]
+    parents = stand_in_parents(len(spec.parents or ()) or 2)
+    problems = []
+    # One block at a time, so one bad block does not hide the problems of the next.
+    for index in range(len(spec.methods)):
+        problems += _problems_of(lambda: [validate_with_mergekit(c) for c in block_candidates(spec, index, parents)])
+    for relative in spec.mergekit_configs:
+        config_only = spec.model_copy(update={"methods": [], "mergekit_configs": [relative]})
+        problems += _problems_of(lambda: expand(config_only, parents))
+    return problems
+
+
+def _problems_of(check: Callable[[], object]) -> list[str]:
+    try:
+        check()
+    except MergescopeError as error:
+        return [error.one_line()]
+    return []
+
+
+def from_loader(load: Callable[[Path], object]) -> Validator:
+    """A validator that reports the one-line error of a loader that raises MergescopeError (or nothing)."""
+    return lambda path: _problems_of(lambda: load(path))
+
+
+@dataclass(frozen=True)
+class YamlKind:
+    """A kind of YAML file: the top-level keys only it has, the repository folder that holds it, its validator."""
+
+    markers: frozenset[str]
+    folder: str
+    check: Validator
+
+
+# What `mergescope validate` knows how to check. A file is told by its content (the marker keys at its top
+# level), wherever it lies; a file with no or several kinds' markers falls back to its enclosing folder. With no
+# paths, every kind's folder of the repository is checked. Other stages register their kinds here.
+KINDS: dict[str, YamlKind] = {
+    "sweep spec": YamlKind(frozenset({"methods", "mergekit_configs"}), "sweeps", sweep_problems),
+    "rubric": YamlKind(frozenset({"criteria"}), "judges", rubric_problems),
+    "search space": YamlKind(frozenset({"space"}), "sweeps", space_problems),
+}
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Which files were checked and every problem found."""
+
+    files: tuple[Path, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(paths: list[Path] | None = None) -> ValidationReport:
+    """The problems of every YAML file under `paths` (default: every registered folder: sweeps/, judges/ ...)."""
+    folders = dict.fromkeys(SWEEPS_DIR.parent / kind.folder for kind in KINDS.values())  # kinds may share one
+    roots = [Path(p) for p in paths] if paths else list(folders)
+    files, problems = [], []
+    for root in roots:
+        if not root.exists():
+            if paths:
+                problems.append(f"{root}: no such file or folder")
+            continue
+        for file in sorted(root.rglob("*.y*ml")) if root.is_dir() else [root]:
+            files.append(file)
+            problems += _validator_for(file)(file)
+    return ValidationReport(files=tuple(files), problems=tuple(problems))
+
+
+def _validator_for(file: Path) -> Validator:
+    """The validator of the one kind whose markers the file has, else of its nearest registered folder.
+
+    Sweep specs are the fallback: their validator explains what a spec must hold.
+    """
+    by_content = [kind for kind in KINDS.values() if kind.markers & _top_level_keys(file)]
+    if len(by_content) == 1:
+        return by_content[0].check
+    by_folder: dict[str, Validator] = {}
+    for kind in KINDS.values():  # the first kind registered for a folder is its fallback
+        by_folder.setdefault(kind.folder, kind.check)
+    for folder in file.resolve().parents:
+        if folder.name in by_folder:
+            return by_folder[folder.name]
+    return sweep_problems
+
+
+def _top_level_keys(file: Path) -> set[str]:
+    """The keys of the file's top-level mapping; none where it does not parse (its validator says why)."""
+    try:
+        raw = load_yaml(file)
+    except MergescopeError:
+        return set()
+    return set(raw) if isinstance(raw, dict) else set()
