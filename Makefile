@@ -56,3 +56,9 @@ bench: install
 
 clean:
 	rm -rf runs reports/*/ .cache
+
+# The docs site (mkdocs.yml, docs/) into site/; strict, so a broken link fails it. Needs the docs extra:
+# $(BIN)/pip install -e ".[docs]"
+.PHONY: docs
+docs:
+	$(BIN)/mkdocs build --strict -d site

@@ -4,8 +4,8 @@ Everything but the width is the zoo's recipe (mergescope.zoo.build: data, stages
 the heads stay 32 wide and the MLP twice the hidden size. Quality bars are printed, not enforced, so a width
 whose parents miss them still yields a row. Then:
 
-    PYTHONPATH=. python docs/experiments/wide_zoo.py OUT_ZOO HIDDEN
-    PYTHONPATH=. python docs/experiments/retention.py OUT_ZOO OUT_ROWS zoo
+    PYTHONPATH=. python docs/research/experiments/wide_zoo.py OUT_ZOO HIDDEN
+    PYTHONPATH=. python docs/research/experiments/retention.py OUT_ZOO OUT_ROWS zoo
 """
 
 from __future__ import annotations

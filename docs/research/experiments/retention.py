@@ -24,7 +24,7 @@ task vector alone keeps (linear 0.5 of base and parent), task arithmetic at weig
 relative to the base and the two task vectors' cosine. Rows are appended to OUT/rows.jsonl; finished recipes
 are skipped on a rerun.
 
-    PYTHONPATH=. python docs/experiments/retention.py ZOO_DIR OUT_DIR [RECIPE ...]
+    PYTHONPATH=. python docs/research/experiments/retention.py ZOO_DIR OUT_DIR [RECIPE ...]
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
 
 
 def markdown(row: dict) -> str:
-    """Return the row as a line of the docs/zoo_recipes.md table."""
+    """Return the row as a line of the docs/research/zoo_recipes.md table."""
     own = lambda key: " / ".join(f"{row[key][s]:.3f}" for s in SKILLS)  # noqa: E731
     kept = lambda m: " / ".join(f"{row['retention'][m][s]:.0%}" for s in SKILLS)  # noqa: E731
     return (f"| {row['recipe']} | {row['parents']['arith']['arith']:.3f} / {row['parents']['facts']['facts']:.3f} "
