@@ -9,7 +9,7 @@ cost no merge and see exactly the grid's scores (the benchmark checks that no se
 Evaluations-to-grid-best: the 1-based number of the first trial whose objective reaches the grid's best; a
 search that never does within its budget counts as budget + 1 ("not reached").
 
-Then the cost of cheap fitness: one TPE search of sweeps/space_lu2024.yaml (seed 0, FITNESS_BUDGET trials) in a
+Then the cost of cheap fitness: one TPE search of the shipped space_lu2024 (seed 0, FITNESS_BUDGET trials) in a
 fresh run with every trial evaluated on every item, and the same search with `--fitness-items K` (trials
 evaluated on K items per task, FITNESS_FINALISTS finalists then on every item): wall and CPU seconds of each,
 reference models included, and their ratios.

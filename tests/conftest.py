@@ -45,7 +45,7 @@ def default_run(zoo, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def judged_run(default_run, tmp_path_factory):
-    """A copy of the default run judged on judges/zoo_skills.yaml by the honest stand-in judge (tests/helpers/judge_server.py)."""
+    """A copy of the default run judged on the shipped zoo_skills rubric by the honest stand-in judge (tests/helpers/judge_server.py)."""
     from helpers import judge_server
     from helpers import report_runs
 

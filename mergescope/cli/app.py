@@ -74,7 +74,7 @@ def sweep(
     parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
-    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML (default: sweeps/default.yaml).")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default).")] = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
     task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
@@ -140,7 +140,7 @@ def sweep(
 @user_errors
 def search(
     ctx: typer.Context,
-    space: Annotated[Path, typer.Option("--space", help="Search space YAML, e.g. sweeps/space_lu2024.yaml.")],
+    space: Annotated[Path, typer.Option("--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")],
     budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
     parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
@@ -218,7 +218,7 @@ def study(
     zoo: Annotated[Optional[list[str]], typer.Option(
         "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
                       "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
-    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec YAML every pair is swept with (default: sweeps/default.yaml).")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec every pair is swept with: a YAML file or a shipped spec's name (default: default).")] = None,
     tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")] = None,
     task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
     out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
@@ -358,7 +358,7 @@ def results(run: RunArgument, as_json: JsonOption = False):
 @app.command()
 @user_errors
 def candidates(
-    spec: Annotated[Path, typer.Argument(help="Sweep spec YAML.")],
+    spec: Annotated[Path, typer.Argument(help="Sweep spec: a YAML file, or a shipped spec's name such as default.")],
     parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
     extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
     base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
@@ -412,7 +412,7 @@ def export(
 @app.command()
 @user_errors
 def validate(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: sweeps/, judges/).")] = None,
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: the shipped sweep specs, search spaces and rubrics).")] = None,
     as_json: JsonOption = False,
 ):
     """Check every sweep spec (and other registered YAML) and report all problems at once; exit 2 on any."""
@@ -432,7 +432,7 @@ def validate(
 @app.command()
 @user_errors
 def demo(cache: Annotated[Path, typer.Option(help="Where the two zoos are built (zoo64/, zoo128/).")] = Path(".cache")):
-    """Build the zoo at two widths (once per recipe), study both zoos' pairs with sweeps/study.yaml, write the report."""
+    """Build the zoo at two widths (once per recipe), study both zoos' pairs with the shipped study spec, write the report."""
     from mergescope.recipes.demo import run_demo
 
     typer.echo(f"report: {run_demo(cache).report.resolve()}")

@@ -11,7 +11,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 RunArgument = Annotated[Path, typer.Argument(help="A run directory (the --out of a sweep).")]
 JudgeUrlOption = Annotated[Optional[str], typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1.")]
 JudgeModelOption = Annotated[Optional[str], typer.Option(help="Model name the judge endpoint serves.")]
-RubricOption = Annotated[Optional[list[Path]], typer.Option("--rubric", help="Judge rubric YAML, e.g. judges/zoo_skills.yaml (repeatable).")]
+RubricOption = Annotated[Optional[list[Path]], typer.Option("--rubric", help="Judge rubric: a YAML file, or a shipped rubric's name such as zoo_skills (repeatable).")]
 ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding the judge's API key.")]
 LogprobsOption = Annotated[int, typer.Option(
     "--judge-logprobs", min=0, help="Ask the judge for N top alternatives per token and also keep "

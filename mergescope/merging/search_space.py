@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from mergescope.merging.spec import Grid, MethodBlock, Span, Strict, SweepSpec, as_sweep, load_yaml
+from mergescope.merging.spec import Grid, MethodBlock, Span, Strict, SweepSpec, as_sweep, find_sweep, load_yaml
 from mergescope.errors import ConfigError, MergescopeError
 
 METHOD_PARAMETER = "method"  # the categorical parameter that picks a block, in a space of several
@@ -210,8 +210,9 @@ def _highest(_: str, raw: Any) -> Any:
 
 
 def load_space(path: Path | str) -> SearchSpace:
-    """The validated search space at `path`; a ConfigError naming its first problem (and how many more) if any."""
-    path = Path(path)
+    """The validated search space at `path` (a file or a shipped space's name); a ConfigError naming its first
+    problem (and how many more) if any."""
+    path = find_sweep(path, "search space")
     problems = space_problems(path)
     if problems:
         more = f" (and {len(problems) - 1} more: see `mergescope validate {path}`)" if len(problems) > 1 else ""

@@ -1,4 +1,4 @@
-"""Sweep specs: strict pydantic models of the YAML under `sweeps/`, and their loader.
+"""Sweep specs: strict pydantic models of the YAML under `sweeps/` (shipped in this package), and their loader.
 
 A parameter value in a spec is one of
   - a fixed value mergekit understands: a number, a per-layer gradient `[0, 0.5, 1]`, or per-tensor
@@ -18,8 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mergescope.errors import ConfigError
+from mergescope.shipped import resolve_shipped, shipped_folder
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SWEEPS_DIR = shipped_folder("mergescope.merging", "sweeps")
 DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
 
 # Which input acts as mergekit's `base_model` for a method block.
@@ -195,9 +196,14 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
 
 
+def find_sweep(name_or_path: Path | str, what: str = "sweep spec") -> Path:
+    """The file a `--sweep` (or `--space`) value means: the user's file, else a shipped one (shipped.py's rule)."""
+    return resolve_shipped(name_or_path, SWEEPS_DIR, what)
+
+
 def load_sweep(path: Path | str | None = None) -> SweepSpec:
-    """The validated sweep spec at `path` (default: sweeps/default.yaml)."""
-    path = Path(path) if path else DEFAULT_SWEEP
+    """The validated sweep spec at `path`, a file or a shipped spec's name (default: the shipped `default`)."""
+    path = find_sweep(path) if path else DEFAULT_SWEEP
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a sweep spec must be a YAML mapping with a 'methods' list")

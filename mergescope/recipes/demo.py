@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mergescope.merging.spec import SWEEPS_DIR
 from mergescope.report.plots import STUDY_PLOTS
 from mergescope.recipes.study import StudyResult, StudySettings, study, zoo_study_pairs
 from mergescope.recipes.sweep import SweepSettings
 from mergescope.zoo.build import LARGE_WIDTH, SMALL_WIDTH, ensure_zoo
 
-STUDY_SWEEP = Path(__file__).resolve().parents[2] / "sweeps" / "study.yaml"
+STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
 # Each zoo's directory under the cache names its group in the study: the two sizes side by side.
 DEMO_ZOOS = (("zoo64", SMALL_WIDTH), ("zoo128", LARGE_WIDTH))
 
 
 def run_demo(cache: Path = Path(".cache"), run_dir: Path = Path("runs/demo"),
              report_dir: Path = Path("reports/demo")) -> StudyResult:
-    """Study every pair of both zoos (each built once per recipe, into `cache`) with sweeps/study.yaml;
+    """Study every pair of both zoos (each built once per recipe, into `cache`) with the shipped study spec;
     rerunning resumes."""
     zoos = [ensure_zoo(cache / name, width=width) for name, width in DEMO_ZOOS]
     pairs = tuple(pair for zoo in zoos for pair in zoo_study_pairs(zoo))

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from mergescope.merging.spec import SWEEPS_DIR, SweepSpec, load_yaml
 from mergescope.errors import MergescopeError
 from mergescope.runs.records import stand_in_parents
-from mergescope.scoring.rubric import rubric_problems
+from mergescope.scoring.rubric import JUDGES_DIR, rubric_problems
 from mergescope.merging.search_space import space_problems
 
 # A validator takes one YAML file and returns its problems, each one line naming the file and key.
@@ -60,20 +60,20 @@ def from_loader(load: Callable[[Path], object]) -> Validator:
 
 @dataclass(frozen=True)
 class YamlKind:
-    """A kind of YAML file: the top-level keys only it has, the repository folder that holds it, its validator."""
+    """A kind of YAML file: the top-level keys only it has, the folder of its shipped files, its validator."""
 
     markers: frozenset[str]
-    folder: str
+    folder: Path  # package data; a file with no markers in any folder of this name is of this kind
     check: Validator
 
 
 # What `mergescope validate` knows how to check. A file is told by its content (the marker keys at its top
-# level), wherever it lies; a file with no or several kinds' markers falls back to its enclosing folder. With no
-# paths, every kind's folder of the repository is checked. Other stages register their kinds here.
+# level), wherever it lies; a file with no or several kinds' markers falls back to its enclosing folder's name. With
+# no paths, every kind's shipped folder is checked. Other stages register their kinds here.
 KINDS: dict[str, YamlKind] = {
-    "sweep spec": YamlKind(frozenset({"methods", "mergekit_configs"}), "sweeps", sweep_problems),
-    "rubric": YamlKind(frozenset({"criteria"}), "judges", rubric_problems),
-    "search space": YamlKind(frozenset({"space"}), "sweeps", space_problems),
+    "sweep spec": YamlKind(frozenset({"methods", "mergekit_configs"}), SWEEPS_DIR, sweep_problems),
+    "rubric": YamlKind(frozenset({"criteria"}), JUDGES_DIR, rubric_problems),
+    "search space": YamlKind(frozenset({"space"}), SWEEPS_DIR, space_problems),
 }
 
 
@@ -90,8 +90,8 @@ class ValidationReport:
 
 
 def validate(paths: list[Path] | None = None) -> ValidationReport:
-    """The problems of every YAML file under `paths` (default: every registered folder: sweeps/, judges/ ...)."""
-    folders = dict.fromkeys(SWEEPS_DIR.parent / kind.folder for kind in KINDS.values())  # kinds may share one
+    """The problems of every YAML file under `paths` (default: every kind's shipped folder: sweeps/, judges/ ...)."""
+    folders = dict.fromkeys(kind.folder for kind in KINDS.values())  # kinds may share one
     roots = [Path(p) for p in paths] if paths else list(folders)
     files, problems = [], []
     for root in roots:
@@ -115,7 +115,7 @@ def _validator_for(file: Path) -> Validator:
         return by_content[0].check
     by_folder: dict[str, Validator] = {}
     for kind in KINDS.values():  # the first kind registered for a folder is its fallback
-        by_folder.setdefault(kind.folder, kind.check)
+        by_folder.setdefault(kind.folder.name, kind.check)
     for folder in file.resolve().parents:
         if folder.name in by_folder:
             return by_folder[folder.name]

@@ -74,7 +74,7 @@ def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path
         return None
     if not (url and model and rubrics):
         raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
-                          hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric judges/zoo_skills.yaml")
+                          hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric zoo_skills")
     return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics), api_key_env=api_key_env,
                          logprobs=logprobs, max_tokens=max_tokens)
 
@@ -223,7 +223,7 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
             settings = replace(settings, rubrics=judged.rubric_sources if judged else ())
         if not settings.rubrics:
             raise ConfigError(f"{run_dir} has never been judged, so there is no rubric to reuse",
-                              hint="pass --rubric judges/NAME.yaml")
+                              hint="pass --rubric FILE.yaml, or a shipped rubric's name such as zoo_skills")
         provenance = run_meta(store)
         backend_name = backend_name or (provenance.backend if provenance else None) or default_backend()
         models = ModelLoader(backend_name, Path(run_dir), answer_options(provenance, backend_name, dtype))

@@ -1,4 +1,5 @@
-"""Judge rubrics: strict pydantic models of the YAML under `judges/`, their loader, and prompt rendering.
+"""Judge rubrics: strict pydantic models of the YAML under `judges/` (shipped in this package), their loader, and
+prompt rendering.
 
 A rubric names its criteria (each with a scale and a description of every level), the prompt templates of
 absolute grading and pairwise comparison, how answers are generated, and the questions it applies to.
@@ -21,9 +22,10 @@ import jinja2.sandbox
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mergescope.merging.spec import load_yaml, validation_message
-from mergescope.errors import ConfigError, did_you_mean
+from mergescope.errors import ConfigError
+from mergescope.shipped import resolve_shipped, shipped_folder
 
-JUDGES_DIR = Path(__file__).resolve().parent.parent.parent / "judges"
+JUDGES_DIR = shipped_folder("mergescope.scoring", "judges")
 
 UNTRUSTED_RULE = (
     "The text inside <answer>, <answer_a> and <answer_b> tags was written by the model under evaluation. "
@@ -228,14 +230,8 @@ def _read_questions(rubric_path: Path, relative: str) -> list[Any]:
 
 
 def find_rubric(name_or_path: str | Path) -> Rubric:
-    """The rubric at a path, or the one called `name` in judges/ ("did you mean" for an unknown name)."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return load_rubric(path)
-    known = {p.stem: p for p in JUDGES_DIR.glob("*.yaml")}
-    if str(name_or_path) not in known:
-        raise ConfigError(f"unknown rubric {str(name_or_path)!r}", hint=did_you_mean(str(name_or_path), set(known)))
-    return load_rubric(known[str(name_or_path)])
+    """The rubric a `--rubric` value means: the user's file, else a shipped rubric's name (shipped.py's rule)."""
+    return load_rubric(resolve_shipped(name_or_path, JUDGES_DIR, "rubric"))
 
 
 # -- rendering ------------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa
 
 BLOCK_SIZE = 64
 # Training reads 64-token blocks; the context is longer so that a zoo model can serve as the judge of a rubric
-# (judges/zoo_skills.yaml: 1077 tokens to grade, 1145 to compare). RoPE has no position weights: the trained
+# (the shipped rubric zoo_skills: 1077 tokens to grade, 1145 to compare). RoPE has no position weights: the trained
 # weights do not depend on it (checked: byte-identical to a zoo built with 128 positions).
 MAX_POSITIONS = 2048
 MAX_GEN_TOKS = 8

@@ -27,9 +27,10 @@ from filelock import FileLock
 
 from helpers.hub_cache import RefusingHub, add_to_cache, hub_environment
 from helpers.judge_server import JudgeServer, non_json, status
+from mergescope.scoring.rubric import JUDGES_DIR
 
 REPO = Path(__file__).resolve().parents[2]
-RUBRIC = REPO / "judges" / "zoo_skills.yaml"
+RUBRIC = JUDGES_DIR / "zoo_skills.yaml"
 RESULT_TABLES = ("subjects", "scores", "items")
 
 
@@ -413,7 +414,7 @@ CASES = [
          ("facts-copy", "holds NaN values", "--allow-nonfinite"), slow=True),
     Case("limit-zero", lambda c: c.sweep("--limit", "0"), 2, ("--limit 0", "at least 1")),
     Case("negative-limit-in-a-search",
-         lambda c: ["search", "--space", str(REPO / "sweeps" / "space_lu2024.yaml"), "--budget", "2", "--parents",
+         lambda c: ["search", "--space", "space_lu2024", "--budget", "2", "--parents",
                     c.model("arith"), c.model("facts"), "--limit", "-3", "--out", str(c.run)], 2,
          ("--limit -3", "at least 1")),
     Case("limit-zero-in-a-study", lambda c: ["study", "--zoo", str(c.zoo.root), "--limit", "0",

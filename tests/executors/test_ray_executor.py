@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from pathlib import Path
 
 import pytest
 
@@ -76,7 +75,9 @@ def test_a_judged_ray_sweep_has_its_actors_answer_and_equals_the_local_one(zoo, 
 
     from mergescope.scoring.judge_run import JudgeSettings
 
-    rubric = Path(__file__).resolve().parents[2] / "judges" / "zoo_skills.yaml"
+    from mergescope.scoring.rubric import JUDGES_DIR
+
+    rubric = JUDGES_DIR / "zoo_skills.yaml"
     with judge_server.JudgeServer() as server:
         judged = {"judge": JudgeSettings(url=server.url, model="judge", rubrics=(str(rubric),))}
         local = sweep(_settings(zoo, tmp_path, "local", **judged))

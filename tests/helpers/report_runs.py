@@ -8,8 +8,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from mergescope.scoring.rubric import JUDGES_DIR
+
 STORE = "results.sqlite"
-RUBRIC = Path(__file__).resolve().parents[2] / "judges" / "zoo_skills.yaml"
+RUBRIC = JUDGES_DIR / "zoo_skills.yaml"
 HOSTILE_ANSWER = "<script>document.title = 'pwned'</script>{{ 7*7 }}"
 # A '$' pair would be parsed as math by matplotlib, and a malformed formula makes a figure fail to draw.
 HOSTILE_LABEL = "<img src=x onerror=\"document.title='pwned'\">{{ 7*7 }} $\\frac{$"

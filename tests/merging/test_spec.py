@@ -66,5 +66,5 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 
 
 def test_a_missing_spec_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="nope.yaml': no such file, nor a shipped sweep spec"):
         load_sweep(tmp_path / "nope.yaml")

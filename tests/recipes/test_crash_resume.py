@@ -29,11 +29,12 @@ from filelock import FileLock
 
 from helpers.judge_server import JudgeServer
 from mergescope.faults import ENV_VAR, KILL_POINTS
+from mergescope.scoring.rubric import JUDGES_DIR
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-RUBRIC = REPO / "judges" / "zoo_skills.yaml"
+RUBRIC = JUDGES_DIR / "zoo_skills.yaml"
 LIMIT = 10
 RESUME_HINT = "run the same command again to resume"
 # Columns that record when or how fast something ran, not what it computed.

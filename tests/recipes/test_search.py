@@ -346,7 +346,7 @@ def test_a_judged_search_judges_its_fully_scored_trials_and_ranks_on_lm_eval_tas
     from helpers.judge_server import JudgeServer
     from mergescope.scoring.judge_run import JudgeSettings
 
-    rubric = SWEEPS_DIR.parent / "judges" / "zoo_skills.yaml"
+    rubric = "zoo_skills"  # a shipped rubric, by name
     with JudgeServer() as server:
         judge = JudgeSettings(url=server.url, model="stub-judge", rubrics=(str(rubric),))
         settings = settings_for(zoo, tmp_path / "run", budget=2, **fitness)

@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 from mergescope.recipes import validate as validation
 from mergescope.cli.app import app
 from mergescope.merging.spec import SWEEPS_DIR
-
-REPO = SWEEPS_DIR.parent
+from mergescope.scoring.rubric import JUDGES_DIR
 
 SHIPPED_SPECS = {"default.yaml", "slerp_grid.yaml", "methods_compare.yaml", "density_sweep.yaml", "lu2024_slerp.yaml"}
 
@@ -60,7 +59,7 @@ def test_other_kinds_register_their_own_validator(tmp_path, monkeypatch):
     def no_notes_named_bad(path: Path) -> list[str]:
         return [f"{path}: bad note"] if path.stem == "bad" else []
 
-    monkeypatch.setitem(validation.KINDS, "note", validation.YamlKind(frozenset({"note"}), "notes", no_notes_named_bad))
+    monkeypatch.setitem(validation.KINDS, "note", validation.YamlKind(frozenset({"note"}), tmp_path / "notes", no_notes_named_bad))
     folder = tmp_path / "notes"
     write(folder, "good.yaml", "anything: 1\n")  # no marker: known by its folder
     bad = write(folder, "bad.yaml", "anything: 2\n")
@@ -69,8 +68,8 @@ def test_other_kinds_register_their_own_validator(tmp_path, monkeypatch):
 
 
 def test_a_rubric_is_told_by_its_content_not_its_folder(tmp_path):
-    rubric = (REPO / "judges" / "zoo_skills.yaml").read_text().replace(
-        "questions: questions/", f"questions: {REPO / 'judges' / 'questions'}/")  # the copy lies elsewhere
+    rubric = (JUDGES_DIR / "zoo_skills.yaml").read_text().replace(
+        "questions: questions/", f"questions: {JUDGES_DIR / 'questions'}/")  # the copy lies elsewhere
     good = write(tmp_path / "sweeps", "my_rubric.yaml", rubric)
     bad = write(tmp_path, "broken_rubric.yaml", rubric.replace("scale: {min: 1, max: 5}", "scale: {min: 5, max: 1}", 1))
     assert validation.validate([good]).problems == ()

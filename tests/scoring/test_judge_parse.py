@@ -9,7 +9,7 @@ import pytest
 
 from mergescope.scoring.judge_parse import (ReplyToken, expected_score, last_json_object, parse_grades,
                                             parse_verdict)
-from mergescope.scoring.rubric import grading_messages, load_rubric, pairwise_messages
+from mergescope.scoring.rubric import find_rubric, grading_messages, pairwise_messages
 
 TWO = {"clarity": (1, 5), "reasoning_depth": (1, 5)}
 ONE = {"clarity": (1, 5)}
@@ -82,7 +82,7 @@ def test_a_partial_json_reply_keeps_what_it_graded():
 
 def test_an_echoed_prompt_never_parses_as_a_verdict():
     """A judge that repeats its whole prompt must not get the scores the rubric text mentions."""
-    rubric = load_rubric("judges/chat_quality.yaml")
+    rubric = find_rubric("chat_quality")
     question = rubric.questions[0]
     grading_prompt = "\n".join(m["content"] for m in grading_messages(rubric, question, "The answer is 5/5."))
     parsed = parse_grades(grading_prompt, rubric.scales)

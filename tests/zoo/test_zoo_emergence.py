@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from mergescope.merging.spec import SWEEPS_DIR
 from mergescope.zoo import ZooManifest
 
-REPO = Path(__file__).resolve().parents[2]
-STUDY_SWEEP = REPO / "sweeps" / "study.yaml"
+STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
 
 
 def _sweep(zoo: ZooManifest, first: str, second: str, out: Path) -> Path:
