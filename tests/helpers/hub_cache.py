@@ -1,48 +1,18 @@
 """Model directories laid out as huggingface_hub's cache, and a stand-in Hub that refuses, for offline hub-id tests.
 
-The layout is the cache's own (huggingface_hub/file_download.py and _snapshot_download.py read it so):
-`CACHE/models--ORG--NAME/blobs/HASH` holds each file once, `snapshots/SHA/FILE` is a relative symlink to its
-blob, and `refs/REF` holds the commit SHA (no newline: huggingface_hub reads it unstripped). Under
-HF_HUB_OFFLINE=1 `snapshot_download` follows `refs/REF` to `snapshots/SHA/` and answers from there.
+The layout is written by the library's `add_to_cache` (mergescope/models/hub.py, which `mergescope models` uses
+too). Under HF_HUB_OFFLINE=1 `snapshot_download` follows `refs/REF` to `snapshots/SHA/` and answers from there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from mergescope.models.hub import add_to_cache, repo_folder
 
-def repo_folder(cache: Path, repo_id: str) -> Path:
-    """The cache folder of a model repository: models--ORG--NAME (huggingface_hub's repo_folder_name)."""
-    return Path(cache) / ("models--" + repo_id.replace("/", "--"))
-
-
-def add_to_cache(cache: Path, repo_id: str, model_dir: Path, *, refs: tuple[str, ...] = ("main",),
-                 sha: str | None = None, skip: tuple[str, ...] = ()) -> str:
-    """Lay `model_dir`'s files (less those named in `skip`) out as commit `sha` of `repo_id`, the commit `refs`
-    point to; returns the sha (by default a hash of the repository id and the files' contents)."""
-    files = sorted(f for f in Path(model_dir).iterdir() if f.is_file() and f.name not in skip)
-    digest = hashlib.sha1(repo_id.encode())
-    for file in files:
-        digest.update(file.name.encode() + file.read_bytes())
-    sha = sha or digest.hexdigest()
-    folder = repo_folder(cache, repo_id)
-    snapshot = folder / "snapshots" / sha
-    snapshot.mkdir(parents=True)
-    (folder / "blobs").mkdir(exist_ok=True)
-    for file in files:
-        blob = folder / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        if not blob.exists():
-            shutil.copyfile(file, blob)
-        os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
-    (folder / "refs").mkdir(exist_ok=True)
-    for ref in refs:
-        (folder / "refs" / ref).write_text(sha)
-    return sha
+__all__ = ["RefusingHub", "add_to_cache", "hub_environment", "repo_folder"]
 
 
 def hub_environment(cache: Path) -> dict[str, str]:
