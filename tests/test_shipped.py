@@ -28,6 +28,18 @@ def test_the_shipped_folders_lie_inside_the_package():
     assert {"zoo_skills", "chat_quality"} <= set(shipped_names(JUDGES_DIR))
 
 
+def test_every_data_file_in_the_package_is_declared_package_data():
+    """A file the code reads at run time but pyproject does not ship works in a checkout and fails in a wheel."""
+    import tomllib
+
+    globs = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    data = [path.relative_to(PACKAGE) for path in PACKAGE.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+    assert data, "no data files found: is the package where the test thinks?"
+    unshipped = [str(path) for path in data if not any(path.match(glob) for glob in globs["mergescope"])]
+    assert unshipped == []
+
+
 @pytest.mark.parametrize("value", ["slerp_grid", "slerp_grid.yaml", "sweeps/slerp_grid.yaml",
                                    Path("sweeps/slerp_grid.yaml")])
 def test_a_shipped_spec_resolves_by_name_by_file_name_and_by_its_old_repository_path(value, tmp_path, monkeypatch):
