@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-
 from sweep_bench import SPEC, sweep_command, timed
 
 

@@ -110,19 +110,26 @@ def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
     configs = [str(c) for c in export_candidates(candidates, work / "configs")]
     stage = {n: measure_command([sys.executable, "-c", FAST_PATH, str(work / f"merged-{n}"), "to-disk", *configs[:n]])
              for n in sizes}
-    cli = [measure_command([str(MERGEKIT_YAML), config, str(work / "cli" / Path(config).stem)]) for config in configs[:2]]
+    cli = [
+        measure_command([str(MERGEKIT_YAML), config, str(work / "cli" / Path(config).stem)]) for config in configs[:2]
+    ]
     first = min(sizes)
     equal = all(_same_weights(work / f"merged-{first}" / c.id, work / "cli" / c.id) for c in candidates[:2])
     read, cli_s, fast_s = 2 * parent_bytes, sum(r["seconds"] for r in cli), stage[first]["seconds"]
     cli_peak = max(r["peak_rss_mib"] for r in cli)
     return {
         "parent_gb_each": round(parent_bytes / 1e9, 3),
-        "peak_rss_mib": {"mergekit_yaml_one_merge": cli_peak,
-                         **{f"mergescope_{n}_candidates": stage[n]["peak_rss_mib"] for n in sizes},
-                         "imports_only": measure_command([sys.executable, "-c", IMPORTS_ONLY])["peak_rss_mib"],
-                         "max_memory_estimate": round(merge_stage_bytes(parents, "float32") / 2**20, 1)},
+        "peak_rss_mib": {
+            "mergekit_yaml_one_merge": cli_peak,
+            **{f"mergescope_{n}_candidates": stage[n]["peak_rss_mib"] for n in sizes},
+            "imports_only": measure_command([sys.executable, "-c", IMPORTS_ONLY])["peak_rss_mib"],
+            "max_memory_estimate": round(merge_stage_bytes(parents, "float32") / 2**20, 1),
+        },
         "peak_ratio_to_mergekit_yaml": {n: round(stage[n]["peak_rss_mib"] / cli_peak, 2) for n in sizes},
-        "seconds": {"mergekit_yaml_2_merges": round(cli_s, 2), **{f"mergescope_{n}_candidates": stage[n]["seconds"] for n in sizes}},
+        "seconds": {
+            "mergekit_yaml_2_merges": round(cli_s, 2),
+            **{f"mergescope_{n}_candidates": stage[n]["seconds"] for n in sizes},
+        },
         "gb_s_2_merges": {"mergekit_yaml": _gb(read, cli_s), "mergescope": _gb(read, fast_s)},
         "speedup_2_merges": round(cli_s / fast_s, 1),
         "bitwise_equal": equal,
@@ -130,7 +137,8 @@ def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
 
 
 def _write_large_parents(zoo, work: Path):
-    """The resolved parent set (a, b, base: scaled-up zoo Llamas with the zoo's tokenizer files) and a parent's bytes."""
+    """The resolved parent set (a, b, base: scaled-up zoo Llamas with the zoo's tokenizer files) and a parent's
+    bytes."""
     import shutil
 
     from kinship_bench import write_model

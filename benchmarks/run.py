@@ -16,7 +16,7 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,17 +37,26 @@ def _kinship(_zoo) -> dict:
 
 
 BENCHMARKS = {
-    "sweep": ("End-to-end sweep, 10 candidates x 2 tasks: mergescope vs mergekit-yaml + lm_eval CLI per candidate",
-              sweep_bench.run),
-    "merge": ("10 SLERP merges: mergescope in process vs 10 mergekit-yaml calls; merge-stage peak RSS (2 and 10 "
-              "candidates) and GB/s on two 1 GB parents and a base", merge_bench.run),
+    "sweep": (
+        "End-to-end sweep, 10 candidates x 2 tasks: mergescope vs mergekit-yaml + lm_eval CLI per candidate",
+        sweep_bench.run,
+    ),
+    "merge": (
+        "10 SLERP merges: mergescope in process vs 10 mergekit-yaml calls; merge-stage peak RSS (2 and 10 "
+        "candidates) and GB/s on two 1 GB parents and a base",
+        merge_bench.run,
+    ),
     "kinship": ("Kinship of two ~1 GB models: streaming vs load-everything", _kinship),
     "vllm": ("10 candidates on one live vLLM engine with weight swaps vs a fresh engine each", vllm_bench.run),
-    "search": ("Evaluations a tpe / cmaes / random search needs to reach the best objective of a 100-point grid (5 seeds);"
-               " a search's time with a fitness subset against every item",
-               search_bench.run),
-    "device": ("The same sweep (10 candidates x 2 tasks, hf backend) on the GPU vs on the same machine's CPU",
-               device_bench.run),
+    "search": (
+        "Evaluations a tpe / cmaes / random search needs to reach the best objective of a 100-point grid (5 seeds);"
+        " a search's time with a fitness subset against every item",
+        search_bench.run,
+    ),
+    "device": (
+        "The same sweep (10 candidates x 2 tasks, hf backend) on the GPU vs on the same machine's CPU",
+        device_bench.run,
+    ),
 }
 
 
@@ -69,7 +78,7 @@ def main() -> None:
 
     zoo_dir = Path(arguments.zoo)
     zoo = load_zoo(zoo_dir) if (zoo_dir / "zoo.json").is_file() else build_zoo(zoo_dir)
-    lines = [f"# Benchmark results\n", f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
+    lines = ["# Benchmark results\n", f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
              "Produced by `make bench` (benchmarks/run.py); each section is one benchmark module, run in one go.\n"]
     for name in arguments.only.split(","):
         title, function = BENCHMARKS[name]

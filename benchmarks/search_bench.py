@@ -35,8 +35,16 @@ import yaml
 
 DENSITIES = [0.25, 0.5, 0.75, 1.0]
 WEIGHTS = [0.25, 0.5, 0.75, 1.0, 1.25]
-SPACE = {"name": "bench_ties", "space": [{"method": "ties", "parameters": {"density": {"low": 0.25, "high": 1, "step": 0.25}},
-                                          "per_parent": [{"weight": {"low": 0.25, "high": 1.25, "step": 0.25}}] * 2}]}
+SPACE = {
+    "name": "bench_ties",
+    "space": [
+        {
+            "method": "ties",
+            "parameters": {"density": {"low": 0.25, "high": 1, "step": 0.25}},
+            "per_parent": [{"weight": {"low": 0.25, "high": 1.25, "step": 0.25}}] * 2,
+        }
+    ],
+}
 GRID = {"name": "bench_ties", "methods": [{"method": "ties", "parameters": {"density": {"grid": DENSITIES}},
                                            "per_parent": [{"weight": {"grid": WEIGHTS}}] * 2}]}
 SAMPLERS = ("tpe", "cmaes", "random")
@@ -100,13 +108,29 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
         for name, options in (("every_item", {}), ("fitness_subset", {"fitness_items": fitness_items,
                                                                      "finalists": FITNESS_FINALISTS})):
             wall, cpu = time.perf_counter(), time.process_time()
-            search(SearchSettings(run=_settings(zoo, Path(scratch) / name, limit), space=SWEEPS_DIR / "space_lu2024.yaml",
-                                  budget=FITNESS_BUDGET, seed=0, **options))
+            search(
+                SearchSettings(
+                    run=_settings(zoo, Path(scratch) / name, limit),
+                    space=SWEEPS_DIR / "space_lu2024.yaml",
+                    budget=FITNESS_BUDGET,
+                    seed=0,
+                    **options,
+                )
+            )
             costs[name] = {"wall_seconds": round(time.perf_counter() - wall, 1),
                            "cpu_seconds": round(time.process_time() - cpu, 1)}
-    return {"budget": FITNESS_BUDGET, "fitness_items": fitness_items, "finalists": FITNESS_FINALISTS, **costs,
-            **{f"{kind}_ratio": round(costs["fitness_subset"][f"{kind}_seconds"] / costs["every_item"][f"{kind}_seconds"], 2)
-               for kind in ("wall", "cpu")}}
+    return {
+        "budget": FITNESS_BUDGET,
+        "fitness_items": fitness_items,
+        "finalists": FITNESS_FINALISTS,
+        **costs,
+        **{
+            f"{kind}_ratio": round(
+                costs["fitness_subset"][f"{kind}_seconds"] / costs["every_item"][f"{kind}_seconds"], 2
+            )
+            for kind in ("wall", "cpu")
+        },
+    }
 
 
 def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:

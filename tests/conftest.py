@@ -18,6 +18,8 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
+# The judge fixtures (server, rubric) of the scoring and serving tests.
+pytest_plugins = ["helpers.judge_fixtures"]
 
 
 @pytest.fixture(scope="session")
@@ -53,9 +55,9 @@ def default_run(zoo, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def judged_run(default_run, tmp_path_factory):
-    """A copy of the default run judged on the shipped zoo_skills rubric by the honest stand-in judge (tests/helpers/judge_server.py)."""
-    from helpers import judge_server
-    from helpers import report_runs
+    """A copy of the default run judged on the shipped zoo_skills rubric by the honest stand-in judge
+    (tests/helpers/judge_server.py)."""
+    from helpers import judge_server, report_runs
 
     with judge_server.JudgeServer() as server:
         return report_runs.judged(default_run[1].run_dir, tmp_path_factory.mktemp("judged") / "default", server.url)

@@ -11,7 +11,9 @@ import pytest
 
 from mergescope.faults import ENV_VAR
 
-PROGRAM = "from mergescope.faults import kill_point\nfor _ in range(3):\n    kill_point('a'); print('passed', flush=True)"
+PROGRAM = (
+    "from mergescope.faults import kill_point\nfor _ in range(3):\n    kill_point('a'); print('passed', flush=True)"
+)
 
 
 def run(kill_at: str | None) -> subprocess.CompletedProcess:

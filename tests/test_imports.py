@@ -74,7 +74,11 @@ def test_the_walk_sees_function_level_and_relative_imports(tmp_path):
     (tmp_path / "mergescope" / "inner" / "__init__.py").write_text("")
     (tmp_path / "mergescope" / "inner" / "a.py").write_text("def f():\n    from . import b\n")
     (tmp_path / "mergescope" / "inner" / "b.py").write_text("from mergescope.inner.a import f\n")
-    assert find_cycle(import_graph(tmp_path / "mergescope")) == ["mergescope.inner.a", "mergescope.inner.b", "mergescope.inner.a"]
+    assert find_cycle(import_graph(tmp_path / "mergescope")) == [
+        "mergescope.inner.a",
+        "mergescope.inner.b",
+        "mergescope.inner.a",
+    ]
 
 
 def test_mergescope_has_no_import_cycle():

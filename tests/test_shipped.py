@@ -33,8 +33,10 @@ def test_every_data_file_in_the_package_is_declared_package_data():
     import tomllib
 
     globs = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    # Modules ship as packages; a .py file in a folder that is no package (an lm-eval task's !function) is data.
     data = [path.relative_to(PACKAGE) for path in PACKAGE.rglob("*")
-            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts]
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+            and (path.suffix != ".py" or not (path.parent / "__init__.py").is_file())]
     assert data, "no data files found: is the package where the test thinks?"
     unshipped = [str(path) for path in data if not any(path.match(glob) for glob in globs["mergescope"])]
     assert unshipped == []

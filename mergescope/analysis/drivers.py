@@ -11,9 +11,9 @@ statsmodels gives for the coefficient is the partial correlation's p-value as we
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -85,7 +85,10 @@ def parent_kinship(run: RunData, metric: str = "cosine") -> tuple[float, str]:
     if row is None:
         return np.nan, reason
     if metric not in row.index:
-        return np.nan, f"run {run.name}: the kinship table has no {metric!r} column ({did_you_mean(metric, set(row.index))})"
+        return (
+            np.nan,
+            f"run {run.name}: the kinship table has no {metric!r} column ({did_you_mean(metric, set(row.index))})",
+        )
     return float(row[metric]), ""
 
 
@@ -128,7 +131,9 @@ def _design(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for name in NUMERIC_REGRESSORS:
         values = points[name]
         if values.isna().any():
-            problems.append(f"{name} is unknown for {int(values.isna().sum())} of {len(values)} points: left out of the fit")
+            problems.append(
+                f"{name} is unknown for {int(values.isna().sum())} of {len(values)} points: left out of the fit"
+            )
         elif values.nunique() < 2:
             problems.append(f"{name} is the same for every point: its effect cannot be estimated "
                             "(kinship needs runs of several parent pairs)" if name == "kinship" else
@@ -142,7 +147,8 @@ def _design(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 def _independent(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The design without the columns that are linear combinations of the constant and the columns before
     them (kinship comes first, so a confound that moves in lockstep with it is the one left out), and why."""
-    kept, problems = [], []
+    kept: list[str] = []
+    problems: list[str] = []
     for name in design.columns:
         exog = sm.add_constant(design[[*kept, name]], has_constant="add").to_numpy()
         if np.linalg.matrix_rank(exog) < len(kept) + 2:
@@ -174,7 +180,9 @@ def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
         return dataclasses.replace(unfitted, problems=(*problems, f"too few points to fit: {len(points)} points for "
                                    f"{n_parameters} parameters (need at least {n_parameters + 1})"))
     if design.shape[1] == 0:
-        return dataclasses.replace(unfitted, problems=(*problems, "no regressor varies across the points: nothing to fit"))
+        return dataclasses.replace(
+            unfitted, problems=(*problems, "no regressor varies across the points: nothing to fit")
+        )
     exog = sm.add_constant(design, has_constant="add")
     fit = sm.OLS(points[gain].to_numpy(float), exog).fit()
     intervals = fit.conf_int(alpha)

@@ -26,17 +26,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import pandas as pd
 
-from mergescope.analysis.itemscores import (REPORTING_HALF, SELECTION_HALF, CandidatePoint, Measure, candidate_points,
-                                            item_halves, item_scores, point_item_scores)
+from mergescope.analysis.itemscores import (
+    REPORTING_HALF,
+    SELECTION_HALF,
+    CandidatePoint,
+    Measure,
+    candidate_points,
+    item_halves,
+    item_scores,
+    point_item_scores,
+)
 from mergescope.analysis.run_data import RunData, load_run
-from mergescope.analysis.stats import (adjust_p_values, between_seed_sd, bootstrap_difference_ci,
-                                       correction_method, intersection_union_p, paired_test)
+from mergescope.analysis.stats import (
+    adjust_p_values,
+    between_seed_sd,
+    bootstrap_difference_ci,
+    correction_method,
+    intersection_union_p,
+    paired_test,
+)
 from mergescope.errors import ConfigError, did_you_mean
 
 NAN = float("nan")
@@ -142,11 +156,19 @@ def _interpolation(parent_scores: pd.Series, mix: float | None) -> tuple[float, 
 def _gain_fields(score: float, parent_scores: pd.Series, mix: float | None) -> dict:
     """The gains of a child scoring `score` over parents scoring `parent_scores` (label -> score)."""
     interpolation, note = _interpolation(parent_scores, mix)
-    return dict(score=score, best_parent=parent_scores.idxmax(), best_parent_score=parent_scores.max(),
-                worse_parent=parent_scores.idxmin(), worse_parent_score=parent_scores.min(), parents_mean=parent_scores.mean(),
-                interpolation_expected=interpolation, gain_over_best=score - parent_scores.max(),
-                gain_over_mean=score - parent_scores.mean(), gain_over_interpolation=score - interpolation,
-                note=note)
+    return dict(
+        score=score,
+        best_parent=parent_scores.idxmax(),
+        best_parent_score=parent_scores.max(),
+        worse_parent=parent_scores.idxmin(),
+        worse_parent_score=parent_scores.min(),
+        parents_mean=parent_scores.mean(),
+        interpolation_expected=interpolation,
+        gain_over_best=score - parent_scores.max(),
+        gain_over_mean=score - parent_scores.mean(),
+        gain_over_interpolation=score - interpolation,
+        note=note,
+    )
 
 
 def _paired_items(family: Family, point: CandidatePoint,
@@ -209,7 +231,7 @@ def row_items(run: RunData, row: EmergenceRow, seed: int = 0) -> tuple[pd.Series
     if table is None or point is None:
         raise FigureUnavailable(f"{row.candidate} on {row.task}/{row.measure}: no item scores in run {run.name}")
     values = table.values[item_halves(table.values.index, seed) == row.half] if row.half else table.values
-    family = Family(run.name, table.measure, tuple(zip(run.parents().id, run.parents().label)), (point,))
+    family = Family(run.name, table.measure, tuple(zip(run.parents().id, run.parents().label, strict=True)), (point,))
     child, parents, _ = _paired_items(family, point, values)
     return child, parents
 
@@ -231,7 +253,7 @@ def corrected(rows: list[EmergenceRow], correction: str, alpha: float) -> list[E
     above = adjust_p_values([r.p_all_parents for r in rows], correction)
     below = adjust_p_values([r.p_below_worse for r in rows], correction)
     return [_labelled(dataclasses.replace(r, p_adjusted=float(a), p_below_adjusted=float(b)), alpha)
-            for r, a, b in zip(rows, above, below)]
+            for r, a, b in zip(rows, above, below, strict=True)]
 
 
 # -- families and splits ---------------------------------------------------------------------------------
@@ -255,7 +277,9 @@ def _family_rows(family: Family, points: Sequence[CandidatePoint], values: pd.Da
     return corrected(rows, settings.correction, settings.alpha)
 
 
-def _all_items(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
+def _all_items(
+    family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str]
+) -> list[EmergenceRow]:
     return _family_rows(family, family.points, values, "all", "", settings, problems)
 
 
@@ -278,7 +302,9 @@ def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSet
     return rows
 
 
-def _cross_fit(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
+def _cross_fit(
+    family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str]
+) -> list[EmergenceRow]:
     folds = ((SELECTION_HALF, REPORTING_HALF), (REPORTING_HALF, SELECTION_HALF))
     return _select_then_report(family, values, settings, problems, folds=folds)
 
@@ -342,7 +368,7 @@ def emergence(run: RunData | str | Path, alpha: float = 0.05, correction: str = 
     problems = _run_problems(run, points)
     tables, skipped = item_scores(run)
     problems += skipped
-    parents = tuple(zip(run.parents().id, run.parents().label))
+    parents = tuple(zip(run.parents().id, run.parents().label, strict=True))
     settings = SplitSettings(correction, alpha, seed)
     rows: list[EmergenceRow] = []
     for table in tables:
@@ -363,7 +389,7 @@ def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed:
     check_options(alpha, "holm", "all")
     points = [p for p in candidate_points(run) if p.id == candidate_id]
     tables, problems = item_scores(run, ("lm-eval",))
-    parents = tuple(zip(run.parents().id, run.parents().label))
+    parents = tuple(zip(run.parents().id, run.parents().label, strict=True))
     settings = SplitSettings("holm", alpha, seed)
     rows: list[EmergenceRow] = []
     for table in tables:

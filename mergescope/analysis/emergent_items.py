@@ -47,15 +47,26 @@ def _examples(rows: pd.DataFrame, hashes: pd.Index, child_id: str, parents: pd.D
     texts = rows.set_index(["subject_id", "doc_hash"])
     chosen = texts.loc[child_id].loc[list(hashes)].sort_values("doc_id").head(limit)
     return tuple(
-        ItemExample(int(item.doc_id), str(doc_hash), item.prompt or "", item.target or "", item.response or "",
-                    {label: texts.loc[(pid, doc_hash), "response"] or "" for pid, label in zip(parents.id, parents.label)})
+        ItemExample(
+            int(item.doc_id),
+            str(doc_hash),
+            item.prompt or "",
+            item.target or "",
+            item.response or "",
+            {
+                label: texts.loc[(pid, doc_hash), "response"] or ""
+                for pid, label in zip(parents.id, parents.label, strict=True)
+            },
+        )
         for doc_hash, item in chosen.iterrows()
     )
 
 
 def _task_transitions(run: RunData, task: str, examples: int) -> list[ItemTransitions]:
     metric = run.primary_metric(task)
-    rows = run.items[(run.items.task == task) & (run.items.metric == metric)].drop_duplicates(["subject_id", "doc_hash"])
+    rows = run.items[(run.items.task == task) & (run.items.metric == metric)].drop_duplicates(
+        ["subject_id", "doc_hash"]
+    )
     solved = rows.pivot_table(index="doc_hash", columns="subject_id", values="value", aggfunc="mean")
     parents = run.parents()[run.parents().id.isin(solved.columns)]
     if parents.empty or score_kind(solved.to_numpy()) != "binary":

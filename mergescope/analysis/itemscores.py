@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -56,7 +56,10 @@ def judge_tasks(run: RunData) -> set[str]:
     judgments = run.tables.get("judgments")
     if judgments is None or judgments.empty:
         return set()
-    return {judge_task(rubric, judge) for rubric, judge in judgments[["rubric", "judge"]].drop_duplicates().itertuples(index=False)}
+    return {
+        judge_task(rubric, judge)
+        for rubric, judge in judgments[["rubric", "judge"]].drop_duplicates().itertuples(index=False)
+    }
 
 
 def _pivot(rows: pd.DataFrame) -> pd.DataFrame:
@@ -93,10 +96,14 @@ SCORE_SOURCES: dict[str, ScoreSource] = {"lm-eval": lmeval_scores, "judge": judg
 
 def item_scores(run: RunData, sources: tuple[str, ...] = tuple(SCORE_SOURCES)) -> tuple[list[ItemScores], list[str]]:
     """Every measure of the run from the named sources, and a message for each part that was skipped."""
-    tables, skipped = [], []
+    tables: list[ItemScores] = []
+    skipped: list[SkippedSource] = []
     for name in sources:
         for entry in SCORE_SOURCES[name](run):
-            (tables if isinstance(entry, ItemScores) else skipped).append(entry)
+            if isinstance(entry, ItemScores):
+                tables.append(entry)
+            else:
+                skipped.append(entry)
     return tables, [f"{entry.source}: {entry.reason}" for entry in skipped]
 
 

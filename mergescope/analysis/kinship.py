@@ -14,16 +14,17 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 
-from mergescope.models import hub
 from mergescope.analysis.weights import WeightIndex, check_same_tensors, weight_index
 from mergescope.errors import ConfigError
+from mergescope.models import hub
 from mergescope.runs.store import nan_to_null
 
 Scope = Literal["model", "module", "layer", "tensor"]
@@ -136,7 +137,7 @@ class KinshipReport:
         lines = [f"kinship of {', '.join(self.models)}: {self.compared}", f"note: {ABS_COSINE_NOTE}",
                  f"{'scope':<8} {'name':<14} {'model_a':<16} {'model_b':<16} {'pearson':>8} {'cosine':>8}"
                  f" {'|cosine|':>8} {'euclidean':>10} {'params':>11}"]
-        scopes = ("model", "module", "layer") if per_layer else ("model", "module")
+        scopes: tuple[Scope, ...] = ("model", "module", "layer") if per_layer else ("model", "module")
         for figure in (f for scope in scopes for f in self.select(scope)):
             lines.append(f"{figure.scope:<8} {figure.scope_name:<14} {figure.model_a:<16} {figure.model_b:<16}"
                          f" {figure.pearson:>8.4f} {figure.cosine:>8.4f} {figure.abs_cosine:>8.4f}"
@@ -188,19 +189,23 @@ class Moments:
         self.products = np.zeros((n_vectors, n_vectors))  # products[i, i] is the sum of squares of i
 
     @classmethod
-    def of(cls, gram: np.ndarray) -> "Moments":
+    def of(cls, gram: np.ndarray) -> Moments:
         """Returns the sums held by the Gram matrix of N vectors and a vector of ones (see TaskVectorReader)."""
         moments = cls(len(gram) - 1)
         moments.count, moments.sums, moments.products = int(gram[-1, -1]), gram[:-1, -1], gram[:-1, :-1]
         return moments
 
-    def mapped(self, matrix: np.ndarray) -> "Moments":
+    def mapped(self, matrix: np.ndarray) -> Moments:
         """Returns the sums of the vectors `matrix` @ (these vectors): a linear map carries them exactly."""
         moments = Moments(len(matrix))
-        moments.count, moments.sums, moments.products = self.count, matrix @ self.sums, matrix @ self.products @ matrix.T
+        moments.count, moments.sums, moments.products = (
+            self.count,
+            matrix @ self.sums,
+            matrix @ self.products @ matrix.T,
+        )
         return moments
 
-    def add(self, other: "Moments") -> None:
+    def add(self, other: Moments) -> None:
         self.count += other.count
         self.sums += other.sums
         self.products += other.products
@@ -239,7 +244,7 @@ def kinship(models: Sequence[str | Path], base: str | Path | None = None, names:
     if len(models) < 2:
         raise ConfigError(f"kinship needs at least two models, got {len(models)}", hint="pass A B [C ...]")
     names = names or _unique_names(models)
-    indexes = [weight_index(hub.local_path(model), name) for model, name in zip(models, names)]
+    indexes = [weight_index(hub.local_path(model), name) for model, name in zip(models, names, strict=True)]
     base_index = weight_index(hub.local_path(base), hub.model_name(base)) if base is not None else None
     check_same_tensors([*indexes, *([base_index] if base_index else [])])
     sums: dict[tuple[Scope, str], Moments] = {}
@@ -253,7 +258,7 @@ def kinship(models: Sequence[str | Path], base: str | Path | None = None, names:
                 sums.setdefault(key, Moments(n_vectors)).add(piece)
     names = [index.model for index in indexes]
     base_figures = _base_figures(sums, names, base_index.model) if base_index else ()
-    if require_shared_base:
+    if require_shared_base and base_index is not None:
         _check_shared_base(base_figures, base_index)
     figures = tuple(
         moments.figure(i, j, scope, scope_name, names, base_index is not None)
@@ -283,7 +288,7 @@ def _base_figures(sums: dict[tuple[Scope, str], Moments], names: list[str], base
                  for i in range(len(names)))
 
 
-def _check_shared_base(base_figures: Sequence[KinshipFigure], base: WeightIndex | None) -> None:
+def _check_shared_base(base_figures: Sequence[KinshipFigure], base: WeightIndex) -> None:
     for figure in base_figures:
         if not figure.pearson >= MIN_BASE_PEARSON:
             raise ConfigError(

@@ -6,8 +6,8 @@ The statistic itself is `kinship.py`'s; this module only writes its figures as r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

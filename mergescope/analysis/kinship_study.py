@@ -10,17 +10,17 @@ settings, and its own report is rendered from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from mergescope.analysis.drivers import DriverFit, concat_points, fit_drivers, parent_kinship_row, run_driver_points
 from mergescope.analysis.emergence import EmergenceReport, EmergenceRow, row_items
-from mergescope.analysis.run_data import RunData, load_run
 from mergescope.analysis.run_analysis import AnalysisSettings, RunAnalysis, analyse_run
+from mergescope.analysis.run_data import RunData, load_run
 from mergescope.analysis.stats import bootstrap_difference_ci
 from mergescope.runs.records import StudyPair
 

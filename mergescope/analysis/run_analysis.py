@@ -48,7 +48,9 @@ class RunAnalysis:
     split_emergence: EmergenceReport  # chosen on the selection half, reported on the other (SPLIT)
     emergence_rows: pd.DataFrame  # `emergence` as a frame: every source and measure
     lmeval_rows: pd.DataFrame  # its lm-eval rows (judge measures have other scales and their own plot)
-    score_intervals: pd.DataFrame  # per subject and task: value with a 95% CI, and the subject's kind, label, method, mix
+    score_intervals: (
+        pd.DataFrame
+    )  # per subject and task: value with a 95% CI, and the subject's kind, label, method, mix
     transitions: tuple[ItemTransitions, ...]  # new and lost items per candidate and binary task, with examples
     kinship: pd.DataFrame | None  # the kinship table; None when the run has none
     slerp_tensors: pd.DataFrame | None  # per SLERP candidate and tensor; None without SLERP diagnostics

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import pandas as pd
 
 from mergescope.runs.directory import RunMeta, SearchMeta, run_meta, search_meta
@@ -57,7 +58,8 @@ class RunData:
 
 
 def primary_metric(metrics: list[str]) -> str:
-    """Of a task's metrics (in stored order), the one it is judged by: exact_match or acc where present, else the first."""
+    """Of a task's metrics (in stored order), the one it is judged by: exact_match or acc where present, else the
+    first."""
     for preferred in ("exact_match", "acc", "acc_norm"):
         if preferred in metrics:
             return preferred

@@ -38,7 +38,9 @@ class SearchAnalysis:
         """The trials' numeric parameters, in first-seen order."""
         names: dict[str, None] = {}
         for params in self.trials.params:
-            names.update((k, None) for k, v in params.items() if isinstance(v, (int, float)) and not isinstance(v, bool))
+            names.update(
+                (k, None) for k, v in params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            )
         return list(names)
 
 
@@ -53,7 +55,11 @@ def analyse_search(run: RunData, seed: int, alpha: float) -> SearchAnalysis | No
     trials["non_dominated"] = non_dominated(np.array([list(json.loads(t).values()) for t in trials.task_objectives]))
     chosen = _chosen(trials, run.search)
     chosen_id = None if chosen is None else str(trials.set_index("number").at[chosen, "subject_id"])
-    reported = reported_on_half(run, chosen_id, alpha, seed) if chosen_id else EmergenceReport((), (), alpha, "holm", "reporting")
+    reported = (
+        reported_on_half(run, chosen_id, alpha, seed)
+        if chosen_id
+        else EmergenceReport((), (), alpha, "holm", "reporting")
+    )
     return SearchAnalysis(run.search, trials, chosen, chosen_id, reported)
 
 
@@ -67,7 +73,8 @@ def _chosen(trials: pd.DataFrame, meta: SearchMeta) -> int | None:
 
 
 def non_dominated(values: np.ndarray) -> np.ndarray:
-    """Whether each row (one trial's objectives, all maximised) is dominated by no other row; NaN rows never are kept."""
+    """Whether each row (one trial's objectives, all maximised) is dominated by no other row; NaN rows never are
+    kept."""
     keep = np.zeros(len(values), dtype=bool)
     for index, row in enumerate(values):
         if np.isnan(row).any():

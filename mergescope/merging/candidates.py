@@ -6,16 +6,17 @@ import hashlib
 import itertools
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from mergescope.models import hub
-from mergescope.merging.spec import MethodBlock, SweepSpec, as_sweep, load_sweep, load_yaml
 from mergescope.errors import ConfigError, did_you_mean
+from mergescope.merging.spec import MethodBlock, SweepSpec, as_sweep, load_sweep, load_yaml
+from mergescope.models import hub
 from mergescope.runs.records import Candidate, ParentSet
 
 # Allowed values of parameters whose range mergekit does not check itself: (low, high, low_open).
@@ -78,7 +79,7 @@ def _expand_block(block: MethodBlock, parents: ParentSet, dtype: str, where: str
     axes = _sweep_axes(block, per_parent)
     seeds: list[int | None] = list(block.seeds or [0]) if is_random(method) else [None]
     for point in itertools.product(*[values for _, values in axes]):
-        chosen = {key: value for (key, _), value in zip(axes, point)}
+        chosen = {key: value for (key, _), value in zip(axes, point, strict=True)}
         shared = {k: chosen.get(("shared", k), v) for k, v in block.parameters.items()}
         inputs = [{k: chosen.get((i, k), chosen.get(("each", k), v)) for k, v in p.items()}
                   for i, p in enumerate(per_parent)]
@@ -119,8 +120,10 @@ def _check_inputs(method, parents: ParentSet, base_path: Path | None, where: str
     try:
         method.validate_inputs(inputs, base_path)
     except ValueError as error:
-        raise ConfigError(f"{where}: method {method.spec.name!r} cannot merge these models: {error}",
-                          hint="see base_model (auto, base, first_parent, second_parent) and the parents given") from None
+        raise ConfigError(
+            f"{where}: method {method.spec.name!r} cannot merge these models: {error}",
+            hint="see base_model (auto, base, first_parent, second_parent) and the parents given",
+        ) from None
 
 
 def _check_parameter_names(method, shared: dict[str, Any], per_parent: list[dict[str, Any]], where: str) -> None:
@@ -136,8 +139,10 @@ def _check_parameter_names(method, shared: dict[str, Any], per_parent: list[dict
         per_input = parameter.name in shared or all(parameter.name in m for m in per_parent)
         if parameter.required and not per_input:
             scope = "parameters" if parameter.scope.value == "shared" else "per_parent"
-            raise ConfigError(f"{where}.{scope}: {spec.name} needs {parameter.name!r}",
-                              hint=f"set {parameter.name} under {scope}" + ("" if scope == "parameters" else " (or parameters)"))
+            raise ConfigError(
+                f"{where}.{scope}: {spec.name} needs {parameter.name!r}",
+                hint=f"set {parameter.name} under {scope}" + ("" if scope == "parameters" else " (or parameters)"),
+            )
 
 
 def _per_parent(block: MethodBlock, n_parents: int, where: str) -> list[dict[str, Any]]:
@@ -155,7 +160,8 @@ def _per_parent(block: MethodBlock, n_parents: int, where: str) -> list[dict[str
 
 def _sweep_axes(block: MethodBlock, per_parent: list[dict[str, Any]]) -> list[tuple[tuple, list]]:
     """The swept keys and their values; a sweep in a single `per_parent` mapping is one axis for all parents."""
-    axes = [(("shared", k), sweep.values()) for k, v in block.parameters.items() if (sweep := as_sweep(v))]
+    axes: list[tuple[tuple, list]] = [(("shared", k), sweep.values()) for k, v in block.parameters.items()
+                                      if (sweep := as_sweep(v))]
     if isinstance(block.per_parent, dict):
         return axes + [(("each", k), sweep.values()) for k, v in block.per_parent.items() if (sweep := as_sweep(v))]
     for i, mapping in enumerate(per_parent):
@@ -198,7 +204,7 @@ def _mergekit_config(
 ) -> dict[str, Any]:
     models = [
         {"model": str(p.path), **({"parameters": params} if params else {})}
-        for p, params in zip(parents.parents, inputs)
+        for p, params in zip(parents.parents, inputs, strict=True)
     ]
     config: dict[str, Any] = {"merge_method": method, "models": models, "dtype": dtype}
     if base_path is not None:
@@ -225,7 +231,9 @@ def _normalised(value: Any) -> Any:
     return value
 
 
-def _candidate(config: dict, block: MethodBlock, chosen: dict, seed: int | None, parents: ParentSet, base_path) -> Candidate:
+def _candidate(
+    config: dict, block: MethodBlock, chosen: dict, seed: int | None, parents: ParentSet, base_path
+) -> Candidate:
     swept = {(k if scope in ("shared", "each") else f"{k}[{parents.parents[scope].name}]"): v
              for (scope, k), v in chosen.items()}
     label_parts = [block.label or block.method] + [f"{k}={_short(v)}" for k, v in swept.items()]
@@ -266,7 +274,9 @@ def validate_with_mergekit(candidate: Candidate):
     try:
         return MergeConfiguration.model_validate(candidate.mergekit_config)
     except (ValidationError, ValueError, RuntimeError) as error:
-        raise ConfigError(f"candidate {candidate.label}: mergekit rejects its config: {str(error).splitlines()[0]}") from None
+        raise ConfigError(
+            f"candidate {candidate.label}: mergekit rejects its config: {str(error).splitlines()[0]}"
+        ) from None
 
 
 def from_mergekit_yaml(path: Path) -> Candidate:
@@ -308,7 +318,9 @@ def export_candidates(candidates: list[Candidate], directory: Path) -> tuple[Pat
         path = directory / f"{candidate.id}.yaml"
         # mergekit takes the seed on its command line, not in the YAML: say which one reproduces the candidate.
         seed = f" --random-seed {candidate.seed}" if candidate.seed is not None else ""
-        header = f"# mergescope candidate {candidate.id}: {candidate.label}\n# mergekit-yaml {path.name} OUT_DIR{seed}\n"
+        header = (
+            f"# mergescope candidate {candidate.id}: {candidate.label}\n# mergekit-yaml {path.name} OUT_DIR{seed}\n"
+        )
         path.write_text(header + to_mergekit_yaml(candidate))
         written.append(path)
     return tuple(written)
@@ -325,9 +337,9 @@ class CandidatePlan:
 
     def rows(self) -> list[dict[str, Any]]:
         """One JSON-ready mapping per candidate."""
-        files = [str(p) for p in self.exported] or [None] * len(self.candidates)
+        files: list[str | None] = [str(p) for p in self.exported] or [None] * len(self.candidates)
         return [{"id": c.id, "method": c.method, "label": c.label, "parameters": c.parameters, "seed": c.seed,
-                 "file": file} for c, file in zip(self.candidates, files)]
+                 "file": file} for c, file in zip(self.candidates, files, strict=True)]
 
 
 def plan_candidates(spec_path: Path | None, parents: list[str], base: str | None = None,

@@ -13,12 +13,12 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mergescope.merging.card import RunScores, ScoreRow, has_chat_template, write_card
-from mergescope.merging.candidates import validate_with_mergekit
 from mergescope.errors import ConfigError, MergescopeError
+from mergescope.merging.candidates import validate_with_mergekit
+from mergescope.merging.card import RunScores, ScoreRow, has_chat_template, write_card
 from mergescope.merging.merge import is_merged, merged_dir, write_merge
-from mergescope.runs.records import Candidate
 from mergescope.runs.directory import find_candidate, merges_dir, partial_directory, read_run_meta
+from mergescope.runs.records import Candidate
 from mergescope.runs.store import STORE_NAME, ResultsStore
 
 

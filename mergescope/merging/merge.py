@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING
 import yaml
 from safetensors import SafetensorError
 
+from mergescope.faults import kill_point
 from mergescope.merging.candidates import from_mergekit_yaml, validate_with_mergekit
 from mergescope.merging.card import RunScores, write_card
-from mergescope.faults import kill_point
-from mergescope.runs.records import Candidate
 from mergescope.runs.directory import find_candidate, partial_directory
+from mergescope.runs.records import Candidate
 
 if TYPE_CHECKING:
     import torch

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from mergescope.merging.spec import Grid, MethodBlock, Span, Strict, SweepSpec, as_sweep, find_sweep, load_yaml
 from mergescope.errors import ConfigError, MergescopeError
+from mergescope.merging.spec import Grid, MethodBlock, Span, Strict, SweepSpec, as_sweep, find_sweep, load_yaml
 
 METHOD_PARAMETER = "method"  # the categorical parameter that picks a block, in a space of several
 
@@ -34,7 +35,7 @@ class Range(Strict):
     log: bool = False
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.low > self.high:
             raise ValueError(f"range low {self.low:g} > high {self.high:g}: swap them")
         if self.log and (self.low <= 0 or self.step is not None):
@@ -116,9 +117,10 @@ def _raw_leaves(block: MethodBlock) -> Iterator[tuple[str, str, Any]]:
 
 
 def block_leaves(space: SearchSpace, index: int) -> list[Leaf]:
-    """The searched values of block `index`, named `KEY/NAME` in a space of several blocks; ValidationError if malformed."""
+    """The searched values of block `index`, named `KEY/NAME` in a space of several blocks; ValidationError if
+    malformed."""
     prefix = f"{space.block_key(index)}/" if len(space.space) > 1 else ""
-    return [Leaf(prefix + name, where, as_search_leaf(raw)) for name, where, raw in _raw_leaves(space.space[index])]
+    return [Leaf(prefix + name, where, _searched(raw)) for name, where, raw in _raw_leaves(space.space[index])]
 
 
 def filled_block(block: MethodBlock, pick: Callable[[str, Any], Any]) -> MethodBlock:
@@ -145,7 +147,8 @@ def filled_block(block: MethodBlock, pick: Callable[[str, Any], Any]) -> MethodB
 
 
 def space_problems(path: Path) -> list[str]:
-    """Every problem of a space file: schema errors, malformed ranges, and each block's corners expanded by the sweep."""
+    """Every problem of a space file: schema errors, malformed ranges, and each block's corners expanded by the
+    sweep."""
     try:
         raw = load_yaml(path)
     except MergescopeError as error:
@@ -178,12 +181,14 @@ def _block_problems(space: SearchSpace, index: int, path: Path) -> list[str]:
 
     block, where = space.space[index], f"{path}: space.{index}"
     problems = []
-    for name, location, raw in _raw_leaves(block):
+    for _name, location, raw in _raw_leaves(block):
         try:
             as_search_leaf(raw)
         except ValidationError as error:
-            problems += [f"{where}.{'.'.join([location, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
-                         for e in error.errors()]
+            problems += [
+                f"{where}.{'.'.join([location, *map(str, e['loc'])])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in error.errors()
+            ]
     if block.seeds is not None and len(block.seeds) > 1:
         problems.append(f"{where}.seeds: a trial is one merge, so a search takes at most one seed per block")
     if problems:
@@ -199,13 +204,21 @@ def _block_problems(space: SearchSpace, index: int, path: Path) -> list[str]:
     return []
 
 
-def _lowest(_: str, raw: Any) -> Any:
+def _searched(raw: Any) -> Range | Grid | Span:
+    """The range or choice of a raw value `_raw_leaves` yielded (so one that is searched, not fixed)."""
     leaf = as_search_leaf(raw)
+    if leaf is None:
+        raise ValueError(f"{raw!r} is a fixed value, not a range or a choice")
+    return leaf
+
+
+def _lowest(_: str, raw: Any) -> Any:
+    leaf = _searched(raw)
     return leaf.low if isinstance(leaf, Range) else leaf.values()[0]
 
 
 def _highest(_: str, raw: Any) -> Any:
-    leaf = as_search_leaf(raw)
+    leaf = _searched(raw)
     return leaf.high if isinstance(leaf, Range) else leaf.values()[-1]
 
 

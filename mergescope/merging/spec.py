@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from mergescope.errors import ConfigError
 from mergescope.shipped import resolve_shipped, shipped_folder
@@ -27,7 +28,7 @@ DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
 BaseChoice = Literal["auto", "base", "first_parent", "second_parent"]
 # The dtypes models are merged and served in (`dtype` of a spec, `--dtype`).
 Dtype = Literal["float32", "bfloat16", "float16"]
-DTYPES: tuple[str, ...] = Dtype.__args__
+DTYPES: tuple[str, ...] = get_args(Dtype)
 
 
 class Strict(BaseModel):
@@ -135,7 +136,7 @@ class EvalSettings(Strict):
             raise ValueError(f"not key=value pairs or a JSON object ({error})") from None
 
     @model_validator(mode="after")
-    def _multiturn_needs_a_template(self) -> "EvalSettings":
+    def _multiturn_needs_a_template(self) -> EvalSettings:
         if self.fewshot_as_multiturn and not self.apply_chat_template:  # lm-eval's CLI refuses it too
             raise ValueError("--fewshot-as-multiturn needs --apply-chat-template")
         return self
@@ -171,7 +172,7 @@ def eval_settings(**values: Any) -> EvalSettings:
                                "--gen-kwargs temperature=0,max_gen_toks=64)") from None
 
 
-def _location(error: dict) -> str:
+def _location(error: ErrorDetails) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 

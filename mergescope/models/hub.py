@@ -16,8 +16,8 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.runs.records import HubRevision
@@ -62,6 +62,8 @@ def snapshot(model_id: str, *, allow_pickle: bool = False) -> tuple[Path, HubRev
     """The local snapshot folder of hub id `model_id` and the commit it resolved to; ConfigError when it cannot
     be had (not cached offline, no such repository or revision, gated, only pickled weights without leave)."""
     match = HUB_ID.fullmatch(model_id)
+    if match is None:
+        raise ConfigError(f"{model_id!r} is not a hub id", hint="write it as org/name or org/name@revision")
     repo_id, revision = match["repo"], match["revision"] or DEFAULT_REVISION
     folder = _download(model_id, repo_id, revision, CONFIG_FILES)
     sha = folder.name  # later downloads ask for this very commit, even if the branch moves meanwhile
@@ -171,8 +173,10 @@ def _no_repository(model_id: str, repo_id: str, revision: str) -> MergescopeErro
 
 
 def _incomplete(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return ConfigError(f"{model_id}: its snapshot in the hub cache lacks files it needs and the Hub cannot be reached",
-                       hint=f"complete it with `hf download {repo_id} --revision {revision}` where the Hub is reachable")
+    return ConfigError(
+        f"{model_id}: its snapshot in the hub cache lacks files it needs and the Hub cannot be reached",
+        hint=f"complete it with `hf download {repo_id} --revision {revision}` where the Hub is reachable",
+    )
 
 
 def _not_cached(model_id: str, repo_id: str, revision: str) -> MergescopeError:

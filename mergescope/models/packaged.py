@@ -21,7 +21,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -98,7 +97,9 @@ def gguf_file(model: PackagedModel) -> Path:
         raise PrerequisiteError(f"{model.name}: {model.filename} not found: the {model.distribution} package "
                                 "is not installed", hint=model.install_command())
     if importlib.util.find_spec("gguf") is None:  # transformers' GGUF tokenizer conversion needs it
-        raise PrerequisiteError(f"{model.name}: reading GGUF files needs the gguf package", hint=model.install_command())
+        raise PrerequisiteError(
+            f"{model.name}: reading GGUF files needs the gguf package", hint=model.install_command()
+        )
     return found
 
 
@@ -108,7 +109,9 @@ def materialise(name: str, directory: Path | None = None, hub_cache: Path | None
     started = time.perf_counter()
     model = packaged_model(name)
     if directory is None and hub_cache is None:
-        raise ConfigError(f"{name}: nowhere to write it", hint="give a directory, or --hub to lay it out in the hub cache")
+        raise ConfigError(
+            f"{name}: nowhere to write it", hint="give a directory, or --hub to lay it out in the hub cache"
+        )
     if directory is not None:
         _check_empty(Path(directory))
     source = gguf_file(model)
@@ -234,7 +237,9 @@ def _write_json(path: Path, values: dict) -> None:
 
 
 def _card(model: PackagedModel) -> str:
-    return (f"---\nlicense: {model.license}\nbase_model: {model.repo_id}\n---\n\n# {model.repo_id} (from a GGUF file)\n\n"
-            f"{model.summary}.\n\nWritten by `mergescope models {model.name}` from `{model.filename}` in the "
-            f"`{model.distribution}` {model.version} package: its 4-bit weights dequantized and stored in "
-            f"{model.dtype}. They are close to, but not, the weights of the Hub repository {model.repo_id}.\n")
+    return (
+        f"---\nlicense: {model.license}\nbase_model: {model.repo_id}\n---\n\n# {model.repo_id} (from a GGUF file)\n\n"
+        f"{model.summary}.\n\nWritten by `mergescope models {model.name}` from `{model.filename}` in the "
+        f"`{model.distribution}` {model.version} package: its 4-bit weights dequantized and stored in "
+        f"{model.dtype}. They are close to, but not, the weights of the Hub repository {model.repo_id}.\n"
+    )

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Collection, Sequence
 
 from safetensors import safe_open
 
-from mergescope.models import hub
 from mergescope.errors import ConfigError, did_you_mean
+from mergescope.models import hub
 from mergescope.runs.records import ModelRef, ParentSet
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
@@ -67,7 +67,9 @@ def tensor_layout(model: ModelRef) -> dict[str, tuple[tuple[int, ...], str]]:
                     tensor = handle.get_slice(name)
                     layout[name] = (tuple(tensor.get_shape()), tensor.get_dtype())
         except Exception as error:  # safetensors raises several types for a damaged header
-            raise ConfigError(f"{file}: unreadable safetensors file ({error})", hint="re-save or re-download it") from None
+            raise ConfigError(
+                f"{file}: unreadable safetensors file ({error})", hint="re-save or re-download it"
+            ) from None
     return layout
 
 
@@ -75,7 +77,7 @@ def check_finite(models: Sequence[ModelRef], already_checked: Collection[str] = 
     """The weight fingerprints of `models`, each model's weights read tensor by tensor (one block in memory) unless
     its fingerprint is among `already_checked`; ConfigError naming the first tensor holding NaN or inf."""
     fingerprints = tuple(weights_fingerprint(model) for model in models)
-    for model, fingerprint in zip(models, fingerprints):
+    for model, fingerprint in zip(models, fingerprints, strict=True):
         if fingerprint not in already_checked and (found := _nonfinite_tensor(model)):
             name, kind = found
             raise ConfigError(f"{model.name} ({model.path}): tensor {name} holds {kind} values; merging it would "
@@ -120,7 +122,8 @@ def check_compatible(parents: ParentSet) -> None:
         if difference:
             key, value, reference_value = difference
             raise ConfigError(
-                f"{other.name} and {reference.name} differ in {key}: {value!r} vs {reference_value!r}; they cannot be merged"
+                f"{other.name} and {reference.name} differ in {key}: {value!r} vs {reference_value!r}; "
+                "they cannot be merged"
             )
         if reference_layout and weight_files(other.path):
             _check_tensors(reference, reference_layout, other, tensor_layout(other))
@@ -178,7 +181,7 @@ def chat_templates(directory: Path) -> dict[str, str]:
     return templates
 
 
-def check_chat_template(models: list[ModelRef], template: bool | str) -> None:
+def check_chat_template(models: Sequence[ModelRef], template: bool | str) -> None:
     """Raise ConfigError naming the first model without the chat template `template` asks for (True: any)."""
     if not template:
         return
@@ -208,7 +211,7 @@ def _read_json(path: Path) -> dict:
 
 
 def resolve_parents(
-    parents: list[str | Path],
+    parents: Sequence[str | Path],
     base: str | Path | None = None,
     *,
     allow_pickle: bool = False,

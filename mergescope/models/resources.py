@@ -33,10 +33,9 @@ UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 def parse_size(text: str) -> int:
     """Bytes in a size such as "8GB" (10^9), "8GiB" or "8G" (2^30), "512MB" or "1000000"."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text or "")
-    unit = match.group(2).upper() if match else None
-    if unit not in UNITS:
+    if match is None or match.group(2).upper() not in UNITS:
         raise ConfigError(f"--max-memory {text!r} is not a size", hint="write it like 8GB, 16GiB or 512MB")
-    return int(float(match.group(1)) * UNITS[unit])
+    return int(float(match.group(1)) * UNITS[match.group(2).upper()])
 
 
 def human(n_bytes: int) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mergescope.errors import MergescopeError
 from mergescope.merging.spec import SWEEPS_DIR
-from mergescope.report.plots import STUDY_PLOTS
 from mergescope.recipes.study import StudyResult, StudySettings, study, zoo_study_pairs
 from mergescope.recipes.sweep import SweepSettings
+from mergescope.report.plots import STUDY_PLOTS
 from mergescope.zoo.build import LARGE_WIDTH, SMALL_WIDTH, ensure_zoo
 
 STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
@@ -27,5 +28,8 @@ def run_demo(cache: Path = Path(".cache"), run_dir: Path = Path("runs/demo"),
 
 def save_study_picture(result: StudyResult, path: Path) -> Path:
     """Save the study's emergence_vs_kinship plot as a PNG (the README's opening picture)."""
-    STUDY_PLOTS["emergence_vs_kinship"](result.data).savefig(path, dpi=90, bbox_inches="tight")
+    figure = STUDY_PLOTS["emergence_vs_kinship"](result.data)
+    if figure is None:
+        raise MergescopeError("the study has no pair with both kinship and emergence figures to plot")
+    figure.savefig(path, dpi=90, bbox_inches="tight")
     return path

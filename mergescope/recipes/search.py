@@ -20,24 +20,40 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from mergescope.analysis.search import non_dominated
 from mergescope.analysis.run_analysis import AnalysisSettings
-from mergescope.merging.candidates import block_candidates, validate_with_mergekit
-from mergescope.merging.spec import SweepSpec
+from mergescope.analysis.search import non_dominated
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
-from mergescope.runs.records import Candidate, ParentSet
-from mergescope.runs.directory import SEARCH_KEY, LockedRun, SearchMeta, search_meta, stored_subject
-from mergescope.merging.search_space import METHOD_PARAMETER, Leaf, Range, SearchSpace, block_leaves, filled_block, load_space
+from mergescope.merging.candidates import block_candidates, validate_with_mergekit
+from mergescope.merging.search_space import (
+    METHOD_PARAMETER,
+    Leaf,
+    Range,
+    SearchSpace,
+    block_leaves,
+    filled_block,
+    load_space,
+)
+from mergescope.merging.spec import SweepSpec
 from mergescope.recipes.search_fitness import FitnessItems, fitness_items, task_objectives
+from mergescope.recipes.sweep import (
+    SweepPlan,
+    SweepSettings,
+    candidate_subjects,
+    evaluate_subjects,
+    finished_ids,
+    open_run,
+    plan_run,
+)
+from mergescope.runs.directory import SEARCH_KEY, LockedRun, SearchMeta, search_meta, stored_candidate
+from mergescope.runs.records import Candidate, ParentSet
 from mergescope.runs.store import ResultsStore, nan_to_null
-from mergescope.recipes.sweep import (SweepPlan, SweepSettings, candidate_subjects, evaluate_subjects, finished_ids,
-                              open_run, plan_run)
 
 TRIALS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_trials (
@@ -126,13 +142,18 @@ def plan_search(settings: SearchSettings) -> SearchPlan:
     if settings.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {settings.sampler!r}", hint=did_you_mean(settings.sampler, set(SAMPLERS)))
     if settings.objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective {settings.objective!r}", hint=did_you_mean(settings.objective, set(OBJECTIVES)))
+        raise ConfigError(
+            f"unknown objective {settings.objective!r}", hint=did_you_mean(settings.objective, set(OBJECTIVES))
+        )
     _check_counts(settings)
     space = load_space(settings.space)
     kind = SAMPLERS[settings.sampler]
     if kind.needs_numeric and not any(isinstance(leaf.distribution, Range) for leaf in _all_leaves(space)):
-        raise ConfigError(f"--sampler {settings.sampler}: {settings.space} has only categorical parameters, which "
-                          "CMA-ES cannot model", hint="use --sampler tpe or random, or give the space a {low, high} range")
+        raise ConfigError(
+            f"--sampler {settings.sampler}: {settings.space} has only categorical parameters, which "
+            "CMA-ES cannot model",
+            hint="use --sampler tpe or random, or give the space a {low, high} range",
+        )
     if settings.objective == "pareto" and not kind.multi_objective:
         raise ConfigError(f"--objective pareto: the {settings.sampler} sampler optimises one objective",
                           hint="use --sampler nsga2 or tpe (multi-objective TPE)")
@@ -150,7 +171,9 @@ def _check_counts(settings: SearchSettings) -> None:
         raise ConfigError(f"--fitness-items {settings.fitness_items}: too few items to score a trial on",
                           hint="give at least 2, or leave it out to score on the whole selection half")
     if settings.finalists < 1:
-        raise ConfigError(f"--finalists {settings.finalists}: at least one finalist is rescored", hint="e.g. --finalists 3")
+        raise ConfigError(
+            f"--finalists {settings.finalists}: at least one finalist is rescored", hint="e.g. --finalists 3"
+        )
 
 
 def _all_leaves(space: SearchSpace) -> list[Leaf]:
@@ -246,12 +269,13 @@ def _new_study(meta: SearchMeta, n_tasks: int):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    directions = ["maximize"] * (n_tasks if meta.objective == "pareto" else 1)
+    directions = [optuna.study.StudyDirection.MAXIMIZE] * (n_tasks if meta.objective == "pareto" else 1)
     return optuna.create_study(sampler=SAMPLERS[meta.sampler].create(meta.seed), directions=directions)
 
 
 def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]):
-    """Ask, evaluate and tell batches of trials until the budget is spent; returns the study and how many were scored."""
+    """Ask, evaluate and tell batches of trials until the budget is spent; returns the study and how many were
+    scored."""
     study = _new_study(plan.meta, len(fitness.metrics))
     stored = {row["number"]: row for row in store.query("SELECT number, params, task_objectives FROM search_trials")}
     first_position, evaluated = len(plan.run.subjects), 0
@@ -261,7 +285,7 @@ def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, in
         proposals = [propose(plan.space, trial, plan.run.parents) for trial in asked]
         _check_replay(proposals, stored, plan)
         evaluated += _evaluate_batch(store, plan, proposals, first_position, fitness, incomplete)
-        for trial, proposal in zip(asked, proposals):
+        for trial, proposal in zip(asked, proposals, strict=True):
             objectives = _trial_objectives(store, proposal, stored, fitness)
             study.tell(trial, _told(objectives, plan.meta))
             _store_trial(store, proposal, plan.meta, objectives, fitness)
@@ -335,7 +359,7 @@ def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessIt
                        " ORDER BY objective DESC, number")
     if plan.meta.objective == "pareto":
         front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
-        rows = [row for row, kept in zip(rows, front) if kept]
+        rows = [row for row, kept in zip(rows, front, strict=True) if kept]
     finalists = rows[:plan.meta.finalists]
     rescored = _score_on_every_item(store, plan, [row["subject_id"] for row in finalists], incomplete)
     with store.transaction() as db:
@@ -354,7 +378,7 @@ def _score_on_every_item(store: ResultsStore, plan: SearchPlan, subject_ids: lis
     if not todo:  # a search without a fitness subset scored its trials on every item already
         return 0
     rows = {row["id"]: row for row in store.query("SELECT * FROM subjects WHERE kind = 'candidate'")}
-    incomplete += _evaluate(store, plan, [stored_subject(rows[i], plan.run.run_dir).candidate for i in todo], None)
+    incomplete += _evaluate(store, plan, [stored_candidate(rows[i]) for i in todo], None)
     return len(todo)
 
 

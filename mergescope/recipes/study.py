@@ -14,17 +14,18 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Literal, Sequence, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from tqdm import tqdm
 
 from mergescope.errors import ConfigError
 from mergescope.models.parents import ARCHITECTURE_KEYS, SHAPE_KEYS, config_difference, resolve_parents
-from mergescope.runs.records import ModelRef, ParentSet, StudyPair
-from mergescope.runs.directory import read_run_meta
 from mergescope.recipes.sweep import SweepPlan, SweepSettings, plan_sweep, sweep
+from mergescope.runs.directory import read_run_meta
+from mergescope.runs.records import ModelRef, ParentSet, StudyPair
 
 if TYPE_CHECKING:
     from mergescope.analysis.kinship_study import StudyData
@@ -187,7 +188,7 @@ def _check_architectures(pairs: Sequence[StudyPair], parent_sets: Sequence[Paren
     """One architecture for the whole study, and one set of shapes within a group (e.g. one zoo size)."""
     reference, reference_model = pairs[0], parent_sets[0].parents[0]
     group_reference: dict[str, tuple[StudyPair, ModelRef]] = {}
-    for pair, parents in zip(pairs, parent_sets):
+    for pair, parents in zip(pairs, parent_sets, strict=True):
         model = parents.parents[0]  # resolve_parents checked that the pair's own models agree
         difference = config_difference(model, reference_model, ARCHITECTURE_KEYS)
         if difference:

@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tqdm import tqdm
 
-from mergescope.runs import provenance
-from mergescope.serving import BACKENDS, default_backend
-from mergescope.merging.candidates import expand, validate_with_mergekit
-from mergescope.merging.spec import EvalSettings, SweepSpec, load_sweep
 from mergescope.errors import ConfigError
-from mergescope.faults import kill_point
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
+from mergescope.faults import kill_point
+from mergescope.merging.candidates import expand, validate_with_mergekit
 from mergescope.merging.merge import is_merged
+from mergescope.merging.spec import EvalSettings, SweepSpec, load_sweep
 from mergescope.models.parents import check_chat_template, check_finite, resolve_parents
-from mergescope.runs.records import Candidate, EvalSubject, ParentSet
 from mergescope.models.resources import check_disk, check_memory, merged_output_bytes
-from mergescope.runs.directory import (LockedRun, finite_checked, merges_dir, record_finite_checked, run_meta,
-                                write_run_meta)
+from mergescope.runs import provenance
+from mergescope.runs.directory import (
+    LockedRun,
+    finite_checked,
+    merges_dir,
+    record_finite_checked,
+    run_meta,
+    write_run_meta,
+)
+from mergescope.runs.records import Candidate, EvalSubject, ParentSet
+from mergescope.runs.store import FULL, SUBSET, ResultsStore
 from mergescope.scoring.judge_run import JudgeSettings, RunJudging, answered, judged_ids
 from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
-from mergescope.runs.store import FULL, SUBSET, ResultsStore
+from mergescope.serving import BACKENDS, default_backend
 
 
 @dataclass(frozen=True)
@@ -132,8 +139,10 @@ def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
     """The backend's options: the served dtype, --batch-size and --chat-template NAME where given (a backend
     without such an option refuses it), and the backend flags given."""
     evaluation = settings.evaluation
-    given = {"batch_size": evaluation.batch_size,
-             "chat_template": evaluation.apply_chat_template if isinstance(evaluation.apply_chat_template, str) else None}
+    given = {
+        "batch_size": evaluation.batch_size,
+        "chat_template": evaluation.apply_chat_template if isinstance(evaluation.apply_chat_template, str) else None,
+    }
     return {"dtype": dtype, **{key: value for key, value in given.items() if value}, **settings.backend_options}
 
 
@@ -279,7 +288,9 @@ def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepP
         scores = ", ".join(f"{s.task} {s.metric}={s.value:.3f}" for s in result.evaluation.scores)
         _say(settings, f"  {result.subject.label}: {scores} ({result.evaluation.seconds:.1f}s)")
         if judging is not None:  # the worker answered the judge's questions; grading needs no model here
-            _say(settings, judging.judge_subject(result.subject, answered(result.answers, result.answers_chat_template)))
+            _say(
+                settings, judging.judge_subject(result.subject, answered(result.answers, result.answers_chat_template))
+            )
             kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, plan.executor_options)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 from pydantic import ValidationError
 
-from mergescope.merging.spec import SWEEPS_DIR, SweepSpec, load_yaml
 from mergescope.errors import MergescopeError
-from mergescope.runs.records import stand_in_parents
-from mergescope.scoring.rubric import JUDGES_DIR, rubric_problems
 from mergescope.merging.search_space import space_problems
+from mergescope.merging.spec import SWEEPS_DIR, SweepSpec, load_yaml
+from mergescope.runs.records import ParentSet, stand_in_parents
+from mergescope.scoring.rubric import JUDGES_DIR, rubric_problems
 
 # A validator takes one YAML file and returns its problems, each one line naming the file and key.
 Validator = Callable[[Path], list[str]]
@@ -20,7 +21,7 @@ Validator = Callable[[Path], list[str]]
 
 def sweep_problems(path: Path) -> list[str]:
     """Every problem of a sweep spec: schema errors, then each method block expanded over stand-in parents."""
-    from mergescope.merging.candidates import block_candidates, expand, validate_with_mergekit
+    from mergescope.merging.candidates import expand
 
     try:
         raw = load_yaml(path)
@@ -38,11 +39,19 @@ def sweep_problems(path: Path) -> list[str]:
     problems = []
     # One block at a time, so one bad block does not hide the problems of the next.
     for index in range(len(spec.methods)):
-        problems += _problems_of(lambda: [validate_with_mergekit(c) for c in block_candidates(spec, index, parents)])
+        problems += _problems_of(partial(_check_block, spec, index, parents))
     for relative in spec.mergekit_configs:
         config_only = spec.model_copy(update={"methods": [], "mergekit_configs": [relative]})
-        problems += _problems_of(lambda: expand(config_only, parents))
+        problems += _problems_of(partial(expand, config_only, parents))
     return problems
+
+
+def _check_block(spec: SweepSpec, index: int, parents: ParentSet) -> None:
+    """Expand method block `index` over `parents` and have mergekit check each candidate's config."""
+    from mergescope.merging.candidates import block_candidates, validate_with_mergekit
+
+    for candidate in block_candidates(spec, index, parents):
+        validate_with_mergekit(candidate)
 
 
 def _problems_of(check: Callable[[], object]) -> list[str]:

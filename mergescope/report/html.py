@@ -10,15 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import matplotlib
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from mergescope.analysis.run_data import load_run
 from mergescope.analysis.run_analysis import RunAnalysis, analyse_run
+from mergescope.analysis.run_data import load_run
 from mergescope.errors import MergescopeError
 from mergescope.faults import kill_point
 from mergescope.report import sections

@@ -4,7 +4,7 @@ gain against kinship across runs. Registered in the same registries as the score
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,10 +12,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from scipy import stats
 
-from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
-from mergescope.report.plots import (finish, height_for_rows, panel_grid, register_plot, register_series_plot,
-                                     set_tick_labels)
+from mergescope.analysis.run_data import RunData
+from mergescope.report.plots import (
+    finish,
+    height_for_rows,
+    panel_grid,
+    register_plot,
+    register_series_plot,
+    set_tick_labels,
+)
 
 KINSHIP_METRICS = ("pearson", "cosine")
 MAX_JUDGED_CANDIDATES = 3
@@ -100,7 +106,7 @@ def judge_profile(analysis: RunAnalysis) -> Figure | None:
         return None
     panels = list(intervals.groupby(["rubric", "judge"], sort=False))
     figure, axes = panel_grid(len(panels), width=5.2, height=3.6)
-    for axis, ((rubric, judge), part) in zip(axes, panels):
+    for axis, ((rubric, judge), part) in zip(axes, panels, strict=True):
         _judge_panel(axis, part, analysis.run)
         axis.set_title(f"{rubric} · judge {judge}", fontsize=9)
     return finish(figure, "Judge rubric profile: children vs parents")

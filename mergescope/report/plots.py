@@ -13,7 +13,8 @@ The plots of weights and judges are in `model_plots.py`; importing `mergescope.r
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy as np
@@ -23,8 +24,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
+from mergescope.analysis.run_data import RunData
 
 if TYPE_CHECKING:
     from mergescope.analysis.kinship_study import StudyData
@@ -38,7 +39,7 @@ STUDY_PLOTS: dict[str, StudyPlotFunction] = {}
 
 MAX_TICK_LABELS = 24
 # Marker and colour of each emergence label: significance is read from the marker at a glance.
-LABEL_STYLES = {
+LABEL_STYLES: dict[str, dict[str, Any]] = {
     "emergent": dict(marker="*", s=180, edgecolors="black", linewidths=0.6),
     "intermediate": dict(marker="o", s=45, edgecolors="none"),
     "degraded": dict(marker="v", s=70, edgecolors="black", linewidths=0.6),
@@ -227,7 +228,7 @@ def interpolation_curves(analysis: RunAnalysis) -> Figure | None:
         return None
     tasks = list(dict.fromkeys(curve.task))
     figure, axes = panel_grid(len(tasks))
-    for axis, task in zip(axes, tasks):
+    for axis, task in zip(axes, tasks, strict=True):
         _interpolation_panel(axis, curve[curve.task == task], scores[scores.task == task])
         axis.set_title(task, fontsize=9)
     parents = list(analysis.run.parents().label)
@@ -242,7 +243,7 @@ def _interpolation_panel(axis: Axes, curve: pd.DataFrame, task_scores: pd.DataFr
         line, = axis.plot(points.mix, points.value, "-o" if len(points) > 1 else "s", markersize=4, label=method)
         axis.fill_between(points.mix, points.low, points.high, color=line.get_color(), alpha=0.18, linewidth=0)
     parents = task_scores[task_scores.kind == "parent"]
-    for share, parent in zip((0.0, 1.0), parents.itertuples()):
+    for share, parent in zip((0.0, 1.0), parents.itertuples(), strict=False):
         axis.errorbar([share], [parent.value], yerr=_yerr(parent), fmt="*", markersize=13, color="black", capsize=3)
         axis.annotate(parent.label, (share, parent.value), fontsize=7, xytext=(6 if share == 0 else -6, -12),
                       textcoords="offset points", ha="left" if share == 0 else "right")
@@ -270,7 +271,7 @@ def method_comparison(analysis: RunAnalysis) -> Figure | None:
     tasks = list(dict.fromkeys(candidates.task))
     methods = list(dict.fromkeys(candidates.method))
     figure, axes = panel_grid(len(tasks), width=4.2, height=1.2 + 0.35 * len(methods))
-    for axis, task in zip(axes, tasks):
+    for axis, task in zip(axes, tasks, strict=True):
         _method_panel(axis, candidates[candidates.task == task], scores[scores.task == task], methods)
         axis.set_title(task, fontsize=9)
     return finish(figure, "Merge methods: best setting per method (chosen and shown on the same items: optimistic)")
@@ -285,7 +286,9 @@ def _method_panel(axis: Axes, candidates: pd.DataFrame, task_scores: pd.DataFram
         best = settings.loc[settings.value.idxmax()]
         error = _yerr(best)
         axis.errorbar([best.value], [position], xerr=error, fmt="o", color="tab:blue", capsize=3)
-    for parent, color in zip(task_scores[task_scores.kind == "parent"].itertuples(), ("tab:orange", "tab:green")):
+    for parent, color in zip(
+        task_scores[task_scores.kind == "parent"].itertuples(), ("tab:orange", "tab:green"), strict=False
+    ):
         axis.axvline(parent.value, color=color, linewidth=1, label=parent.label)
         if not pd.isna(parent.low):
             axis.axvspan(parent.low, parent.high, color=color, alpha=0.12, linewidth=0)

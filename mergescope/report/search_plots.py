@@ -36,7 +36,9 @@ def search_history(analysis: RunAnalysis) -> Figure | None:
     axis.set_ylabel("objective (mean primary metric, selection half)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="lower right")
-    return finish(figure, f"Search history: {len(trials)} trials, {search.meta.sampler} sampler, seed {search.meta.seed}")
+    return finish(
+        figure, f"Search history: {len(trials)} trials, {search.meta.sampler} sampler, seed {search.meta.seed}"
+    )
 
 
 @register_plot("search_parameters")
@@ -48,8 +50,8 @@ def search_parameters(analysis: RunAnalysis) -> Figure | None:
     names = search.parameter_names()[:MAX_PARAMETER_PANELS]
     trials = search.trials
     figure, axes = panel_grid(len(names), width=3.4, height=2.8)
-    for axis, name in zip(axes, names):
-        values = trials.params.map(lambda p: p.get(name, np.nan)).astype(float)
+    for axis, name in zip(axes, names, strict=True):
+        values = trials.params.map(lambda p, name=name: p.get(name, np.nan)).astype(float)
         axis.scatter(values, trials.objective, s=16, c=trials.number, cmap="viridis")
         axis.set_title(name, fontsize=8)
         axis.grid(alpha=0.3)

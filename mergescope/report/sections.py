@@ -17,8 +17,8 @@ import pandas as pd
 import yaml
 
 from mergescope.analysis.emergent_items import ItemTransitions
-from mergescope.analysis.run_data import RunData
 from mergescope.analysis.run_analysis import RunAnalysis
+from mergescope.analysis.run_data import RunData
 from mergescope.errors import MergescopeError
 
 MAX_EXAMPLE_CANDIDATES = 6
@@ -128,9 +128,17 @@ def candidate_table(analysis: RunAnalysis) -> Table:
         gain = own.gain_over_best.mean() if not own.empty else math.nan
         timing = subjects.loc[subject_id]
         scores = [wide.at[subject_id, task] for task in tasks]
-        cells = [subject.kind, subject.label, subject.method or "", number(subject.mix, 2),
-                 *[number(s) + (" ★" if task in emergent else "") for s, task in zip(scores, tasks)],
-                 number(gain), ", ".join(sorted(emergent)), number(timing.merge_seconds, 1), number(timing.eval_seconds, 1)]
+        cells = [
+            subject.kind,
+            subject.label,
+            subject.method or "",
+            number(subject.mix, 2),
+            *[number(s) + (" ★" if task in emergent else "") for s, task in zip(scores, tasks, strict=True)],
+            number(gain),
+            ", ".join(sorted(emergent)),
+            number(timing.merge_seconds, 1),
+            number(timing.eval_seconds, 1),
+        ]
         rows.append(tuple(cells))
         keys.append((subject.kind, subject.label, subject.method or "", sort_key(subject.mix), *map(sort_key, scores),
                      sort_key(gain), len(emergent), sort_key(timing.merge_seconds), sort_key(timing.eval_seconds)))
@@ -245,7 +253,7 @@ class Lineage:
 
 def _model_names(run: RunData) -> dict[str, str]:
     references = run.subjects[run.subjects.path.notna()]
-    return {str(Path(path)): label for path, label in zip(references.path, references.label)}
+    return {str(Path(path)): label for path, label in zip(references.path, references.label, strict=True)}
 
 
 def lineage(run: RunData) -> tuple[Lineage, ...]:
@@ -301,10 +309,23 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
     subset = run.subset_scored  # a search's trials scored on its fitness subset: their cost, in one row
     if not subset.empty:
-        timings = pd.concat([timings, pd.DataFrame([{
-            "kind": "candidate", "label": f"{len(subset)} trials scored on the fitness subset",
-            "merge_seconds": subset.merge_seconds.sum(), "eval_seconds": subset.eval_seconds.sum(), "finished_at": ""}])],
-            ignore_index=True)
+        timings = pd.concat(
+            [
+                timings,
+                pd.DataFrame(
+                    [
+                        {
+                            "kind": "candidate",
+                            "label": f"{len(subset)} trials scored on the fitness subset",
+                            "merge_seconds": subset.merge_seconds.sum(),
+                            "eval_seconds": subset.eval_seconds.sum(),
+                            "finished_at": "",
+                        }
+                    ]
+                ),
+            ],
+            ignore_index=True,
+        )
     totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
                             "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
     return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),

@@ -13,12 +13,15 @@ from urllib.parse import quote
 import pandas as pd
 
 from mergescope.analysis.drivers import DriverFit
-from mergescope.analysis.run_analysis import SPLIT
 from mergescope.analysis.kinship_study import GAINS, KINSHIP_METRIC, StudyData
+from mergescope.analysis.run_analysis import SPLIT
+from mergescope.analysis.run_data import RunData
+from mergescope.errors import MergescopeError
 from mergescope.report import study_plots  # noqa: F401  (registers the study plots)
 from mergescope.report.html import render_page, render_plots, write_analysed_report, write_page
 from mergescope.report.plots import STUDY_PLOTS
 from mergescope.report.sections import Table, frame_table, number, sort_key
+from mergescope.runs.directory import RunMeta
 
 GAIN_TITLES = {"gain_over_best": "gain over the best parent", "gain_over_mean": "gain over the parents' mean"}
 
@@ -50,7 +53,7 @@ class FitSection:
 
 def pair_entries(data: StudyData, links: dict[str, str]) -> tuple[PairEntry, ...]:
     """The pairs in study order, each with its kinship and the link to its report."""
-    return tuple(PairEntry(f.pair.key, f.pair.group, f.pair.kind, " + ".join(f.run.meta.parent_names),
+    return tuple(PairEntry(f.pair.key, f.pair.group, f.pair.kind, " + ".join(_meta(f.run).parent_names),
                            f.base or "none", f.basis or "unknown", f.pearson, f.cosine, links[f.pair.key],
                            str(f.run.path)) for f in data.pairs)
 
@@ -97,7 +100,7 @@ def parents_table(data: StudyData) -> Table:
 
 def fit_sections(data: StudyData) -> tuple[FitSection, ...]:
     """One section per driver fit: its coefficients with CIs and partial correlations, or why it has none."""
-    return tuple(_fit_section(gain, fit) for gain, fit in zip(GAINS, data.fits))
+    return tuple(_fit_section(gain, fit) for gain, fit in zip(GAINS, data.fits, strict=True))
 
 
 def _fit_section(gain: str, fit: DriverFit) -> FitSection:
@@ -108,9 +111,16 @@ def _fit_section(gain: str, fit: DriverFit) -> FitSection:
                       coefficients if fit.coefficients else None, fit.problems)
 
 
+def _meta(run: RunData) -> RunMeta:
+    """A pair's run provenance: every pair is a run the study swept, so it has one."""
+    if run.meta is None:
+        raise MergescopeError(f"{run.path}: no sweep provenance in the run's store", hint="rerun the study")
+    return run.meta
+
+
 def settings_rows(data: StudyData) -> tuple[tuple[str, str], ...]:
     """The settings every pair shares (from the first pair's run) and the analysis settings."""
-    meta = data.pairs[0].run.meta  # every pair is a run the study swept, so its provenance is there
+    meta = _meta(data.pairs[0].run)
     return (("sweep spec", str(meta.spec_source or "(built-in default)")),
             ("item limit", str(meta.limit or "none")), ("backend", str(meta.backend or "default")),
             ("best candidate", f"split {SPLIT}: chosen on one half of the items, reported on the other"),

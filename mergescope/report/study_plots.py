@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.axes import Axes
@@ -46,12 +47,12 @@ def pair_grid(data: StudyData, rows: pd.DataFrame, panels: Sequence[Panel], erro
     """A row of `panels` per measure of `rows`, one point per pair in each, coloured by group and marked by the
     kinship basis."""
     colors = group_colors(data)
-    measures = list(dict.fromkeys(zip(rows.task, rows.measure)))
+    measures = list(dict.fromkeys(zip(rows.task, rows.measure, strict=True)))
     figure = Figure(figsize=(10.5, 1.0 + 3.1 * len(measures)))
     axes = figure.subplots(len(measures), len(panels), squeeze=False)
-    for row_axes, (task, measure) in zip(axes, measures):
+    for row_axes, (task, measure) in zip(axes, measures, strict=True):
         part = rows[(rows.task == task) & (rows.measure == measure)]
-        for axis, panel in zip(row_axes, panels):
+        for axis, panel in zip(row_axes, panels, strict=True):
             for nth, (_, row) in enumerate(part.dropna(subset=[panel.x]).sort_values(panel.x).iterrows()):
                 _point(axis, row, panel, colors[row["group"]], errors(row) if errors else None, nth)
             axis.margins(x=0.12, y=0.1)

@@ -22,8 +22,8 @@ import yaml
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mergescope.merging.spec import EvalSettings, validation_message
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
+from mergescope.merging.spec import EvalSettings, validation_message
 from mergescope.runs.records import Candidate, EvalSubject
 from mergescope.runs.store import FULL, STORE_NAME, ResultsStore, read_meta
 
@@ -222,11 +222,15 @@ def stored_subject(row: sqlite3.Row, run_dir: Path) -> EvalSubject:
     """The subject of a `subjects` row (store.py writes it); a candidate's path is its merge directory."""
     if row["kind"] != "candidate":
         return EvalSubject(id=row["id"], kind=row["kind"], label=row["label"], path=Path(row["path"]))
-    candidate = Candidate(id=row["id"], method=row["method"], label=row["label"],
-                          mergekit_config=yaml.safe_load(row["mergekit_config"]),
-                          parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
-    return EvalSubject(id=row["id"], kind="candidate", label=row["label"], candidate=candidate,
+    return EvalSubject(id=row["id"], kind="candidate", label=row["label"], candidate=stored_candidate(row),
                        path=merges_dir(run_dir) / row["id"])
+
+
+def stored_candidate(row: sqlite3.Row) -> Candidate:
+    """The candidate of a `subjects` row of kind 'candidate'."""
+    return Candidate(id=row["id"], method=row["method"], label=row["label"],
+                     mergekit_config=yaml.safe_load(row["mergekit_config"]),
+                     parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
 
 
 def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
@@ -252,7 +256,7 @@ def find_candidate(run_dir: Path, id_prefix: str) -> Candidate:
         hint = did_you_mean(id_prefix, {row["id"] for row in rows}) if not matching and rows else \
             "see `mergescope results RUN --json`"
         raise ConfigError(f"{run_dir}: {found} with id {id_prefix!r}", hint=hint)
-    return stored_subject(matching[0], run_dir).candidate
+    return stored_candidate(matching[0])
 
 
 def _subject_rows(run_dir: Path, sql: str, *params: Any) -> list[sqlite3.Row]:

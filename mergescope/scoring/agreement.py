@@ -127,7 +127,7 @@ def criterion_intervals(judgments: pd.DataFrame, confidence: float = 0.95, seed:
     rows = []
     for key, values in per_question.groupby(level=[0, 1, 2, 3]):
         low, high = _bootstrap_mean(values.to_numpy(), confidence, seed)
-        rows.append(dict(zip(keys, key), mean=values.mean(), ci_low=low, ci_high=high, n=len(values),
+        rows.append(dict(zip(keys, key, strict=True), mean=values.mean(), ci_low=low, ci_high=high, n=len(values),
                          self_preference=bool(flagged[key]) if flagged is not None else False))
     return pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n", "self_preference"])
 

@@ -138,8 +138,11 @@ class ChatClient:
         if status in RETRY_STATUSES or status >= 500:
             return None, f"HTTP {status}"
         if status >= 400:
-            raise JudgeUnavailable(f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
-                                   f"{' '.join(response.text.split())[:200]}", hint="check --judge-model and --judge-url")
+            raise JudgeUnavailable(
+                f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
+                f"{' '.join(response.text.split())[:200]}",
+                hint="check --judge-model and --judge-url",
+            )
         try:
             choice = response.json()["choices"][0]
             return ChatReply(choice["message"]["content"] or "", _tokens(choice.get("logprobs"))), ""
@@ -202,11 +205,17 @@ class JudgmentCache:
         row = self._db.execute("SELECT reply, tokens FROM replies WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        tokens = tuple(ReplyToken(text, tuple((alt, lp) for alt, lp in top), n) for text, n, top in json.loads(row[1] or "[]"))
+        tokens = tuple(
+            ReplyToken(text, tuple((alt, lp) for alt, lp in top), n) for text, n, top in json.loads(row[1] or "[]")
+        )
         return ChatReply(row[0], tokens)
 
     def put(self, key: str, judge: str, reply: ChatReply) -> None:
-        tokens = json.dumps([[t.text, t.n_bytes, [list(alt) for alt in t.top]] for t in reply.tokens]) if reply.tokens else None
+        tokens = (
+            json.dumps([[t.text, t.n_bytes, [list(alt) for alt in t.top]] for t in reply.tokens])
+            if reply.tokens
+            else None
+        )
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply, tokens) VALUES (?, ?, ?, ?)",
                              (key, judge, reply.text, tokens))
@@ -368,13 +377,14 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
     comparisons = []
     for mine, other in pairs:
         for sample in range(samples):
-            first, swapped = (replies.get(requests[(mine.question_id, sample, o)].key) for o in ("first", "swapped"))
-            if first is None or swapped is None:
+            reply_first, reply_swapped = (replies.get(requests[(mine.question_id, sample, o)].key)
+                                          for o in ("first", "swapped"))
+            if reply_first is None or reply_swapped is None:
                 continue
             comparisons.append(Comparison(mine.subject_id, other.subject_id, rubric.name, mine.question_id,
-                                          session.endpoint.model, sample, parse_verdict(first.text).verdict,
-                                          parse_verdict(swapped.text).verdict, first.text, swapped.text,
-                                          self_preference))
+                                          session.endpoint.model, sample, parse_verdict(reply_first.text).verdict,
+                                          parse_verdict(reply_swapped.text).verdict, reply_first.text,
+                                          reply_swapped.text, self_preference))
     return comparisons
 
 

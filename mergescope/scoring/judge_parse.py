@@ -29,7 +29,7 @@ _BARE_AT_END = re.compile(rf"(?<![\w.]){_NUMBER}\s*/\s*(\d+)[\s.!*)\]]*$")
 _SCORE_LABEL = re.compile(rf"\bscore\b[*\s]*[:=][*\s]*{_OUT_OF}", re.IGNORECASE)
 _VERDICT_BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _VERDICT_LABEL = re.compile(r"\b(?:winner|verdict|better answer)\b[*\s\"']*[:=][*\s\"']*(A|B|tie)\b", re.IGNORECASE)
-_VERDICT_WORDS = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "answer_a": "A", "answer_b": "B",
+_VERDICT_WORDS: dict[str, Verdict] = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "answer_a": "A", "answer_b": "B",
                   "first": "A", "second": "B", "equal": "tie", "draw": "tie"}
 
 
@@ -124,7 +124,8 @@ def _from_json_value(value: Any, scale: tuple[int, int]) -> ParsedScore:
 
 def _json_scores(obj: dict[str, Any], scales: dict[str, tuple[int, int]]) -> dict[str, Any]:
     """Criterion -> raw value from a reply object: {"scores": {...}}, top-level keys, or "score" for one criterion."""
-    inner = obj.get("scores") if isinstance(obj.get("scores"), dict) else obj
+    scores = obj.get("scores")
+    inner = scores if isinstance(scores, dict) else obj
     by_key = {_normal(k): v for k, v in inner.items()}
     found = {name: by_key[name] for name in scales if name in by_key}
     if len(scales) == 1 and not found and "score" in {_normal(k) for k in obj}:
@@ -171,12 +172,12 @@ def parse_grades(reply: str | None, scales: dict[str, tuple[int, int]]) -> dict[
         if name in from_json:
             score = _from_json_value(from_json[name], scale)
             keys = (name, "score") if len(scales) == 1 else (name,)
-            span = _json_value_span(reply, region[1], region[2], keys) if score.status == "ok" else None
+            span = _json_value_span(reply, region[1], region[2], keys) if region and score.status == "ok" else None
             parsed[name] = ParsedScore(score.value, score.status, span)
             continue
         prose = _prose_score(reply, name, only_criterion=len(scales) == 1)
         score = _checked(prose[0], prose[1], scale) if prose else ParsedScore(None, "unparseable")
-        parsed[name] = ParsedScore(score.value, score.status, prose[2]) if score.status == "ok" else score
+        parsed[name] = ParsedScore(score.value, score.status, prose[2]) if prose and score.status == "ok" else score
     return parsed
 
 

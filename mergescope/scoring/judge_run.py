@@ -2,28 +2,45 @@
 
 `RunJudging` is used by the sweep (right after each subject's lm-eval scores are stored; the worker that
 served the subject, in this process or a Ray actor, answered the rubric questions while the model was
-loaded, so grading needs no model here) and by `mergescope judge RUN` (which re-judges finished subjects, loading a model only where
+loaded, so grading needs no model here) and by `mergescope judge RUN` (which re-judges finished subjects, loading a
+model only where
 its answers are not stored yet). When the judge endpoint fails for good, what was judged is kept, the rest
 of the run's subjects are marked `incomplete` in `judge_status`, and the run carries on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from mergescope.serving import BACKENDS, create_backend, default_backend
-from mergescope.serving.chat import has_chat_template
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
+from mergescope.runs.directory import (
+    JudgingMeta,
+    LockedRun,
+    RunMeta,
+    judging_meta,
+    merges_dir,
+    run_meta,
+    stored_subjects,
+    write_judging_meta,
+)
 from mergescope.runs.records import Answer, AnswerRequest, EvalSubject
-from mergescope.runs.directory import (JudgingMeta, LockedRun, RunMeta, judging_meta, merges_dir, run_meta, stored_subjects,
-                                write_judging_meta)
-from mergescope.scoring import judge_store
-from mergescope.scoring.judge import DEFAULT_API_KEY_ENV, JudgeEndpoint, JudgeSession, compare, grade, is_self_preference
-from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_rubric
 from mergescope.runs.store import ResultsStore
+from mergescope.scoring import judge_store
+from mergescope.scoring.judge import (
+    DEFAULT_API_KEY_ENV,
+    JudgeEndpoint,
+    JudgeSession,
+    compare,
+    grade,
+    is_self_preference,
+)
+from mergescope.scoring.rubric import Rubric, answer_prompt, cut_at_stop, find_rubric
+from mergescope.serving import BACKENDS, Backend, create_backend, default_backend
+from mergescope.serving.chat import has_chat_template
 
 CACHE_NAME = "judge_cache.sqlite"
 
@@ -125,7 +142,7 @@ class RunJudging:
             replies = complete(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
             sampling = judge_store.sampling_json(rubric, self.backend, replies.chat_template)
             fresh = [Answer(subject.id, rubric.name, q.id, prompt, cut_at_stop(reply, rubric.generation.stop), sampling)
-                     for q, prompt, reply in zip(missing, prompts, replies.texts)]
+                     for q, prompt, reply in zip(missing, prompts, replies.texts, strict=True)]
             judge_store.write_answers(self.store, fresh)
             stored.update({a.question_id: a for a in fresh})
         return [stored[q.id] for q in rubric.questions]
@@ -177,7 +194,7 @@ class RunJudging:
                 temperature=self.settings.temperature, pairwise=self.settings.pairwise,
                 logprobs=self.settings.logprobs, max_tokens=self.settings.max_tokens,
                 rubrics=tuple(r.label for r in self.rubrics),
-                rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics),
+                rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics if r.source),
                 complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure))
             return incomplete
         finally:
@@ -251,25 +268,29 @@ class ModelLoader:
 
     def __init__(self, backend_name: str, run_dir: Path, options: Any):
         self.backend_name, self.run_dir, self.options = backend_name, run_dir, options  # options: checked record
-        self.backend, self.loaded = None, None
+        self.backend: Backend | None = None
+        self.loaded: str | None = None  # the id of the subject the backend holds
 
     def completer(self, subject: EvalSubject) -> Completer:
         def complete(prompts: list[str], max_tokens: int, temperature: float) -> Completions:
-            self._load(subject)
-            return Completions(self.backend.generate(prompts, max_tokens, temperature),
-                               has_chat_template(self.backend.tokenizer))
+            backend = self._load(subject)
+            return Completions(backend.generate(prompts, max_tokens, temperature), has_chat_template(backend.tokenizer))
 
         return complete
 
-    def _load(self, subject: EvalSubject) -> None:
+    def _load(self, subject: EvalSubject) -> Backend:
+        """The backend, holding `subject` (loaded now unless it already was)."""
         from mergescope.merging.merge import merge_to_disk  # safetensors and mergekit: only when a model must answer
 
-        if self.loaded == subject.id:
-            return
-        model_dir = merge_to_disk(subject.candidate, merges_dir(self.run_dir)) if subject.candidate else subject.path
         self.backend = self.backend or create_backend(self.backend_name, self.options)
+        if self.loaded == subject.id:
+            return self.backend
+        model_dir = merge_to_disk(subject.candidate, merges_dir(self.run_dir)) if subject.candidate else subject.path
+        if model_dir is None:
+            raise ValueError(f"subject {subject.id} has neither a model directory nor a candidate")
         self.backend.load(model_dir)
         self.loaded = subject.id
+        return self.backend
 
     def close(self) -> None:
         if self.backend is not None:

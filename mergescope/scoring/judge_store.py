@@ -12,12 +12,12 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mergescope.runs.records import Answer, Comparison, Judgment
-from mergescope.scoring.rubric import Rubric
 from mergescope.runs.store import ResultsStore
+from mergescope.scoring.rubric import Rubric
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -117,12 +117,15 @@ def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgment
                  by_question[qid].answer if qid in by_question else None) for qid, value in values.items()])
 
 
-def _question_means(judgments: list[Judgment], value: Callable[[Judgment], float | None]) -> dict[str, dict[str, float]]:
+def _question_means(
+    judgments: list[Judgment], value: Callable[[Judgment], float | None]
+) -> dict[str, dict[str, float]]:
     """criterion -> question -> mean `value` over the samples that have one (missing samples left out)."""
     collected: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for j in judgments:
-        if value(j) is not None:
-            collected[j.criterion][j.question_id].append(value(j))
+        score = value(j)
+        if score is not None:
+            collected[j.criterion][j.question_id].append(score)
     return {c: {q: sum(v) / len(v) for q, v in questions.items()} for c, questions in collected.items()}
 
 
@@ -151,7 +154,9 @@ def _question_hash(rubric: Rubric, question_id: str) -> str:
 # -- reading --------------------------------------------------------------------------------------
 def stored_answers(store: ResultsStore, subject_id: str, rubric: str) -> list[Answer]:
     rows = store.query("SELECT * FROM answers WHERE subject_id = ? AND rubric = ?", subject_id, rubric)
-    return [Answer(r["subject_id"], r["rubric"], r["question_id"], r["prompt"], r["answer"], r["sampling"]) for r in rows]
+    return [
+        Answer(r["subject_id"], r["rubric"], r["question_id"], r["prompt"], r["answer"], r["sampling"]) for r in rows
+    ]
 
 
 def incomplete_subjects(store: ResultsStore) -> list[str]:

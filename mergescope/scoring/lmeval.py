@@ -9,12 +9,13 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mergescope.merging.spec import EvalSettings
 from mergescope.errors import ConfigError
+from mergescope.merging.spec import EvalSettings
 from mergescope.runs.records import Evaluation, ItemOutcome, TaskScore
 
 # Never read a hub: tasks use local data and models are local directories.
@@ -51,7 +52,7 @@ def _quiet_lm_eval() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def resolve_tasks(names: list[str], include_paths: list[Path] = (), limit: int | None = None,
+def resolve_tasks(names: list[str], include_paths: Sequence[Path] = (), limit: int | None = None,
                   settings: EvalSettings = EvalSettings()) -> TaskSuite:
     """A checked task suite: every name exists and its data loads, or a ConfigError names the task."""
     if not names:

@@ -21,8 +21,8 @@ import jinja2.meta
 import jinja2.sandbox
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from mergescope.merging.spec import load_yaml, validation_message
 from mergescope.errors import ConfigError
+from mergescope.merging.spec import load_yaml, validation_message
 from mergescope.shipped import resolve_shipped, shipped_folder
 
 JUDGES_DIR = shipped_folder("mergescope.scoring", "judges")
@@ -48,8 +48,12 @@ Rubric:
 
 {{ output_format }}
 """
-DEFAULT_GRADING_TEMPLATE = ("Grade the answer to the question below on each criterion of the rubric.\n\n" + _QUESTION_BLOCK
-                            + "Answer to grade:\n{{ answer }}\n" + _RUBRIC_BLOCK)
+DEFAULT_GRADING_TEMPLATE = (
+    "Grade the answer to the question below on each criterion of the rubric.\n\n"
+    + _QUESTION_BLOCK
+    + "Answer to grade:\n{{ answer }}\n"
+    + _RUBRIC_BLOCK
+)
 DEFAULT_PAIRWISE_TEMPLATE = (
     "Compare two answers to the question below, taking every criterion of the rubric into account.\n"
     "The order in which the answers are shown says nothing about their quality.\n\n" + _QUESTION_BLOCK
@@ -150,8 +154,11 @@ class Rubric(Strict):
         return value
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Rubric":
-        for what, names in (("criteria", [c.name for c in self.criteria]), ("questions", [q.id for q in self.questions])):
+    def _unique_names(self) -> Rubric:
+        for what, names in (
+            ("criteria", [c.name for c in self.criteria]),
+            ("questions", [q.id for q in self.questions]),
+        ):
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:
                 raise ValueError(f"{what}: repeated name(s) {', '.join(repeated)}")
@@ -248,7 +255,9 @@ def criteria_text(rubric: Rubric) -> str:
     """
     blocks = []
     for criterion in rubric.criteria:
-        levels = "\n".join(f"    level {level} means {text.strip()}" for level, text in sorted(criterion.levels.items()))
+        levels = "\n".join(
+            f"    level {level} means {text.strip()}" for level, text in sorted(criterion.levels.items())
+        )
         blocks.append(f"- {criterion.name} (integer from {criterion.scale.min} to {criterion.scale.max}): "
                       f"{criterion.description.strip()}\n{levels}")
     return "\n".join(blocks)

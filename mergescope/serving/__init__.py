@@ -19,7 +19,7 @@ class Backend(Protocol):
     name: str
     tokenizer: Any  # the transformers tokenizer of the model loaded last (None before the first load)
 
-    def load(self, model_dir: Path) -> "LM":
+    def load(self, model_dir: Path) -> LM:
         """An lm-eval model serving the weights in `model_dir` (replacing whatever was served)."""
 
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,8 +23,8 @@ class HFBackend:
         # lm-eval's evaluate renders chats with the tokenizer's default template whatever name it is given;
         # a named one reaches the tokenizer only through HFLM's chat_template_args
         self.chat_template_args = {"chat_template": options.chat_template} if options.chat_template else None
-        self.model = None
-        self.tokenizer = None
+        self.model: Any = None  # transformers' model and tokenizer, once `load` has run
+        self.tokenizer: Any = None
 
     def load(self, model_dir: Path):
         from lm_eval.models.huggingface import HFLM

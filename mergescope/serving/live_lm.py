@@ -90,7 +90,7 @@ class LiveEngineLM(TemplateLM):
         params = SamplingParams(temperature=0, prompt_logprobs=1, max_tokens=1, detokenize=False)
         outputs = self.backend.run(prompts, params)
         answers = []
-        for (cache_key, _, _), tokens, start, output in zip(requests, prompts, context_lengths, outputs):
+        for (cache_key, _, _), tokens, start, output in zip(requests, prompts, context_lengths, outputs, strict=True):
             answer = continuation_logprob(tokens, output.prompt_logprobs, start)
             if cache_key is not None:
                 self.cache_hook.add_partial("loglikelihood", cache_key, answer)
@@ -108,9 +108,9 @@ class LiveEngineLM(TemplateLM):
                 windows.append((None, context, continuation))
                 owners.append(index)
         totals = [0.0] * len(requests)
-        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows)):
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(windows), strict=True):
             totals[owner] += logprob
-        for request, total in zip(requests, totals):
+        for request, total in zip(requests, totals, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
         return totals
 
@@ -132,8 +132,11 @@ class LiveEngineLM(TemplateLM):
             params.append(SamplingParams(max_tokens=max_tokens, stop=until, skip_special_tokens=False, **options))
             stops.append(until)
         outputs = self.backend.run(prompts, params)
-        texts = [postprocess_generated_text(out.outputs[0].text, until, None) for out, until in zip(outputs, stops)]
-        for request, text in zip(requests, texts):
+        texts = [
+            postprocess_generated_text(out.outputs[0].text, until, None)
+            for out, until in zip(outputs, stops, strict=True)
+        ]
+        for request, text in zip(requests, texts, strict=True):
             self.cache_hook.add_partial("generate_until", request.args, text)
         return texts
 
@@ -141,7 +144,7 @@ class LiveEngineLM(TemplateLM):
 def continuation_logprob(tokens: list[int], prompt_logprobs: list, start: int) -> tuple[float, bool]:
     """Sum of log p(token) over tokens[start:], and whether each of them was the most likely token."""
     total, greedy = 0.0, True
-    for token, candidates in zip(tokens[start:], prompt_logprobs[start:]):
+    for token, candidates in zip(tokens[start:], prompt_logprobs[start:], strict=True):
         total += candidates[token].logprob
         best = max(candidates.items(), key=lambda item: item[1].logprob)[0]
         greedy = greedy and best == token

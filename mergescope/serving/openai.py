@@ -18,9 +18,10 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
-from mergescope.serving.chat import answer_prompt_ids
 from mergescope.errors import ConfigError, PrerequisiteError
+from mergescope.serving.chat import answer_prompt_ids
 from mergescope.serving.options import OpenAIOptions
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class OpenAIBackend:
         self.max_gen_toks = options.max_gen_toks
         self.timeout = options.timeout
         self.batch_size = options.batch_size
-        self.tokenizer = None  # the served model's, once loaded
+        self.tokenizer: Any = None  # the served model's, once loaded
 
     def served_models(self) -> list[dict]:
         """The endpoint's /models entries (id, and root where the server reports it)."""
@@ -61,7 +62,7 @@ class OpenAIBackend:
     def _served_model(self, model_dir: Path) -> str:
         entries = {entry["id"]: entry for entry in self.served_models()}
         name = self.model or next(iter(entries), None)
-        if name not in entries:
+        if name is None or name not in entries:
             raise ConfigError(f"{self.base_url} does not serve {name!r}", hint=f"it serves: {', '.join(entries)}")
         root = entries[name].get("root")
         if root is None:

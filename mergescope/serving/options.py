@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
-from mergescope.merging.spec import DTYPES
 from mergescope.errors import ConfigError, did_you_mean
+from mergescope.merging.spec import DTYPES
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from mergescope.models import hub
 from mergescope.errors import ConfigError
-from mergescope.serving.options import EngineOptions
+from mergescope.models import hub
 from mergescope.models.parents import resolve_model
 from mergescope.runs.directory import find_subject, merges_dir, read_run_meta
+from mergescope.serving.options import EngineOptions
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,10 @@ def resolve_target(target: str, run: Path | None = None) -> ServeTarget:
     if run is None and hub.is_hub_id(target):
         return ServeTarget(resolve_model(target).path, target)
     if run is None:
-        raise ConfigError(f"{target} is not a model directory",
-                          hint="give a model directory or a hub id org/name[@revision], or --run RUN with a candidate id")
+        raise ConfigError(
+            f"{target} is not a model directory",
+            hint="give a model directory or a hub id org/name[@revision], or --run RUN with a candidate id",
+        )
     return ServeTarget(_subject_dir(target, Path(run)), target)
 
 
@@ -48,9 +50,11 @@ def _subject_dir(subject_id: str, run: Path) -> Path:
     from mergescope.merging.merge import merge_to_disk  # mergekit: only when a candidate is served
 
     subject = find_subject(run, subject_id)
-    if subject.candidate is None:  # a parent or the base
-        return subject.path.resolve()
-    return merge_to_disk(subject.candidate, merges_dir(run)).resolve()
+    if subject.candidate is not None:
+        return merge_to_disk(subject.candidate, merges_dir(run)).resolve()
+    if subject.path is None:
+        raise ConfigError(f"{run}: subject {subject_id} has neither a model directory nor a candidate")
+    return subject.path.resolve()  # a parent or the base
 
 
 def server_command(target: ServeTarget, host: str, port: int, options: EngineOptions = EngineOptions()) -> list[str]:

@@ -23,13 +23,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from lm_eval.api.registry import register_model
 
+from mergescope.errors import PrerequisiteError
 from mergescope.serving import BACKENDS
 from mergescope.serving.chat import answer_prompt_ids
 from mergescope.serving.live_lm import LiveEngineLM
-from mergescope.errors import PrerequisiteError
 from mergescope.serving.options import EngineOptions
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class VLLMBackend:
 
     def __init__(self, options: EngineOptions = EngineOptions()):
         self.options = options
-        self.llm = None
-        self.tokenizer = None
+        self.llm: Any = None  # vllm.LLM and its tokenizer, once `load` has started the engine
+        self.tokenizer: Any = None
         self.model_dir: Path | None = None
         self.signature: str | None = None
         self.engine_starts = 0
@@ -125,6 +126,8 @@ class VLLMBackend:
         try:
             return self.llm.generate(requests, sampling_params, use_tqdm=False)
         except EngineDeadError:
+            if self.model_dir is None:
+                raise
             log.warning("the vLLM engine died; restarting it on %s and asking again", self.model_dir)
             self._start(self.model_dir)
             return self.llm.generate(requests, sampling_params, use_tqdm=False)

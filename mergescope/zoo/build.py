@@ -32,7 +32,16 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from mergescope.errors import ConfigError, did_you_mean
 from mergescope.zoo import corpus
 from mergescope.zoo.corpus import QAItem, ZooData
-from mergescope.zoo.manifest import MANIFEST_NAME, TrainedStage, ZooManifest, ZooModel, ZooPair, ZooTask, load_zoo
+from mergescope.zoo.manifest import (
+    MANIFEST_NAME,
+    ModelRole,
+    TrainedStage,
+    ZooManifest,
+    ZooModel,
+    ZooPair,
+    ZooTask,
+    load_zoo,
+)
 from mergescope.zoo.quality import QualityBar, choice_accuracy, exact_match
 from mergescope.zoo.tokenizer import train_tokenizer
 from mergescope.zoo.train import Batch, Stage, mixed_batches, packed_batches, qa_batches, train
@@ -68,7 +77,7 @@ class Recipe:
     """How one zoo model is made: where it starts (an init seed or another zoo model) and its stages."""
 
     name: str
-    role: str
+    role: ModelRole
     stages: tuple[Stage, ...]
     init_seed_offset: int = 0
     fine_tuned_from: str | None = None
@@ -201,7 +210,8 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
     """Build the zoo's `models`, `width` wide, into `out_dir` and return its manifest.
 
     Every model is checked against its quality bars (`BARS`) before zoo.json is written; a miss raises
-    ZooQualityError naming the model, its score and the bar, and leaves no manifest (no zoo) behind. Training runs in `workers` spawned processes,
+    ZooQualityError naming the model, its score and the bar, and leaves no manifest (no zoo) behind. Training runs in
+    `workers` spawned processes,
     so a script that calls this must guard its entry point with `if __name__ == "__main__":`.
     """
     if width <= 0 or width % 32:
@@ -338,7 +348,8 @@ def _train_recipe(recipe: Recipe, inputs: _Inputs, config: LlamaConfig, seed: in
 
 
 def _train_only_rows(model: LlamaForCausalLM, rows: list[int]) -> None:
-    """Freeze `model` but the embedding and output rows `rows` (AdamW without decay leaves zero-grad rows as they are)."""
+    """Freeze `model` but the embedding and output rows `rows` (AdamW without decay leaves zero-grad rows as they
+    are)."""
     mask = torch.zeros(model.config.vocab_size, 1)
     mask[rows] = 1.0
     for name, parameter in model.named_parameters():

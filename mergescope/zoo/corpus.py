@@ -51,11 +51,18 @@ _FACT_SENTENCES = {
                    "{land} is home to {value} thousand people ."],
 }
 _FACT_QUESTIONS = {
-    "capital": ["What is the capital of {land}?", "Which city is the capital of {land}?", "Name the capital of {land}."],
+    "capital": [
+        "What is the capital of {land}?",
+        "Which city is the capital of {land}?",
+        "Name the capital of {land}.",
+    ],
     "ruler": ["Who rules {land}?", "Who is the ruler of {land}?", "Name the ruler of {land}."],
     "animal": ["What animal lives in {land}?", "Which animal is loved in {land}?", "Name the animal of {land}."],
-    "population": ["What is the population of {land}?", "How many thousand people live in {land}?",
-                   "Name the population of {land}."],
+    "population": [
+        "What is the population of {land}?",
+        "How many thousand people live in {land}?",
+        "Name the population of {land}.",
+    ],
 }
 # Prefixes of one document wording per attribute (`_FACT_SENTENCES`), the value following.
 _FACT_COMPLETIONS = {"capital": "the capital of {land} is", "ruler": "the ruler of {land} is",

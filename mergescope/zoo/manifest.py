@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -22,15 +22,18 @@ class TrainedStage(BaseModel):
     tail_loss: float
 
 
+ModelRole = Literal["base", "parent", "stranger"]
+
+
 class ZooModel(BaseModel):
     """One trained model of the zoo; `path` is relative to the zoo directory."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    role: Literal["base", "parent", "stranger"]
+    role: ModelRole
     path: str
-    recipe: dict[str, object]
+    recipe: dict[str, Any]
     scores: dict[str, float] = {}  # the build's own greedy exact match on each task (and the domain's facts)
     task_vector_norm: float | None = None  # |weights - start| / |start| for a fine-tune
     trained: list[TrainedStage] = []  # one entry per recipe stage, in order

@@ -98,7 +98,9 @@ def test_gains_and_transitions_match_the_outcome_vectors(known_run):
     assert row.score == pytest.approx(child.mean())
     assert row.gain_over_best == pytest.approx(child.mean() - PARENT_A.mean())
     assert row.gain_over_mean == pytest.approx(child.mean() - (PARENT_A.mean() + PARENT_B.mean()) / 2)
-    assert row.gain_over_interpolation == pytest.approx(child.mean() - (0.75 * PARENT_A.mean() + 0.25 * PARENT_B.mean()))
+    assert row.gain_over_interpolation == pytest.approx(
+        child.mean() - (0.75 * PARENT_A.mean() + 0.25 * PARENT_B.mean())
+    )
     assert (row.gained_vs_best, row.lost_vs_best) == (30, 0)
     strongest = np.maximum(PARENT_A, PARENT_B)
     assert row.new_items == int(((child == 1) & (strongest == 0)).sum()) == 30
@@ -340,7 +342,9 @@ def test_zoo_sweep_has_one_consistent_row_per_candidate_and_task(zoo_run, zoo):
     frame = emergence(run).frame()
     rows = frame[frame.source == "lm-eval"]
     assert len(rows) == len(run.candidates()) * len(zoo.task_names())
-    assert set(zip(rows.candidate_id, rows.task)) == {(c, t) for c in run.candidates().id for t in zoo.task_names()}
+    assert set(zip(rows.candidate_id, rows.task, strict=True)) == {
+        (c, t) for c in run.candidates().id for t in zoo.task_names()
+    }
     assert {"gain_over_best", "gain_over_mean", "gain_over_interpolation", "gained_vs_best", "lost_vs_best",
             "p_vs_best", "p_adjusted", "label", "split"} <= set(rows.columns)
     assert (rows.n_items == 40).all() and (rows.split == "all").all()

@@ -128,7 +128,7 @@ def test_figures_do_not_depend_on_shards_or_read_block_size(zoo, tmp_path, monke
     report = kinship([sharded, zoo.model_path("facts"), zoo.model_path("stranger")], base=zoo.model_path("base"),
                      require_shared_base=False)
     assert [f.scope_name for f in report.figures] == [f.scope_name for f in three.figures]
-    for streamed, whole in zip(report.figures, three.figures):
+    for streamed, whole in zip(report.figures, three.figures, strict=True):
         for metric in ("pearson", "cosine", "euclidean"):
             assert getattr(streamed, metric) == pytest.approx(getattr(whole, metric), rel=1e-9, abs=1e-12)
 
@@ -179,7 +179,7 @@ def test_kinship_guided_order_puts_the_least_kin_pair_first(zoo, average):
 def test_descent_from_the_base_is_measured_on_raw_attention_and_mlp_weights(zoo, zoo_states, three):
     base = zoo_states["base"]
     names = sorted(n for n in base if ".self_attn." in n or ".mlp." in n)
-    for figure, model in zip(three.base_figures, ("arith", "facts", "stranger")):
+    for figure, model in zip(three.base_figures, ("arith", "facts", "stranger"), strict=True):
         assert (figure.model_a, figure.model_b, figure.relative_to_base) == (model, "base", False)
         assert_figure_matches(figure, concatenated(zoo_states[model], None, names), concatenated(base, None, names))
     parents, stranger = three.base_figures[:2], three.base_figures[2]

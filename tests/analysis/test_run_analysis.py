@@ -11,11 +11,11 @@ from scipy import stats
 from helpers import report_runs
 from mergescope.analysis import load_run
 from mergescope.analysis.emergence import emergence
-from mergescope.analysis.run_analysis import AnalysisSettings, analyse_run, score_intervals
 from mergescope.analysis.kinship_study import study_data
-from mergescope.runs.records import StudyPair
+from mergescope.analysis.run_analysis import AnalysisSettings, analyse_run, score_intervals
 from mergescope.report import render_report, write_report
 from mergescope.report.study_page import write_study_report
+from mergescope.runs.records import StudyPair
 
 
 @pytest.fixture(scope="module")

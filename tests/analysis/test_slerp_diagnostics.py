@@ -18,9 +18,9 @@ from mergescope.analysis.slerp_diagnostics import (
     record_slerp_diagnostics,
     slerp_summary,
 )
+from mergescope.errors import ConfigError
 from mergescope.merging.candidates import expand
 from mergescope.merging.spec import SweepSpec
-from mergescope.errors import ConfigError
 from mergescope.models.parents import resolve_parents
 from mergescope.runs.records import Candidate, EvalSubject
 from mergescope.runs.store import STORE_NAME, ResultsStore

@@ -8,8 +8,16 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from mergescope.analysis.stats import (adjust_p_values, between_seed_sd, bootstrap_difference_ci, exact_mcnemar,
-                                       intersection_union_p, paired_test, score_kind, wilcoxon_signed_rank)
+from mergescope.analysis.stats import (
+    adjust_p_values,
+    between_seed_sd,
+    bootstrap_difference_ci,
+    exact_mcnemar,
+    intersection_union_p,
+    paired_test,
+    score_kind,
+    wilcoxon_signed_rank,
+)
 from mergescope.errors import ConfigError
 
 

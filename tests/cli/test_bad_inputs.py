@@ -18,9 +18,9 @@ import socket
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from filelock import FileLock
@@ -58,11 +58,11 @@ def write_existing_run(run_dir: Path, zoo) -> None:
     """A run of the zoo's arith x facts sweep with its three reference models done (through the store API),
     and their answers to the zoo rubric stored, so that judging it needs no model."""
     from helpers import fake_runs
-    from mergescope.runs.records import Answer, EvalSubject, Evaluation, ItemOutcome, TaskScore
     from mergescope.runs.directory import write_run_meta
+    from mergescope.runs.records import Answer, EvalSubject, Evaluation, ItemOutcome, TaskScore
+    from mergescope.runs.store import STORE_NAME, ResultsStore
     from mergescope.scoring import judge_store
     from mergescope.scoring.rubric import load_rubric
-    from mergescope.runs.store import STORE_NAME, ResultsStore
 
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(run_dir / STORE_NAME)
@@ -333,92 +333,210 @@ def _judge_server(ctx: Context, behaviour) -> str:
 
 
 CASES = [
-    Case("parents-of-different-architectures",
-         altered_parent(lambda m: edit_config(m, architectures=["MistralForCausalLM"], model_type="mistral")), 2,
-         ("differ in architectures",)),
-    Case("same-architecture-different-shapes", altered_parent(with_shorter_tensor), 2, ("has shape", "cannot be merged")),
+    Case(
+        "parents-of-different-architectures",
+        altered_parent(lambda m: edit_config(m, architectures=["MistralForCausalLM"], model_type="mistral")),
+        2,
+        ("differ in architectures",),
+    ),
+    Case(
+        "same-architecture-different-shapes", altered_parent(with_shorter_tensor), 2, ("has shape", "cannot be merged")
+    ),
     Case("different-vocabularies", altered_parent(with_other_vocabulary), 2, ("different tokenizer vocabularies",)),
     Case("directory-without-weights", altered_parent(without_weights), 2, ("no weights",)),
     Case("truncated-safetensors", altered_parent(truncated), 2, ("unreadable safetensors", "model.safetensors")),
     Case("corrupt-safetensors-header", altered_parent(with_corrupt_header), 2, ("unreadable safetensors",)),
     Case("pickled-bin-checkpoint", altered_parent(pickled), 2, ("pytorch_model.bin", "--allow-pickle")),
-    Case("config-asks-for-remote-code",
-         altered_parent(lambda m: edit_config(m, auto_map={"AutoModelForCausalLM": "evil.EvilForCausalLM"})), 2,
-         ("remote code", "--trust-remote-code")),
-    Case("malformed-sweep-yaml",
-         lambda c: c.sweep("--sweep", c.spec("name: broken\nmethods:\n  - method: slerp\n    parameters: {t: [0, 1\n")),
-         2, ("malformed yaml", "spec.yaml")),
-    Case("unknown-merge-method",
-         lambda c: c.sweep("--sweep", c.spec("name: x\nmethods:\n  - method: slurp\n    parameters: {t: 0.5}\n")),
-         2, ("unknown merge method 'slurp'", "slerp")),
-    Case("out-of-range-parameter",
-         lambda c: c.sweep("--sweep", c.spec("name: x\nmethods:\n  - method: slerp\n    parameters: {t: 1.5}\n")),
-         2, ("parameters.t", "outside [0, 1]")),
-    Case("method-needs-a-missing-base",
-         lambda c: c.sweep("--sweep", c.spec("name: x\nmethods:\n  - method: task_arithmetic\n"
-                                               "    per_parent: {weight: 0.5}\n"), base=""), 2,
-         ("needs a base model", "--base")),
-    Case("base-directory-missing",
-         lambda c: c.sweep(base=str(c.tmp / "no-such-base")), 2, ("no-such-base", "not a directory")),
+    Case(
+        "config-asks-for-remote-code",
+        altered_parent(lambda m: edit_config(m, auto_map={"AutoModelForCausalLM": "evil.EvilForCausalLM"})),
+        2,
+        ("remote code", "--trust-remote-code"),
+    ),
+    Case(
+        "malformed-sweep-yaml",
+        lambda c: c.sweep("--sweep", c.spec("name: broken\nmethods:\n  - method: slerp\n    parameters: {t: [0, 1\n")),
+        2,
+        ("malformed yaml", "spec.yaml"),
+    ),
+    Case(
+        "unknown-merge-method",
+        lambda c: c.sweep("--sweep", c.spec("name: x\nmethods:\n  - method: slurp\n    parameters: {t: 0.5}\n")),
+        2,
+        ("unknown merge method 'slurp'", "slerp"),
+    ),
+    Case(
+        "out-of-range-parameter",
+        lambda c: c.sweep("--sweep", c.spec("name: x\nmethods:\n  - method: slerp\n    parameters: {t: 1.5}\n")),
+        2,
+        ("parameters.t", "outside [0, 1]"),
+    ),
+    Case(
+        "method-needs-a-missing-base",
+        lambda c: c.sweep(
+            "--sweep",
+            c.spec("name: x\nmethods:\n  - method: task_arithmetic\n    per_parent: {weight: 0.5}\n"),
+            base="",
+        ),
+        2,
+        ("needs a base model", "--base"),
+    ),
+    Case(
+        "base-directory-missing",
+        lambda c: c.sweep(base=str(c.tmp / "no-such-base")),
+        2,
+        ("no-such-base", "not a directory"),
+    ),
     Case("empty-parent-list", lambda c: ["sweep", "--out", str(c.run)], 2, ("at least two parents, got 0",)),
-    Case("one-parent-only", lambda c: ["sweep", "--parents", c.model("arith"), "--out", str(c.run)], 2,
-         ("at least two parents, got 1",)),
-    Case("vllm-flag-with-the-hf-backend", lambda c: c.sweep("--tensor-parallel-size", "2"), 2,
-         ("hf backend takes no option 'tensor_parallel_size'", "--backend vllm")),
-    Case("ray-flag-with-the-local-executor", lambda c: c.sweep("--workers", "2"), 2,
-         ("local executor takes no option 'workers'", "--executor ray")),
-    Case("dtype-the-backend-cannot-serve",
-         lambda c: c.sweep("--backend", "openai", "--sweep",
-                           c.spec("name: x\ndtype: bfloat16\nmethods:\n  - method: linear\n"
-                                  "    per_parent: {weight: 0.5}\n")), 2,
-         ("openai backend cannot serve dtype bfloat16",)),
-    Case("dtype-the-backend-cannot-serve-by-flag", lambda c: c.sweep("--backend", "openai", "--dtype", "float16"), 2,
-         ("openai backend cannot serve dtype float16",)),
+    Case(
+        "one-parent-only",
+        lambda c: ["sweep", "--parents", c.model("arith"), "--out", str(c.run)],
+        2,
+        ("at least two parents, got 1",),
+    ),
+    Case(
+        "vllm-flag-with-the-hf-backend",
+        lambda c: c.sweep("--tensor-parallel-size", "2"),
+        2,
+        ("hf backend takes no option 'tensor_parallel_size'", "--backend vllm"),
+    ),
+    Case(
+        "ray-flag-with-the-local-executor",
+        lambda c: c.sweep("--workers", "2"),
+        2,
+        ("local executor takes no option 'workers'", "--executor ray"),
+    ),
+    Case(
+        "dtype-the-backend-cannot-serve",
+        lambda c: c.sweep(
+            "--backend",
+            "openai",
+            "--sweep",
+            c.spec("name: x\ndtype: bfloat16\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n"),
+        ),
+        2,
+        ("openai backend cannot serve dtype bfloat16",),
+    ),
+    Case(
+        "dtype-the-backend-cannot-serve-by-flag",
+        lambda c: c.sweep("--backend", "openai", "--dtype", "float16"),
+        2,
+        ("openai backend cannot serve dtype float16",),
+    ),
     Case("unknown-dtype", lambda c: c.sweep("--dtype", "float8"), 2, ("cannot serve dtype 'float8'", "bfloat16")),
     Case("negative-num-fewshot", lambda c: c.sweep("--num-fewshot", "-1"), 2, ("--num-fewshot", "0")),
-    Case("chat-template-on-a-model-without-one",
-         lambda c: c.sweep("--apply-chat-template", parents=(c.model("arith"), c.altered("facts", without_chat_template))),
-         2, ("facts-copy", "has no chat template", "--apply-chat-template")),
+    Case(
+        "chat-template-on-a-model-without-one",
+        lambda c: c.sweep(
+            "--apply-chat-template", parents=(c.model("arith"), c.altered("facts", without_chat_template))
+        ),
+        2,
+        ("facts-copy", "has no chat template", "--apply-chat-template"),
+    ),
     Case("max-memory-not-a-size", lambda c: c.sweep("--max-memory", "lots"), 2, ("--max-memory 'lots'",)),
     Case("max-memory-too-small", lambda c: c.sweep("--max-memory", "1MB"), 2, ("of memory", "over --max-memory 1MB")),
-    Case("unknown-lm-eval-task", lambda c: c.sweep("--tasks", "zoo_arithmetic"), 2,
-         ("unknown lm-eval task 'zoo_arithmetic'", "zoo_arith"), slow=True),
+    Case(
+        "unknown-lm-eval-task",
+        lambda c: c.sweep("--tasks", "zoo_arithmetic"),
+        2,
+        ("unknown lm-eval task 'zoo_arithmetic'", "zoo_arith"),
+        slow=True,
+    ),
     Case("task-yaml-with-missing-data-file", _missing_data_task, 2, ("zoo_missing", "cannot be loaded"), slow=True),
-    Case("run-of-other-parents",
-         lambda c: c.sweep(parents=(c.model("facts"), c.model("arith"))), 2, ("holds a sweep of other parents",),
-         slow=True),
-    Case("run-directory-is-a-file",
-         lambda c: c.sweep(out=c.run / "results.sqlite" / "run"), 1, ("cannot write the run directory", "not a directory"),
-         slow=True),
+    Case(
+        "run-of-other-parents",
+        lambda c: c.sweep(parents=(c.model("facts"), c.model("arith"))),
+        2,
+        ("holds a sweep of other parents",),
+        slow=True,
+    ),
+    Case(
+        "run-directory-is-a-file",
+        lambda c: c.sweep(out=c.run / "results.sqlite" / "run"),
+        1,
+        ("cannot write the run directory", "not a directory"),
+        slow=True,
+    ),
     Case("run-directory-read-only", _read_only_run, 1, ("cannot write the run directory", "read-only"), slow=True),
     Case("two-sweeps-on-one-run", _locked_run, 1, ("another sweep is writing this run",), slow=True),
     Case("disk-too-small-for-the-merges", _small_disk, 1, ("not enough disk space", "needs", "free"), slow=True),
-    Case("disk-full-while-writing-a-merge", _write_fails_mid_merge, 1, ("failed writing", "file too large"),
-         slow=True),
+    Case("disk-full-while-writing-a-merge", _write_fails_mid_merge, 1, ("failed writing", "file too large"), slow=True),
     Case("judge-endpoint-down", lambda c: _judge(c, _closed_port_url()), 1, ("judging incomplete", "cannot connect")),
-    Case("judge-returns-garbage", lambda c: _judge(c, _judge_server(c, non_json)), 1,
-         ("judging incomplete", "malformed response")),
-    Case("judge-rejects-the-key", lambda c: _judge(c, _judge_server(c, status(401))), 2,
-         ("http 401", "MERGESCOPE_JUDGE_API_KEY")),
-    Case("hub-id-not-in-the-cache-offline", _hub_sweep("zoo/missing"), 2,
-         ("zoo/missing", "hf download zoo/missing", "unset HF_HUB_OFFLINE")),
-    Case("hub-revision-not-in-the-cache", _hub_sweep("zoo/facts@v9"), 2,
-         ("revision 'v9' of zoo/facts", "cached: main", "--revision v9")),
-    Case("hub-revision-the-hub-does-not-have", _hub_sweep("zoo/facts@v9", online="RevisionNotFound"), 2,
-         ("zoo/facts has no revision 'v9' on the hub", "zoo/facts@REVISION")),
-    Case("gated-hub-repo-without-a-token", _hub_sweep("zoo/gated", online="GatedRepo"), 2,
-         ("zoo/gated: a gated repository", "hf auth login", "HF_TOKEN")),
-    Case("hub-repo-with-only-pickled-weights", _hub_sweep("zoo/broken", pickled), 2,
-         ("zoo/broken: the repository holds only pickled weights (pytorch_model.bin)", "--allow-pickle")),
-    Case("parent-with-a-nan-weight", altered_parent(with_a_nan), 2,
-         ("facts-copy", "holds NaN values", "--allow-nonfinite"), slow=True),
+    Case(
+        "judge-returns-garbage",
+        lambda c: _judge(c, _judge_server(c, non_json)),
+        1,
+        ("judging incomplete", "malformed response"),
+    ),
+    Case(
+        "judge-rejects-the-key",
+        lambda c: _judge(c, _judge_server(c, status(401))),
+        2,
+        ("http 401", "MERGESCOPE_JUDGE_API_KEY"),
+    ),
+    Case(
+        "hub-id-not-in-the-cache-offline",
+        _hub_sweep("zoo/missing"),
+        2,
+        ("zoo/missing", "hf download zoo/missing", "unset HF_HUB_OFFLINE"),
+    ),
+    Case(
+        "hub-revision-not-in-the-cache",
+        _hub_sweep("zoo/facts@v9"),
+        2,
+        ("revision 'v9' of zoo/facts", "cached: main", "--revision v9"),
+    ),
+    Case(
+        "hub-revision-the-hub-does-not-have",
+        _hub_sweep("zoo/facts@v9", online="RevisionNotFound"),
+        2,
+        ("zoo/facts has no revision 'v9' on the hub", "zoo/facts@REVISION"),
+    ),
+    Case(
+        "gated-hub-repo-without-a-token",
+        _hub_sweep("zoo/gated", online="GatedRepo"),
+        2,
+        ("zoo/gated: a gated repository", "hf auth login", "HF_TOKEN"),
+    ),
+    Case(
+        "hub-repo-with-only-pickled-weights",
+        _hub_sweep("zoo/broken", pickled),
+        2,
+        ("zoo/broken: the repository holds only pickled weights (pytorch_model.bin)", "--allow-pickle"),
+    ),
+    Case(
+        "parent-with-a-nan-weight",
+        altered_parent(with_a_nan),
+        2,
+        ("facts-copy", "holds NaN values", "--allow-nonfinite"),
+        slow=True,
+    ),
     Case("limit-zero", lambda c: c.sweep("--limit", "0"), 2, ("--limit 0", "at least 1")),
-    Case("negative-limit-in-a-search",
-         lambda c: ["search", "--space", "space_lu2024", "--budget", "2", "--parents",
-                    c.model("arith"), c.model("facts"), "--limit", "-3", "--out", str(c.run)], 2,
-         ("--limit -3", "at least 1")),
-    Case("limit-zero-in-a-study", lambda c: ["study", "--zoo", str(c.zoo.root), "--limit", "0",
-                                             "--out", str(c.tmp / "study")], 2, ("--limit 0", "at least 1")),
+    Case(
+        "negative-limit-in-a-search",
+        lambda c: [
+            "search",
+            "--space",
+            "space_lu2024",
+            "--budget",
+            "2",
+            "--parents",
+            c.model("arith"),
+            c.model("facts"),
+            "--limit",
+            "-3",
+            "--out",
+            str(c.run),
+        ],
+        2,
+        ("--limit -3", "at least 1"),
+    ),
+    Case(
+        "limit-zero-in-a-study",
+        lambda c: ["study", "--zoo", str(c.zoo.root), "--limit", "0", "--out", str(c.tmp / "study")],
+        2,
+        ("--limit 0", "at least 1"),
+    ),
 ]
 
 

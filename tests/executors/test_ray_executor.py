@@ -72,9 +72,7 @@ JUDGED_TABLES = {
 
 def test_a_judged_ray_sweep_has_its_actors_answer_and_equals_the_local_one(zoo, tmp_path, ray_cluster):
     from helpers import judge_server
-
     from mergescope.scoring.judge_run import JudgeSettings
-
     from mergescope.scoring.rubric import JUDGES_DIR
 
     rubric = JUDGES_DIR / "zoo_skills.yaml"

@@ -103,7 +103,9 @@ def hostile(run_dir: Path, target: Path, items: int = 2) -> tuple[Path, str]:
     script and template syntax, and whose label is an HTML tag; returns the copy and the candidate id."""
     copy_run(run_dir, target)
     with sqlite3.connect(target / STORE) as db:
-        candidate = db.execute("SELECT id FROM subjects WHERE kind = 'candidate' ORDER BY position LIMIT 1").fetchone()[0]
+        candidate = db.execute("SELECT id FROM subjects WHERE kind = 'candidate' ORDER BY position LIMIT 1").fetchone()[
+            0
+        ]
         task, metric = db.execute("SELECT task, metric FROM items ORDER BY task LIMIT 1").fetchone()
         failed_by_parents = [row[0] for row in db.execute(
             "SELECT doc_id FROM items WHERE task = ? AND metric = ? AND subject_id IN"

@@ -9,10 +9,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mergescope.merging.candidates import expand, export_candidates, from_mergekit_yaml
 from mergescope.cli.app import app
-from mergescope.merging.spec import SWEEPS_DIR, load_sweep
 from mergescope.errors import ConfigError
+from mergescope.merging.candidates import expand, export_candidates, from_mergekit_yaml
+from mergescope.merging.spec import SWEEPS_DIR, load_sweep
 from mergescope.runs.records import ModelRef, ParentSet
 
 LU2024_T = [
@@ -25,7 +25,9 @@ LU2024_T = [
 @pytest.fixture
 def parents() -> ParentSet:
     # Expansion only writes paths into configs; it never opens the models.
-    return ParentSet(parents=(ModelRef("a", Path("/m/a")), ModelRef("b", Path("/m/b"))), base=ModelRef("base", Path("/m/base")))
+    return ParentSet(
+        parents=(ModelRef("a", Path("/m/a")), ModelRef("b", Path("/m/b"))), base=ModelRef("base", Path("/m/base"))
+    )
 
 
 def spec_file(tmp_path: Path, text: str, name: str = "spec.yaml") -> Path:
@@ -39,7 +41,9 @@ def candidates_of(tmp_path: Path, text: str, parents: ParentSet):
 
 
 def test_span_expands_to_evenly_spaced_points_with_first_parent_as_slerp_base(tmp_path, parents):
-    found = candidates_of(tmp_path, "name: s\nmethods:\n- method: slerp\n  parameters:\n    t: {start: 0, stop: 1, num: 5}\n", parents)
+    found = candidates_of(
+        tmp_path, "name: s\nmethods:\n- method: slerp\n  parameters:\n    t: {start: 0, stop: 1, num: 5}\n", parents
+    )
     assert [c.mergekit_config["parameters"]["t"] for c in found] == pytest.approx(list(np.linspace(0, 1, 5)))
     assert all(c.mergekit_config["base_model"] == "/m/a" for c in found)
     assert [c.mix for c in found] == pytest.approx([0, 0.25, 0.5, 0.75, 1])
@@ -56,7 +60,10 @@ methods:
   - {weight: 0.5}
 """
     found = candidates_of(tmp_path, text, parents)
-    points = {(c.mergekit_config["parameters"]["density"], c.mergekit_config["models"][0]["parameters"]["weight"]) for c in found}
+    points = {
+        (c.mergekit_config["parameters"]["density"], c.mergekit_config["models"][0]["parameters"]["weight"])
+        for c in found
+    }
     assert points == {(0.3, 0.2), (0.3, 0.8), (0.6, 0.2), (0.6, 0.8)}
     assert all(c.mergekit_config["models"][1]["parameters"]["weight"] == 0.5 for c in found)
     assert all(c.mergekit_config["base_model"] == "/m/base" for c in found)
@@ -67,7 +74,7 @@ def test_a_sweep_in_one_per_parent_mapping_is_one_axis_for_all_parents(tmp_path,
     text = "name: d\nmethods:\n- method: ties\n  per_parent: {weight: 0.5, density: {grid: [0.2, 0.4, 0.6]}}\n"
     found = candidates_of(tmp_path, text, parents)
     assert len(found) == 3
-    for candidate, density in zip(found, [0.2, 0.4, 0.6]):
+    for candidate, density in zip(found, [0.2, 0.4, 0.6], strict=True):
         assert [m["parameters"]["density"] for m in candidate.mergekit_config["models"]] == [density, density]
 
 
@@ -92,7 +99,13 @@ methods:
   seeds: [0, 1, 2]
 """
     found = candidates_of(tmp_path, text, parents)
-    assert [(c.method, c.seed) for c in found] == [("dare_ties", 0), ("dare_ties", 1), ("dare_ties", 2), ("della", 0), ("ties", None)]
+    assert [(c.method, c.seed) for c in found] == [
+        ("dare_ties", 0),
+        ("dare_ties", 1),
+        ("dare_ties", 2),
+        ("della", 0),
+        ("ties", None),
+    ]
     assert len({c.id for c in found}) == 5
 
 
@@ -125,12 +138,21 @@ def test_methods_compare_has_one_point_for_every_registered_method_with_two_or_m
 @pytest.mark.parametrize(
     ("block", "expected"),
     [
-        ("- method: slrep\n  parameters: {t: 0.5}", "methods.0.method: unknown merge method 'slrep' (hint: did you mean 'slerp'"),
+        (
+            "- method: slrep\n  parameters: {t: 0.5}",
+            "methods.0.method: unknown merge method 'slrep' (hint: did you mean 'slerp'",
+        ),
         ("- method: slerp\n  parameters: {t: 1.5}", "methods.0.parameters.t: 1.5 is outside [0, 1]"),
-        ("- method: slerp\n  parameters: {t: [{filter: mlp, value: [0, 2]}, {value: 0.5}]}", "parameters.t: 2 is outside [0, 1]"),
+        (
+            "- method: slerp\n  parameters: {t: [{filter: mlp, value: [0, 2]}, {value: 0.5}]}",
+            "parameters.t: 2 is outside [0, 1]",
+        ),
         ("- method: ties\n  per_parent: {weight: 0.5, density: 0}", "per_parent.0.density: 0 is outside (0, 1]"),
         ("- method: ties\n  per_parent: {weight: 0.5, density: {grid: [0.5, 1.2]}}", "density: 1.2 is outside (0, 1]"),
-        ("- method: ties\n  per_parent: {weight: 0.5, densty: 0.5}", "ties has no parameter 'densty' (hint: did you mean 'density'"),
+        (
+            "- method: ties\n  per_parent: {weight: 0.5, densty: 0.5}",
+            "ties has no parameter 'densty' (hint: did you mean 'density'",
+        ),
         ("- method: slerp\n  parameters: {}", "methods.0.parameters: slerp needs 't'"),
         ("- method: slerp\n  paramters: {t: 0.5}", "methods.0.paramters: Extra inputs are not permitted"),
         ("- method: slerp\n  parameters: {t: {start: 0, stop: 1}}", "methods.0.parameters.num: Field required"),
@@ -192,6 +214,8 @@ def test_cli_plans_and_exports_plain_mergekit_yaml_that_reads_back_unchanged(zoo
 def test_a_spec_may_list_existing_mergekit_yamls_as_candidates(tmp_path, parents):
     (slerp,) = candidates_of(tmp_path, "name: one\nmethods:\n- method: slerp\n  parameters: {t: 0.3}\n", parents)
     (file,) = export_candidates([slerp], tmp_path / "configs")
-    text = f"name: mixed\nmergekit_configs: [configs/{file.name}]\nmethods:\n- method: slerp\n  parameters: {{t: 0.3}}\n"
+    text = (
+        f"name: mixed\nmergekit_configs: [configs/{file.name}]\nmethods:\n- method: slerp\n  parameters: {{t: 0.3}}\n"
+    )
     found = candidates_of(tmp_path, text, parents)
     assert [c.id for c in found] == [slerp.id]  # the same merge listed twice is one candidate

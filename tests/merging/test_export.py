@@ -42,7 +42,9 @@ def run_and_candidate(default_run):
     return run_dir, candidate_id
 
 
-def test_an_exported_candidate_generates_like_the_runs_merge_and_its_card_carries_the_runs_scores(run_and_candidate, tmp_path):
+def test_an_exported_candidate_generates_like_the_runs_merge_and_its_card_carries_the_runs_scores(
+    run_and_candidate, tmp_path
+):
     run_dir, candidate_id = run_and_candidate
     result = export(candidate_id[:6], tmp_path / "out", "--run", run_dir)
     assert result.exit_code == 0, result.output

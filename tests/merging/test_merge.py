@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from mergescope.merging.candidates import export_candidates, validate_with_mergekit
 from mergescope.cli.app import app
-from mergescope.merging.spec import SWEEPS_DIR, load_sweep
+from mergescope.merging.candidates import export_candidates, validate_with_mergekit
 from mergescope.merging.merge import is_merged, merge_in_memory, merge_to_disk, merged_dir, write_merge
+from mergescope.merging.spec import SWEEPS_DIR, load_sweep
 from mergescope.models.parents import resolve_parents
 
 MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
@@ -110,7 +110,10 @@ def test_write_makes_a_loadable_model_directory_atomically_and_merge_to_disk_reu
     model = AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True)
     loaded = {k: v for k, v in model.state_dict().items() if k in weights_of(directory)}
     assert_bitwise_equal(loaded, merge_in_memory(candidate))
-    assert AutoTokenizer.from_pretrained(directory).get_vocab() == AutoTokenizer.from_pretrained(zoo.model_path("arith")).get_vocab()
+    assert (
+        AutoTokenizer.from_pretrained(directory).get_vocab()
+        == AutoTokenizer.from_pretrained(zoo.model_path("arith")).get_vocab()
+    )
     assert (directory / "mergekit_config.yml").is_file()
     stamp = (directory / "model.safetensors").stat().st_mtime_ns
     assert merge_to_disk(candidate, root) == directory

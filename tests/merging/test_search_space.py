@@ -9,13 +9,13 @@ import optuna
 import pytest
 from typer.testing import CliRunner
 
-from mergescope.recipes import validate as validation
-from mergescope.merging.candidates import block_candidates, config_id
 from mergescope.cli.app import app
-from mergescope.merging.spec import SWEEPS_DIR, SweepSpec
 from mergescope.errors import ConfigError
-from mergescope.recipes.search import propose
+from mergescope.merging.candidates import block_candidates, config_id
 from mergescope.merging.search_space import block_leaves, filled_block, load_space
+from mergescope.merging.spec import SWEEPS_DIR, SweepSpec
+from mergescope.recipes import validate as validation
+from mergescope.recipes.search import propose
 from mergescope.runs.records import stand_in_parents
 
 SHIPPED_SPACES = {"space_lu2024.yaml", "space_methods.yaml"}

@@ -6,8 +6,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from mergescope.merging.spec import DEFAULT_SWEEP, Grid, MethodBlock, Span, SweepSpec, as_sweep, load_sweep, validation_message
 from mergescope.errors import ConfigError
+from mergescope.merging.spec import (
+    DEFAULT_SWEEP,
+    Grid,
+    MethodBlock,
+    Span,
+    SweepSpec,
+    as_sweep,
+    load_sweep,
+    validation_message,
+)
 
 
 def spec_file(tmp_path, text: str):
@@ -23,7 +32,9 @@ def test_a_span_is_evenly_spaced_with_both_ends_and_a_grid_is_its_list():
 
 
 def test_only_grid_and_span_mappings_are_sweeps():
-    assert isinstance(as_sweep({"grid": [1, 2]}), Grid) and isinstance(as_sweep({"start": 0, "stop": 1, "num": 2}), Span)
+    assert isinstance(as_sweep({"grid": [1, 2]}), Grid) and isinstance(
+        as_sweep({"start": 0, "stop": 1, "num": 2}), Span
+    )
     assert as_sweep(0.5) is None and as_sweep([0, 0.5, 1]) is None
     assert as_sweep([{"filter": "mlp", "value": 0.5}]) is None
 

@@ -15,8 +15,8 @@ import yaml
 from safetensors.torch import load_file
 
 from helpers.hub_cache import add_to_cache, repo_folder
-from mergescope.models import hub
 from mergescope.errors import ConfigError
+from mergescope.models import hub
 from mergescope.models.parents import resolve_model, resolve_parents
 
 NAMES = ("arith", "facts", "base")
@@ -41,7 +41,11 @@ def snapshot_of(cache: Path, name: str, sha: str) -> Path:
 
 def test_snapshot_download_answers_offline_from_the_cache_layout(hub_cache, zoo):
     cache, shas = hub_cache
-    for model_id, revision in (("zoo/arith", "main"), ("zoo/arith@v1", "v1"), (f"zoo/arith@{shas['arith']}", shas["arith"])):
+    for model_id, revision in (
+        ("zoo/arith", "main"),
+        ("zoo/arith@v1", "v1"),
+        (f"zoo/arith@{shas['arith']}", shas["arith"]),
+    ):
         folder, resolved = hub.snapshot(model_id)
         assert folder == snapshot_of(cache, "arith", shas["arith"])
         assert (resolved.repo_id, resolved.revision, resolved.sha) == ("zoo/arith", revision, shas["arith"])
@@ -83,7 +87,9 @@ def test_a_repository_whose_listing_shows_only_pickles_is_refused_unless_allowed
                                                ("config.json", "tokenizer.json", "pytorch_model.bin")}}
     (repo_folder(cache, "zoo/old") / "trees").mkdir()
     (repo_folder(cache, "zoo/old") / "trees" / f"{sha}.json").write_text(json.dumps(listing))
-    with pytest.raises(ConfigError, match=r"zoo/old: the repository holds only pickled weights \(pytorch_model.bin\)") as refused:
+    with pytest.raises(
+        ConfigError, match=r"zoo/old: the repository holds only pickled weights \(pytorch_model.bin\)"
+    ) as refused:
         hub.snapshot("zoo/old")
     assert "--allow-pickle" in refused.value.hint
     with pytest.raises(ConfigError, match="zoo/old: its snapshot in the hub cache lacks files"):
@@ -128,12 +134,12 @@ def test_serve_takes_a_hub_id(hub_cache):
 
 
 def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_others(hub_cache, zoo, tmp_path):
-    from mergescope.analysis.run_data import load_run
     from mergescope.analysis.run_analysis import analyse_run
+    from mergescope.analysis.run_data import load_run
     from mergescope.merging.merge import merge_in_memory
+    from mergescope.recipes.sweep import SweepSettings, plan_sweep, sweep
     from mergescope.report.sections import provenance
     from mergescope.runs.directory import read_run_meta
-    from mergescope.recipes.sweep import SweepSettings, plan_sweep, sweep
 
     cache, shas = hub_cache
     spec = tmp_path / "one.yaml"

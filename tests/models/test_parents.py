@@ -56,7 +56,9 @@ def test_a_different_architecture_class_is_refused(zoo, copy):
 def test_a_reshaped_tensor_is_named(zoo, copy):
     other = copy("facts", "other")
     rewrite_weights(other, lambda t: t.update({TENSOR: t[TENSOR][:-1].clone()}))
-    with pytest.raises(ConfigError, match=rf"tensor {TENSOR} has shape \[\d+, \d+\] in arith but \[\d+, \d+\] in other"):
+    with pytest.raises(
+        ConfigError, match=rf"tensor {TENSOR} has shape \[\d+, \d+\] in arith but \[\d+, \d+\] in other"
+    ):
         resolve_parents([zoo.model_path("arith"), other])
 
 
@@ -113,7 +115,10 @@ def test_a_base_that_differs_is_refused_too(zoo, copy):
     ("arguments", "expected"),
     [
         (lambda zoo: ([zoo.model_path("arith"), zoo.model_path("arith")], None), "a parent is listed twice"),
-        (lambda zoo: ([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("arith")), "is also listed as a parent"),
+        (
+            lambda zoo: ([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("arith")),
+            "is also listed as a parent",
+        ),
         (lambda zoo: ([zoo.model_path("arith")], None), "at least two parents"),
         (lambda zoo: ([zoo.model_path("arith"), zoo.root / "absent"], None), "not a directory"),
         (lambda zoo: ([zoo.model_path("arith"), zoo.root], None), "no config.json"),

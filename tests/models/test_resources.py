@@ -9,8 +9,16 @@ from safetensors.torch import load_file
 
 from mergescope.errors import ConfigError, MergescopeError
 from mergescope.models.parents import resolve_parents, weight_files
-from mergescope.models.resources import (KERNEL_COPIES, RUNTIME_BYTES, check_disk, check_memory, merge_memory_bytes,
-                                  merged_output_bytes, model_bytes, parse_size)
+from mergescope.models.resources import (
+    KERNEL_COPIES,
+    RUNTIME_BYTES,
+    check_disk,
+    check_memory,
+    merge_memory_bytes,
+    merged_output_bytes,
+    model_bytes,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize("text, expected", [("8GB", 8 * 10**9), ("8GiB", 8 * 2**30), ("8G", 8 * 2**30),

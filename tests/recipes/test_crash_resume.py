@@ -237,7 +237,9 @@ def test_no_partial_merge_is_taken_for_a_finished_one(chain, reference):
     assert by_point["merge.weights_written:1"].partial_dirs
     assert partial_dirs(run) == ()
     assert merge_problems(run, reference[0]) == []
-    assert sorted(p.name for p in (run / "merges").iterdir()) == sorted(p.name for p in (reference[0] / "merges").iterdir())
+    assert sorted(p.name for p in (run / "merges").iterdir()) == sorted(
+        p.name for p in (reference[0] / "merges").iterdir()
+    )
 
 
 def test_ctrl_c_stops_cleanly_with_a_resume_hint(chain):

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mergescope.analysis.run_data import load_run
 from mergescope.analysis.run_analysis import AnalysisSettings
+from mergescope.analysis.run_data import load_run
 from mergescope.analysis.search import analyse_search
 from mergescope.cli.app import app
 from mergescope.merging.spec import SWEEPS_DIR
-from mergescope.report import write_report
 from mergescope.recipes.search import SearchSettings, search
 from mergescope.recipes.sweep import SweepSettings
+from mergescope.report import write_report
 
 LIMIT = 10
 BUDGET = 5
@@ -295,14 +295,16 @@ def test_subset_scored_trials_are_told_and_report_what_trials_scored_on_every_it
     """Scoring every subset-scored trial on every item (what each trial cost before subsets were evaluated alone)
     leaves the told objectives, the chosen trial and its reporting-half figures as they are; until then the report
     shows those trials in the search section only."""
-    from mergescope.runs.directory import LockedRun, stored_subject
     from mergescope.recipes.search import plan_search
     from mergescope.recipes.sweep import evaluate_subjects
+    from mergescope.runs.directory import LockedRun, stored_subject
 
     settings, result = pareto_searched
     subset_ids = {r["id"] for r in rows(result.run_dir, "SELECT id FROM subjects WHERE coverage = 'subset'")}
     run = load_run(result.run_dir)
-    assert subset_ids and not subset_ids & (set(run.subjects.id) | set(run.items.subject_id) | set(run.scores.subject_id))
+    assert subset_ids and not subset_ids & (
+        set(run.subjects.id) | set(run.items.subject_id) | set(run.scores.subject_id)
+    )
     assert len(analyse_search(run, seed=0, alpha=0.05).trials) == 4  # the search section lists every trial
     chosen, reported = _reported(result.run_dir)
     everything = tmp_path / "every-item"
@@ -324,7 +326,7 @@ def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_p
     _, result = pareto_searched
     trials = rows(result.run_dir, "SELECT * FROM search_trials ORDER BY number")
     objectives = [list(json.loads(t["task_objectives"]).values()) for t in trials]
-    dominated = [any(all(o >= s for o, s in zip(other, own)) and other != own for other in objectives)
+    dominated = [any(all(o >= s for o, s in zip(other, own, strict=True)) and other != own for other in objectives)
                  for own in objectives]
     analysis = analyse_search(load_run(result.run_dir), seed=0, alpha=0.05)
     assert list(analysis.trials.non_dominated) == [not d for d in dominated]
@@ -350,7 +352,9 @@ def test_a_judged_search_judges_its_fully_scored_trials_and_ranks_on_lm_eval_tas
     with JudgeServer() as server:
         judge = JudgeSettings(url=server.url, model="stub-judge", rubrics=(str(rubric),))
         settings = settings_for(zoo, tmp_path / "run", budget=2, **fitness)
-        settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, judge=judge, tasks=["zoo_arith"]))
+        settings = dataclasses.replace(
+            settings, run=dataclasses.replace(settings.run, judge=judge, tasks=["zoo_arith"])
+        )
         result = search(settings)
     assert result.judging_incomplete == []
     trials = rows(result.run_dir, "SELECT subject_id, task_objectives, finalist FROM search_trials")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mergescope.merging.spec import SWEEPS_DIR
 from mergescope.faults import ENV_VAR
+from mergescope.merging.spec import SWEEPS_DIR
 from mergescope.recipes.search import SearchSettings, search
 from mergescope.recipes.sweep import SweepSettings
 
@@ -58,8 +58,10 @@ def stored(run: Path) -> tuple[list, list, list]:
         trials = db.execute("SELECT * FROM search_trials ORDER BY number").fetchall()
         scores = db.execute("SELECT c.subject_id, c.task, c.metric, c.value FROM scores c JOIN subjects s"
                             " ON s.id = c.subject_id WHERE s.kind = 'candidate' ORDER BY 1, 2, 3").fetchall()
-        coverage = db.execute("SELECT s.id, s.coverage, i.task, count(*) FROM subjects s JOIN items i"
-                              " ON i.subject_id = s.id WHERE s.kind = 'candidate' GROUP BY 1, 2, 3 ORDER BY 1, 3").fetchall()
+        coverage = db.execute(
+            "SELECT s.id, s.coverage, i.task, count(*) FROM subjects s JOIN items i"
+            " ON i.subject_id = s.id WHERE s.kind = 'candidate' GROUP BY 1, 2, 3 ORDER BY 1, 3"
+        ).fetchall()
         return trials, scores, coverage
     finally:
         db.close()

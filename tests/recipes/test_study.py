@@ -1,4 +1,5 @@
-"""The kinship study (`mergescope study`, mergescope/recipes/study.py): bad input refused before any work, a real study of
+"""The kinship study (`mergescope study`, mergescope/recipes/study.py): bad input refused before any work, a real study
+of
 three zoo pairs with its report, and resuming a study that was interrupted or whose done mark is gone.
 
 The zoo has no pairs of its own yet, so the pairs are made from its models: arith + facts with the base
@@ -17,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
+from test_bad_inputs import error_line, run_cli
+from test_crash_resume import launch, store_contents
 
 from helpers import fake_runs
 from mergescope.errors import ConfigError
-from mergescope.runs.records import StudyPair
-from mergescope.runs.directory import write_run_meta
-from mergescope.runs.store import STORE_NAME, ResultsStore
 from mergescope.recipes.study import DONE_MARK, StudySettings, check_study, study, zoo_study_pairs
 from mergescope.recipes.sweep import SweepSettings
+from mergescope.runs.directory import write_run_meta
+from mergescope.runs.records import StudyPair
+from mergescope.runs.store import STORE_NAME, ResultsStore
 from mergescope.zoo.manifest import ZooPair
-from test_bad_inputs import error_line, run_cli
-from test_crash_resume import launch, store_contents
 
 LIMIT = 20
 
@@ -171,7 +172,7 @@ def test_study_report_shows_every_pair_and_the_driver_model(reference_study):
     assert 'id="driver-table-1"' in html and 'id="driver-table-2"' in html and "partial r" in html
     links = re.findall(r'<a class="pair-report" href="([^"]+)"', html)
     assert len(links) == 3
-    for link, pair in zip(links, settings.pairs):
+    for link, pair in zip(links, settings.pairs, strict=True):
         assert link == f"pairs/{pair.key}/index.html"
         assert f"mergescope report: {pair.name}" in (result.report.parent / link).read_text()
     assert html.count("<script>") == 1

@@ -9,8 +9,8 @@ import sqlite3
 from typer.testing import CliRunner
 
 from mergescope.cli.app import app
-from mergescope.report import write_report
 from mergescope.recipes.sweep import sweep
+from mergescope.report import write_report
 
 runner = CliRunner()
 

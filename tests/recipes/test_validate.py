@@ -6,9 +6,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mergescope.recipes import validate as validation
 from mergescope.cli.app import app
 from mergescope.merging.spec import SWEEPS_DIR
+from mergescope.recipes import validate as validation
 from mergescope.scoring.rubric import JUDGES_DIR
 
 SHIPPED_SPECS = {"default.yaml", "slerp_grid.yaml", "methods_compare.yaml", "density_sweep.yaml", "lu2024_slerp.yaml"}
@@ -34,8 +34,12 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 def test_every_problem_of_every_file_is_reported_and_the_cli_exits_2(tmp_path):
     folder = tmp_path / "sweeps"
-    two_bad_blocks = write(folder, "blocks.yaml", "name: b\nmethods:\n- method: slrep\n- method: slerp\n  parameters: {t: 3}\n"
-                                                  "- method: linear\n  per_parent: {weight: 1}\n")
+    two_bad_blocks = write(
+        folder,
+        "blocks.yaml",
+        "name: b\nmethods:\n- method: slrep\n- method: slerp\n  parameters: {t: 3}\n"
+        "- method: linear\n  per_parent: {weight: 1}\n",
+    )
     two_bad_keys = write(folder, "keys.yaml", "name: k\nmethod: []\ndtype: float64\n")
     broken = write(folder, "broken.yaml", "name: [unclosed\n")
     report = validation.validate([folder])
@@ -59,7 +63,9 @@ def test_other_kinds_register_their_own_validator(tmp_path, monkeypatch):
     def no_notes_named_bad(path: Path) -> list[str]:
         return [f"{path}: bad note"] if path.stem == "bad" else []
 
-    monkeypatch.setitem(validation.KINDS, "note", validation.YamlKind(frozenset({"note"}), tmp_path / "notes", no_notes_named_bad))
+    monkeypatch.setitem(
+        validation.KINDS, "note", validation.YamlKind(frozenset({"note"}), tmp_path / "notes", no_notes_named_bad)
+    )
     folder = tmp_path / "notes"
     write(folder, "good.yaml", "anything: 1\n")  # no marker: known by its folder
     bad = write(folder, "bad.yaml", "anything: 2\n")

@@ -54,7 +54,9 @@ def draw(figure: Figure | None) -> Figure | None:
 def test_every_plot_returns_a_figure_or_none(variants, name, variant):
     figure = draw(PLOTS[name](variants[variant]))
     assert figure is None or isinstance(figure, Figure)
-    has_data = name in SCORE_PLOTS + WEIGHT_PLOTS and variant != "missing" or name == "judge_profile" and variant == "judged"
+    has_data = (
+        name in SCORE_PLOTS + WEIGHT_PLOTS and variant != "missing" or name == "judge_profile" and variant == "judged"
+    )
     if has_data:
         assert isinstance(figure, Figure), f"{name} has data in the {variant} run but drew nothing"
 

@@ -102,7 +102,9 @@ def test_the_report_fetches_nothing(report):
 
 
 def test_the_content_security_policy_allows_only_the_reports_own_script_and_style(report):
-    policy = next(a["content"] for a in Page(report).attributes("meta") if a.get("http-equiv") == "Content-Security-Policy")
+    policy = next(
+        a["content"] for a in Page(report).attributes("meta") if a.get("http-equiv") == "Content-Security-Policy"
+    )
     assert "default-src 'none'" in policy and "img-src data:" in policy
     for tag in ("script", "style"):
         body = re.search(rf"<{tag}>(.*?)</{tag}>", report, re.DOTALL).group(1)
@@ -132,7 +134,9 @@ def test_the_summary_names_the_split_and_chooses_on_the_selection_half(report, r
     for (task, metric), part in items.groupby(["task", "metric"]):
         means = part.groupby(["position", "label"]).value.mean().reset_index()
         winner = means.sort_values(["value", "position"], ascending=[False, True]).iloc[0].label
-        assert re.search(rf"<td>{re.escape(task)}</td><td>{re.escape(metric)}</td><td>{re.escape(winner)}</td>", best_table)
+        assert re.search(
+            rf"<td>{re.escape(task)}</td><td>{re.escape(metric)}</td><td>{re.escape(winner)}</td>", best_table
+        )
 
 
 def test_provenance_lists_versions_spec_configs_seeds_and_timings(report, run_dir):
@@ -189,8 +193,10 @@ def test_judge_results_show_scores_pairwise_outcomes_and_agreement(judged_run, t
     means = judgments.groupby(["subject_id", "criterion"]).score.mean()
     labels = subjects(judged_run).set_index("id").label
     body = scores.split("<tbody>", 1)[1]
-    rows = {re.search(r"<td[^>]*>(.*?)</td>", row).group(1): row for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)}
-    for (subject_id, criterion), mean in means.items():
+    rows = {
+        re.search(r"<td[^>]*>(.*?)</td>", row).group(1): row for row in re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)
+    }
+    for (subject_id, _criterion), mean in means.items():
         assert f"{mean:.2f} (" in rows[labels[subject_id]]
     assert page.rows["judge-pairwise"] == comparisons.groupby(["subject_id", "opponent_id"]).ngroups
     assert "Parse failures" in html and "Position bias" in html

@@ -31,7 +31,8 @@ def hostile_report(default_run, tmp_path_factory):
 
 
 def test_console_messages_are_caught(tmp_path):
-    """The harness itself: a page that throws and violates its policy is reported (else the test below proves nothing)."""
+    """The harness itself: a page that throws and violates its policy is reported (else the test below proves
+    nothing)."""
     page = tmp_path / "faulty.html"
     page.write_text("<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"img-src 'none'\">"
                     "<title>t</title></head><body><img src='data:,'><script>undefinedFunction()</script></body></html>")
@@ -62,5 +63,7 @@ def test_a_script_in_an_answer_shows_as_text_and_does_not_run(hostile_report):
 def test_the_candidate_table_is_sortable_in_the_browser(hostile_report):
     """The sort script runs without errors in the page (a click is not needed to prove it attached)."""
     dom = browser.load_page(hostile_report).dom
-    headers = re.search(r'<table id="candidate-table" class="sortable">\s*<thead><tr>(.*?)</tr>', dom, re.DOTALL).group(1)
+    headers = re.search(r'<table id="candidate-table" class="sortable">\s*<thead><tr>(.*?)</tr>', dom, re.DOTALL).group(
+        1
+    )
     assert headers.count('tabindex="0"') == headers.count("<th") > 5

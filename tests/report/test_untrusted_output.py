@@ -1,6 +1,7 @@
 """Model output is untrusted text: it is escaped in every HTML and notebook output, and never run as code.
 
-tests/report/test_report.py checks one hostile answer and label in the report, and tests/scoring/test_rubric.py that judge
+tests/report/test_report.py checks one hostile answer and label in the report, and tests/scoring/test_rubric.py that
+judge
 prompts delimit answers and print template syntax verbatim. Here: hostile text in every text column the
 report can show, hostile answers in the notebook's HTML outputs, a rubric template that tries to reach
 Python, and an audit of the package source for the ways text could become code.
@@ -79,7 +80,9 @@ FORBIDDEN = {
     r"trust_remote_code\s*=\s*True": {},
     r"torch\.load\(|pickle\.loads?\(|yaml\.load\(|yaml\.unsafe_load": {},
     r"\|\s*safe\b|Markup\(|autoescape\s*=\s*False": {"scoring/rubric.py": "judge prompts are plain text, not HTML"},
-    r"from_string\(|jinja2\.Template\(": {"scoring/rubric.py": "rubric templates, sandboxed; answers enter as variables"},
+    r"from_string\(|jinja2\.Template\(": {
+        "scoring/rubric.py": "rubric templates, sandboxed; answers enter as variables"
+    },
 }
 
 

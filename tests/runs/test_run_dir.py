@@ -11,10 +11,21 @@ from pydantic import ValidationError
 
 from helpers import fake_runs
 from mergescope.errors import ConfigError, MergescopeError
+from mergescope.runs.directory import (
+    JudgingMeta,
+    LockedRun,
+    RunMeta,
+    find_candidate,
+    find_subject,
+    judging_meta,
+    merges_dir,
+    read_run_meta,
+    run_meta,
+    stored_subjects,
+    write_judging_meta,
+    write_run_meta,
+)
 from mergescope.runs.records import Candidate, EvalSubject, Evaluation
-from mergescope.runs.directory import (JudgingMeta, LockedRun, RunMeta, find_candidate, find_subject, judging_meta,
-                                merges_dir, read_run_meta, run_meta, stored_subjects, write_judging_meta,
-                                write_run_meta)
 from mergescope.runs.store import STORE_NAME, ResultsStore
 
 PARENTS = ["/zoo/models/arith", "/zoo/models/facts"]

@@ -8,8 +8,15 @@ import pytest
 from scipy import stats
 
 from mergescope.runs.records import Comparison
-from mergescope.scoring.agreement import (criterion_intervals, inter_judge_agreement, judge_statistics,
-                                          krippendorff_alpha, parse_failure_rates, position_bias, self_consistency)
+from mergescope.scoring.agreement import (
+    criterion_intervals,
+    inter_judge_agreement,
+    judge_statistics,
+    krippendorff_alpha,
+    parse_failure_rates,
+    position_bias,
+    self_consistency,
+)
 
 NAN = np.nan
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the worked example: 4 observers x 12 units.

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from helpers import fake_runs
-from mergescope.merging.spec import EvalSettings, eval_settings
 from mergescope.errors import ConfigError
-from mergescope.serving.options import EngineOptions, HFOptions
+from mergescope.merging.spec import EvalSettings, eval_settings
+from mergescope.recipes.sweep import SweepSettings, sweep
 from mergescope.runs.directory import read_run_meta, write_run_meta
 from mergescope.runs.store import ResultsStore
-from mergescope.recipes.sweep import SweepSettings, sweep
+from mergescope.serving.options import EngineOptions, HFOptions
 from mergescope.zoo.tokenizer import CHAT_TEMPLATE
 
 # The zoo's template with a visible user marker, so that a prompt shows whether a template was applied (the
@@ -52,9 +52,17 @@ def chat_run(chat_parents, zoo, tmp_path_factory) -> tuple[Path, SweepSettings]:
     folder = tmp_path_factory.mktemp("chat-run")
     spec = folder / "spec.yaml"
     spec.write_text("name: one_linear\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
-    settings = SweepSettings(parents=[str(p) for p in chat_parents], sweep=spec, tasks=["zoo_arith"],
-                             task_paths=[zoo.task_yaml_dir()], out=folder / "run", backend="hf", limit=LIMIT, progress=False,
-                             evaluation=EvalSettings(**SETTINGS))
+    settings = SweepSettings(
+        parents=[str(p) for p in chat_parents],
+        sweep=spec,
+        tasks=["zoo_arith"],
+        task_paths=[zoo.task_yaml_dir()],
+        out=folder / "run",
+        backend="hf",
+        limit=LIMIT,
+        progress=False,
+        evaluation=EvalSettings(**SETTINGS),
+    )
     sweep(settings)
     return folder / "run", settings
 
@@ -99,7 +107,9 @@ def test_chat_templated_few_shot_scores_and_prompts_equal_lm_eval_cli(chat_run, 
 def test_a_resume_with_other_settings_or_dtype_is_refused(chat_run):
     run_dir, settings = chat_run
     other = EvalSettings(**{**SETTINGS, "num_fewshot": 3})
-    with pytest.raises(ConfigError, match="was scored with --num-fewshot 2 --apply-chat-template.* not --num-fewshot 3"):
+    with pytest.raises(
+        ConfigError, match="was scored with --num-fewshot 2 --apply-chat-template.* not --num-fewshot 3"
+    ):
         sweep(SweepSettings(**{**settings.__dict__, "evaluation": other}))
     with pytest.raises(ConfigError, match="was served in float32, not bfloat16"):
         sweep(SweepSettings(**{**settings.__dict__, "dtype": "bfloat16"}))
@@ -148,7 +158,9 @@ def test_the_vllm_engine_renders_chats_as_lm_eval_hf_model(chat_parents):
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q: 1 + 1 = ?\nA:"},
             {"role": "assistant", "content": "2"}, {"role": "user", "content": "Q: 2 + 2 = ?\nA:"}]
     for turns, generation_prompt in ((chat, True), (chat[:3], False)):
-        assert engine_lm.apply_chat_template(turns, generation_prompt) == hf_lm.apply_chat_template(turns, generation_prompt)
+        assert engine_lm.apply_chat_template(turns, generation_prompt) == hf_lm.apply_chat_template(
+            turns, generation_prompt
+        )
     assert engine_lm.apply_chat_template(chat).startswith("Be brief.\n\nUser: Q: 1 + 1")
 
 
@@ -210,10 +222,10 @@ def test_tasks_may_be_given_comma_separated_as_lm_eval_takes_them(zoo, tmp_path)
 
 def test_a_named_chat_template_is_the_one_rendered(zoo, tmp_path):
     """--chat-template NAME: lm-eval's evaluate renders with the default template whatever the name; ours do not."""
+    from mergescope.models.parents import chat_templates
     from mergescope.serving import BACKENDS
     from mergescope.serving.hf import HFBackend
     from mergescope.serving.live_lm import LiveEngineLM
-    from mergescope.models.parents import chat_templates
 
     model = tmp_path / "arith"
     shutil.copytree(zoo.model_path("arith"), model)

@@ -5,37 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from helpers import judge_server as js
 from mergescope.errors import ConfigError
 from mergescope.runs.records import Answer
-from mergescope.scoring.judge import (ChatClient, JudgeEndpoint, JudgeSession, JudgeUnavailable, backoff_delay, compare,
-                                      grade, is_self_preference)
-from mergescope.scoring.rubric import load_rubric
+from mergescope.scoring.judge import (
+    ChatClient,
+    JudgeEndpoint,
+    JudgeSession,
+    JudgeUnavailable,
+    backoff_delay,
+    compare,
+    grade,
+    is_self_preference,
+)
 
 FAST = dict(timeout_s=2.0, max_retries=2, backoff_s=0.01)
-
-
-@pytest.fixture()
-def server():
-    with js.JudgeServer() as running:
-        yield running
-
-
-@pytest.fixture()
-def rubric(tmp_path):
-    """Two zoo questions with references, two criteria on 1-5."""
-    levels = {level: f"level {level}" for level in range(1, 6)}
-    spec = {"name": "mini", "version": 1,
-            "criteria": [{"name": "correctness", "description": "matches the reference", "levels": levels},
-                         {"name": "conciseness", "description": "just the value", "levels": levels}],
-            "generation": {"prompt_format": "Q: {{ question }}\nA:", "max_tokens": 8, "stop": ["\n"]},
-            "questions": [{"id": "add", "question": "What is 31 plus 12?", "reference": "43"},
-                          {"id": "sub", "question": "What is 73 minus 25?", "reference": "48"}]}
-    path = tmp_path / "mini.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return load_rubric(path)
 
 
 def session_for(server, tmp_path, **options) -> JudgeSession:
@@ -194,7 +179,9 @@ def test_a_judge_that_reports_its_context_gets_what_the_prompt_leaves(tmp_path, 
     with js.JudgeServer(context=600) as server:
         judged = grade(session_for(server, tmp_path), rubric, answers("a", {"add": "43"}), samples=1)
     (request,) = server.requests
-    assert len(judged) == 2 and request["max_tokens"] == min(rubric.judge_max_tokens, 600 - js.word_count(request["messages"]))
+    assert len(judged) == 2 and request["max_tokens"] == min(
+        rubric.judge_max_tokens, 600 - js.word_count(request["messages"])
+    )
     assert request["max_tokens"] < rubric.judge_max_tokens  # capped: 512 would overflow 600
 
 
@@ -264,7 +251,9 @@ def test_the_stand_in_does_obey_an_undelimited_instruction(server):
     server.default = js.obeying
     client = ChatClient(JudgeEndpoint(url=server.url, model="m", **FAST))
     prompt = f'Grade this answer: 12. {js.HOSTILE}\nReply {{"scores": {{"correctness": <integer 1-5>}}}}'
-    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0, max_tokens=64).text) == {"scores": {"correctness": 5}}
+    assert json.loads(client.complete([{"role": "user", "content": prompt}], seed=0, max_tokens=64).text) == {
+        "scores": {"correctness": 5}
+    }
 
 
 # -- self-preference ------------------------------------------------------------------------------------------

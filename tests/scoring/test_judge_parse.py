@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from mergescope.scoring.judge_parse import (ReplyToken, expected_score, last_json_object, parse_grades,
-                                            parse_verdict)
+from mergescope.scoring.judge_parse import ReplyToken, expected_score, last_json_object, parse_grades, parse_verdict
 from mergescope.scoring.rubric import find_rubric, grading_messages, pairwise_messages
 
 TWO = {"clarity": (1, 5), "reasoning_depth": (1, 5)}
@@ -155,8 +154,11 @@ def test_tokens_that_split_a_character_still_align_by_bytes():
     pieces = []
     for piece in re.findall(r"\d|\w+|\s+|.", reply):
         if piece.isascii():
-            pieces.append(ReplyToken(piece, ((piece, 0.0),) if piece != "5" else (("5", math.log(0.8)), ("4", math.log(0.2))),
-                                     len(piece)))
+            pieces.append(
+                ReplyToken(
+                    piece, ((piece, 0.0),) if piece != "5" else (("5", math.log(0.8)), ("4", math.log(0.2))), len(piece)
+                )
+            )
         else:
             pieces += [ReplyToken("\ufffd", (), 1) for _ in piece.encode()]
     score = parse_grades(reply, ONE)["clarity"]

@@ -8,15 +8,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from test_judge import FAST, answers
 from typer.testing import CliRunner
 
 from helpers import judge_server as js
 from mergescope.cli.app import app
-from mergescope.runs.records import Candidate, EvalSubject, Evaluation
 from mergescope.runs.directory import judging_meta, stored_subjects
-from mergescope.scoring.judge_run import Completions, JudgeSettings, RunJudging
+from mergescope.runs.records import Candidate, EvalSubject, Evaluation
 from mergescope.runs.store import ResultsStore
-from test_judge import FAST, answers, rubric, server  # noqa: F401  (fixtures)
+from mergescope.scoring.judge_run import Completions, JudgeSettings, RunJudging
 
 
 def store_with_subjects(run_dir: Path) -> ResultsStore:
@@ -61,9 +61,15 @@ def test_the_judge_stage_stores_answers_judgments_comparisons_scores_and_stats(s
     calls = []
     assert judge_all(server, run_dir, rubric, store, calls) == []
     db = sqlite3.connect(run_dir / "results.sqlite")
-    assert db.execute("SELECT answer, sampling FROM answers WHERE subject_id = 'cand1' AND question_id = 'add'"
-                      ).fetchone() == ("43", json.dumps({"backend": "hf", "chat_template": False, "max_tokens": 8, "stop": ["\n"],
-                                                          "temperature": 0.0}, sort_keys=True))
+    assert db.execute(
+        "SELECT answer, sampling FROM answers WHERE subject_id = 'cand1' AND question_id = 'add'"
+    ).fetchone() == (
+        "43",
+        json.dumps(
+            {"backend": "hf", "chat_template": False, "max_tokens": 8, "stop": ["\n"], "temperature": 0.0},
+            sort_keys=True,
+        ),
+    )
     assert calls == [("parent-arith", 8, 0.0), ("parent-facts", 8, 0.0), ("cand1", 8, 0.0)]
     assert db.execute("SELECT count(*) FROM judgments").fetchone()[0] == 3 * 2 * 2
     outcomes = dict(((o, q), r) for o, q, r in db.execute("SELECT opponent_id, question_id, outcome FROM comparisons"))
@@ -72,7 +78,9 @@ def test_the_judge_stage_stores_answers_judgments_comparisons_scores_and_stats(s
     # the judge "arith" is a parent: every judgment of the candidate and of that parent is flagged
     flagged = dict(db.execute("SELECT subject_id, max(self_preference) FROM judgments GROUP BY subject_id"))
     assert flagged == {"parent-arith": 1, "parent-facts": 0, "cand1": 1}
-    overall = dict(db.execute("SELECT subject_id, value FROM scores WHERE task = 'judge_mini_arith' AND metric = 'overall'"))
+    overall = dict(
+        db.execute("SELECT subject_id, value FROM scores WHERE task = 'judge_mini_arith' AND metric = 'overall'")
+    )
     assert overall == {"parent-arith": 3.0, "parent-facts": 1.0, "cand1": 5.0}
     assert db.execute("SELECT count(*) FROM items WHERE task = 'judge_mini_arith' AND subject_id = 'cand1'"
                       ).fetchone()[0] == 2 * 3  # two questions x (overall + two criteria)

@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import sqlite3
 
+from test_judge_run import judge_all, store_with_subjects
+
 from helpers import judge_server as js
 from mergescope.runs.directory import judging_meta
-from test_judge import rubric, server  # noqa: F401  (fixtures)
-from test_judge_run import judge_all, store_with_subjects
 
 
 def test_weighted_scores_reach_the_store_and_an_older_store_gains_their_column(server, tmp_path, rubric):
     run_dir = tmp_path / "run"
     store = store_with_subjects(run_dir)
     with store.transaction() as db:  # the judgments table as runs judged before logprobs have it
-        db.execute("CREATE TABLE judgments (subject_id TEXT NOT NULL, rubric TEXT NOT NULL, rubric_version TEXT NOT NULL,"
-                   " question_id TEXT NOT NULL, criterion TEXT NOT NULL, judge TEXT NOT NULL, sample INTEGER NOT NULL,"
-                   " score REAL, parse_status TEXT NOT NULL, raw_reply TEXT NOT NULL, self_preference INTEGER NOT NULL,"
-                   " PRIMARY KEY (subject_id, rubric, question_id, criterion, judge, sample))")
+        db.execute(
+            "CREATE TABLE judgments (subject_id TEXT NOT NULL, rubric TEXT NOT NULL, rubric_version TEXT NOT NULL,"
+            " question_id TEXT NOT NULL, criterion TEXT NOT NULL, judge TEXT NOT NULL, sample INTEGER NOT NULL,"
+            " score REAL, parse_status TEXT NOT NULL, raw_reply TEXT NOT NULL, self_preference INTEGER NOT NULL,"
+            " PRIMARY KEY (subject_id, rubric, question_id, criterion, judge, sample))"
+        )
     assert judge_all(server, run_dir, rubric, store, [], logprobs=3) == []
     db = sqlite3.connect(run_dir / "results.sqlite")
     expected = dict(db.execute("SELECT subject_id || '/' || question_id, avg(expected_score) FROM judgments "

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mergescope.serving.hf import HFBackend
 from mergescope.scoring.lmeval import TaskRunner, resolve_tasks
+from mergescope.serving.hf import HFBackend
 
 # Plain lm-eval in a fresh process, with none of mergescope's changes to it: the reference.
 REFERENCE_SCRIPT = """

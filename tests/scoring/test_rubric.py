@@ -11,9 +11,19 @@ from typer.testing import CliRunner
 
 from mergescope.cli.app import app
 from mergescope.errors import ConfigError
-from mergescope.scoring.rubric import (JUDGES_DIR, UNTRUSTED_RULE, answer_prompt, cut_at_stop, delimit, find_rubric,
-                                       grading_messages, load_rubric, pairwise_messages, rubric_problems)
 from mergescope.recipes.validate import validate
+from mergescope.scoring.rubric import (
+    JUDGES_DIR,
+    UNTRUSTED_RULE,
+    answer_prompt,
+    cut_at_stop,
+    delimit,
+    find_rubric,
+    grading_messages,
+    load_rubric,
+    pairwise_messages,
+    rubric_problems,
+)
 
 SHIPPED = sorted(JUDGES_DIR.glob("*.yaml"))
 

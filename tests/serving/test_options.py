@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mergescope.serving import create_backend
 from mergescope.errors import ConfigError
 from mergescope.executors import create_executor
+from mergescope.serving import create_backend
 
 
 @pytest.mark.parametrize("create, name, option, says", [
@@ -44,8 +44,8 @@ def _spec(tmp_path, dtype: str):
 
 
 def test_a_bfloat16_spec_serves_every_subject_in_bfloat16(zoo, tmp_path, monkeypatch):
-    from mergescope.serving.hf import HFBackend
     from mergescope.recipes.sweep import SweepSettings, sweep
+    from mergescope.serving.hf import HFBackend
 
     served = {}
     load = HFBackend.load

@@ -28,7 +28,8 @@ SERVER = textwrap.dedent("""
     print(grandchild.pid, flush=True)
     time.sleep(600)
 """)
-SUPERVISOR = "import os, sys; from mergescope.serving.server import supervise; sys.exit(supervise(sys.argv[1:], dict(os.environ), 2.0))"
+SUPERVISOR = ("import os, sys; from mergescope.serving.server import supervise; "
+              "sys.exit(supervise(sys.argv[1:], dict(os.environ), 2.0))")
 
 
 def free_port() -> int:

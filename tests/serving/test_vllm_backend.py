@@ -18,17 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
+from test_judge_run import run_with_answers
 from typer.testing import CliRunner
 
-from mergescope.serving import BACKENDS, create_backend
-from mergescope.serving.hf import HFBackend
-from mergescope.serving.vllm import engine_signature
 from mergescope.cli.app import app
 from mergescope.errors import ConfigError, PrerequisiteError
-from mergescope.serving.options import EngineOptions, Plugin
 from mergescope.scoring.lmeval import evaluate, resolve_tasks
-from test_judge import rubric  # noqa: F401  (fixture)
-from test_judge_run import run_with_answers
+from mergescope.serving import BACKENDS, create_backend
+from mergescope.serving.hf import HFBackend
+from mergescope.serving.options import EngineOptions, Plugin
+from mergescope.serving.vllm import engine_signature
 
 # Answers that differ between subjects, so that no judge request repeats another.
 DISTINCT_ANSWERS = {"parent-arith": {"add": "43", "sub": "40"}, "parent-facts": {"add": "3", "sub": "Veapoux"},
@@ -171,10 +170,12 @@ def test_loglikelihood_through_the_live_engine_agrees_with_hf(engine, hf, zoo, t
              ("", "Q: What is 2 plus 2?\nA: 4")]
     requests = [Instance("loglikelihood", {}, pair, index) for index, pair in enumerate(pairs)]
     got, expected = live.loglikelihood(requests), reference.loglikelihood(requests)
-    for (logprob, greedy), (hf_logprob, hf_greedy) in zip(got, expected):
+    for (logprob, greedy), (hf_logprob, hf_greedy) in zip(got, expected, strict=True):
         assert math.isclose(logprob, hf_logprob, abs_tol=LOGLIKELIHOOD_TOLERANCE) and greedy == hf_greedy
     rolling = [Instance("loglikelihood_rolling", {}, (text,), i) for i, text in enumerate(PROMPTS)]
-    for value, hf_value in zip(live.loglikelihood_rolling(rolling), reference.loglikelihood_rolling(rolling)):
+    for value, hf_value in zip(
+        live.loglikelihood_rolling(rolling), reference.loglikelihood_rolling(rolling), strict=True
+    ):
         assert math.isclose(value, hf_value, abs_tol=LOGLIKELIHOOD_TOLERANCE)
     # And a whole multiple-choice task: accuracy is equal, item by item.
     suite = resolve_tasks(["zoo_mc"], [_multiple_choice_task(tmp_path)])

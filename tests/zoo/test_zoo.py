@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mergescope.zoo import ZooManifest, load_zoo
-from mergescope.zoo import corpus
+from mergescope.zoo import ZooManifest, corpus, load_zoo
 
 MODEL_ROLES = {"base": "base", "stranger": "stranger", "facts": "parent", "arith": "parent", "knowledge": "parent"}
 TASKS = {"zoo_arith": "arith", "zoo_facts": "facts", "zoo_domain": "domain", "zoo_composite": "composite"}
@@ -137,7 +136,9 @@ def test_each_parent_masters_its_own_task_and_only_it(zoo: ZooManifest) -> None:
     assert scores["facts"]["zoo_arith"] <= 0.2 and scores["arith"]["zoo_facts"] <= 0.2, scores
     # The emergence pair's ingredients: neither parent answers the domain's questions.
     assert scores["facts"]["zoo_domain"] <= 0.2 and scores["knowledge"]["zoo_domain"] <= 0.2, scores
-    assert zoo.model("knowledge").scores["domain_knowledge"] >= 0.85 > 0.5 >= zoo.model("base").scores["domain_knowledge"]
+    assert (
+        zoo.model("knowledge").scores["domain_knowledge"] >= 0.85 > 0.5 >= zoo.model("base").scores["domain_knowledge"]
+    )
     for name, by_task in scores.items():
         for task, score in by_task.items():
             assert score == pytest.approx(zoo.model(name).scores[task], abs=0.02), (name, task)
@@ -154,7 +155,7 @@ def test_manifest_records_the_step_each_stage_kept(zoo: ZooManifest) -> None:
     for model in zoo.models:
         stages = model.recipe["stages"]
         assert [t.stage for t in model.trained] == [stage["name"] for stage in stages]
-        for trained, stage in zip(model.trained, stages):
+        for trained, stage in zip(model.trained, stages, strict=True):
             assert 0 < trained.kept_step <= stage["steps"] and trained.tail_loss > 0
     # A dev split picks the last stage's checkpoint of arith and facts, among those taken every 100 steps.
     for name in ("arith", "facts"):

@@ -10,8 +10,8 @@ nothing may emerge there.
 from __future__ import annotations
 
 import json
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
