@@ -64,7 +64,7 @@ constraints: install
 
 # Build the wheel, install it into a fresh venv outside the checkout, and run validate, a sweep and a report there.
 wheel-check: install
-	PY=$(abspath $(BIN)/python) CONSTRAINTS=$(abspath $(or $(CONSTRAINTS),constraints/cpu.txt)) bash .ci/wheel_check.sh
+	PY=$(abspath $(BIN)/python) CONSTRAINTS="$(if $(CONSTRAINTS),$(abspath $(CONSTRAINTS)))" TORCH="$(TORCH)" bash .ci/wheel_check.sh
 
 # Headless Chromium for the browser tests and the screenshot; where apt-get cannot install it they skip.
 browser:

@@ -5,13 +5,15 @@
 # `mergescope report` (templates, css and js). Fails if the installed package can see the checkout.
 #
 #   PY           the python that builds the wheel and makes the venv (default: the checkout's .venv)
-#   CONSTRAINTS  the constraints file the venv installs with (default: constraints/cpu.txt)
+#   CONSTRAINTS  the constraints file the venv installs with (default: constraints/cpu.txt; empty: none)
+#   TORCH        the torch requirement installed first (default: torch==2.13.0, the CPU wheel; empty: none)
 #   ZOO          a built test zoo to copy (default: .cache/test-zoo; without one the installed package builds one)
 #   KEEP=1       keep the scratch folder (its path is printed)
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$REPO/.venv/bin/python}
-CONSTRAINTS=${CONSTRAINTS:-$REPO/constraints/cpu.txt}
+CONSTRAINTS=${CONSTRAINTS-$REPO/constraints/cpu.txt}
+TORCH=${TORCH-torch==2.13.0}
 ZOO=${ZOO:-$REPO/.cache/test-zoo}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mergescope-wheel.XXXXXX")
 [ "${KEEP:-0}" = 1 ] || trap 'rm -rf "$WORK"' EXIT
@@ -43,11 +45,12 @@ missing = [n for n in needed if n not in names]
 sys.exit(f"not in the wheel: {', '.join(missing)}" if missing else None)
 EOF
 
-step "a fresh venv, torch first, then the wheel with its dependencies (-c $(basename "$CONSTRAINTS"))"
+step "a fresh venv, ${TORCH:-no torch} first, then the wheel with its dependencies (${CONSTRAINTS:-no constraints})"
 "$PY" -m venv "$WORK/venv"
 BIN=$WORK/venv/bin
-"$BIN/python" -m pip install -q -c "$CONSTRAINTS" torch==2.13.0
-"$BIN/python" -m pip install -q -c "$CONSTRAINTS" "$WHEEL"
+constrained=(${CONSTRAINTS:+-c "$CONSTRAINTS"})
+[ -z "$TORCH" ] || "$BIN/python" -m pip install -q "${constrained[@]}" "$TORCH"
+"$BIN/python" -m pip install -q "${constrained[@]}" "$WHEEL"
 step "installed"
 
 mkdir "$WORK/cwd"
