@@ -33,7 +33,7 @@ def _scores(run: Path) -> dict[tuple[str, str], float]:
     store = ResultsStore.of_run(run)
     rows = store.score_table()
     store.close()
-    return {(row["label"], row["task"]): row["value"] for row in rows}
+    return {(row.label, row.task): row.value for row in rows}
 
 
 def run(zoo, repeats: int = 2) -> dict:

@@ -91,8 +91,18 @@ def main() -> None:
         print(json.dumps(result, indent=1), flush=True)
         lines += [f"\n## {name}: {title}\n", f"Took {time.perf_counter() - started:.0f} s.\n",
                   "```json", json.dumps(result, indent=1), "```"]
-    RESULTS.write_text("\n".join(lines) + "\n")
+    RESULTS.write_text("\n".join(lines) + "\n" + _history())
     print(f"written {RESULTS}")
+
+
+HISTORY_MARK = "<!-- measurement-history"
+
+
+def _history() -> str:
+    """The hand-kept measurement history at the end of RESULTS.md, from its marker on (kept as it is)."""
+    text = RESULTS.read_text() if RESULTS.is_file() else ""
+    start = text.find(HISTORY_MARK)
+    return "" if start < 0 else "\n" + text[start:]
 
 
 if __name__ == "__main__":

@@ -22,13 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["helpers.judge_fixtures"]
 
 
+def zoo_dir_for_tests() -> Path:
+    """$MERGESCOPE_TEST_ZOO, else .cache/test-zoo; under a forced `ATEN_CPU_CAPABILITY` (`make test-cpus`) a zoo of
+    its own, .cache/test-zoo-<capability>, so that imitating another CPU never rebuilds the native zoo."""
+    forced = os.environ.get("ATEN_CPU_CAPABILITY")
+    default = REPO / ".cache" / (f"test-zoo-{forced.lower()}" if forced else "test-zoo")
+    return Path(os.environ.get("MERGESCOPE_TEST_ZOO", default))
+
+
 @pytest.fixture(scope="session")
 def zoo():
-    """The small trained zoo in .cache/test-zoo (or $MERGESCOPE_TEST_ZOO), rebuilt whenever its recipe changed."""
+    """The small trained zoo (`zoo_dir_for_tests`), rebuilt whenever its recipe, code or CPU kernels changed."""
     from mergescope.zoo.build import SMALL_WIDTH, TEST_MODELS, ensure_zoo
 
-    return ensure_zoo(Path(os.environ.get("MERGESCOPE_TEST_ZOO", REPO / ".cache" / "test-zoo")), progress=False,
-                      models=TEST_MODELS, width=SMALL_WIDTH)
+    return ensure_zoo(zoo_dir_for_tests(), progress=False, models=TEST_MODELS, width=SMALL_WIDTH)
 
 
 @pytest.fixture(scope="session")

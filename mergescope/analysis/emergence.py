@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeGuard
 
 import pandas as pd
 
@@ -36,7 +37,9 @@ from mergescope.analysis.itemscores import (
     REPORTING_HALF,
     SELECTION_HALF,
     CandidatePoint,
+    Half,
     Measure,
+    ScoreSourceName,
     candidate_points,
     item_halves,
     item_scores,
@@ -44,28 +47,50 @@ from mergescope.analysis.itemscores import (
 )
 from mergescope.analysis.run_data import RunData, load_run
 from mergescope.analysis.stats import (
+    Correction,
+    PairedTestName,
     adjust_p_values,
     between_seed_sd,
     bootstrap_difference_ci,
-    correction_method,
+    checked_correction,
     intersection_union_p,
     paired_test,
 )
 from mergescope.errors import ConfigError, did_you_mean
 
 NAN = float("nan")
+SplitName = Literal["all", "selection-reporting", "cross-fit"]  # which items the figures use (SPLITS)
+RowSplit = Literal["all", "selection", "reporting"]  # the items one row stands on
+RowHalf = Literal["", "A", "B"]  # "" for all items, else the hashed half (itemscores.Half) of a split
+Label = Literal["emergent", "intermediate", "degraded", "untested"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class Gains:
+    """A child's score against its parents' on the same items: the best, the worse, their mean, the interpolation."""
+
+    score: float
+    best_parent: str
+    best_parent_score: float
+    worse_parent: str
+    worse_parent_score: float
+    parents_mean: float
+    interpolation_expected: float  # (1 - mix) * score(parent 1) + mix * score(parent 2); NaN without a mix
+    gain_over_best: float
+    gain_over_mean: float
+    gain_over_interpolation: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class EmergenceRow:
     """The emergence figures of one candidate point on one measure, computed on the items of `split`."""
 
     run: str
-    source: str  # "lm-eval" or "judge"
+    source: ScoreSourceName
     task: str
     measure: str  # metric or judge criterion
-    split: str  # "all", "selection" or "reporting"
-    half: str  # "" for all items, else the hashed half "A" or "B" the figures were computed on
+    split: RowSplit
+    half: RowHalf
     candidate: str
     candidate_id: str
     method: str
@@ -73,23 +98,14 @@ class EmergenceRow:
     n_seeds: int
     seed_sd: float
     n_items: int
-    score: float
-    best_parent: str
-    best_parent_score: float
-    worse_parent: str
-    worse_parent_score: float
-    parents_mean: float
-    interpolation_expected: float
-    gain_over_best: float
-    gain_over_mean: float
-    gain_over_interpolation: float
+    gains: Gains  # flattened into the row's columns (`as_dict`)
     ci_low: float  # paired bootstrap CI of child - best parent
     ci_high: float
     gained_vs_best: int | None
     lost_vs_best: int | None
     new_items: int | None
     lost_items: int | None
-    test: str
+    test: PairedTestName | Literal[""]  # "": no item-level data, so no test
     p_vs_best: float  # one-sided, child better
     p_vs_best_two_sided: float
     p_vs_parents: dict[str, float]  # one-sided p against each parent, by parent label
@@ -97,25 +113,35 @@ class EmergenceRow:
     p_below_worse: float  # one-sided p of "worse than the worse parent"
     p_adjusted: float = NAN
     p_below_adjusted: float = NAN
-    label: str = "untested"
+    label: Label = "untested"
     selected: bool = False  # chosen as the best candidate on the selection half
     note: str = ""
 
+    def as_dict(self) -> dict:
+        """The row's figures under their column names, its gains' in their place."""
+        fields = dataclasses.asdict(self)
+        gains = fields.pop("gains")
+        return {name: gains[name] if name in gains else fields[name] for name in COLUMNS}
 
-@dataclass(frozen=True)
+
+# The columns of a frame of rows (and the keys of a row's JSON): the row's fields, its gains' in their place.
+COLUMNS = tuple(name for field in dataclasses.fields(EmergenceRow)
+                for name in ([g.name for g in dataclasses.fields(Gains)] if field.name == "gains" else [field.name]))
+
+
+@dataclass(frozen=True, kw_only=True)
 class EmergenceReport:
     """All emergence rows of a run, and a message for every figure that could not be computed."""
 
     rows: tuple[EmergenceRow, ...]
     problems: tuple[str, ...]
     alpha: float
-    correction: str
-    split: str
+    correction: Correction
+    split: SplitName | Literal["reporting"]  # "reporting": one candidate chosen elsewhere (reported_on_half)
 
     def frame(self) -> pd.DataFrame:
-        """The rows as a DataFrame, one column per field."""
-        columns = [f.name for f in dataclasses.fields(EmergenceRow)]
-        return pd.DataFrame([dataclasses.asdict(row) for row in self.rows], columns=columns)
+        """The rows as a DataFrame, one column per figure."""
+        return pd.DataFrame([row.as_dict() for row in self.rows], columns=list(COLUMNS))
 
     def to_json(self) -> dict:
         """A JSON-ready dict; NaN becomes null."""
@@ -125,7 +151,7 @@ class EmergenceReport:
             return {k: clean(v) for k, v in value.items()} if isinstance(value, dict) else value
 
         return {"alpha": self.alpha, "correction": self.correction, "split": self.split,
-                "rows": [clean(dataclasses.asdict(row)) for row in self.rows], "problems": list(self.problems)}
+                "rows": [clean(row.as_dict()) for row in self.rows], "problems": list(self.problems)}
 
 
 class FigureUnavailable(Exception):
@@ -146,6 +172,7 @@ class Family:
 
 
 def _interpolation(parent_scores: pd.Series, mix: float | None) -> tuple[float, str]:
+    """The linear-interpolation expectation of a child mixing its parents by `mix`, or NaN and why not."""
     if mix is None:
         return NAN, "no interpolation expectation: the candidate has no mixing weight"
     if len(parent_scores) != 2:
@@ -153,22 +180,16 @@ def _interpolation(parent_scores: pd.Series, mix: float | None) -> tuple[float, 
     return (1 - mix) * parent_scores.iloc[0] + mix * parent_scores.iloc[1], ""
 
 
-def _gain_fields(score: float, parent_scores: pd.Series, mix: float | None) -> dict:
-    """The gains of a child scoring `score` over parents scoring `parent_scores` (label -> score)."""
+def _gains(score: float, parent_scores: pd.Series, mix: float | None) -> tuple[Gains, str]:
+    """The gains of a child scoring `score` over parents scoring `parent_scores` (label -> score), and a note
+    where the interpolation expectation is missing."""
     interpolation, note = _interpolation(parent_scores, mix)
-    return dict(
-        score=score,
-        best_parent=parent_scores.idxmax(),
-        best_parent_score=parent_scores.max(),
-        worse_parent=parent_scores.idxmin(),
-        worse_parent_score=parent_scores.min(),
-        parents_mean=parent_scores.mean(),
-        interpolation_expected=interpolation,
-        gain_over_best=score - parent_scores.max(),
-        gain_over_mean=score - parent_scores.mean(),
-        gain_over_interpolation=score - interpolation,
-        note=note,
-    )
+    gains = Gains(score=score, best_parent=parent_scores.idxmax(), best_parent_score=parent_scores.max(),
+                 worse_parent=parent_scores.idxmin(), worse_parent_score=parent_scores.min(),
+                 parents_mean=parent_scores.mean(), interpolation_expected=interpolation,
+                 gain_over_best=score - parent_scores.max(), gain_over_mean=score - parent_scores.mean(),
+                 gain_over_interpolation=score - interpolation)
+    return gains, note
 
 
 def _paired_items(family: Family, point: CandidatePoint,
@@ -193,27 +214,26 @@ def _paired_items(family: Family, point: CandidatePoint,
     return complete.iloc[:, 0], complete.iloc[:, 1:], notes
 
 
-def emergence_row(family: Family, point: CandidatePoint, values: pd.DataFrame, split: str, half: str = "",
+def emergence_row(family: Family, point: CandidatePoint, values: pd.DataFrame, split: RowSplit, half: RowHalf = "",
                   seed: int = 0) -> EmergenceRow:
     """The unadjusted emergence row of one candidate point on the items (rows) of `values`."""
     child, parents, notes = _paired_items(family, point, values)
-    gains = _gain_fields(child.mean(), parents.mean(), point.mix)
+    gains, interpolation_note = _gains(child.mean(), parents.mean(), point.mix)
     kind = "graded" if len(point.subject_ids) > 1 else family.measure.kind
     tests = {label: paired_test(child.to_numpy(), parents[label].to_numpy(), kind) for label in parents}
-    best, worse, strongest = gains["best_parent"], gains["worse_parent"], parents.max(axis=1)
+    best, worse, strongest = gains.best_parent, gains.worse_parent, parents.max(axis=1)
     ci_low, ci_high = bootstrap_difference_ci(child.to_numpy(), parents[best].to_numpy(), seed=seed)
     seed_scores = [values.loc[child.index, s].mean() for s in point.subject_ids if s in values.columns]
     return EmergenceRow(
         run=family.run, source=family.measure.source, task=family.measure.task, measure=family.measure.name,
         split=split, half=half, candidate=point.label, candidate_id=point.id, method=point.method, mix=point.mix,
-        n_seeds=len(point.subject_ids), seed_sd=between_seed_sd(seed_scores), n_items=len(child),
-        **{**gains, "note": "; ".join(filter(None, [gains["note"], *notes]))},
+        n_seeds=len(point.subject_ids), seed_sd=between_seed_sd(seed_scores), n_items=len(child), gains=gains,
         ci_low=ci_low, ci_high=ci_high, gained_vs_best=tests[best].wins, lost_vs_best=tests[best].losses,
         new_items=int((child > strongest).sum()), lost_items=int((child < strongest).sum()),
         test=tests[best].test, p_vs_best=tests[best].p_greater, p_vs_best_two_sided=tests[best].p_two_sided,
         p_vs_parents={label: t.p_greater for label, t in tests.items()},
         p_all_parents=intersection_union_p([t.p_greater for t in tests.values()]),
-        p_below_worse=tests[worse].p_less,
+        p_below_worse=tests[worse].p_less, note="; ".join(filter(None, [interpolation_note, *notes])),
     )
 
 
@@ -237,6 +257,7 @@ def row_items(run: RunData, row: EmergenceRow, seed: int = 0) -> tuple[pd.Series
 
 
 def _labelled(row: EmergenceRow, alpha: float) -> EmergenceRow:
+    label: Label
     if math.isnan(row.p_adjusted):
         label = "untested"
     elif row.p_adjusted < alpha:
@@ -248,7 +269,7 @@ def _labelled(row: EmergenceRow, alpha: float) -> EmergenceRow:
     return dataclasses.replace(row, label=label)
 
 
-def corrected(rows: list[EmergenceRow], correction: str, alpha: float) -> list[EmergenceRow]:
+def corrected(rows: list[EmergenceRow], correction: Correction, alpha: float) -> list[EmergenceRow]:
     """The rows of one family with p-values adjusted across them and labels set."""
     above = adjust_p_values([r.p_all_parents for r in rows], correction)
     below = adjust_p_values([r.p_below_worse for r in rows], correction)
@@ -261,13 +282,13 @@ def corrected(rows: list[EmergenceRow], correction: str, alpha: float) -> list[E
 
 @dataclass(frozen=True)
 class SplitSettings:
-    correction: str
+    correction: Correction
     alpha: float
     seed: int
 
 
-def _family_rows(family: Family, points: Sequence[CandidatePoint], values: pd.DataFrame, split: str, half: str,
-                 settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
+def _family_rows(family: Family, points: Sequence[CandidatePoint], values: pd.DataFrame, split: RowSplit,
+                 half: RowHalf, settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
     rows = []
     for point in points:
         try:
@@ -284,7 +305,8 @@ def _all_items(
 
 
 def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str],
-                        folds: tuple[tuple[str, str], ...] = ((SELECTION_HALF, REPORTING_HALF),)) -> list[EmergenceRow]:
+                        folds: tuple[tuple[Half, Half], ...] = ((SELECTION_HALF, REPORTING_HALF),),
+                        ) -> list[EmergenceRow]:
     """Choose the best-scoring candidate on one half of the items; report it alone on the other half."""
     halves = item_halves(values.index, settings.seed)
     rows = []
@@ -293,7 +315,7 @@ def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSet
                                  settings, problems)
         if not selection:
             continue
-        winner = max(selection, key=lambda row: row.score)  # the first in sweep order on ties
+        winner = max(selection, key=lambda row: row.gains.score)  # the first in sweep order on ties
         point = next(p for p in family.points if p.id == winner.candidate_id)
         # A family of one: the reporting half tests only the candidate chosen beforehand, so no correction.
         reporting = _family_rows(family, [point], values[halves == reported_on], "reporting", reported_on,
@@ -309,7 +331,7 @@ def _cross_fit(
     return _select_then_report(family, values, settings, problems, folds=folds)
 
 
-SPLITS: dict[str, Callable[..., list[EmergenceRow]]] = {
+SPLITS: dict[SplitName, Callable[..., list[EmergenceRow]]] = {
     "all": _all_items,
     "selection-reporting": _select_then_report,
     "cross-fit": _cross_fit,
@@ -329,13 +351,14 @@ def _aggregate_rows(run: RunData, tasks: list[str], points: list[CandidatePoint]
             score = wide.loc[list(point.subject_ids), task].mean()
             if parent_scores.empty or math.isnan(score):
                 continue
+            gains, note = _gains(score, parent_scores, point.mix)
             rows.append(EmergenceRow(
                 run=run.name, source="lm-eval", task=task, measure=run.primary_metric(task), split="all", half="",
                 candidate=point.label, candidate_id=point.id, method=point.method, mix=point.mix,
                 n_seeds=len(point.subject_ids), seed_sd=between_seed_sd(wide.loc[list(point.subject_ids), task]),
-                n_items=0, **_gain_fields(score, parent_scores, point.mix), ci_low=NAN, ci_high=NAN,
-                gained_vs_best=None, lost_vs_best=None, new_items=None, lost_items=None, test="",
-                p_vs_best=NAN, p_vs_best_two_sided=NAN, p_vs_parents={}, p_all_parents=NAN, p_below_worse=NAN))
+                n_items=0, gains=gains, ci_low=NAN, ci_high=NAN, gained_vs_best=None, lost_vs_best=None,
+                new_items=None, lost_items=None, test="", p_vs_best=NAN, p_vs_best_two_sided=NAN, p_vs_parents={},
+                p_all_parents=NAN, p_below_worse=NAN, note=note))
     return rows
 
 
@@ -350,37 +373,45 @@ def _run_problems(run: RunData, points: list[CandidatePoint]) -> list[str]:
     return problems
 
 
-def check_options(alpha: float, correction: str, split: str) -> None:
-    """Raise ConfigError for an alpha outside (0, 1), an unknown correction or an unknown split."""
+def check_options(alpha: float, correction: str, split: str) -> tuple[Correction, SplitName]:
+    """The correction and the split named; ConfigError for an alpha outside (0, 1) or an unknown name."""
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha {alpha} is not between 0 and 1", hint="use e.g. --alpha 0.05")
-    correction_method(correction)
-    if split not in SPLITS:
+    checked = checked_correction(correction)
+    if not _is_split(split):
         raise ConfigError(f"unknown split {split!r}", hint=did_you_mean(split, set(SPLITS)))
+    return checked, split
+
+
+def _is_split(name: str) -> TypeGuard[SplitName]:
+    return name in SPLITS
 
 
 def emergence(run: RunData | str | Path, alpha: float = 0.05, correction: str = "holm", split: str = "all",
               seed: int = 0) -> EmergenceReport:
-    """The emergence report of a run: one row per candidate point, measure and item split."""
-    check_options(alpha, correction, split)
+    """The emergence report of a run: one row per candidate point, measure and item split ("all",
+    "selection-reporting" or "cross-fit"), p-values adjusted by `correction` ("holm" or "bh")."""
+    known_correction, known_split = check_options(alpha, correction, split)
     run = run if isinstance(run, RunData) else load_run(run)
     points = candidate_points(run)
     problems = _run_problems(run, points)
     tables, skipped = item_scores(run)
     problems += skipped
     parents = tuple(zip(run.parents().id, run.parents().label, strict=True))
-    settings = SplitSettings(correction, alpha, seed)
+    settings = SplitSettings(known_correction, alpha, seed)
     rows: list[EmergenceRow] = []
     for table in tables:
-        rows += SPLITS[split](Family(run.name, table.measure, parents, tuple(points)), table.values, settings, problems)
+        family = Family(run.name, table.measure, parents, tuple(points))
+        rows += SPLITS[known_split](family, table.values, settings, problems)
     with_items = {t.measure.task for t in tables}
     without_items = [task for task in run.tasks() if task not in with_items]
     rows += _aggregate_rows(run, without_items, points)
-    return EmergenceReport(tuple(rows), tuple(problems), alpha, correction, split)
+    return EmergenceReport(rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction=known_correction,
+                           split=known_split)
 
 
 def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed: int = 0,
-                     half: str = REPORTING_HALF) -> EmergenceReport:
+                     half: Half = REPORTING_HALF) -> EmergenceReport:
     """The emergence rows of one candidate chosen beforehand (a search's winner) on `half` of each lm-eval measure.
 
     The reporting half of the selection/reporting split for a choice made elsewhere: the candidate is a family
@@ -396,4 +427,5 @@ def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed:
         values = table.values[item_halves(table.values.index, seed) == half]
         rows += _family_rows(Family(run.name, table.measure, parents, tuple(points)), points, values, "reporting", half,
                              settings, problems)
-    return EmergenceReport(tuple(rows), tuple(problems), alpha, "holm", "reporting")
+    return EmergenceReport(rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction="holm",
+                           split="reporting")

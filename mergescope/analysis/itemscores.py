@@ -12,6 +12,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -19,12 +20,15 @@ import pandas as pd
 from mergescope.analysis.run_data import RunData
 from mergescope.analysis.stats import ScoreKind, score_kind
 
+ScoreSourceName = Literal["lm-eval", "judge"]  # SCORE_SOURCES' names
+Half = Literal["A", "B"]  # a hashed half of a task's items (item_halves)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, kw_only=True)
 class Measure:
     """One thing scored per item: a task's lm-eval metric or a judge's criterion."""
 
-    source: str  # "lm-eval" or "judge"
+    source: ScoreSourceName
     task: str
     name: str  # the metric or criterion
     kind: ScoreKind
@@ -42,7 +46,7 @@ class ItemScores:
 class SkippedSource:
     """A score source, or part of one, that could not be read, and why."""
 
-    source: str
+    source: ScoreSourceName
     reason: str
 
 
@@ -77,7 +81,7 @@ def lmeval_scores(run: RunData) -> Iterator[ItemScores | SkippedSource]:
                                            "and paired tests cannot be computed; gains come from the aggregate scores")
             continue
         values = _pivot(rows)
-        yield ItemScores(Measure("lm-eval", task, metric, score_kind(values.to_numpy())), values)
+        yield ItemScores(Measure(source="lm-eval", task=task, name=metric, kind=score_kind(values.to_numpy())), values)
 
 
 def judge_scores(run: RunData) -> Iterator[ItemScores | SkippedSource]:
@@ -88,13 +92,15 @@ def judge_scores(run: RunData) -> Iterator[ItemScores | SkippedSource]:
             yield SkippedSource("judge", f"{task}: judgments but no per-question scores, so judge gains are skipped")
         for criterion, criterion_rows in rows.groupby("metric", sort=False):
             # Unreadable grades were left out of the per-question means by the judge stage, never scored zero.
-            yield ItemScores(Measure("judge", task, str(criterion), "graded"), _pivot(criterion_rows))
+            measure = Measure(source="judge", task=task, name=str(criterion), kind="graded")
+            yield ItemScores(measure, _pivot(criterion_rows))
 
 
-SCORE_SOURCES: dict[str, ScoreSource] = {"lm-eval": lmeval_scores, "judge": judge_scores}
+SCORE_SOURCES: dict[ScoreSourceName, ScoreSource] = {"lm-eval": lmeval_scores, "judge": judge_scores}
 
 
-def item_scores(run: RunData, sources: tuple[str, ...] = tuple(SCORE_SOURCES)) -> tuple[list[ItemScores], list[str]]:
+def item_scores(run: RunData,
+                sources: tuple[ScoreSourceName, ...] = tuple(SCORE_SOURCES)) -> tuple[list[ItemScores], list[str]]:
     """Every measure of the run from the named sources, and a message for each part that was skipped."""
     tables: list[ItemScores] = []
     skipped: list[SkippedSource] = []
@@ -154,12 +160,13 @@ def point_item_scores(values: pd.DataFrame, point: CandidatePoint) -> pd.Series:
 
 
 # The half of each task's items that candidates are chosen on, and the half the chosen one is reported on.
-SELECTION_HALF, REPORTING_HALF = "A", "B"
+SELECTION_HALF: Half = "A"
+REPORTING_HALF: Half = "B"
 
 
 def item_halves(item_keys: pd.Index, seed: int = 0) -> pd.Series:
     """'A' or 'B' for each item, from a seeded hash of its key: stable across subjects, runs and orderings."""
-    def half(key: str) -> str:
+    def half(key: str) -> Half:
         digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
         return "A" if digest[0] < 128 else "B"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -21,14 +22,15 @@ from mergescope.analysis.drivers import DriverFit, concat_points, fit_drivers, p
 from mergescope.analysis.emergence import EmergenceReport, EmergenceRow, row_items
 from mergescope.analysis.run_analysis import AnalysisSettings, RunAnalysis, analyse_run
 from mergescope.analysis.run_data import RunData, load_run
-from mergescope.analysis.stats import bootstrap_difference_ci
+from mergescope.analysis.stats import Correction, bootstrap_difference_ci
 from mergescope.runs.records import StudyPair
 
 GAINS = ("gain_over_best", "gain_over_mean")  # one driver fit each
 KINSHIP_METRIC = "cosine"  # the kinship regressor of the driver fits
+KinshipBasis = Literal["task vectors", "raw weights"]  # relative to the base, or the weights themselves (no base)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairFigures:
     """One pair of a study: its analysed run and its parents' whole-model kinship."""
 
@@ -36,7 +38,7 @@ class PairFigures:
     analysis: RunAnalysis
     pearson: float
     cosine: float
-    basis: str  # "task vectors" (relative to the base) or "raw weights" (no base)
+    basis: KinshipBasis | Literal[""]  # "": no kinship table
     base: str  # the base's folder name, "" without one
 
     @property
@@ -44,7 +46,7 @@ class PairFigures:
         return self.analysis.run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudyData:
     """Everything the study report shows, computed from the pairs' runs."""
 
@@ -57,17 +59,17 @@ class StudyData:
     fits: tuple[DriverFit, ...]  # per gain in GAINS: OLS on kinship (cosine), parent gap, parent mean, mix, method
     problems: tuple[str, ...]
     alpha: float
-    correction: str
+    correction: Correction
     seed: int
 
 
 def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha: float = 0.05,
-               correction: str = "holm", seed: int = 0) -> StudyData:
+               correction: Correction = "holm", seed: int = 0) -> StudyData:
     """The study's figures from each pair's run (`run_dirs[i]` is the run of `pairs[i]`)."""
     figures, parent_rows, best_rows, problems = [], [], [], []
     points: dict[str, list[pd.DataFrame]] = {gain: [] for gain in GAINS}
     fit_problems: list[str] = []
-    settings = AnalysisSettings(alpha, correction, seed)
+    settings = AnalysisSettings(alpha=alpha, correction=correction, seed=seed)
     for pair, run_dir in zip(pairs, run_dirs, strict=True):
         analysis = analyse_run(load_run(run_dir), settings)
         on_all, split = analysis.emergence, analysis.split_emergence
@@ -83,8 +85,8 @@ def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha
             fit_problems += reasons if gain == GAINS[0] else []
     problems += _basis_note(figures)
     fits = tuple(fit_drivers(concat_points(points[gain]), "gain", alpha, fit_problems) for gain in GAINS)
-    return StudyData(tuple(figures), pd.DataFrame(parent_rows), pd.DataFrame(best_rows), fits,
-                     tuple(problems), alpha, correction, seed)
+    return StudyData(pairs=tuple(figures), parents=pd.DataFrame(parent_rows), best=pd.DataFrame(best_rows), fits=fits,
+                     problems=tuple(problems), alpha=alpha, correction=correction, seed=seed)
 
 
 def _pair_figures(pair: StudyPair, analysis: RunAnalysis) -> tuple[PairFigures, str]:
@@ -93,9 +95,10 @@ def _pair_figures(pair: StudyPair, analysis: RunAnalysis) -> tuple[PairFigures, 
     row, reason = parent_kinship_row(run)
     base = Path(run.meta.base).name if run.meta and run.meta.base else ""
     if row is None:
-        return PairFigures(pair, analysis, np.nan, np.nan, "", base), reason
-    basis = "task vectors" if bool(row.get("relative_to_base", bool(base))) else "raw weights"
-    return PairFigures(pair, analysis, float(row["pearson"]), float(row["cosine"]), basis, base), ""
+        return PairFigures(pair=pair, analysis=analysis, pearson=np.nan, cosine=np.nan, basis="", base=base), reason
+    basis: KinshipBasis = "task vectors" if bool(row.get("relative_to_base", bool(base))) else "raw weights"
+    return PairFigures(pair=pair, analysis=analysis, pearson=float(row["pearson"]), cosine=float(row["cosine"]),
+                       basis=basis, base=base), ""
 
 
 def _pair_columns(figures: PairFigures) -> dict:
@@ -128,11 +131,11 @@ def _best_rows(figures: PairFigures, report: EmergenceReport, seed: int) -> list
         mean_ci_low, mean_ci_high = _gain_over_mean_ci(figures.run, row, seed)
         records.append(dict(
             **_pair_columns(figures), source=row.source, task=row.task, measure=row.measure, candidate=row.candidate,
-            method=row.method, selection_half=selection.half, selection_score=selection.score,
-            reporting_half=row.half, n_items=row.n_items, score=row.score, best_parent=row.best_parent,
-            best_parent_score=row.best_parent_score, parents_mean=row.parents_mean,
-            gain_over_best=row.gain_over_best, ci_low=row.ci_low, ci_high=row.ci_high,
-            gain_over_mean=row.gain_over_mean, mean_ci_low=mean_ci_low, mean_ci_high=mean_ci_high,
+            method=row.method, selection_half=selection.half, selection_score=selection.gains.score,
+            reporting_half=row.half, n_items=row.n_items, score=row.gains.score, best_parent=row.gains.best_parent,
+            best_parent_score=row.gains.best_parent_score, parents_mean=row.gains.parents_mean,
+            gain_over_best=row.gains.gain_over_best, ci_low=row.ci_low, ci_high=row.ci_high,
+            gain_over_mean=row.gains.gain_over_mean, mean_ci_low=mean_ci_low, mean_ci_high=mean_ci_high,
             p_all_parents=row.p_all_parents, label=row.label))
     return records
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from mergescope.analysis.emergence import EmergenceReport, emergence
+from mergescope.analysis.emergence import EmergenceReport, SplitName, emergence
 from mergescope.analysis.emergent_items import ItemTransitions, emergent_items
 from mergescope.analysis.run_data import RunData
 from mergescope.analysis.search import SearchAnalysis, analyse_search
-from mergescope.analysis.stats import score_kind
+from mergescope.analysis.stats import Correction, score_kind
 
-SPLIT = "selection-reporting"  # how the best candidate per measure is chosen and reported
+SPLIT: SplitName = "selection-reporting"  # how the best candidate per measure is chosen and reported
 EXAMPLES_PER_TRANSITION = 3  # example items shown for each candidate's new and lost items
 CORRECTION_TITLES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
@@ -29,7 +29,7 @@ class AnalysisSettings:
     """The level, multiple-comparison correction and seed (item halves, bootstrap CIs) of an analysis."""
 
     alpha: float = 0.05
-    correction: str = "holm"
+    correction: Correction = "holm"
     seed: int = 0
 
     @property

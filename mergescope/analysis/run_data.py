@@ -12,6 +12,7 @@ from mergescope.runs.directory import RunMeta, SearchMeta, run_meta, search_meta
 from mergescope.runs.store import FULL, SUBSET, ResultsStore
 
 TRIALS_TABLE = "search_trials"  # the search's own table (search.py): it lists subset-scored trials too
+FINALISTS_TABLE = "search_finalists"  # the search's finalists as it stands, by rank (recipes/search.py)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mergescope.analysis.emergence import EmergenceReport, reported_on_half
-from mergescope.analysis.run_data import RunData
+from mergescope.analysis.run_data import FINALISTS_TABLE, TRIALS_TABLE, RunData
 from mergescope.runs.directory import SearchMeta
 
 
@@ -46,21 +46,30 @@ class SearchAnalysis:
 
 def analyse_search(run: RunData, seed: int, alpha: float) -> SearchAnalysis | None:
     """The search analysis of `run`; None for a run no search wrote."""
-    table = run.tables.get("search_trials")
+    table = run.tables.get(TRIALS_TABLE)
     if run.search is None or table is None or table.empty:
         return None
-    trials = table.sort_values("number").reset_index(drop=True)
+    trials = _with_finalists(table.sort_values("number", kind="stable").reset_index(drop=True),
+                             run.tables.get(FINALISTS_TABLE))
     trials["params"] = trials.params.map(json.loads)
     trials["best_so_far"] = trials.objective.cummax()
     trials["non_dominated"] = non_dominated(np.array([list(json.loads(t).values()) for t in trials.task_objectives]))
     chosen = _chosen(trials, run.search)
     chosen_id = None if chosen is None else str(trials.set_index("number").at[chosen, "subject_id"])
-    reported = (
-        reported_on_half(run, chosen_id, alpha, seed)
-        if chosen_id
-        else EmergenceReport((), (), alpha, "holm", "reporting")
-    )
+    reported = reported_on_half(run, chosen_id, alpha, seed) if chosen_id else \
+        EmergenceReport(rows=(), problems=(), alpha=alpha, correction="holm", split="reporting")
     return SearchAnalysis(run.search, trials, chosen, chosen_id, reported)
+
+
+def _with_finalists(trials: pd.DataFrame, finalists: pd.DataFrame | None) -> pd.DataFrame:
+    """The trials with `finalist` and `full_objective` columns from the search's finalists table (runs written
+    before that table marked them in the trials table itself)."""
+    if finalists is None:
+        return trials
+    marked = finalists.set_index("number").full_objective
+    return trials.assign(
+        finalist=trials.number.isin(marked.index).astype(int), full_objective=trials.number.map(marked)
+    )
 
 
 def _chosen(trials: pd.DataFrame, meta: SearchMeta) -> int | None:

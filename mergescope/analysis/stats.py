@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 from scipy import stats
@@ -22,12 +22,14 @@ from scipy import stats
 from mergescope.errors import ConfigError, did_you_mean
 
 ScoreKind = Literal["binary", "graded"]
+PairedTestName = Literal["mcnemar-exact", "wilcoxon"]
+Correction = Literal["holm", "bh"]  # the user's multiple-comparison correction (CORRECTIONS)
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairedComparison:
     """A child compared with one reference model on the same items."""
 
-    test: str  # "mcnemar-exact" or "wilcoxon"
+    test: PairedTestName
     n_items: int
     wins: int  # items the child scores higher on (0->1 for binary outcomes)
     losses: int  # items the child scores lower on (1->0)
@@ -35,6 +37,18 @@ class PairedComparison:
     p_greater: float  # one-sided: the child is better
     p_less: float  # one-sided: the child is worse
     p_two_sided: float
+
+
+def _compared(test: PairedTestName, n_items: int, wins: int, losses: int, mean_difference: float,
+              p: dict[str, float]) -> PairedComparison:
+    """The comparison with scipy's p-values by alternative ("greater", "less", "two-sided")."""
+    return PairedComparison(test=test, n_items=n_items, wins=wins, losses=losses, mean_difference=mean_difference,
+                            p_greater=float(p["greater"]), p_less=float(p["less"]), p_two_sided=float(p["two-sided"]))
+
+
+def _no_evidence(test: PairedTestName, n_items: int, mean_difference: float) -> PairedComparison:
+    """No item tells the two apart: every p-value is 1."""
+    return _compared(test, n_items, 0, 0, mean_difference, {"greater": 1.0, "less": 1.0, "two-sided": 1.0})
 
 
 def _counts(child: Sequence[float], reference: Sequence[float]) -> tuple[int, int, float]:
@@ -50,11 +64,10 @@ def exact_mcnemar(child: Sequence[float], reference: Sequence[float]) -> PairedC
     n_discordant = wins + losses
     if n_discordant == 0:
         # No discordant pair: the data hold no evidence either way, and binomtest needs n >= 1.
-        return PairedComparison("mcnemar-exact", len(child), 0, 0, mean_difference, 1.0, 1.0, 1.0)
+        return _no_evidence("mcnemar-exact", len(child), mean_difference)
     p = {side: stats.binomtest(wins, n_discordant, 0.5, alternative=side).pvalue
          for side in ("greater", "less", "two-sided")}
-    return PairedComparison("mcnemar-exact", len(child), wins, losses, mean_difference,
-                            float(p["greater"]), float(p["less"]), float(p["two-sided"]))
+    return _compared("mcnemar-exact", len(child), wins, losses, mean_difference, p)
 
 
 def wilcoxon_signed_rank(child: Sequence[float], reference: Sequence[float]) -> PairedComparison:
@@ -62,14 +75,13 @@ def wilcoxon_signed_rank(child: Sequence[float], reference: Sequence[float]) -> 
     wins, losses, mean_difference = _counts(child, reference)
     if wins + losses == 0:
         # Every difference is zero: scipy would divide by a zero variance; there is no evidence either way.
-        return PairedComparison("wilcoxon", len(child), 0, 0, mean_difference, 1.0, 1.0, 1.0)
+        return _no_evidence("wilcoxon", len(child), mean_difference)
     p = {side: stats.wilcoxon(child, reference, zero_method="wilcox", alternative=side).pvalue
          for side in ("greater", "less", "two-sided")}
-    return PairedComparison("wilcoxon", len(child), wins, losses, mean_difference,
-                            float(p["greater"]), float(p["less"]), float(p["two-sided"]))
+    return _compared("wilcoxon", len(child), wins, losses, mean_difference, p)
 
 
-PAIRED_TESTS: dict[str, Callable[[Sequence[float], Sequence[float]], PairedComparison]] = {
+PAIRED_TESTS: dict[ScoreKind, Callable[[Sequence[float], Sequence[float]], PairedComparison]] = {
     "binary": exact_mcnemar,
     "graded": wilcoxon_signed_rank,
 }
@@ -104,11 +116,20 @@ def bootstrap_difference_ci(child: Sequence[float], reference: Sequence[float], 
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def checked_correction(name: str) -> Correction:
+    """The user's multiple-comparison correction ('holm' or 'bh'), or a ConfigError."""
+    if not _is_correction(name):
+        raise ConfigError(f"unknown multiple-comparison correction {name!r}", hint=did_you_mean(name, set(CORRECTIONS)))
+    return name
+
+
+def _is_correction(name: str) -> TypeGuard[Correction]:
+    return name in CORRECTIONS
+
+
 def correction_method(name: str) -> Callable[[np.ndarray], np.ndarray]:
     """The adjustment of the user's correction ('holm' or 'bh'), or a ConfigError."""
-    if name not in CORRECTIONS:
-        raise ConfigError(f"unknown multiple-comparison correction {name!r}", hint=did_you_mean(name, set(CORRECTIONS)))
-    return CORRECTIONS[name]
+    return CORRECTIONS[checked_correction(name)]
 
 
 def adjust_p_values(p_values: Sequence[float], correction: str = "holm") -> np.ndarray:
@@ -136,7 +157,7 @@ def _benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
 
 
 # Each multiple-comparison correction by its user-facing name (the tests check each against statsmodels').
-CORRECTIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"holm": _holm, "bh": _benjamini_hochberg}
+CORRECTIONS: dict[Correction, Callable[[np.ndarray], np.ndarray]] = {"holm": _holm, "bh": _benjamini_hochberg}
 
 
 def intersection_union_p(one_sided_p_values: Sequence[float]) -> float:

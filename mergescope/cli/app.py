@@ -2,39 +2,42 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from mergescope.cli.groups import option_groups
 from mergescope.cli.options import (
     AllowNonfiniteOption,
-    ApiKeyEnvOption,
-    ApplyChatTemplateOption,
-    BatchSizeOption,
-    ChatTemplateOption,
-    DtypeOption,
-    FewshotAsMultiturnOption,
-    GenKwargsOption,
+    EvaluationOptions,
+    ExecutorOptions,
     JsonOption,
-    JudgeMaxTokensOption,
-    JudgeModelOption,
-    JudgeUrlOption,
-    LogprobsOption,
-    NumFewshotOption,
-    RubricOption,
+    JudgeEndpointOptions,
+    JudgeOptions,
+    MaxMemoryOption,
+    ModelChecks,
+    OutOption,
+    ParentOptions,
     RunArgument,
-    SystemInstructionOption,
-    evaluation_settings,
+    ScoringOptions,
+    SearchOptions,
+    ServingOptions,
+    SweepSpecOption,
 )
+from mergescope.cli.usage import OneLineUsageErrors
 
-app = typer.Typer(help="Sweep LLM merges, score them, and find what emerges.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+if TYPE_CHECKING:
+    from mergescope.recipes.sweep import SweepSettings
+
+app = typer.Typer(cls=OneLineUsageErrors, help="Sweep LLM merges, score them, and find what emerges.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 zoo_app = typer.Typer(help="The tiny trained model zoo used by tests and the demo.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 models_app = typer.Typer(help="Pretrained models shipped inside packages on the index, written as model directories.",
@@ -127,150 +130,105 @@ def _packaged_model_commands() -> None:
 _packaged_model_commands()
 
 
+@models_app.command("parents")
+@user_errors
+def models_parents(
+    directory: Annotated[Path, typer.Argument(help="The set's directory: DIR/instruct, DIR/cpt, DIR/cpt_sft, "
+                                                   "DIR/parents.json.")],
+    recipe: Annotated[str, typer.Option(help="default, or quick (a few steps: checks the pipeline only).")] = "default",
+    seed: int = 0,
+    as_json: JsonOption = False,
+):
+    """Build the seed paper's parents from SmolLM2-135M-Instruct on CPU (a CPT parent, a CPT-then-SFT parent), or
+    reuse them when DIR holds a set of the same recipe key; print their dev scores and task-vector norms."""
+    from mergescope.zoo.real import ensure_parents, recipe_named
+
+    manifest = ensure_parents(directory, recipe_named(recipe), seed, log=None if as_json else print)
+    if as_json:
+        typer.echo(manifest.model_dump_json(indent=1))
+        return
+    for model in manifest.models:
+        norm = "" if model.task_vector_norm is None else f", task vector {model.task_vector_norm:.4f} of the instruct's"
+        scores = ", ".join(f"{name} {value:.3f}" for name, value in model.scores.items())
+        typer.echo(f"{directory / model.path}: {scores}{norm}")
+    typer.echo(f"recipe key {manifest.recipe_key}; built in {manifest.build_seconds:.0f} s")
+
+
 @app.command()
 @user_errors
+@option_groups
 def sweep(
     ctx: typer.Context,
-    parents: Annotated[
-        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
-    ] = None,
-    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-    base: Annotated[
-        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
-    ] = None,
-    spec: Annotated[
-        Path | None,
-        typer.Option(
-            "--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default)."
-        ),
-    ] = None,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="lm-eval task names.")] = None,
-    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/SPEC_A_B).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
-    num_fewshot: NumFewshotOption = None,
-    apply_chat_template: ApplyChatTemplateOption = False,
-    chat_template: ChatTemplateOption = None,
-    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
-    system_instruction: SystemInstructionOption = None,
-    gen_kwargs: GenKwargsOption = None,
-    batch_size: BatchSizeOption = None,
-    dtype: DtypeOption = None,
-    allow_pickle: Annotated[bool, typer.Option(help="Allow pickled (.bin) checkpoints.")] = False,
-    trust_remote_code: Annotated[bool, typer.Option(help="Allow model code from config.json auto_map.")] = False,
-    allow_nonfinite: AllowNonfiniteOption = False,
-    max_memory: Annotated[
-        str | None, typer.Option(help="Refuse a sweep whose merge would need more memory, e.g. 8GB.")
-    ] = None,
-    judge_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    rubric: RubricOption = None,
-    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
-    judge_logprobs: LogprobsOption = 0,
-    judge_max_tokens: JudgeMaxTokensOption = None,
-    executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local",
-    address: Annotated[
-        str | None, typer.Option("--ray-address", help="Ray cluster address (default: start a local one).")
-    ] = None,
-    workers: Annotated[int, typer.Option(help="Ray serving actors, each with one live engine.")] = 1,
-    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray serving actor.")] = 0.0,
-    tensor_parallel_size: Annotated[int, typer.Option(help="vLLM: GPUs each engine splits a model over.")] = 1,
-    gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM: share of GPU memory an engine takes.")] = 0.85,
+    *,
+    parents: ParentOptions,
+    spec: SweepSpecOption = None,
+    scoring: ScoringOptions,
+    out: OutOption = None,
+    evaluation: EvaluationOptions,
+    checks: ModelChecks,
+    judging: JudgeOptions,
+    serving: ServingOptions,
 ):
     """Merge every candidate of a sweep, score it and its parents; rerunning resumes."""
-    from mergescope.errors import MergescopeError
-    from mergescope.recipes.sweep import SweepSettings
     from mergescope.recipes.sweep import sweep as run_sweep
-    from mergescope.scoring.judge_run import sweep_judge
 
-    # `--parents A B` is accepted as the issue writes it: extra positional words are more parents.
-    settings = SweepSettings(
-        parents=[*(parents or []), *(extra_parents or [])], base=base, sweep=spec, tasks=list(tasks or []),
-        task_paths=list(task_path or []), out=out, backend=backend, limit=limit,
-        evaluation=evaluation_settings(ctx), dtype=dtype,
-        allow_pickle=allow_pickle, trust_remote_code=trust_remote_code, allow_nonfinite=allow_nonfinite,
-        max_memory=max_memory,
-        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, judge_logprobs, judge_max_tokens),
-        executor=executor,
-        # only the flags given: the sweep refuses one its backend or executor does not take (a vLLM flag with
-        # --backend hf), while defaults never get in the way of the backend chosen (vllm on a GPU machine)
-        backend_options=_given(ctx, tensor_parallel_size=tensor_parallel_size,
-                               gpu_memory_utilization=gpu_memory_utilization),
-        executor_options=_given(ctx, address=address, workers=workers, gpus_per_worker=gpus_per_worker),
+    settings = _sweep_settings(
+        scoring, evaluation, judging, parents=parents.models(), base=parents.base, sweep=spec, out=out,
+        allow_pickle=checks.allow_pickle, trust_remote_code=checks.trust_remote_code,
+        allow_nonfinite=checks.allow_nonfinite, max_memory=checks.max_memory, executor=serving.executor,
+        backend_options=serving.backend_options(ctx), executor_options=serving.executor_options(ctx),
     )
     result = run_sweep(settings)
     typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
                f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
-    if result.judging_incomplete:  # scores and finished judgments are kept; exit 1 so that scripts see the gap
-        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
-                              hint=f"rerun `mergescope judge {result.run_dir}` with the same judge options "
-                                   "once the judge answers")
+    _fail_if_judging_incomplete(result.judging_incomplete, hint=f"rerun `mergescope judge {result.run_dir}` with the "
+                                                               "same judge options once the judge answers")
+
+
+def _sweep_settings(scoring: ScoringOptions, evaluation: EvaluationOptions, judging: JudgeEndpointOptions | None,
+                    **settings: Any) -> SweepSettings:
+    """The SweepSettings of the options every sweeping command takes (checked in this order), and `settings`."""
+    from mergescope.recipes.sweep import SweepSettings
+
+    checked = evaluation.settings()
+    return SweepSettings(tasks=list(scoring.tasks or []), task_paths=list(scoring.task_path or []),
+                         backend=scoring.backend, limit=scoring.limit, evaluation=checked, dtype=evaluation.dtype,
+                         judge=judging.sweep_judge() if judging else None, **settings)
+
+
+def _fail_if_judging_incomplete(subjects: Sequence[str], hint: str = "rerun the same command once the judge answers",
+                                reason: str = "") -> None:
+    """Exit 1 when some subjects' judging is incomplete, so that scripts see the gap; what was judged is kept."""
+    from mergescope.errors import MergescopeError
+
+    if subjects:
+        raise MergescopeError(f"judging incomplete for {len(subjects)} subjects" + (f": {reason}" if reason else ""),
+                              hint=hint)
 
 
 @app.command()
 @user_errors
+@option_groups
 def search(
     ctx: typer.Context,
-    space: Annotated[
-        Path, typer.Option("--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")
-    ],
-    budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")],
-    parents: Annotated[
-        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
-    ] = None,
-    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-    base: Annotated[
-        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
-    ] = None,
-    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe",
-    seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0,
-    objective: Annotated[
-        str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")
-    ] = "mean",
-    fitness_items: Annotated[
-        int | None, typer.Option(help="Score trials on K seeded selection-half items per task.")
-    ] = None,
-    finalists: Annotated[int, typer.Option(help="The best trials rescored on the whole selection half.")] = 3,
-    tasks: Annotated[list[str] | None, typer.Option("--tasks", help="lm-eval task names.")] = None,
-    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/SPACE_A_B).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
-    num_fewshot: NumFewshotOption = None,
-    apply_chat_template: ApplyChatTemplateOption = False,
-    chat_template: ChatTemplateOption = None,
-    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
-    system_instruction: SystemInstructionOption = None,
-    gen_kwargs: GenKwargsOption = None,
-    batch_size: BatchSizeOption = None,
-    dtype: DtypeOption = None,
+    *,
+    search_options: SearchOptions,
+    parents: ParentOptions,
+    scoring: ScoringOptions,
+    out: OutOption = None,
+    evaluation: EvaluationOptions,
     allow_nonfinite: AllowNonfiniteOption = False,
-    judge_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    rubric: RubricOption = None,
-    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
-    executor: Annotated[str, typer.Option(help="Where trials run: local, or ray.")] = "local",
-    address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster address.")] = None,
-    workers: Annotated[int, typer.Option(help="Ray serving actors; each batch asks this many trials at once.")] = 1,
+    judging: JudgeEndpointOptions,
+    executor: ExecutorOptions,
     as_json: JsonOption = False,
 ):
     """Search a space of merges with an Optuna sampler: every trial a candidate of the run; rerunning resumes."""
-    from mergescope.errors import MergescopeError
-    from mergescope.recipes.search import SearchSettings
     from mergescope.recipes.search import search as run_search
-    from mergescope.recipes.sweep import SweepSettings
-    from mergescope.scoring.judge_run import sweep_judge
 
-    run = SweepSettings(
-        parents=[*(parents or []), *(extra_parents or [])], base=base, tasks=list(tasks or []),
-        task_paths=list(task_path or []), out=out, backend=backend, limit=limit, allow_nonfinite=allow_nonfinite,
-        progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype,
-        judge=sweep_judge(judge_url, judge_model, rubric or [], judge_api_key_env, 0), executor=executor,
-        executor_options=_given(ctx, address=address, workers=workers),
-    )
-    result = run_search(SearchSettings(run=run, space=space, budget=budget, sampler=sampler, seed=seed,
-                                       objective=objective, fitness_items=fitness_items, finalists=finalists))
+    run = _sweep_settings(scoring, evaluation, judging, parents=parents.models(), base=parents.base, out=out,
+                          allow_nonfinite=allow_nonfinite, progress=not as_json, executor=executor.executor,
+                          executor_options=executor.executor_options(ctx))
+    result = run_search(search_options.settings(run))
     if as_json:
         typer.echo(json.dumps({"run": str(result.run_dir), "trials": result.n_trials, "evaluated": result.n_evaluated,
                                "best_trial": result.best_trial, "best_objective": result.best_objective}, indent=1))
@@ -279,76 +237,37 @@ def search(
             if result.best_trial is not None else "the non-dominated trials are in the report"
         typer.echo(f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
                    f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
-    if result.judging_incomplete:
-        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
-                              hint="rerun the same command once the judge answers")
-
-
-def _given(ctx: typer.Context, **options) -> dict:
-    """The options among `options` given on the command line (or from the environment), not left at defaults."""
-    # by name: typer vendors its own click, whose ParameterSource is not click's
-    defaults = {"DEFAULT", "DEFAULT_MAP"}
-    return {name: value for name, value in options.items()
-            if (source := ctx.get_parameter_source(name)) is not None and source.name not in defaults}
+    _fail_if_judging_incomplete(result.judging_incomplete)
 
 
 @app.command()
 @user_errors
+@option_groups
 def study(
-    ctx: typer.Context,
-    pairs: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable)."
-        ),
-    ] = None,
-    zoo: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--zoo",
-            help="[GROUP=]DIR: study the pairs this zoo lists (repeatable; the group defaults to DIR's name). "
-            "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.",
-        ),
-    ] = None,
-    spec: Annotated[
-        Path | None,
-        typer.Option(
-            "--sweep",
-            help="Sweep spec every pair is swept with: a YAML file or a shipped spec's name (default: default).",
-        ),
-    ] = None,
-    tasks: Annotated[
-        list[str] | None, typer.Option("--tasks", help="lm-eval tasks of --pairs pairs (zoo pairs have theirs).")
-    ] = None,
-    task_path: Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")] = None,
+    *,
+    pairs: Annotated[list[str] | None, typer.Option(
+        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable), "
+                        "scored on --tasks.")] = None,
+    zoo: Annotated[list[str] | None, typer.Option(
+        "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists, on its tasks (repeatable; the group defaults "
+                      "to DIR's name). "
+                      "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
+    spec: SweepSpecOption = None,
+    scoring: ScoringOptions,
     out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
     report: Annotated[Path | None, typer.Option(help="Report folder (default: OUT/report).")] = None,
-    backend: Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")] = None,
-    num_fewshot: NumFewshotOption = None,
-    apply_chat_template: ApplyChatTemplateOption = False,
-    chat_template: ChatTemplateOption = None,
-    fewshot_as_multiturn: FewshotAsMultiturnOption = None,
-    system_instruction: SystemInstructionOption = None,
-    gen_kwargs: GenKwargsOption = None,
-    batch_size: BatchSizeOption = None,
-    dtype: DtypeOption = None,
-    max_memory: Annotated[
-        str | None, typer.Option(help="Refuse a pair whose merge would need more memory, e.g. 8GB.")
-    ] = None,
+    evaluation: EvaluationOptions,
+    max_memory: MaxMemoryOption = None,
     allow_nonfinite: AllowNonfiniteOption = False,
     as_json: JsonOption = False,
 ):
     """Sweep several parent pairs and write one report of emergence against kinship; rerunning resumes."""
-    from mergescope.errors import MergescopeError
     from mergescope.recipes.demo import DEMO_ZOOS
     from mergescope.recipes.study import StudySettings, zoo_pairs
     from mergescope.recipes.study import study as run_study
-    from mergescope.recipes.sweep import SweepSettings
 
-    options = SweepSettings(parents=[], sweep=spec, tasks=list(tasks or []), task_paths=list(task_path or []),
-                            backend=backend, limit=limit, max_memory=max_memory, allow_nonfinite=allow_nonfinite,
-                            progress=not as_json, evaluation=evaluation_settings(ctx), dtype=dtype)
+    options = _sweep_settings(scoring, evaluation, None, parents=[], sweep=spec, max_memory=max_memory,
+                              allow_nonfinite=allow_nonfinite, progress=not as_json)
     zoo_options = zoo or ([] if pairs else [f".cache/{name}" for name, _ in DEMO_ZOOS])
     study_pairs = [*(_study_pair(text) for text in pairs or []),
                    *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
@@ -360,9 +279,7 @@ def study(
             typer.echo(f"pair {outcome.pair.key}: {outcome.status}, {outcome.n_evaluated} evaluated, "
                        f"{outcome.n_skipped} already done ({outcome.run_dir})")
         typer.echo(f"study report: {result.report} ({result.seconds:.0f}s)")
-    if result.judging_incomplete:
-        raise MergescopeError(f"judging incomplete for {len(result.judging_incomplete)} subjects",
-                              hint="rerun the same command once the judge answers")
+    _fail_if_judging_incomplete(result.judging_incomplete)
 
 
 def _study_pair(text: str):
@@ -388,14 +305,11 @@ def _zoo_option(text: str) -> tuple[str, str | None]:
 
 @app.command()
 @user_errors
+@option_groups
 def judge(
     run: RunArgument,
-    judge_url: JudgeUrlOption = None,
-    judge_model: JudgeModelOption = None,
-    rubric: RubricOption = None,
-    judge_api_key_env: ApiKeyEnvOption = "MERGESCOPE_JUDGE_API_KEY",
-    judge_logprobs: LogprobsOption = 0,
-    judge_max_tokens: JudgeMaxTokensOption = None,
+    *,
+    judging: JudgeOptions,
     samples: Annotated[int, typer.Option(min=1, help="Judge samples per judgment (their spread is kept).")] = 1,
     temperature: Annotated[float, typer.Option(help="Judge sampling temperature.")] = 0.0,
     pairwise: Annotated[
@@ -404,6 +318,13 @@ def judge(
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 4,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one judge reply.")] = 60.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries (with exponential backoff) of a failed request.")] = 4,
+    judge_reply_format: Annotated[
+        Literal["auto", "structured", "free_text"],
+        typer.Option(
+            help="Ask the judge for replies constrained to the rubric's JSON schema (structured), for free text, or "
+            "(auto) structured where its server takes response_format."
+        ),
+    ] = "auto",
     backend: Annotated[str | None, typer.Option(help="Backend that generates missing answers.")] = None,
     dtype: Annotated[
         str | None,
@@ -414,29 +335,32 @@ def judge(
     as_json: JsonOption = False,
 ):
     """(Re)judge a run's finished subjects with an LLM judge; cached judgments cost nothing."""
-    from mergescope.errors import ConfigError, MergescopeError
+    from mergescope.errors import ConfigError
     from mergescope.scoring.judge_run import JudgeSettings, judge_run
 
-    if not (judge_url and judge_model):
+    if not (judging.judge_url and judging.judge_model):
         raise ConfigError("judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1")
-    settings = JudgeSettings(url=judge_url, model=judge_model, rubrics=tuple(str(r) for r in rubric or ()),
-                             api_key_env=judge_api_key_env, samples=samples, temperature=temperature,
-                             pairwise=pairwise, concurrency=concurrency, timeout_s=timeout, max_retries=retries,
-                             logprobs=judge_logprobs, max_tokens=judge_max_tokens)
-    result = judge_run(run, settings, backend, dtype)
+    settings = JudgeSettings(url=judging.judge_url, model=judging.judge_model,
+                             rubrics=tuple(str(r) for r in judging.rubric or ()), api_key_env=judging.judge_api_key_env,
+                             samples=samples, temperature=temperature, pairwise=pairwise, concurrency=concurrency,
+                             timeout_s=timeout, max_retries=retries, logprobs=judging.judge_logprobs,
+                             max_tokens=judging.judge_max_tokens, reply_format=judge_reply_format)
+    result = judge_run(run, settings, backend, dtype, progress=not as_json)
     if as_json:
         typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,
-                               "requests_sent": result.requests_sent, "incomplete": result.incomplete}, indent=1))
+                               "requests_sent": result.requests_sent, "incomplete": result.incomplete,
+                               "replies": [dataclasses.asdict(count) for count in result.reply_counts]}, indent=1))
     else:
         state = f"incomplete for {len(result.incomplete)} subjects" if result.incomplete else "complete"
         typer.echo(
             f"judged {result.n_subjects} subjects of {result.run_dir} ({result.requests_sent} requests): "
             f"judging {state}"
         )
-    if result.incomplete:  # what was judged is kept; exit 1 so that scripts see the rest is missing
-        raise MergescopeError(f"judging incomplete for {len(result.incomplete)} subjects: "
-                              f"{result.failure or 'some judgments are missing'}",
-                              hint="rerun this command once the judge answers; finished judgments are kept")
+        for count in result.reply_counts:
+            typer.echo(f"  {count.rubric}: {count.unreadable} of {count.replies} grading replies unreadable "
+                       f"({count.reply_format or 'reply format not recorded'})")
+    _fail_if_judging_incomplete(result.incomplete, reason=result.failure or "some judgments are missing",
+                                hint="rerun this command once the judge answers; finished judgments are kept")
 
 
 @app.command()
@@ -458,34 +382,29 @@ def results(run: RunArgument, as_json: JsonOption = False):
     rows = store.score_table()
     store.close()
     if as_json:
-        keys = ("id", "kind", "label", "method", "parameters", "seed", "task", "metric", "value", "stderr")
-        typer.echo(json.dumps([{("candidate_id" if k == "id" else k): row[k] for k in keys} for row in rows], indent=1))
+        typer.echo(json.dumps([{"candidate_id": row.subject_id, "kind": row.kind, "label": row.label,
+                                "method": row.method, "parameters": row.parameters, "seed": row.seed, "task": row.task,
+                                "metric": row.metric, "value": row.value, "stderr": row.stderr} for row in rows],
+                              indent=1))
         return
     for row in rows:
-        stderr = f" ± {row['stderr']:.3f}" if row["stderr"] is not None else ""
-        typer.echo(
-            f"{row['kind']:<9} {row['label']:<28} {row['task']:<16} {row['metric']:<12} {row['value']:.3f}{stderr}"
-        )
+        stderr = f" ± {row.stderr:.3f}" if row.stderr is not None else ""
+        typer.echo(f"{row.kind:<9} {row.label:<28} {row.task:<16} {row.metric:<12} {row.value:.3f}{stderr}")
 
 
 @app.command()
 @user_errors
+@option_groups
 def candidates(
     spec: Annotated[Path, typer.Argument(help="Sweep spec: a YAML file, or a shipped spec's name such as default.")],
-    parents: Annotated[
-        list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
-    ] = None,
-    extra_parents: Annotated[list[str] | None, typer.Argument(hidden=True)] = None,
-    base: Annotated[
-        str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
-    ] = None,
+    parents: ParentOptions,
     export: Annotated[Path | None, typer.Option(help="Write one plain mergekit YAML per candidate here.")] = None,
     as_json: JsonOption = False,
 ):
     """Plan a sweep: how many candidates a spec gives over these parents, and their ids (nothing is merged)."""
     from mergescope.merging.candidates import plan_candidates
 
-    plan = plan_candidates(spec, [*(parents or []), *(extra_parents or [])], base, export)
+    plan = plan_candidates(spec, parents.models(), parents.base, export)
     if as_json:
         typer.echo(json.dumps(plan.rows(), indent=1))
         return
@@ -587,9 +506,11 @@ def emergence(
         counts = (
             f"{row.gained_vs_best:>5} {row.lost_vs_best:>5}" if row.gained_vs_best is not None else f"{'-':>5} {'-':>5}"
         )
+        gains = row.gains
         typer.echo(
-            f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {row.score:>6.3f} "
-            f"{row.gain_over_best:>+8.3f} {row.gain_over_mean:>+8.3f} {row.gain_over_interpolation:>+9.3f} "
+            f"{row.task:<16} {row.candidate[:26]:<26} {split_name:<11} {row.n_items:>4} {gains.score:>6.3f} "
+            f"{gains.gain_over_best:>+8.3f} {gains.gain_over_mean:>+8.3f} "
+            f"{gains.gain_over_interpolation:>+9.3f} "
             f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}"
         )
     typer.echo(f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "

@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from mergescope.errors import ConfigError, did_you_mean
+from mergescope.merging.dtype import parents_dtype
 from mergescope.merging.spec import MethodBlock, SweepSpec, as_sweep, load_sweep, load_yaml
 from mergescope.models import hub
 from mergescope.runs.records import Candidate, ParentSet
@@ -63,7 +64,7 @@ def expand(spec: SweepSpec, parents: ParentSet) -> list[Candidate]:
 def block_candidates(spec: SweepSpec, index: int, parents: ParentSet) -> list[Candidate]:
     """The candidates of the spec's method block number `index`; errors name the spec file and the block."""
     where = f"{spec.source or spec.name}: methods.{index}"
-    return list(_expand_block(spec.methods[index], parents, spec.dtype, where))
+    return list(_expand_block(spec.methods[index], parents, spec.dtype or parents_dtype(parents), where))
 
 
 def _relative_to(spec: SweepSpec, path: str) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 
@@ -25,17 +25,17 @@ CARD_NAME = "README.md"
 TAGS = ("merge", "mergekit", "mergescope")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CardParent:
     """One model a merge read, as its mergekit config names it."""
 
     reference: str  # the local directory (a hub id's snapshot folder) or hub id mergekit read
     hub_id: str | None  # org/name, for a hub id or a snapshot folder of the hub cache
     revision: str | None  # the commit merged (a snapshot folder's name) or the revision a reference pins
-    role: str  # "base_model" (mergekit's base_model) or "model"
+    role: Literal["base_model", "model"]  # mergekit's base_model, or one of its models
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoreRow:
     """One (task, metric) of the card's score table: the merge's value and each reference model's."""
 
@@ -62,8 +62,12 @@ def card_parents(config: MergeConfiguration) -> list[CardParent]:
     base = config.base_model
     # referenced_models() is a set: sort, so that a card is byte-identical whichever process writes it
     models = sorted(config.referenced_models(), key=lambda model: (model != base, str(model)))
-    return [CardParent(model.model.path, *_hub_identity(model.model.path, model.model.revision),
-                       role="base_model" if model == base else "model") for model in models]
+    parents = []
+    for model in models:
+        hub_id, revision = _hub_identity(model.model.path, model.model.revision)
+        parents.append(CardParent(reference=model.model.path, hub_id=hub_id, revision=revision,
+                                  role="base_model" if model == base else "model"))
+    return parents
 
 
 def _hub_identity(reference: str, revision: str | None) -> tuple[str | None, str | None]:

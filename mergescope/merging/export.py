@@ -79,11 +79,11 @@ def run_scores(run_dir: Path, candidate: Candidate) -> RunScores:
         table = store.score_table()
     finally:
         store.close()
-    references = list(dict.fromkeys((row["id"], row["label"]) for row in table if row["kind"] != "candidate"))
-    value = {(row["id"], row["task"], row["metric"]): row["value"] for row in table}
-    rows = tuple(ScoreRow(row["task"], row["metric"], row["value"], row["stderr"], row["n_items"],
-                          tuple(value.get((subject, row["task"], row["metric"])) for subject, _ in references))
-                 for row in table if row["id"] == candidate.id)
+    references = list(dict.fromkeys((row.subject_id, row.label) for row in table if row.kind != "candidate"))
+    value = {(row.subject_id, row.task, row.metric): row.value for row in table}
+    rows = tuple(ScoreRow(task=row.task, metric=row.metric, value=row.value, stderr=row.stderr, n_items=row.n_items,
+                          references=tuple(value.get((subject, row.task, row.metric)) for subject, _ in references))
+                 for row in table if row.subject_id == candidate.id)
     meta = read_run_meta(run_dir)
     return RunScores(run=run_dir.resolve().name, limit=meta.limit if meta else None,
                      reference_labels=tuple(label for _, label in references), rows=rows)

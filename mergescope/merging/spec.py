@@ -94,7 +94,7 @@ class SweepSpec(Strict):
     description: str = ""
     parents: list[str] | None = None
     base: str | None = None
-    dtype: Dtype = "float32"
+    dtype: Dtype | None = None  # None: the parents' dtype (merging/dtype.py); --dtype overrides either
     methods: list[MethodBlock] = Field(default_factory=list)
     # Existing mergekit YAML files taken as candidates unchanged (paths relative to the spec file).
     mergekit_configs: list[str] = Field(default_factory=list)
@@ -128,12 +128,24 @@ class EvalSettings(Strict):
         """lm-eval's `key=value,key=value` (values read as Python literals) or a JSON object."""
         if not isinstance(value, str):
             return value
-        from lm_eval.utils import simple_parse_args_string
+        if value.lstrip().startswith("{"):
+            try:
+                return json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"not a JSON object ({error})") from None
+        return _key_value_pairs(value)
 
-        try:
-            return json.loads(value) if value.lstrip().startswith("{") else simple_parse_args_string(value)
-        except (ValueError, IndexError) as error:
-            raise ValueError(f"not key=value pairs or a JSON object ({error})") from None
+    @field_validator("gen_kwargs", mode="after")
+    @classmethod
+    def _check_generation_values(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """The generation options lm-eval and the backends read must have their type; others pass on as given."""
+        for key, given in value.items():
+            kind = GENERATION_OPTION_KINDS.get(key)
+            if kind and not _is_kind(given, kind):
+                raise ValueError(f"{key}={given!r} is not {kind}")
+            if kind == "a number" and given < 0 or key == "max_gen_toks" and given < 1:
+                raise ValueError(f"{key}={given!r} is out of range")
+        return value
 
     @model_validator(mode="after")
     def _multiturn_needs_a_template(self) -> EvalSettings:
@@ -156,6 +168,33 @@ class EvalSettings(Strict):
                 text = ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
                 flags.append(f"{flag} {text!r}" if isinstance(text, str) else f"{flag} {text}")
         return " ".join(flags) or "lm-eval's defaults"
+
+
+# The generation options lm-eval and our backends read themselves, and what each takes.
+GENERATION_OPTION_KINDS: dict[str, str] = {
+    "temperature": "a number", "top_p": "a number", "top_k": "an integer", "max_gen_toks": "an integer",
+    "seed": "an integer", "do_sample": "true or false", "until": "a string or a list of strings",
+}
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if isinstance(value, bool):  # an int to Python, but never a number of tokens or a temperature
+        return kind == "true or false"
+    return {"a number": isinstance(value, (int, float)), "an integer": isinstance(value, int),
+            "a string or a list of strings": isinstance(value, str) or isinstance(value, list)
+            and all(isinstance(v, str) for v in value)}.get(kind, False)
+
+
+def _key_value_pairs(text: str) -> dict[str, Any]:
+    """lm-eval's `key=value,key=value` with values read as Python literals; every pair needs a key and a value."""
+    from lm_eval.utils import simple_parse_args_string
+
+    pairs = [pair for pair in text.split(",") if pair.strip()]
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not (equals and key.strip() and value.strip()):
+            raise ValueError(f"{pair.strip()!r} is not key=value")
+    return simple_parse_args_string(",".join(pairs))
 
 
 def eval_settings(**values: Any) -> EvalSettings:

@@ -166,7 +166,7 @@ def write_model_directory(model: PackagedModel, source: Path, out: Path) -> None
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32,
                                                   quantization_config=GgufConfig(dequantize=True))
     out.mkdir(parents=True)
-    _write_weights(loaded, getattr(torch, model.dtype), out / WEIGHTS_FILE)
+    write_weights(loaded, getattr(torch, model.dtype), out / WEIGHTS_FILE)
     _write_json(out / "config.json", _model_config(loaded, config, model.dtype))
     generation = {key: getattr(loaded.generation_config, key)
                   for key in ("bos_token_id", "eos_token_id", "pad_token_id")
@@ -201,7 +201,7 @@ def _gguf_architecture(source: Path) -> str:
     return str(field.contents()) if field is not None else "unknown"
 
 
-def _write_weights(loaded, dtype, path: Path) -> None:
+def write_weights(loaded, dtype, path: Path) -> None:
     """The state dict in `dtype` as one safetensors file; tied weights once (the embeddings, not lm_head)."""
     from safetensors.torch import save_file
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -51,17 +51,21 @@ from mergescope.recipes.sweep import (
     open_run,
     plan_run,
 )
-from mergescope.runs.directory import SEARCH_KEY, LockedRun, SearchMeta, search_meta, stored_candidate
+from mergescope.runs.directory import SEARCH_KEY, LockedRun, Objective, SearchMeta, search_meta, stored_candidate
 from mergescope.runs.records import Candidate, ParentSet
 from mergescope.runs.store import ResultsStore, nan_to_null
 
 TRIALS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS search_trials (
     number INTEGER PRIMARY KEY, subject_id TEXT NOT NULL, sampler TEXT NOT NULL, block TEXT NOT NULL,
-    params TEXT NOT NULL, objective REAL, task_objectives TEXT NOT NULL, n_items INTEGER NOT NULL,
-    full_objective REAL, finalist INTEGER NOT NULL DEFAULT 0
+    params TEXT NOT NULL, objective REAL, task_objectives TEXT NOT NULL, n_items INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS search_finalists (rank INTEGER PRIMARY KEY, number INTEGER NOT NULL, full_objective REAL);
 """
+# A trial's row is written once, when it is told: later trials never rewrite it. The finalists are the search's
+# choice as it stands (a larger budget may find better trials), so they live in a table of their own, rewritten
+# whole. Ranking key, documented in docs/search.md: objective descending, then trial number ascending, so of tied
+# trials the earlier one ranks first and adding trials never reorders the trials already there.
 
 
 # -- samplers: Optuna's own, by name ----------------------------------------------------------------------------
@@ -106,13 +110,13 @@ SAMPLERS: dict[str, SamplerKind] = {
     "random": SamplerKind(_random, multi_objective=True),
     "nsga2": SamplerKind(_nsga2, multi_objective=True),
 }
-OBJECTIVES = ("mean", "pareto")  # the mean of the tasks' primary metrics, or one objective per task
+OBJECTIVES: tuple[Objective, ...] = ("mean", "pareto")  # the mean of the tasks' primary metrics, or one per task
 
 
 # -- settings, the stored identity of a search, and its plan ----------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchSettings:
     """Everything `mergescope search` takes: the run's settings (parents, tasks, backend, executor, out) and the
     search's own."""
@@ -122,7 +126,7 @@ class SearchSettings:
     budget: int
     sampler: str = "tpe"
     seed: int = 0
-    objective: str = "mean"
+    objective: str = "mean"  # checked by plan_search (OBJECTIVES)
     fitness_items: int | None = None  # score trials on this many selection-half items per task (None: all)
     finalists: int = 3  # the best trials by fitness rescored on the whole selection half
 
@@ -135,13 +139,17 @@ class SearchPlan:
     settings: SearchSettings
 
 
+def _is_objective(name: str) -> TypeGuard[Objective]:
+    return name in OBJECTIVES
+
+
 def plan_search(settings: SearchSettings) -> SearchPlan:
     """Check every input of a search before any work (space, budget, sampler, objective, parents, tasks)."""
     if settings.budget < 1:
         raise ConfigError(f"--budget {settings.budget}: a search needs at least one trial", hint="e.g. --budget 50")
     if settings.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {settings.sampler!r}", hint=did_you_mean(settings.sampler, set(SAMPLERS)))
-    if settings.objective not in OBJECTIVES:
+    if not _is_objective(settings.objective):
         raise ConfigError(
             f"unknown objective {settings.objective!r}", hint=did_you_mean(settings.objective, set(OBJECTIVES))
         )
@@ -221,7 +229,7 @@ def _suggest(trial, leaf: Leaf) -> Any:
 # -- the search ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchResult:
     run_dir: Path
     n_trials: int
@@ -249,8 +257,9 @@ def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchRe
         study, evaluated = _run_trials(store, plan, fitness, incomplete)
         rescored = _rescore_finalists(store, plan, fitness, incomplete)
     best = _best_trial(study)
-    return SearchResult(plan.run.run_dir, len(study.trials), evaluated, best.number if best else None,
-                        best.value if best else math.nan, time.perf_counter() - started, incomplete, rescored)
+    return SearchResult(run_dir=plan.run.run_dir, n_trials=len(study.trials), n_evaluated=evaluated,
+                        best_trial=best.number if best else None, best_objective=best.value if best else math.nan,
+                        seconds=time.perf_counter() - started, judging_incomplete=incomplete, n_rescored=rescored)
 
 
 def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
@@ -352,23 +361,30 @@ def _store_trial(store: ResultsStore, proposal: Proposal, meta: SearchMeta, obje
 
 
 def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]) -> int:
-    """Mark the best `finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean) and
-    store their objective on the whole selection half beside it. Trials scored on a fitness subset are first
-    scored on every item, each in the one transaction that replaces its subset rows; returns how many were."""
-    rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
-                       " ORDER BY objective DESC, number")
-    if plan.meta.objective == "pareto":
-        front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
-        rows = [row for row, kept in zip(rows, front, strict=True) if kept]
-    finalists = rows[:plan.meta.finalists]
+    """Store the search's finalists (`finalist_rows`) with their objective on the whole selection half. Trials
+    scored on a fitness subset are first scored on every item, each in the one transaction that replaces its
+    subset rows; returns how many were."""
+    finalists = finalist_rows(store, plan.meta)
     rescored = _score_on_every_item(store, plan, [row["subject_id"] for row in finalists], incomplete)
     with store.transaction() as db:
-        db.execute("UPDATE search_trials SET finalist = 0, full_objective = NULL")
-        for row in finalists:
+        db.execute("DELETE FROM search_finalists")
+        for rank, row in enumerate(finalists):
             full = task_objectives(store, row["subject_id"], fitness, fitness.full)
-            db.execute("UPDATE search_trials SET finalist = 1, full_objective = ? WHERE number = ?",
-                       (nan_to_null(sum(full.values()) / len(full)), row["number"]))
+            db.execute("INSERT INTO search_finalists (rank, number, full_objective) VALUES (?, ?, ?)",
+                       (rank, row["number"], nan_to_null(sum(full.values()) / len(full))))
     return rescored
+
+
+def finalist_rows(store: ResultsStore, meta: SearchMeta) -> list:
+    """The best `meta.finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean),
+    ranked by objective, then trial number: of tied trials the earlier one ranks first, so trials added with the
+    same objective never displace those already there."""
+    rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
+                       " ORDER BY objective DESC, number")
+    if meta.objective == "pareto":
+        front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
+        rows = [row for row, kept in zip(rows, front, strict=True) if kept]
+    return rows[:meta.finalists]
 
 
 def _score_on_every_item(store: ResultsStore, plan: SearchPlan, subject_ids: list[str], incomplete: list[str]) -> int:

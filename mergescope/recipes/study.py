@@ -57,7 +57,7 @@ class StudySettings:
         return self.report or self.out / "report"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairOutcome:
     """What the study did with one pair."""
 
@@ -70,7 +70,7 @@ class PairOutcome:
     judging_incomplete: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StudyResult:
     """What a study did with each pair, and where its report is."""
 
@@ -119,7 +119,8 @@ def study(settings: StudySettings) -> StudyResult:
     outcomes = tuple(_run_pair(settings, planned) for planned in plans)
     data = study_data([o.pair for o in outcomes], [o.run_dir for o in outcomes])
     report = write_study_report(data, settings.report_dir)
-    return StudyResult(settings.out, report, outcomes, time.perf_counter() - started, data)
+    return StudyResult(out=settings.out, report=report, pairs=outcomes, seconds=time.perf_counter() - started,
+                       data=data)
 
 
 # -- input checks, all before any work ------------------------------------------------------------------
@@ -246,15 +247,17 @@ def _run_pair(settings: StudySettings, planned: PairPlan) -> PairOutcome:
     fingerprint = _fingerprint(plan)
     if _read_mark(mark) == fingerprint:
         _say(settings, f"pair {planned.pair.key}: done before ({plan.run_dir})")
-        return PairOutcome(planned.pair, plan.run_dir, "done before", 0, len(plan.subjects), 0.0)
+        return PairOutcome(pair=planned.pair, run_dir=plan.run_dir, status="done before", n_evaluated=0,
+                           n_skipped=len(plan.subjects), seconds=0.0)
     _say(settings, f"pair {planned.pair.key}: sweeping into {plan.run_dir}")
     result = sweep(planned.settings, plan)
     if not result.judging_incomplete:
         partial = mark.with_suffix(".partial")
         partial.write_text(json.dumps(fingerprint, indent=1))
         partial.replace(mark)
-    return PairOutcome(planned.pair, plan.run_dir, "swept", result.n_evaluated, result.n_skipped, result.seconds,
-                       tuple(result.judging_incomplete))
+    return PairOutcome(pair=planned.pair, run_dir=plan.run_dir, status="swept", n_evaluated=result.n_evaluated,
+                       n_skipped=result.n_skipped, seconds=result.seconds,
+                       judging_incomplete=tuple(result.judging_incomplete))
 
 
 def _read_mark(mark: Path) -> dict | None:

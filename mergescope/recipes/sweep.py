@@ -14,6 +14,7 @@ from mergescope.errors import ConfigError
 from mergescope.executors import EXECUTORS, EvalJob, SubjectResult, create_executor
 from mergescope.faults import kill_point
 from mergescope.merging.candidates import expand, validate_with_mergekit
+from mergescope.merging.dtype import FALLBACK, DtypeChoice, choose_dtype
 from mergescope.merging.merge import is_merged
 from mergescope.merging.spec import EvalSettings, SweepSpec, load_sweep
 from mergescope.models.parents import check_chat_template, check_finite, resolve_parents
@@ -34,7 +35,7 @@ from mergescope.scoring.lmeval import TaskSuite, resolve_tasks
 from mergescope.serving import BACKENDS, default_backend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepSettings:
     """Everything `mergescope sweep` takes; defaults are what a first run wants."""
 
@@ -67,7 +68,7 @@ class SweepSettings:
                               hint="give --limit N with N >= 1, or leave --limit out to evaluate every item")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SweepResult:
     run_dir: Path
     n_subjects: int
@@ -91,11 +92,14 @@ class SweepPlan:
     backend_options: Any  # its options record (options.py)
     executor_options: Any  # the executor's options record
     finite_weights: tuple[str, ...] = ()  # fingerprints of the models checked free of NaN and inf
+    dtype: DtypeChoice = DtypeChoice(FALLBACK, "spec")  # what every subject is merged and served in, and why
 
 
 def plan_sweep(settings: SweepSettings) -> SweepPlan:
     """Check a sweep's spec, options, parents, memory and tasks and expand its candidates; ConfigError on bad input."""
     spec = load_sweep(settings.sweep)
+    # --dtype reaches the merges too: the candidates' mergekit configs are written in it
+    spec = spec.model_copy(update={"dtype": settings.dtype or spec.dtype})
     return plan_run(settings, spec, lambda parents: checked_candidates(spec, parents))
 
 
@@ -112,17 +116,20 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     """Check a run's options, parents, memory and tasks, and plan the candidates `candidates_of` gives; ConfigError
     on bad input. A sweep plans its spec's candidates; a search (search.py) plans none and adds its trials later."""
     backend = settings.backend or default_backend()
-    # Every subject (parents too) is served in the spec's dtype (or --dtype's); an option the backend or
-    # executor does not take, or a dtype the backend cannot serve, is refused here, before anything slow.
-    backend_options = BACKENDS.options(backend, _backend_values(settings, settings.dtype or spec.dtype))
-    spec = spec.model_copy(update={"dtype": settings.dtype or spec.dtype})  # checked by the backend's options
+    # An option the backend or executor does not take, or a dtype the backend cannot serve, is refused here,
+    # before anything slow; a spec without a dtype follows the parents, so that is checked again once they are known.
+    BACKENDS.options(backend, _backend_values(settings, settings.dtype or spec.dtype or FALLBACK))
     executor_options = EXECUTORS.options(settings.executor,
                                          {"progress": settings.progress, **settings.executor_options})
     parents = resolve_parents(
         settings.parents or spec.parents or [], settings.base or spec.base,
         allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
     )
-    check_memory(parents, spec.dtype, settings.max_memory)
+    # Every subject (parents too) is merged and served in --dtype's dtype, else the spec's, else the parents'
+    dtype = choose_dtype(settings.dtype, spec.dtype, parents)
+    backend_options = _backend_options(backend, settings, dtype)
+    spec = spec.model_copy(update={"dtype": dtype.dtype})  # checked by the backend's options
+    check_memory(parents, dtype.dtype, settings.max_memory)
     # candidates take their tokenizer from the parents or the base
     check_chat_template(parents.models(), settings.evaluation.apply_chat_template)
     candidates = candidates_of(parents)
@@ -132,7 +139,20 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     # last: it reads every weight (once per run: a resumed run skips the models it checked)
     finite = () if settings.allow_nonfinite else check_finite(parents.models(), finite_checked(run_dir))
     return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options,
-                     finite)
+                     finite, dtype)
+
+
+def _backend_options(backend: str, settings: SweepSettings, dtype: DtypeChoice) -> Any:
+    """The backend's options record in the run's dtype; a dtype it cannot serve that came from the parents is
+    refused naming them, with the flag that chooses another."""
+    try:
+        return BACKENDS.options(backend, _backend_values(settings, dtype.dtype))
+    except ConfigError as error:
+        if dtype.source != "parents":
+            raise
+        raise ConfigError(f"{error} (the parents are stored in {dtype.dtype})",
+                          hint=f"pass --dtype {FALLBACK} to merge and score in {FALLBACK}, or set the sweep "
+                               "spec's dtype") from None
 
 
 def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
@@ -165,10 +185,12 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
         todo = [s for s in subjects if s.id not in finished]
         n_candidates = len(plan.candidates)
         _say(settings, f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
-                       f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)}")
+                       f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)} "
+                       f"in {plan.dtype.describe()}")
         judging_incomplete = evaluate_subjects(todo, store, plan, settings)
-    return SweepResult(run_dir, len(subjects), len(todo), len(subjects) - len(todo), time.perf_counter() - started,
-                       judging_incomplete)
+    return SweepResult(run_dir=run_dir, n_subjects=len(subjects), n_evaluated=len(todo),
+                       n_skipped=len(subjects) - len(todo), seconds=time.perf_counter() - started,
+                       judging_incomplete=judging_incomplete)
 
 
 def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> None:
@@ -178,7 +200,8 @@ def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> N
     _check_same_scoring(store, plan)
     record_finite_checked(store, plan.finite_weights)
     # the backend actually used, not the option (None means "the default"), so the report names it
-    write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor))
+    write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor,
+                                              dtype_source=plan.dtype.source))
     store.plan(plan.subjects)
     # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
     from mergescope.analysis.kinship_store import record_kinship
@@ -246,7 +269,7 @@ def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
         return
     stored_dtype = previous.served_dtype()
     if stored_dtype != plan.spec.dtype:
-        raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.spec.dtype}",
+        raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.dtype.describe()}",
                           hint=f"resume it with --dtype {stored_dtype}, or choose another --out")
     stored, asked = previous.evaluation, plan.suite.settings
     if stored.identity() != asked.identity():

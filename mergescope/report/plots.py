@@ -155,7 +155,8 @@ def _legend(axis: Axes, rows: pd.DataFrame, colors: dict[str, tuple]) -> None:
 
 def _annotate_emergent(axis: Axes, rows: pd.DataFrame, x: str, limit: int = 6) -> None:
     """Name the most significant emergent points (at most `limit`, so labels stay readable)."""
-    emergent = rows[rows.label == "emergent"].sort_values("p_adjusted").head(limit)
+    emergent = rows[rows.label == "emergent"].sort_values(  # ties: the larger gain, then the candidate id
+        ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable").head(limit)
     for row in emergent.itertuples():
         axis.annotate(f"{row.candidate}\np={row.p_adjusted:.2g}", (getattr(row, x), row.score), fontsize=6.5,
                       xytext=(6, 4), textcoords="offset points")

@@ -103,7 +103,8 @@ def best_candidates(analysis: RunAnalysis) -> tuple[BestCandidate, ...]:
 def summary(analysis: RunAnalysis) -> Summary:
     """Whether anything emerged (all items, adjusted p) and the best candidate per measure (split halves)."""
     report = analysis.emergence_rows
-    tested = report.dropna(subset=["p_adjusted"]).sort_values(["p_adjusted", "gain_over_best"], ascending=[True, False])
+    tested = report.dropna(subset=["p_adjusted"]).sort_values(  # ties: the candidate id (docs/search.md)
+        ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable")
     strongest = tested.iloc[0].to_dict() if not tested.empty else None
     problems = analysis.emergence.problems if report.empty else ()
     return Summary(best_candidates(analysis), len(report), int((report.label == "emergent").sum()),
@@ -181,7 +182,9 @@ def judge_section(analysis: RunAnalysis) -> JudgeSection | None:
     run = analysis.run
     judgments = run.tables["judgments"]
     comparisons = run.tables.get("comparisons", pd.DataFrame())
-    statistics = [("Parse failures", agreement.parse_failure_rates(judgments, comparisons)),
+    failures = agreement.with_reply_formats(agreement.parse_failure_rates(judgments, comparisons),
+                                            run.tables.get("judge_status"))
+    statistics = [("Parse failures", failures),
                   ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
                   ("Inter-judge agreement", agreement.inter_judge_agreement(judgments))]
     if not comparisons.empty:

@@ -16,15 +16,16 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from filelock import FileLock, Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mergescope.errors import ConfigError, MergescopeError, did_you_mean
+from mergescope.merging.dtype import DtypeSource
 from mergescope.merging.spec import EvalSettings, validation_message
-from mergescope.runs.records import Candidate, EvalSubject
+from mergescope.runs.records import Candidate, EvalSubject, ReplyFormat
 from mergescope.runs.store import FULL, STORE_NAME, ResultsStore, read_meta
 
 LOCK_NAME = ".sweep.lock"
@@ -120,10 +121,13 @@ class RunMeta(MetaRecord):
     # hub id (org/name) -> the commit its snapshot is of, for every model named by a hub id; {} in older stores
     hub_commits: dict[str, str] = Field(default_factory=dict)
     evaluation: EvalSettings = EvalSettings()  # stores written before these flags were scored with lm-eval's defaults
+    # what decided the dtype (merging/dtype.py): --dtype, the spec, or the parents; stores written before the dtype
+    # followed the parents took it from the spec (or --dtype)
+    dtype_source: DtypeSource = "spec"
 
     def served_dtype(self) -> str:
-        """The dtype the run's models were merged and served in: its spec's (with --dtype applied)."""
-        return self.spec.get("dtype", "float32")
+        """The dtype the run's models were merged and served in (its spec as recorded holds the one chosen)."""
+        return self.spec.get("dtype") or "float32"
 
 
 class JudgingMeta(MetaRecord):
@@ -141,6 +145,12 @@ class JudgingMeta(MetaRecord):
     complete: bool
     incomplete_subjects: tuple[str, ...]
     last_error: str | None
+    # rubric label -> how the judge was asked to reply (judge.py: "structured" JSON schema or "free_text");
+    # empty for stores judged before reply formats, and without the rubrics the judge could not be asked about
+    reply_formats: dict[str, ReplyFormat] = Field(default_factory=dict)
+
+
+Objective = Literal["mean", "pareto"]  # a search's: the mean of the tasks' primary metrics, or one per task
 
 
 class SearchMeta(MetaRecord):
@@ -151,7 +161,7 @@ class SearchMeta(MetaRecord):
     space_digest: str
     sampler: str
     seed: int
-    objective: str  # "mean" or "pareto"
+    objective: Objective
     fitness_items: int | None
     finalists: int
     batch_size: int  # trials asked before any is told: part of what the sampler proposes

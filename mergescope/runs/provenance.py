@@ -6,6 +6,7 @@ import importlib.metadata
 import platform
 from datetime import UTC, datetime
 
+from mergescope.merging.dtype import DtypeSource
 from mergescope.merging.spec import SweepSpec
 from mergescope.runs.directory import RunMeta
 from mergescope.runs.records import ParentSet
@@ -25,7 +26,8 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str, executor: str) -> RunMeta:
+def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str, executor: str, *,
+             dtype_source: DtypeSource = "spec") -> RunMeta:
     """The provenance of a sweep starting now on this machine."""
     return RunMeta(
         spec=spec.model_dump(mode="json"),
@@ -43,4 +45,5 @@ def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str
         updated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         executor=executor,
         hub_commits={model.hub.repo_id: model.hub.sha for model in parents.models() if model.hub},
+        dtype_source=dtype_source,
     )

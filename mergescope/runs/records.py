@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from mergescope.scoring.judge_parse import ParseStatus, Verdict
 
 ModelKind = Literal["parent", "base", "candidate"]
+Outcome = Literal["win", "loss", "tie"]  # a pairwise comparison's result for the subject
+# How a judge was asked to reply: constrained to the rubric's JSON schema (the server accepted
+# `response_format`), or free text read by judge_parse
+ReplyFormat = Literal["structured", "free_text"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HubRevision:
     """Which commit of a Hugging Face Hub model repository a model id resolved to."""
 
@@ -67,7 +74,7 @@ class StudyPair:
         return f"{self.group}/{self.name}" if self.group else self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Candidate:
     """One merge to make: a mergekit config and what it means for the analysis."""
 
@@ -84,7 +91,7 @@ class Candidate:
         return json.dumps(self.parameters, sort_keys=True)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalSubject:
     """Anything that is scored: a parent, the base, or a merged candidate."""
 
@@ -95,7 +102,7 @@ class EvalSubject:
     path: Path | None = None  # the model directory for parents and the base
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TaskScore:
     """An aggregate score of one subject on one task."""
 
@@ -107,7 +114,7 @@ class TaskScore:
     n_items: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemOutcome:
     """One evaluated item: what the model answered and how it scored."""
 
@@ -143,7 +150,7 @@ class AnswerRequest:
         return [(prompt, self.max_tokens, self.temperature) for prompt in self.prompts]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Answer:
     """A judged model's answer to one rubric question, with the sampling config (JSON) that produced it."""
 
@@ -155,7 +162,7 @@ class Answer:
     sampling: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Judgment:
     """One judge's score of one answer on one criterion; `score` is None when the reply could not be read."""
 
@@ -166,7 +173,7 @@ class Judgment:
     judge: str
     sample: int
     score: float | None
-    parse_status: str
+    parse_status: ParseStatus
     raw_reply: str
     # The judge is the judged model itself or one of its parents: its scores may favour its own style.
     self_preference: bool = False
@@ -174,7 +181,7 @@ class Judgment:
     expected_score: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Comparison:
     """A pairwise judgment of a subject's answer against an opponent's, judged in both orders.
 
@@ -188,8 +195,8 @@ class Comparison:
     question_id: str
     judge: str
     sample: int
-    verdict_first: str | None
-    verdict_swapped: str | None
+    verdict_first: Verdict | None
+    verdict_swapped: Verdict | None
     raw_first: str
     raw_swapped: str
     self_preference: bool = False
@@ -201,16 +208,16 @@ class Comparison:
         return None if first is None or swapped is None else first == swapped
 
     @property
-    def outcome(self) -> str | None:
+    def outcome(self) -> Outcome | None:
         """"win", "loss" or "tie" for the subject; orders that disagree count as a tie; None when missing."""
         first, swapped = self._outcomes()
         if first is None or swapped is None:
             return None
         return first if first == swapped else "tie"
 
-    def _outcomes(self) -> tuple[str | None, str | None]:
-        as_first = {"A": "win", "B": "loss", "tie": "tie"}
-        as_second = {"A": "loss", "B": "win", "tie": "tie"}
+    def _outcomes(self) -> tuple[Outcome | None, Outcome | None]:
+        as_first: dict[str, Outcome] = {"A": "win", "B": "loss", "tie": "tie"}
+        as_second: dict[str, Outcome] = {"A": "loss", "B": "win", "tie": "tie"}
         return as_first.get(self.verdict_first or ""), as_second.get(self.verdict_swapped or "")
 
 

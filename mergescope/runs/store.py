@@ -15,14 +15,15 @@ import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from mergescope.errors import MergescopeError
+from mergescope.errors import ConfigError, MergescopeError
 from mergescope.faults import kill_point
-from mergescope.runs.records import EvalSubject, Evaluation
+from mergescope.runs.records import EvalSubject, Evaluation, ModelKind
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,7 +44,27 @@ CREATE TABLE IF NOT EXISTS items (
 """
 
 STORE_NAME = "results.sqlite"
-FULL, SUBSET = "all", "subset"  # a subject's coverage: every item, or a search's fitness subset
+Coverage = Literal["all", "subset"]  # which items a subject's scores stand on: every item, or a fitness subset
+FULL: Coverage = "all"
+SUBSET: Coverage = "subset"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubjectScore:
+    """One score of a fully scored subject, beside what the subject is (a row of `score_table`)."""
+
+    subject_id: str
+    kind: ModelKind
+    label: str
+    method: str | None  # the merge method; the kind for a parent or the base
+    parameters: dict[str, Any]  # the candidate's swept parameters ({} for a parent or the base)
+    seed: int | None
+    mix: float | None
+    task: str
+    metric: str
+    value: float
+    stderr: float | None
+    n_items: int | None
 
 
 class ResultsStore:
@@ -65,7 +86,7 @@ class ResultsStore:
         """The store of an existing run directory."""
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
-            raise MergescopeError(f"{run_dir}: no {STORE_NAME} here, so this is not a mergescope run",
+            raise ConfigError(f"{run_dir}: no {STORE_NAME} here, so this is not a mergescope run",
                                   hint="give the --out directory of a sweep")
         return cls(path)
 
@@ -96,7 +117,7 @@ class ResultsStore:
                 )
 
     def record(self, subject: EvalSubject, evaluation: Evaluation, merge_seconds: float | None = None,
-               coverage: str = FULL) -> None:
+               coverage: Coverage = FULL) -> None:
         """Store a finished evaluation and mark its subject done with that `coverage`, all in one transaction
         (its earlier rows, a subset's too, are replaced)."""
         with self.transaction() as db:
@@ -131,14 +152,14 @@ class ResultsStore:
     def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
         return list(self.connection.execute(sql, params))
 
-    def score_table(self) -> list[dict[str, Any]]:
+    def score_table(self) -> list[SubjectScore]:
         """One row per (subject, task, metric) of fully scored subjects, in sweep order."""
         rows = self.query(
-            "SELECT s.id, s.kind, s.label, s.method, s.parameters, s.seed, s.mix, c.task, c.metric, c.value,"
-            " c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id WHERE s.coverage = ?"
+            "SELECT s.id AS subject_id, s.kind, s.label, s.method, s.parameters, s.seed, s.mix, c.task, c.metric,"
+            " c.value, c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id WHERE s.coverage = ?"
             " ORDER BY s.position, c.task, c.metric", FULL
         )
-        return [{**dict(row), "parameters": json.loads(row["parameters"] or "{}")} for row in rows]
+        return [SubjectScore(**{**dict(row), "parameters": json.loads(row["parameters"] or "{}")}) for row in rows]
 
 
 def read_meta(run_dir: Path) -> dict[str, Any] | None:

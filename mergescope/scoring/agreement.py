@@ -26,6 +26,16 @@ def parse_failure_rates(judgments: pd.DataFrame, comparisons: pd.DataFrame | Non
     return rows.assign(rate=rows.n_missing / rows.n)
 
 
+def with_reply_formats(rates: pd.DataFrame, status: pd.DataFrame | None) -> pd.DataFrame:
+    """`rates` (per judge) with the reply formats each judge was asked in (the `judge_status` table's), e.g.
+    "structured" or "free_text, structured"; "not recorded" for runs judged before formats were kept."""
+    if status is None or "reply_format" not in status.columns:
+        return rates.assign(reply_format="not recorded")
+    recorded = status.dropna(subset=["reply_format"])
+    formats = recorded.groupby("judge").reply_format.agg(lambda named: ", ".join(sorted(set(named))))
+    return rates.assign(reply_format=rates.judge.map(formats).fillna("not recorded"))
+
+
 def self_consistency(judgments: pd.DataFrame) -> pd.DataFrame:
     """Per judge and criterion, over answers scored in >= 2 readable samples: mean SD and exact-agreement rate."""
     scored = judgments.dropna(subset=["score"])

@@ -1,4 +1,4 @@
-"""LLM judges over any OpenAI-compatible chat-completions endpoint: client, judgment cache, grading modes.
+"""LLM judges over any OpenAI-compatible chat-completions endpoint: client, session, reply formats, grading.
 
 - `ChatClient` posts to URL/chat/completions with a timeout, and retries with exponential backoff on 429,
   5xx, timeouts, connection errors and malformed bodies; a 401/403 fails at once with a clear message.
@@ -6,12 +6,20 @@
 - A request asks for the rubric's `judge_max_tokens` (or `--judge-max-tokens`) reply tokens, fewer where the
   judge's context leaves less room: servers that report `max_model_len` in /v1/models (vLLM) are asked how
   long each prompt is (vLLM's /tokenize). A prompt that cannot fit at all is a one-line error naming both numbers.
-- `JudgmentCache` keeps every raw reply in a SQLite file under a hash of (judge model, rubric name and
-  version, mode, question, answers, sample index, temperature), so a rerun sends no request twice.
+- `JudgmentCache` (judge_cache.py) keeps every raw reply in a SQLite file under a hash of (judge model, rubric
+  name and version, mode, question, answers, sample index, temperature, reply format), so a rerun sends no
+  request twice.
 - `grade` (absolute, all criteria in one call) and `compare` (pairwise, both orders) turn replies into
   `Judgment` / `Comparison` records; an unreadable reply is a missing score with its raw text kept.
 - With `logprobs` > 0 the judge is asked for each token's top alternatives, kept with the reply, and each
   judgment also gets its probability-weighted score (`judge_parse.expected_score`).
+- Reply format: under "auto" (the default) the judge is asked for replies constrained to the rubric's JSON
+  schema (`response_format` json_schema: vLLM's structured outputs) where its server takes them, else for
+  free text. A one-token probe with the schema settles it once per rubric, judge and URL (kept in the cache):
+  accepted -> "structured"; HTTP 4xx while the probe without the schema is answered -> "free_text". A probe,
+  because the format must be known before any cache key (which names it) is made, and servers word their
+  refusals differently. A server that ignores `response_format` silently counts as "structured" (asked for
+  and accepted, not proven enforced); both are parsed alike. "structured" / "free_text" force a format.
 """
 
 from __future__ import annotations
@@ -19,23 +27,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 
 from mergescope.errors import ConfigError, MergescopeError
-from mergescope.runs.records import Answer, Comparison, Judgment
+from mergescope.runs.records import Answer, Comparison, Judgment, ReplyFormat
+from mergescope.scoring.judge_cache import ChatReply, JudgmentCache
 from mergescope.scoring.judge_parse import ReplyToken, expected_score, parse_grades, parse_verdict
-from mergescope.scoring.rubric import Rubric, grading_messages, pairwise_messages
+from mergescope.scoring.rubric import PAIRWISE_SCHEMA, Rubric, grading_messages, grading_schema, pairwise_messages
 
 DEFAULT_API_KEY_ENV = "MERGESCOPE_JUDGE_API_KEY"
 RETRY_STATUSES = {408, 409, 425, 429}
 MAX_BACKOFF_S = 30.0
+ReplyFormatChoice = Literal["auto", "structured", "free_text"]  # "auto": structured where the server takes it
+# The reply-format probe: one token asked with the rubric's schema (the content does not matter).
+PROBE_MESSAGES = ({"role": "user", "content": "Reply with a JSON object."},)
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class JudgeEndpoint:
     backoff_s: float = 1.0
     concurrency: int = 4
     logprobs: int = 0  # top alternatives asked per token (0: none); the endpoint must support `top_logprobs`
+    reply_format: ReplyFormatChoice = "auto"
 
     @property
     def api_url(self) -> str:
@@ -72,20 +85,21 @@ class JudgeEndpoint:
         return self.max_tokens or rubric.judge_max_tokens
 
 
-@dataclass(frozen=True)
-class ChatReply:
-    """A judge's reply text and, where they were asked for, its tokens with their top alternatives."""
-
-    text: str
-    tokens: tuple[ReplyToken, ...] = ()
-
-
 class JudgeUnavailable(MergescopeError):
     """The judge endpoint kept failing after every retry (down, overloaded, or answering garbage)."""
 
 
 class PromptTooLong(JudgeUnavailable):
     """One prompt (its answers included) is longer than the judge's context: that request cannot be sent."""
+
+
+class RequestRefused(JudgeUnavailable):
+    """The judge answered HTTP 4xx (other than auth and rate limits): the same request would be refused again."""
+
+
+def response_format(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI `response_format` asking for a reply that is an instance of `schema`."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
 # Asking the server about its context must not hold a run up for a judge's full reply timeout.
@@ -106,12 +120,16 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {os.environ[endpoint.api_key_env]}"} if self.key_sent else {}
         self._http = httpx.Client(timeout=endpoint.timeout_s, headers=headers)
 
-    def complete(self, messages: list[dict[str, str]], seed: int, max_tokens: int) -> ChatReply:
-        """The judge's reply to `messages` (empty text when it answered with no content)."""
+    def complete(self, messages: list[dict[str, str]], seed: int, max_tokens: int,
+                 constraint: dict[str, Any] | None = None) -> ChatReply:
+        """The judge's reply to `messages` (empty text when it answered with no content), constrained by the
+        `response_format` `constraint` where one is given."""
         payload = {"model": self.endpoint.model, "messages": messages, "temperature": self.endpoint.temperature,
                    "max_tokens": max_tokens, "seed": seed}
         if self.endpoint.logprobs:
             payload |= {"logprobs": True, "top_logprobs": self.endpoint.logprobs}
+        if constraint is not None:
+            payload["response_format"] = constraint
         reason = "no attempt made"
         for attempt in range(self.endpoint.max_retries + 1):
             if attempt:
@@ -124,13 +142,13 @@ class ChatClient:
             except httpx.TransportError as error:
                 reason = f"cannot connect ({type(error).__name__})"
                 continue
-            reply, reason = self._reply(response)
+            reply, reason = self._reply(response, structured=constraint is not None)
             if reply is not None:
                 return reply
         raise JudgeUnavailable(f"judge {self.endpoint.completions_url} failed {self.endpoint.max_retries + 1} times; "
                                f"last: {reason}", hint="check that the server is up and serves --judge-model")
 
-    def _reply(self, response: httpx.Response) -> tuple[ChatReply | None, str]:
+    def _reply(self, response: httpx.Response, structured: bool) -> tuple[ChatReply | None, str]:
         """(reply, "") for a good response, (None, why) for one worth retrying; raises for the rest."""
         status = response.status_code
         if status in (401, 403):
@@ -138,11 +156,10 @@ class ChatClient:
         if status in RETRY_STATUSES or status >= 500:
             return None, f"HTTP {status}"
         if status >= 400:
-            raise JudgeUnavailable(
-                f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
-                f"{' '.join(response.text.split())[:200]}",
-                hint="check --judge-model and --judge-url",
-            )
+            hint = "check --judge-model and --judge-url" + (
+                ", or pass --judge-reply-format free_text" if structured else "")
+            raise RequestRefused(f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
+                                 f"{' '.join(response.text.split())[:200]}", hint=hint)
         try:
             choice = response.json()["choices"][0]
             return ChatReply(choice["message"]["content"] or "", _tokens(choice.get("logprobs"))), ""
@@ -189,41 +206,6 @@ def _tokens(logprobs: dict | None) -> tuple[ReplyToken, ...]:
                  for entry in (logprobs or {}).get("content") or ())
 
 
-class JudgmentCache:
-    """Raw judge replies (and their tokens, where asked for) by request key, in a SQLite file that outlives the run."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL,"
-                         " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')), tokens TEXT)")
-        if "tokens" not in {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}:
-            self._db.execute("ALTER TABLE replies ADD COLUMN tokens TEXT")  # a cache from before logprobs
-
-    def get(self, key: str) -> ChatReply | None:
-        row = self._db.execute("SELECT reply, tokens FROM replies WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            return None
-        tokens = tuple(
-            ReplyToken(text, tuple((alt, lp) for alt, lp in top), n) for text, n, top in json.loads(row[1] or "[]")
-        )
-        return ChatReply(row[0], tokens)
-
-    def put(self, key: str, judge: str, reply: ChatReply) -> None:
-        tokens = (
-            json.dumps([[t.text, t.n_bytes, [list(alt) for alt in t.top]] for t in reply.tokens])
-            if reply.tokens
-            else None
-        )
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply, tokens) VALUES (?, ?, ?, ?)",
-                             (key, judge, reply.text, tokens))
-
-    def close(self) -> None:
-        self._db.close()
-
-
 @dataclass(frozen=True)
 class JudgeRequest:
     """One chat request to the judge and the cache key of its reply."""
@@ -232,15 +214,19 @@ class JudgeRequest:
     messages: tuple[dict[str, str], ...]
     sample: int
     max_tokens: int  # the reply budget asked for; capped by the judge's context when sent
+    constraint: dict[str, Any] | None = None  # the `response_format` of a structured request
 
 
 def cache_key(endpoint: JudgeEndpoint, rubric: Rubric, mode: str, question: str, answers: tuple[str, ...],
-              sample: int) -> str:
-    """The hex digest naming one judgment: same judge, rubric version, question, answers and sample -> same reply."""
+              sample: int, reply_format: ReplyFormat = "free_text") -> str:
+    """The hex digest naming one judgment: same judge, rubric version, question, answers, sample and reply
+    format -> same reply."""
     identity = [endpoint.model, rubric.name, str(rubric.version), mode, question, list(answers), sample,
                 endpoint.temperature, endpoint.reply_tokens(rubric)]
     if endpoint.logprobs:  # a reply kept without its tokens cannot be weighted: ask again (older keys unchanged)
         identity.append(endpoint.logprobs)
+    if reply_format == "structured":  # a free-text reply is not a constrained one: ask again (older keys unchanged)
+        identity.append(reply_format)
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()
 
 
@@ -254,8 +240,44 @@ class JudgeSession:
         self.context = self.client.context_length()  # None: the server does not say; requests go out uncapped
         self.failure: str | None = None
         self.requests_sent = 0
+        self.reply_formats: dict[str, ReplyFormat] = {}  # by rubric name, once settled
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
+
+    def reply_format(self, rubric: Rubric) -> ReplyFormat | None:
+        """How `rubric`'s judgments are asked for: the endpoint's choice, or under "auto" what the probe found
+        (kept in the cache); None when the judge could not be asked (`failure` says why)."""
+        if rubric.name not in self.reply_formats:
+            choice = self.endpoint.reply_format
+            found = choice if choice != "auto" else self._probe(response_format("grade", grading_schema(rubric)))
+            if found is None:
+                return None
+            self.reply_formats[rubric.name] = found
+        return self.reply_formats[rubric.name]
+
+    def _probe(self, constraint: dict[str, Any]) -> ReplyFormat | None:
+        """"structured" if the judge takes `constraint`, "free_text" if it refuses it but answers without it."""
+        key = hashlib.sha256(json.dumps(["reply format", self.endpoint.api_url, self.endpoint.model,
+                                         constraint]).encode()).hexdigest()
+        known = self.cache.get(key)
+        if known is not None:
+            return "structured" if known.text == "structured" else "free_text"
+        if self.failure:
+            return None
+        found: ReplyFormat
+        try:
+            try:
+                self.client.complete(list(PROBE_MESSAGES), seed=0, max_tokens=1, constraint=constraint)
+                found = "structured"
+            except RequestRefused:
+                self.client.complete(list(PROBE_MESSAGES), seed=0, max_tokens=1)  # refused as well: not a format
+                found = "free_text"
+        except JudgeUnavailable as error:  # a rejected key (ConfigError) is the caller's, as for any request
+            self.failure = " ".join(str(error).split())
+            self._stop.set()
+            return None
+        self.cache.put(key, self.endpoint.model, ChatReply(found))
+        return found
 
     def check_fits(self, rubric: Rubric, pairwise: bool) -> None:
         """Refuse a rubric whose prompts, before any answer is put in, are already longer than the judge's context."""
@@ -320,7 +342,8 @@ class JudgeSession:
         with self._count_lock:
             self.requests_sent += 1
         try:
-            return self.client.complete(list(request.messages), seed=request.sample, max_tokens=max_tokens)
+            return self.client.complete(list(request.messages), seed=request.sample, max_tokens=max_tokens,
+                                        constraint=request.constraint)
         except MergescopeError:
             # Set here, in the worker, so that no queued request starts before the caller sees the failure;
             # a rejected key (ConfigError) fails every request alike and is re-raised by the caller.
@@ -335,14 +358,19 @@ class JudgeSession:
 def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples: int,
           self_preference: bool = False) -> list[Judgment]:
     """One Judgment per (answer, criterion, sample) the judge replied to; unreadable scores are None."""
+    reply_format = session.reply_format(rubric)
+    if reply_format is None:
+        return []  # the judge could not be asked: judging stays incomplete
+    constraint = response_format("grade", grading_schema(rubric)) if reply_format == "structured" else None
     requests = {}
     for answer in answers:
         question = rubric.question(answer.question_id)
         for sample in range(samples):
-            key = cache_key(session.endpoint, rubric, "grade", question.question, (answer.answer,), sample)
+            key = cache_key(session.endpoint, rubric, "grade", question.question, (answer.answer,), sample,
+                            reply_format)
             messages = tuple(grading_messages(rubric, question, answer.answer))
             requests[(answer.question_id, sample)] = JudgeRequest(key, messages, sample,
-                                                                  session.endpoint.reply_tokens(rubric))
+                                                                  session.endpoint.reply_tokens(rubric), constraint)
     replies = session.replies(list(requests.values()))
     judgments = []
     for answer in answers:
@@ -352,9 +380,11 @@ def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples:
                 continue  # never sent or failed for good: judging stays incomplete, nothing is invented
             for criterion, parsed in parse_grades(reply.text, rubric.scales).items():
                 weighted = expected_score(reply.text, parsed, reply.tokens, rubric.scales[criterion])
-                judgments.append(Judgment(answer.subject_id, rubric.name, answer.question_id, criterion,
-                                          session.endpoint.model, sample, parsed.value, parsed.status, reply.text,
-                                          self_preference, weighted))
+                judgments.append(Judgment(
+                    subject_id=answer.subject_id, rubric=rubric.name, question_id=answer.question_id,
+                    criterion=criterion, judge=session.endpoint.model, sample=sample, score=parsed.value,
+                    parse_status=parsed.status, raw_reply=reply.text, self_preference=self_preference,
+                    expected_score=weighted))
     return judgments
 
 
@@ -363,16 +393,20 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
     """One Comparison per (question both answered, sample), each judged with the subject first and second."""
     theirs = {a.question_id: a for a in opponent}
     pairs = [(mine, theirs[mine.question_id]) for mine in answers if mine.question_id in theirs]
+    reply_format = session.reply_format(rubric)
+    if reply_format is None:
+        return []
+    constraint = response_format("verdict", PAIRWISE_SCHEMA) if reply_format == "structured" else None
     requests = {}
     for mine, other in pairs:
         question = rubric.question(mine.question_id)
         for sample in range(samples):
             for order, (first, second) in (("first", (mine, other)), ("swapped", (other, mine))):
                 shown = (first.answer, second.answer)
-                key = cache_key(session.endpoint, rubric, "pairwise", question.question, shown, sample)
+                key = cache_key(session.endpoint, rubric, "pairwise", question.question, shown, sample, reply_format)
                 messages = tuple(pairwise_messages(rubric, question, first.answer, second.answer))
-                requests[(mine.question_id, sample, order)] = JudgeRequest(key, messages, sample,
-                                                                           session.endpoint.reply_tokens(rubric))
+                requests[(mine.question_id, sample, order)] = JudgeRequest(
+                    key, messages, sample, session.endpoint.reply_tokens(rubric), constraint)
     replies = session.replies(list(requests.values()))
     comparisons = []
     for mine, other in pairs:
@@ -381,10 +415,12 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
                                           for o in ("first", "swapped"))
             if reply_first is None or reply_swapped is None:
                 continue
-            comparisons.append(Comparison(mine.subject_id, other.subject_id, rubric.name, mine.question_id,
-                                          session.endpoint.model, sample, parse_verdict(reply_first.text).verdict,
-                                          parse_verdict(reply_swapped.text).verdict, reply_first.text,
-                                          reply_swapped.text, self_preference))
+            comparisons.append(Comparison(
+                subject_id=mine.subject_id, opponent_id=other.subject_id, rubric=rubric.name,
+                question_id=mine.question_id, judge=session.endpoint.model, sample=sample,
+                verdict_first=parse_verdict(reply_first.text).verdict,
+                verdict_swapped=parse_verdict(reply_swapped.text).verdict,
+                raw_first=reply_first.text, raw_swapped=reply_swapped.text, self_preference=self_preference))
     return comparisons
 
 

@@ -2,10 +2,14 @@
 
 `RunJudging` is used by the sweep (right after each subject's lm-eval scores are stored; the worker that
 served the subject, in this process or a Ray actor, answered the rubric questions while the model was
-loaded, so grading needs no model here) and by `mergescope judge RUN` (which re-judges finished subjects, loading a
-model only where
-its answers are not stored yet). When the judge endpoint fails for good, what was judged is kept, the rest
-of the run's subjects are marked `incomplete` in `judge_status`, and the run carries on.
+loaded, so grading needs no model here) and by `mergescope judge RUN`, which re-judges finished subjects in
+two passes: first every answer not stored yet, generated on the run's backend (a vLLM engine for a run
+served by vllm: one engine, weights swapped per subject, each subject's answers in one batch), which is then
+closed; then the judging, so that the engine and a judge served on the same machine never compete. Both
+passes draw a progress bar (answers, then subjects). When the judge endpoint fails for good, what was
+judged is kept, the rest of the run's subjects are marked `incomplete` in `judge_status`, and the run
+carries on. How the judge was asked to reply (judge.py: structured or free text) is kept per subject in
+`judge_status.reply_format` and per rubric in the judging meta.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from mergescope.errors import ConfigError
 from mergescope.faults import kill_point
@@ -34,6 +40,7 @@ from mergescope.scoring.judge import (
     DEFAULT_API_KEY_ENV,
     JudgeEndpoint,
     JudgeSession,
+    ReplyFormatChoice,
     compare,
     grade,
     is_self_preference,
@@ -75,12 +82,13 @@ class JudgeSettings:
     logprobs: int = 0  # >0: ask for that many top alternatives per token and keep probability-weighted scores
     max_tokens: int | None = None  # the judge's reply budget; None: each rubric's judge_max_tokens
     cache_path: Path | None = None  # default: RUN/judge_cache.sqlite
+    reply_format: ReplyFormatChoice = "auto"  # "auto": the rubric's JSON schema where the judge's server takes it
 
     def endpoint(self) -> JudgeEndpoint:
         return JudgeEndpoint(url=self.url, model=self.model, api_key_env=self.api_key_env,
                              temperature=self.temperature, max_tokens=self.max_tokens, timeout_s=self.timeout_s,
                              max_retries=self.max_retries, backoff_s=self.backoff_s, concurrency=self.concurrency,
-                             logprobs=self.logprobs)
+                             logprobs=self.logprobs, reply_format=self.reply_format)
 
 
 def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path],
@@ -127,11 +135,23 @@ class RunJudging:
             answers = self._answers(subject, rubric, complete)
             kill_point("judge.answers_written")
             expected, done = self._judge(subject, rubric, answers)
+            reply_format = self.session.reply_formats.get(rubric.name)
             judge_store.write_status(self.store, subject.id, rubric.name, self.settings.model, expected, done,
-                                     self.session.failure)
-            parts.append(f"{rubric.name} {done}/{expected} judged")
+                                     self.session.failure, reply_format)
+            parts.append(f"{rubric.name} {done}/{expected} judged" + (f" ({reply_format})" if reply_format else ""))
         failure = f" (judging incomplete: {self.session.failure})" if self.session.failure else ""
         return f"  {subject.label}: " + ", ".join(parts) + failure
+
+    def missing_answers(self, subject: EvalSubject) -> int:
+        """How many of the rubrics' questions the subject has no stored answer to."""
+        return sum(len({q.id for q in rubric.questions}
+                       - {a.question_id for a in judge_store.stored_answers(self.store, subject.id, rubric.name)})
+                   for rubric in self.rubrics)
+
+    def answer(self, subject: EvalSubject, complete: Completer) -> None:
+        """Generate and store the subject's missing answers to every rubric."""
+        for rubric in self.rubrics:
+            self._answers(subject, rubric, complete)
 
     def _answers(self, subject: EvalSubject, rubric: Rubric, complete: Completer) -> list[Answer]:
         """The subject's stored answers to the rubric's questions, generating the missing ones."""
@@ -141,7 +161,8 @@ class RunJudging:
             prompts = [answer_prompt(rubric, q) for q in missing]
             replies = complete(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
             sampling = judge_store.sampling_json(rubric, self.backend, replies.chat_template)
-            fresh = [Answer(subject.id, rubric.name, q.id, prompt, cut_at_stop(reply, rubric.generation.stop), sampling)
+            fresh = [Answer(subject_id=subject.id, rubric=rubric.name, question_id=q.id, prompt=prompt,
+                            answer=cut_at_stop(reply, rubric.generation.stop), sampling=sampling)
                      for q, prompt, reply in zip(missing, prompts, replies.texts, strict=True)]
             judge_store.write_answers(self.store, fresh)
             stored.update({a.question_id: a for a in fresh})
@@ -195,7 +216,9 @@ class RunJudging:
                 logprobs=self.settings.logprobs, max_tokens=self.settings.max_tokens,
                 rubrics=tuple(r.label for r in self.rubrics),
                 rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics if r.source),
-                complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure))
+                complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure,
+                reply_formats={r.label: self.session.reply_formats[r.name] for r in self.rubrics
+                               if r.name in self.session.reply_formats}))
             return incomplete
         finally:
             self.session.close()
@@ -228,12 +251,14 @@ class JudgeRunResult:
     incomplete: list[str]
     requests_sent: int
     failure: str | None = None  # why judging stopped, when the judge failed for good
+    reply_counts: tuple[judge_store.ReplyCount, ...] = ()  # the judge's grading replies in the run, readable or not
 
 
 def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None,
-              dtype: str | None = None) -> JudgeRunResult:
+              dtype: str | None = None, progress: bool = False) -> JudgeRunResult:
     """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing. Missing answers
-    are generated on `backend_name` (default: the run's) in `dtype` (default: the dtype the run was served in)."""
+    are generated first, on `backend_name` (default: the run's) in `dtype` (default: the dtype the run was served
+    in); `progress` draws bars over the answers and then the subjects."""
     with LockedRun(Path(run_dir)) as store:
         if not settings.rubrics:
             judged = judging_meta(store)
@@ -247,13 +272,32 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
         judging = RunJudging(settings, store, Path(run_dir), backend=backend_name)
         subjects = stored_subjects(store, Path(run_dir))
         try:
-            for subject in subjects:
-                judging.judge_subject(subject, models.completer(subject))
+            try:
+                generate_answers(judging, subjects, models, progress)
+            finally:
+                models.close()  # before judging: a judge on this machine gets the engine's memory and cores
+            bar = tqdm(subjects, desc="judging", unit="model", disable=not progress)
+            for subject in bar:
+                bar.set_postfix_str(subject.label)
+                summary = judging.judge_subject(subject, models.completer(subject))
+                if progress:
+                    tqdm.write(summary)
         finally:
-            models.close()
             incomplete = judging.close()
         return JudgeRunResult(Path(run_dir), len(subjects), incomplete, judging.session.requests_sent,
-                              judging.session.failure)
+                              judging.session.failure, tuple(judge_store.reply_counts(store, settings.model)))
+
+
+def generate_answers(judging: RunJudging, subjects: list[EvalSubject], models: ModelLoader, progress: bool) -> None:
+    """Store every subject's missing answers, with a bar over the answers (postfix: the subject answering)."""
+    missing = {subject.id: judging.missing_answers(subject) for subject in subjects}
+    if not any(missing.values()):
+        return
+    with tqdm(total=sum(missing.values()), desc="answers", unit="answer", disable=not progress) as bar:
+        for subject in subjects:
+            if missing[subject.id]:
+                bar.set_postfix_str(subject.label)
+                judging.answer(subject, models.completer(subject, bar.update))
 
 
 def answer_options(provenance: RunMeta | None, backend_name: str, dtype: str | None) -> Any:
@@ -271,10 +315,19 @@ class ModelLoader:
         self.backend: Backend | None = None
         self.loaded: str | None = None  # the id of the subject the backend holds
 
-    def completer(self, subject: EvalSubject) -> Completer:
+    def completer(self, subject: EvalSubject, answered: Callable[[int], object] | None = None) -> Completer:
+        """A Completer that loads `subject` on first use; `answered(n)` is called as answers come: after each
+        prompt on a backend that generates one by one, after each call on one that batches."""
         def complete(prompts: list[str], max_tokens: int, temperature: float) -> Completions:
             backend = self._load(subject)
-            return Completions(backend.generate(prompts, max_tokens, temperature), has_chat_template(backend.tokenizer))
+            step = max(len(prompts), 1) if getattr(backend, "batched", False) else 1
+            texts: list[str] = []
+            for start in range(0, len(prompts), step):
+                chunk = prompts[start:start + step]
+                texts += backend.generate(chunk, max_tokens, temperature)
+                if answered is not None:
+                    answered(len(chunk))
+            return Completions(texts, has_chat_template(backend.tokenizer))
 
         return complete
 

@@ -13,9 +13,10 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from mergescope.runs.records import Answer, Comparison, Judgment
+from mergescope.runs.records import Answer, Comparison, Judgment, ReplyFormat
 from mergescope.runs.store import ResultsStore
 from mergescope.scoring.rubric import Rubric
 
@@ -38,7 +39,7 @@ CREATE TABLE IF NOT EXISTS comparisons (
 );
 CREATE TABLE IF NOT EXISTS judge_status (
     subject_id TEXT NOT NULL, rubric TEXT NOT NULL, judge TEXT NOT NULL, status TEXT NOT NULL,
-    n_expected INTEGER NOT NULL, n_done INTEGER NOT NULL, error TEXT, updated_at TEXT NOT NULL,
+    n_expected INTEGER NOT NULL, n_done INTEGER NOT NULL, error TEXT, updated_at TEXT NOT NULL, reply_format TEXT,
     PRIMARY KEY (subject_id, rubric, judge)
 );
 CREATE TABLE IF NOT EXISTS judge_stats (
@@ -53,6 +54,8 @@ def ensure_tables(store: ResultsStore) -> None:
         db.executescript(SCHEMA)
         if "expected_score" not in {row[1] for row in db.execute("PRAGMA table_info(judgments)")}:
             db.execute("ALTER TABLE judgments ADD COLUMN expected_score REAL")  # a run judged before logprobs
+        if "reply_format" not in {row[1] for row in db.execute("PRAGMA table_info(judge_status)")}:
+            db.execute("ALTER TABLE judge_status ADD COLUMN reply_format TEXT")  # judged before reply formats
 
 
 def judge_task(rubric: str, judge: str) -> str:
@@ -86,12 +89,13 @@ def write_comparisons(store: ResultsStore, comparisons: list[Comparison]) -> Non
 
 
 def write_status(store: ResultsStore, subject_id: str, rubric: str, judge: str, n_expected: int, n_done: int,
-                 error: str | None) -> None:
-    """Mark one subject's judging complete, or incomplete with the reason."""
+                 error: str | None, reply_format: ReplyFormat | None = None) -> None:
+    """Mark one subject's judging complete, or incomplete with the reason, and how the judge was asked to reply
+    (None: it could not be asked)."""
     status = "complete" if n_done >= n_expected and not error else "incomplete"
     with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO judge_status VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'))",
-                   (subject_id, rubric, judge, status, n_expected, n_done, error))
+        db.execute("INSERT OR REPLACE INTO judge_status VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'), ?)",
+                   (subject_id, rubric, judge, status, n_expected, n_done, error, reply_format))
 
 
 def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgments: list[Judgment],
@@ -154,14 +158,35 @@ def _question_hash(rubric: Rubric, question_id: str) -> str:
 # -- reading --------------------------------------------------------------------------------------
 def stored_answers(store: ResultsStore, subject_id: str, rubric: str) -> list[Answer]:
     rows = store.query("SELECT * FROM answers WHERE subject_id = ? AND rubric = ?", subject_id, rubric)
-    return [
-        Answer(r["subject_id"], r["rubric"], r["question_id"], r["prompt"], r["answer"], r["sampling"]) for r in rows
-    ]
+    return [Answer(subject_id=r["subject_id"], rubric=r["rubric"], question_id=r["question_id"], prompt=r["prompt"],
+                   answer=r["answer"], sampling=r["sampling"]) for r in rows]
 
 
 def incomplete_subjects(store: ResultsStore) -> list[str]:
     rows = store.query("SELECT DISTINCT subject_id FROM judge_status WHERE status != 'complete' ORDER BY subject_id")
     return [r["subject_id"] for r in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyCount:
+    """How many of one judge's grading replies on one rubric, asked for in one format, left a score missing."""
+
+    rubric: str
+    reply_format: ReplyFormat | None  # None: judged before reply formats were recorded
+    replies: int  # one per (subject, question, sample)
+    unreadable: int  # replies with at least one criterion's score missing (empty, unparseable or out of range)
+
+
+def reply_counts(store: ResultsStore, judge: str) -> list[ReplyCount]:
+    """The grading replies of `judge` stored in the run and how many were unreadable, per rubric and format."""
+    rows = store.query(
+        "SELECT r.rubric, s.reply_format, COUNT(*) AS replies, SUM(r.missing > 0) AS unreadable FROM ("
+        " SELECT subject_id, rubric, judge, SUM(score IS NULL) AS missing FROM judgments WHERE judge = ?"
+        " GROUP BY subject_id, rubric, judge, question_id, sample) r"
+        " LEFT JOIN judge_status s USING (subject_id, rubric, judge) GROUP BY r.rubric, s.reply_format"
+        " ORDER BY r.rubric, s.reply_format", judge)
+    return [ReplyCount(rubric=r["rubric"], reply_format=r["reply_format"], replies=r["replies"],
+                       unreadable=r["unreadable"]) for r in rows]
 
 
 def write_stats(store: ResultsStore, rows: list[dict]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from mergescope.errors import ConfigError
 from mergescope.merging.spec import EvalSettings
 from mergescope.runs.records import Evaluation, ItemOutcome, TaskScore
+from mergescope.shipped import shipped_folder
 
 # Never read a hub: tasks use local data and models are local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +25,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 BOOTSTRAP_ITERS = 1000  # resamples behind each score's stderr
+# lm-eval tasks shipped with mergescope (chat_general, chat_domain and their _mc variants: scoring/tasks/),
+# found by name without --task-path
+SHIPPED_TASKS = shipped_folder("mergescope.scoring", "tasks")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ def resolve_tasks(names: list[str], include_paths: Sequence[Path] = (), limit: i
     _quiet_lm_eval()
     from lm_eval.tasks import TaskManager
 
-    include = [str(Path(p).resolve()) for p in include_paths]
-    local = set(TaskManager(include_path=include, include_defaults=False).all_tasks) if include else set()
+    include = list(dict.fromkeys(str(Path(p).resolve()) for p in [*include_paths, SHIPPED_TASKS]))
+    local = set(TaskManager(include_path=include, include_defaults=False).all_tasks)
     suite = TaskSuite(tuple(names), tuple(Path(p) for p in include), limit, needs_builtin=not set(names) <= local,
                       settings=settings)
     manager = suite.task_manager()
@@ -193,7 +197,8 @@ def _task_scores(results: dict[str, Any], subject_id: str):
             metric, _, filter_name = key.partition(",")
             stderr = values.get(f"{metric}_stderr,{filter_name}")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
-            yield TaskScore(subject_id, task, metric_name(key), float(value), stderr, n_items)
+            yield TaskScore(subject_id=subject_id, task=task, metric=metric_name(key), value=float(value),
+                            stderr=stderr, n_items=n_items)
 
 
 def _item_outcomes(results: dict[str, Any], subject_id: str):

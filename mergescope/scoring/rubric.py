@@ -274,6 +274,25 @@ PAIRWISE_FORMAT = ('Reply with a single JSON object and nothing else, in this fo
                    '{"reasoning": "<two or three sentences>", "winner": "<A for the first answer, B for the second, '
                    'or tie>"}')
 
+# The JSON schemas of the same replies, for judges that constrain their output to one (structured outputs).
+# The reasoning comes first, as asked, but is bounded: unbounded, SmolLM2-135M filled every 512-token reply
+# with it ("1.1.1.1...") and never reached the scores; 300 characters is two or three sentences.
+REASONING_MAX_CHARS = 300
+_REASONING = {"type": "string", "maxLength": REASONING_MAX_CHARS}
+
+
+def _object_schema(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def grading_schema(rubric: Rubric) -> dict[str, Any]:
+    """The JSON schema of `grading_format`'s reply: each criterion's score one of its scale's integers."""
+    scores = {c.name: {"type": "integer", "enum": list(range(c.scale.min, c.scale.max + 1))} for c in rubric.criteria}
+    return _object_schema({"reasoning": _REASONING, "scores": _object_schema(scores)})
+
+
+PAIRWISE_SCHEMA = _object_schema({"reasoning": _REASONING, "winner": {"type": "string", "enum": ["A", "B", "tie"]}})
+
 
 def _messages(rubric: Rubric, template: str, **variables: Any) -> list[dict[str, str]]:
     user = _ENVIRONMENT.from_string(template).render(criteria=criteria_text(rubric), **variables)

@@ -18,6 +18,9 @@ class Backend(Protocol):
 
     name: str
     tokenizer: Any  # the transformers tokenizer of the model loaded last (None before the first load)
+    # Whether `generate` computes its prompts together (an engine or server batch), rather than one by one:
+    # progress is then shown per call, not per prompt. A backend without the attribute counts as unbatched.
+    batched: bool
 
     def load(self, model_dir: Path) -> LM:
         """An lm-eval model serving the weights in `model_dir` (replacing whatever was served)."""

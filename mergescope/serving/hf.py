@@ -15,6 +15,7 @@ class HFBackend:
     """Loads each model with transformers and wraps it in lm-eval's HFLM."""
 
     name = "hf"
+    batched = False  # generate runs one prompt at a time
 
     def __init__(self, options: HFOptions = HFOptions()):
         self.batch_size = options.batch_size

@@ -31,6 +31,7 @@ class OpenAIBackend:
     """Scores the model an OpenAI-compatible endpoint serves, through lm-eval's local-completions."""
 
     name = "openai"
+    batched = True
 
     def __init__(self, options: OpenAIOptions = OpenAIOptions()):
         base_url = options.base_url or os.environ.get("OPENAI_BASE_URL") or "http://127.0.0.1:8000/v1"

@@ -59,6 +59,7 @@ class VLLMBackend:
     """Serves models through one live vLLM engine, swapping weights in rather than restarting it."""
 
     name = "vllm"
+    batched = True
 
     def __init__(self, options: EngineOptions = EngineOptions()):
         self.options = options

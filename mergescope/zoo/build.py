@@ -151,15 +151,22 @@ def model_config(tokenizer: PreTrainedTokenizerFast, width: int = LARGE_WIDTH) -
 
 def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None,
                width: int = LARGE_WIDTH) -> str:
-    """Return the key a built zoo is cached under: its code, data fingerprint, seed, models, width and torch stack."""
+    """Return the key a built zoo is cached under: its code, data fingerprint, seed, models, width, torch stack and
+    the CPU kernels torch runs (another CPU rounds floats otherwise and trains another zoo)."""
     digest = hashlib.sha256()
     for name in _CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
     data = data or corpus.generate(seed)
     for part in (data.fingerprint(), str(seed), ",".join(models), f"width {width}", version("torch"),
-                 version("transformers")):
+                 version("transformers"), version("lm-eval"), cpu_capability()):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
+
+
+def cpu_capability() -> str:
+    """The vector instructions torch's CPU kernels use here: AVX512, AVX2 or DEFAULT (`ATEN_CPU_CAPABILITY`
+    forces a lower set, which imitates another machine's float rounding)."""
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def ensure_zoo(root: Path, seed: int = 0, progress: bool = True, models: tuple[str, ...] = ALL_MODELS,
@@ -231,11 +238,13 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
     for name, state in states.items():
         _save_model(_loaded(config, state), tokenizer, out_dir / "models" / name)
     tasks = [_write_task(out_dir, domain, items) for domain, items in data.eval_sets.items()]
+    for name, task_scores in _sweep_scores(out_dir, tasks, list(states)).items():
+        scores[name] = {**scores[name], **task_scores}
     for bar in BARS:  # after saving, so a model that missed its bar can be looked at; zoo.json is not written
         if bar.model in scores:
             bar.check(scores[bar.model][bar.items])
     manifest = ZooManifest(
-        seed=seed, width=width, recipe_key=recipe_key(seed, models, data, width),
+        seed=seed, width=width, recipe_key=recipe_key(seed, models, data, width), cpu_capability=cpu_capability(),
         build_seconds=round(time.perf_counter() - start, 2), data_fingerprint=data.fingerprint(),
         models=[ZooModel(name=r.name, role=r.role, path=f"models/{r.name}", recipe=r.as_recipe(seed),
                          scores=scores[r.name], task_vector_norm=_relative_norm(states, r),
@@ -376,6 +385,26 @@ def _scores(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, data: Z
               for domain, items in data.eval_sets.items()}
     scores["domain_knowledge"] = choice_accuracy(model, tokenizer, data.domain_knowledge)
     return {name: round(score, 4) for name, score in scores.items()}
+
+
+def _sweep_scores(out_dir: Path, tasks: list[ZooTask], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each saved model's task scores as a sweep measures them: lm-eval through the hf backend.
+
+    zoo.json's scores, and the bars checked against them, are then the numbers a user's sweep reports on the
+    same CPU. The build's fast scorer (quality.py) only picks checkpoints on the dev split: batched differently
+    from lm-eval, it can disagree by a few items under another CPU's float rounding.
+    """
+    from mergescope.scoring.lmeval import TaskRunner, resolve_tasks
+    from mergescope.serving.hf import HFBackend
+
+    runner = TaskRunner(resolve_tasks([task.name for task in tasks], [out_dir / "tasks"]))
+    backend = HFBackend()
+    scores = {}
+    for name in names:
+        evaluation = runner.evaluate(backend.load(out_dir / "models" / name), name)
+        scores[name] = {s.task: round(s.value, 4) for s in evaluation.scores if s.metric.startswith("exact_match")}
+    backend.close()
+    return scores
 
 
 def _relative_norm(states: dict[str, dict[str, torch.Tensor]], recipe: Recipe) -> float | None:

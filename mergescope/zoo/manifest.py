@@ -75,6 +75,7 @@ class ZooManifest(BaseModel):
     seed: int
     width: int = 128  # the models' hidden size (zoos built before it was recorded were 128 wide)
     recipe_key: str = ""  # code, data and seed the zoo was built from: a cached zoo with another key is rebuilt
+    cpu_capability: str = ""  # torch's CPU kernels the zoo was trained with (AVX512, AVX2, DEFAULT): part of the key
     build_seconds: float
     data_fingerprint: str
     models: list[ZooModel]

@@ -58,10 +58,12 @@ def write_run(directory: Path, outcomes: list[tuple[EvalSubject, dict[str, np.nd
     store.plan([*(subject for subject, _ in outcomes), *planned])
     for subject, tasks in outcomes:
         items = tuple(
-            ItemOutcome(subject.id, task, i, f"{task}-h{i:03d}", "exact_match", float(value), f"{task} question {i}",
-                        f"answer {i}", f"{subject.label} says {i}")
+            ItemOutcome(subject_id=subject.id, task=task, doc_id=i, doc_hash=f"{task}-h{i:03d}", metric="exact_match",
+                        value=float(value), prompt=f"{task} question {i}", target=f"answer {i}",
+                        response=f"{subject.label} says {i}")
             for task, vector in tasks.items() for i, value in enumerate(vector) if not np.isnan(value))
-        scores = tuple(TaskScore(subject.id, task, "exact_match", float(np.nanmean(vector)), None, len(vector))
+        scores = tuple(TaskScore(subject_id=subject.id, task=task, metric="exact_match",
+                                 value=float(np.nanmean(vector)), stderr=None, n_items=len(vector))
                        for task, vector in tasks.items())
         store.record(subject, Evaluation(scores, items, 0.1))
     store.close()
@@ -94,13 +96,12 @@ def test_child_solving_30_extra_items_is_emergent_and_2_extra_is_not(known_run):
 def test_gains_and_transitions_match_the_outcome_vectors(known_run):
     (row,) = rows_of(emergence(known_run), "plus30")
     child = solved(range(0, 100), range(140, 170))
-    assert (row.best_parent, row.worse_parent, row.n_items) == ("A", "B", N_ITEMS)
-    assert row.score == pytest.approx(child.mean())
-    assert row.gain_over_best == pytest.approx(child.mean() - PARENT_A.mean())
-    assert row.gain_over_mean == pytest.approx(child.mean() - (PARENT_A.mean() + PARENT_B.mean()) / 2)
-    assert row.gain_over_interpolation == pytest.approx(
-        child.mean() - (0.75 * PARENT_A.mean() + 0.25 * PARENT_B.mean())
-    )
+    assert (row.gains.best_parent, row.gains.worse_parent, row.n_items) == ("A", "B", N_ITEMS)
+    assert row.gains.score == pytest.approx(child.mean())
+    assert row.gains.gain_over_best == pytest.approx(child.mean() - PARENT_A.mean())
+    assert row.gains.gain_over_mean == pytest.approx(child.mean() - (PARENT_A.mean() + PARENT_B.mean()) / 2)
+    interpolation = 0.75 * PARENT_A.mean() + 0.25 * PARENT_B.mean()
+    assert row.gains.gain_over_interpolation == pytest.approx(child.mean() - interpolation)
     assert (row.gained_vs_best, row.lost_vs_best) == (30, 0)
     strongest = np.maximum(PARENT_A, PARENT_B)
     assert row.new_items == int(((child == 1) & (strongest == 0)).sum()) == 30
@@ -155,9 +156,9 @@ def test_seeds_of_one_config_form_one_point_tested_on_the_seed_mean(tmp_path):
     seed_mean = np.mean(seed_outcomes, axis=0)
     assert (row.candidate, row.n_seeds, row.test) == ("dare", 3, "wilcoxon")
     assert row.seed_sd == pytest.approx(np.std([o.mean() for o in seed_outcomes], ddof=1))
-    assert row.score == pytest.approx(seed_mean.mean())
+    assert row.gains.score == pytest.approx(seed_mean.mean())
     assert row.p_vs_best == pytest.approx(stats.wilcoxon(seed_mean, PARENT_A, alternative="greater").pvalue)
-    assert np.isnan(row.interpolation_expected) and "mixing weight" in row.note
+    assert np.isnan(row.gains.interpolation_expected) and "mixing weight" in row.note
 
 
 def test_item_halves_are_stable_and_seeded():
@@ -184,8 +185,8 @@ def test_selection_reporting_keeps_the_reported_gain_free_of_the_selection_items
     (reported,) = [r for r in report.rows if r.split == "reporting"]
     assert (reported.candidate, reported.selected, reported.half) == ("lucky", True, "B")
     assert reported.n_items == int((halves == "B").sum())
-    assert reported.gain_over_best == pytest.approx(lucky[halves == "B"].mean() - PARENT_A[halves == "B"].mean())
-    assert reported.gain_over_best == 0 and reported.label == "intermediate"
+    assert reported.gains.gain_over_best == pytest.approx(lucky[halves == "B"].mean() - PARENT_A[halves == "B"].mean())
+    assert reported.gains.gain_over_best == 0 and reported.label == "intermediate"
     assert reported.p_adjusted == reported.p_all_parents  # a family of one: chosen before it was tested
     (chosen_on,) = [r for r in report.rows if r.split == "selection" and r.selected]
     assert chosen_on.candidate == "lucky" and chosen_on.label == "emergent"
@@ -193,7 +194,7 @@ def test_selection_reporting_keeps_the_reported_gain_free_of_the_selection_items
     luckier = np.where(halves == "A", 1.0, lucky)
     again = emergence(lucky_run(tmp_path / "two", luckier), split="selection-reporting")
     (reported_again,) = [r for r in again.rows if r.split == "reporting"]
-    assert (reported_again.candidate, reported_again.score) == ("lucky", reported.score)
+    assert (reported_again.candidate, reported_again.gains.score) == ("lucky", reported.gains.score)
 
 
 def test_cross_fit_reports_each_half_with_a_candidate_chosen_on_the_other(known_run):
@@ -228,9 +229,9 @@ def test_one_parent_only_gives_gains_and_tests_but_no_interpolation(tmp_path):
     child = solved(range(0, 100), range(140, 170))
     run = write_run(tmp_path / "run", [(parent("A"), {TASK: PARENT_A}), (candidate("child"), {TASK: child})])
     (row,) = emergence(run).rows
-    assert row.best_parent == row.worse_parent == "A"
-    assert row.gain_over_best == row.gain_over_mean == pytest.approx(0.15)
-    assert np.isnan(row.gain_over_interpolation) and "two parents" in row.note
+    assert row.gains.best_parent == row.gains.worse_parent == "A"
+    assert row.gains.gain_over_best == row.gains.gain_over_mean == pytest.approx(0.15)
+    assert np.isnan(row.gains.gain_over_interpolation) and "two parents" in row.note
     assert row.p_all_parents == pytest.approx(stats.binomtest(30, 30, 0.5, alternative="greater").pvalue)
     assert row.label == "emergent"
 
@@ -242,7 +243,7 @@ def test_a_run_without_item_data_still_gives_gains_from_the_aggregate_scores(kno
     store.close()
     report = emergence(known_run)
     (row,) = rows_of(report, "plus30")
-    assert row.gain_over_best == pytest.approx(0.15) and row.label == "untested" and row.gained_vs_best is None
+    assert row.gains.gain_over_best == pytest.approx(0.15) and row.label == "untested" and row.gained_vs_best is None
     assert any("no item-level results" in p and "paired tests cannot be computed" in p for p in report.problems)
     assert emergent_items(known_run) == []
 
@@ -261,7 +262,7 @@ def test_judge_criteria_are_graded_rows_tested_with_wilcoxon(tmp_path):
     store.close()
     (row,) = [r for r in emergence(run).rows if r.source == "judge"]
     best = "A" if grades["A"].mean() >= grades["B"].mean() else "B"
-    assert (row.task, row.test, row.best_parent) == ("judge_chat_j", "wilcoxon", best)
+    assert (row.task, row.test, row.gains.best_parent) == ("judge_chat_j", "wilcoxon", best)
     assert row.p_vs_best == pytest.approx(stats.wilcoxon(grades["child"], grades[best], alternative="greater").pvalue)
 
 
@@ -325,20 +326,9 @@ def test_cli_prints_the_table_and_json(known_run):
     assert bad.exit_code == 2 and "alpha" in bad.output
 
 
-@pytest.fixture(scope="module")
-def zoo_run(zoo, tmp_path_factory):
-    """A real default sweep of the zoo's two parents on 40 items per task (about a minute)."""
-    from mergescope.recipes.sweep import SweepSettings, sweep
-
-    out = tmp_path_factory.mktemp("emergence") / "run"
-    sweep(SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                        base=str(zoo.model_path("base")), out=out, limit=40, progress=False))
-    return out
-
-
 @pytest.mark.slow
-def test_zoo_sweep_has_one_consistent_row_per_candidate_and_task(zoo_run, zoo):
-    run = load_run(zoo_run)
+def test_zoo_sweep_has_one_consistent_row_per_candidate_and_task(default_run, zoo):
+    run = load_run(default_run[1].run_dir)  # the session's real default sweep of the zoo's two parents (conftest)
     frame = emergence(run).frame()
     rows = frame[frame.source == "lm-eval"]
     assert len(rows) == len(run.candidates()) * len(zoo.task_names())
@@ -347,9 +337,10 @@ def test_zoo_sweep_has_one_consistent_row_per_candidate_and_task(zoo_run, zoo):
     }
     assert {"gain_over_best", "gain_over_mean", "gain_over_interpolation", "gained_vs_best", "lost_vs_best",
             "p_vs_best", "p_adjusted", "label", "split"} <= set(rows.columns)
-    assert (rows.n_items == 40).all() and (rows.split == "all").all()
+    items_per_task = run.items.groupby("task").doc_hash.nunique()  # every subject answered every item
+    assert (rows.n_items == rows.task.map(items_per_task)).all() and (rows.split == "all").all()
     # The paired counts against the best parent add up to the score difference on the same items.
-    assert np.allclose(rows.gained_vs_best - rows.lost_vs_best, (rows.score - rows.best_parent_score) * 40)
+    assert np.allclose(rows.gained_vs_best - rows.lost_vs_best, (rows.score - rows.best_parent_score) * rows.n_items)
     assert (rows.new_items <= rows.gained_vs_best).all() and (rows.lost_vs_best <= rows.lost_items).all()
     assert rows.p_adjusted.between(0, 1).all() and set(rows.label) <= {"emergent", "intermediate", "degraded"}
     # SLERP and the linear merge interpolate the two parents, so every row has its interpolation expectation.

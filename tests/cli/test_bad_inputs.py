@@ -1,7 +1,10 @@
-"""Hostile and broken inputs, each through the real `mergescope` command in a subprocess.
+"""Hostile and broken inputs, each through the `mergescope` command line.
 
-Every case must end with exit code 2 (bad usage or input) or 1 (runtime failure), exactly one line
-`error: ...` naming the problem, no traceback, and the results store of the run it pointed at intact.
+A case runs in this process (typer's CliRunner) unless it needs a process of its own (a mount namespace, a hub
+cache's environment, a file size limit); a few cases also run as the real command in a subprocess, to see the
+exit code and the one line a user sees from the console entry point. Every case must end with exit code 2 (bad
+usage or input) or 1 (runtime failure), exactly one line `error: ...` naming the problem, no traceback, and the
+results store of the run it pointed at intact.
 Bad models are zoo models copied into tmp_path and altered; the run they point at is a store written
 through `ResultsStore` holding the three reference models as done, so a sweep that gets past the input
 checks goes straight to merging candidates.
@@ -10,14 +13,12 @@ checks goes straight to merging candidates.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
+from helpers.cli import error_line, run_cli
 from helpers.hub_cache import RefusingHub, add_to_cache, hub_environment
 from helpers.judge_server import JudgeServer, non_json, status
 from mergescope.scoring.rubric import JUDGES_DIR
@@ -35,22 +37,17 @@ RESULT_TABLES = ("subjects", "scores", "items")
 
 
 # -- running the command ------------------------------------------------------------------------------------
-def run_cli(args: list[str], *, wrap: list[str] = (), preexec: Callable | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m mergescope ARGS` (inside `wrap`, e.g. an unshare+mount prefix), its output captured."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("MERGESCOPE_KILL_AT", None)
-    return subprocess.run([*wrap, sys.executable, "-m", "mergescope", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, preexec_fn=preexec, timeout=timeout)
+def invoke_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """`mergescope ARGS` run in this process by typer's CliRunner (no new interpreter, no imports paid again),
+    its exit code and output as run_cli returns them; an uncaught exception (a traceback) is raised here."""
+    from typer.testing import CliRunner
 
+    from mergescope.cli.app import app
 
-def error_line(result: subprocess.CompletedProcess) -> str:
-    """The one `error: ...` line of a failed command (asserting there is exactly one and no traceback)."""
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, f"expected one error line, got:\n{result.stderr[-3000:]}"
-    return errors[0]
+    result = CliRunner().invoke(app, args, prog_name="mergescope")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(["mergescope", *args], result.exit_code, result.stdout, result.stderr)
 
 
 # -- a run whose store must survive -------------------------------------------------------------------------
@@ -72,13 +69,16 @@ def write_existing_run(run_dir: Path, zoo) -> None:
     write_run_meta(store, fake_runs.run_meta([str(zoo.model_path("arith")), str(zoo.model_path("facts"))]))
     store.plan(subjects)
     for number, subject in enumerate(subjects):
-        items = tuple(ItemOutcome(subject.id, "zoo_arith", doc, f"h{doc}", "exact_match", float((doc + number) % 2),
-                                  f"Q{doc}", "1", "1") for doc in range(4))
-        score = TaskScore(subject.id, "zoo_arith", "exact_match", sum(i.value for i in items) / 4, 0.25, 4)
+        items = tuple(ItemOutcome(subject_id=subject.id, task="zoo_arith", doc_id=doc, doc_hash=f"h{doc}",
+                                  metric="exact_match", value=float((doc + number) % 2), prompt=f"Q{doc}", target="1",
+                                  response="1") for doc in range(4))
+        score = TaskScore(subject_id=subject.id, task="zoo_arith", metric="exact_match",
+                          value=sum(i.value for i in items) / 4, stderr=0.25, n_items=4)
         store.record(subject, Evaluation((score,), items, 1.0))
     rubric = load_rubric(RUBRIC)
     judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [Answer(s.id, rubric.name, q.id, q.question, "42", "{}")
+    judge_store.write_answers(store, [Answer(subject_id=s.id, rubric=rubric.name, question_id=q.id, prompt=q.question,
+                                             answer="42", sampling="{}")
                                       for s in subjects for q in rubric.questions])
     store.close()
 
@@ -547,15 +547,46 @@ def require_mount_namespace() -> None:
         pytest.skip("needs root and mount namespaces (unshare --mount) to make a read-only or full file system")
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else [])
-                                  for c in CASES])
-def test_bad_input_is_refused_with_one_line(case: Case, zoo, tmp_path):
+def in_own_process(args: list[str], context: Context) -> subprocess.CompletedProcess:
+    return run_cli(args, wrap=context.wrap, preexec=context.preexec)
+
+
+def in_this_process_if_it_can(args: list[str], context: Context) -> subprocess.CompletedProcess:
+    """A case that wraps the command (a mount namespace, an environment) or limits its process runs on its own."""
+    return in_own_process(args, context) if context.wrap or context.preexec else invoke_cli(args)
+
+
+def params(cases: list[Case]) -> list:
+    return [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in cases]
+
+
+@pytest.mark.parametrize("case", params(CASES))
+def test_bad_input_is_refused_with_one_line(case: Case, zoo, tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("MERGESCOPE_KILL_AT", raising=False)
+    assert_refused(case, zoo, tmp_path, in_this_process_if_it_can)
+
+
+# Through the console entry point in a subprocess, as a user runs it: bad input (exit 2) and a runtime failure
+# (exit 1), each with one line and no traceback, whatever typer's test runner would have hidden.
+AS_A_USER_RUNS_IT = ("empty-parent-list", "unknown-merge-method", "limit-zero-in-a-study", "judge-endpoint-down")
+
+
+@pytest.mark.parametrize("case", params([c for c in CASES if c.id in AS_A_USER_RUNS_IT]))
+def test_the_installed_command_refuses_it_the_same_way(case: Case, zoo, tmp_path):
+    assert_refused(case, zoo, tmp_path, in_own_process)
+
+
+def assert_refused(case: Case, zoo, tmp_path: Path,
+                   run_command: Callable[[list[str], Context], subprocess.CompletedProcess]) -> None:
+    """The case's command, run by `run_command` against an existing run, is refused with its exit code and one
+    line naming the problem, and leaves the run's store and merges folder as they were."""
     run = tmp_path / "run"
     write_existing_run(run, zoo)
     before = result_rows(run)
     context = Context(zoo=zoo, tmp=tmp_path, run=run)
     try:
-        result = run_cli(case.command(context), wrap=context.wrap, preexec=context.preexec)
+        result = run_command(case.command(context), context)
     finally:
         for cleanup in context.cleanups:
             cleanup()
@@ -570,6 +601,7 @@ def test_bad_input_is_refused_with_one_line(case: Case, zoo, tmp_path):
 
 def test_the_battery_has_twenty_cases():
     assert len({case.id for case in CASES}) == len(CASES) >= 20
+    assert set(AS_A_USER_RUNS_IT) <= {case.id for case in CASES}
 
 
 # -- packaged models: in process (typer's CliRunner), the registry pointed at packages that are not there -------

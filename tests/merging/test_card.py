@@ -55,7 +55,8 @@ def test_hub_snapshots_and_pinned_ids_give_revisions_and_hub_metadata_and_scores
     assert [(p.hub_id, p.revision, p.role) for p in card_parents(merge_config)] == [
         ("org/instruct", "0123abcd", "base_model"), ("org/cpt", "v2", "model"), ("org/other", None, "model")]
     scores = RunScores(run="lu", limit=20, reference_labels=("instruct", "cpt"),
-                       rows=(ScoreRow("gsm8k", "exact_match,strict", 0.45, 0.0125, 20, (0.4, None)),))
+                       rows=(ScoreRow(task="gsm8k", metric="exact_match,strict", value=0.45, stderr=0.0125, n_items=20,
+                                      references=(0.4, None)),))
     card = model_card(candidate, merge_config, chat_template=False, scores=scores)
     assert front_matter(card)["base_model"] == ["org/instruct", "org/cpt", "org/other"]
     assert front_matter(card)["base_model_relation"] == "merge"

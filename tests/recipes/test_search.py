@@ -44,6 +44,11 @@ def searched(zoo, tmp_path_factory):
     return settings, search(settings)
 
 
+# Each trial with its finalist mark and whole-selection-half objective (NULL unless a finalist).
+TRIALS = ("(SELECT t.*, f.rank IS NOT NULL AS finalist, f.rank AS finalist_rank, f.full_objective"
+          " FROM search_trials t LEFT JOIN search_finalists f USING (number))")
+
+
 def rows(run_dir, sql: str, *params):
     db = sqlite3.connect(run_dir / "results.sqlite")
     db.row_factory = sqlite3.Row
@@ -94,12 +99,46 @@ def test_a_rerun_costs_nothing_and_a_larger_budget_only_adds_trials(searched, tm
     shutil.copytree(first.run_dir, copy)
     settings = dataclasses.replace(settings, run=dataclasses.replace(settings.run, out=copy))
     before = rows(copy, "SELECT * FROM search_trials ORDER BY number")
+    finalists_before = rows(copy, "SELECT * FROM search_finalists ORDER BY rank")
     again = search(settings)
     assert (again.n_trials, again.n_evaluated) == (BUDGET, 0)
     assert rows(copy, "SELECT * FROM search_trials ORDER BY number") == before
+    assert rows(copy, "SELECT * FROM search_finalists ORDER BY rank") == finalists_before
     more = search(dataclasses.replace(settings, budget=BUDGET + 2))
     assert (more.n_trials, more.n_evaluated) == (BUDGET + 2, 2)
+    # every trial told before is stored exactly as it was: a later trial never rewrites an earlier one's row
     assert rows(copy, "SELECT * FROM search_trials WHERE number < ? ORDER BY number", BUDGET) == before
+    # the finalists are the search's choice as it stands: the best objectives, the earlier trial first on ties
+    trials = rows(copy, "SELECT number, objective FROM search_trials ORDER BY number")
+    ranked = sorted(trials, key=lambda trial: (-trial["objective"], trial["number"]))[:settings.finalists]
+    assert [f["number"] for f in rows(copy, "SELECT number FROM search_finalists ORDER BY rank")] == \
+        [trial["number"] for trial in ranked]
+
+
+def test_tied_trials_rank_by_number_and_added_ties_never_relabel_earlier_finalists(tmp_path):
+    """Finalists among tied objectives (a search where most trials score 0.0) are the earliest trials, and trials
+    added with the same objective leave them where they are; a better trial added later takes its place first."""
+    from mergescope.recipes.search import TRIALS_SCHEMA, finalist_rows
+    from mergescope.runs.directory import SearchMeta
+    from mergescope.runs.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.connection.executescript(TRIALS_SCHEMA)
+    meta = SearchMeta.model_construct(objective="mean", finalists=3)
+
+    def tell(number: int, objective: float) -> list[int]:
+        with store.transaction() as db:
+            db.execute("INSERT INTO search_trials (number, subject_id, sampler, block, params, objective,"
+                       " task_objectives, n_items) VALUES (?, ?, 'tpe', 'b', '{}', ?, ?, 1)",
+                       (number, f"s{number}", objective, json.dumps({"t": objective})))
+        return [row["number"] for row in finalist_rows(store, meta)]
+
+    for number in range(5):
+        finalists = tell(number, 0.0)
+    assert finalists == [0, 1, 2]
+    assert tell(5, 0.0) == [0, 1, 2] and tell(6, 0.0) == [0, 1, 2]  # added ties relabel nothing
+    assert tell(7, 0.25) == [7, 0, 1]  # a better trial ranks first; of the tied, the latest drops out
+    store.close()
 
 
 @pytest.mark.slow
@@ -255,7 +294,7 @@ def _selection_means(run_dir, subject_id: str, subset: bool) -> dict[str, float]
 @pytest.mark.slow
 def test_trials_are_scored_on_the_fitness_subset_and_finalists_on_the_whole_selection_half(pareto_searched):
     _, result = pareto_searched
-    trials = rows(result.run_dir, "SELECT * FROM search_trials ORDER BY number")
+    trials = rows(result.run_dir, f"SELECT * FROM {TRIALS} ORDER BY number")
     for trial in trials:
         expected = _selection_means(result.run_dir, trial["subject_id"], subset=True)
         assert json.loads(trial["task_objectives"]) == pytest.approx(expected)
@@ -276,7 +315,7 @@ def _items_per_task(run_dir, subject_id: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_only_the_finalists_are_evaluated_on_every_item(pareto_searched):
     _, result = pareto_searched
-    trials = rows(result.run_dir, "SELECT subject_id, finalist FROM search_trials")
+    trials = rows(result.run_dir, f"SELECT subject_id, finalist FROM {TRIALS}")
     finalists = {t["subject_id"] for t in trials if t["finalist"]}
     coverage = {r["id"]: r["coverage"] for r in rows(result.run_dir, "SELECT id, coverage FROM subjects")}
     assert finalists and len({t["subject_id"] for t in trials} - finalists) >= 1
@@ -324,7 +363,7 @@ def test_subset_scored_trials_are_told_and_report_what_trials_scored_on_every_it
 @pytest.mark.slow
 def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_path):
     _, result = pareto_searched
-    trials = rows(result.run_dir, "SELECT * FROM search_trials ORDER BY number")
+    trials = rows(result.run_dir, f"SELECT * FROM {TRIALS} ORDER BY number")
     objectives = [list(json.loads(t["task_objectives"]).values()) for t in trials]
     dominated = [any(all(o >= s for o, s in zip(other, own, strict=True)) and other != own for other in objectives)
                  for own in objectives]
@@ -357,7 +396,7 @@ def test_a_judged_search_judges_its_fully_scored_trials_and_ranks_on_lm_eval_tas
         )
         result = search(settings)
     assert result.judging_incomplete == []
-    trials = rows(result.run_dir, "SELECT subject_id, task_objectives, finalist FROM search_trials")
+    trials = rows(result.run_dir, f"SELECT subject_id, task_objectives, finalist FROM {TRIALS}")
     judged = {r["subject_id"] for r in rows(result.run_dir, "SELECT DISTINCT subject_id FROM judgments")}
     fully_scored = {t["subject_id"] for t in trials if t["finalist"] or not fitness}
     assert len(fully_scored) == (1 if fitness else 2) and {t["subject_id"] for t in trials} & judged == fully_scored

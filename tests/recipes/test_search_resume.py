@@ -55,7 +55,8 @@ def stored(run: Path) -> tuple[list, list, list]:
     """The run's trials (every column), its candidates' scores, and each candidate's coverage and items per task."""
     db = sqlite3.connect(run / "results.sqlite")
     try:
-        trials = db.execute("SELECT * FROM search_trials ORDER BY number").fetchall()
+        trials = db.execute("SELECT t.*, f.full_objective, f.rank IS NOT NULL AS finalist FROM search_trials t"
+                            " LEFT JOIN search_finalists f USING (number) ORDER BY number").fetchall()
         scores = db.execute("SELECT c.subject_id, c.task, c.metric, c.value FROM scores c JOIN subjects s"
                             " ON s.id = c.subject_id WHERE s.kind = 'candidate' ORDER BY 1, 2, 3").fetchall()
         coverage = db.execute(

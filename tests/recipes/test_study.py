@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from test_bad_inputs import error_line, run_cli
 from test_crash_resume import launch, store_contents
 
 from helpers import fake_runs
+from helpers.cli import error_line, run_cli
 from mergescope.errors import ConfigError
 from mergescope.recipes.study import DONE_MARK, StudySettings, check_study, study, zoo_study_pairs
 from mergescope.recipes.sweep import SweepSettings

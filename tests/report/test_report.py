@@ -178,7 +178,7 @@ def test_the_cli_writes_the_report_and_prints_its_path(run_dir, tmp_path):
 
 def test_a_directory_without_a_store_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad input
     assert "not a mergescope run" in result.output and "Traceback" not in result.output
 
 

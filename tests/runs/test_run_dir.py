@@ -128,9 +128,9 @@ def test_no_store_and_an_empty_store_have_no_provenance(tmp_path):
 CANDIDATE = Candidate(id="abc123", method="linear", label="linear w=0.5",
                       mergekit_config={"merge_method": "linear", "dtype": "float32"}, parameters={"weight": 0.5},
                       seed=None, mix=0.5)
-SUBJECTS = [EvalSubject("parent-arith", "parent", "arith", path=Path(PARENTS[0])),
-            EvalSubject("abc123", "candidate", "linear w=0.5", candidate=CANDIDATE),
-            EvalSubject("abd456", "candidate", "other", candidate=Candidate(
+SUBJECTS = [EvalSubject(id="parent-arith", kind="parent", label="arith", path=Path(PARENTS[0])),
+            EvalSubject(id="abc123", kind="candidate", label="linear w=0.5", candidate=CANDIDATE),
+            EvalSubject(id="abd456", kind="candidate", label="other", candidate=Candidate(
                 id="abd456", method="slerp", label="other", mergekit_config={"merge_method": "slerp"}, seed=3))]
 
 

@@ -13,13 +13,16 @@ from mergescope.errors import MergescopeError
 from mergescope.runs.records import EvalSubject, Evaluation, ItemOutcome, TaskScore
 from mergescope.runs.store import FULL, STORE_NAME, SUBSET, ResultsStore, nan_to_null, null_to_nan, read_meta
 
-A = EvalSubject("parent-a", "parent", "a", path=Path("/zoo/a"))
-B = EvalSubject("parent-b", "parent", "b", path=Path("/zoo/b"))
+A = EvalSubject(id="parent-a", kind="parent", label="a", path=Path("/zoo/a"))
+B = EvalSubject(id="parent-b", kind="parent", label="b", path=Path("/zoo/b"))
 
 
 def evaluation(subject: EvalSubject, values: list[float]) -> Evaluation:
-    items = tuple(ItemOutcome(subject.id, "t", i, f"h{i}", "acc", v, f"q{i}", "x", "y") for i, v in enumerate(values))
-    return Evaluation((TaskScore(subject.id, "t", "acc", sum(values) / len(values), None, len(values)),), items, 1.5)
+    items = tuple(ItemOutcome(subject_id=subject.id, task="t", doc_id=i, doc_hash=f"h{i}", metric="acc", value=v,
+                              prompt=f"q{i}", target="x", response="y") for i, v in enumerate(values))
+    score = TaskScore(subject_id=subject.id, task="t", metric="acc", value=sum(values) / len(values), stderr=None,
+                      n_items=len(values))
+    return Evaluation((score,), items, 1.5)
 
 
 def test_record_replaces_a_subjects_rows_and_marks_it_done(tmp_path):
@@ -28,7 +31,7 @@ def test_record_replaces_a_subjects_rows_and_marks_it_done(tmp_path):
     store.record(A, evaluation(A, [1, 0, 1, 1]))
     store.record(A, evaluation(A, [0, 0]))  # a rerun replaces, never adds
     assert store.finished_ids() == {"parent-a"}
-    assert [(r["id"], r["value"], r["n_items"]) for r in store.score_table()] == [("parent-a", 0.0, 2)]
+    assert [(r.subject_id, r.value, r.n_items) for r in store.score_table()] == [("parent-a", 0.0, 2)]
     assert store.query("SELECT count(*) AS n FROM items")[0]["n"] == 2
 
 

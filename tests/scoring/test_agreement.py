@@ -16,6 +16,7 @@ from mergescope.scoring.agreement import (
     parse_failure_rates,
     position_bias,
     self_consistency,
+    with_reply_formats,
 )
 
 NAN = np.nan
@@ -80,7 +81,8 @@ def test_self_consistency_is_mean_sd_and_exact_agreement_over_samples():
 
 
 def comparison(first, swapped, question="q1") -> Comparison:
-    return Comparison("cand", "parent-a", "r", question, "judge", 0, first, swapped, "", "")
+    return Comparison(subject_id="cand", opponent_id="parent-a", rubric="r", question_id=question, judge="judge",
+                      sample=0, verdict_first=first, verdict_swapped=swapped, raw_first="", raw_swapped="")
 
 
 @pytest.mark.parametrize("first, swapped, outcome, consistent", [
@@ -108,6 +110,15 @@ def test_parse_failure_rate_counts_missing_scores_and_verdicts():
     rates = parse_failure_rates(rows, verdicts).set_index("judge")
     assert rates.loc["a", "n"] == 4 and rates.loc["a", "n_missing"] == 2 and rates.loc["a", "rate"] == 0.5
     assert rates.loc["b", "rate"] == 0.0
+
+
+def test_parse_failures_name_the_reply_formats_each_judge_was_asked_in():
+    rates = pd.DataFrame({"judge": ["a", "b", "c"], "n": [4, 2, 2], "n_missing": [1, 0, 0], "rate": [0.25, 0.0, 0.0]})
+    status = pd.DataFrame({"judge": ["a", "a", "a", "b"],
+                           "reply_format": ["structured", "free_text", "structured", None]})
+    named = with_reply_formats(rates, status).set_index("judge").reply_format
+    assert named.to_dict() == {"a": "free_text, structured", "b": "not recorded", "c": "not recorded"}
+    assert set(with_reply_formats(rates, None).reply_format) == {"not recorded"}
 
 
 def test_criterion_interval_brackets_the_mean_of_question_means():

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from helpers import judge_server as js
+from helpers.judged_runs import FAST, answers
 from mergescope.errors import ConfigError
-from mergescope.runs.records import Answer
 from mergescope.scoring.judge import (
     ChatClient,
     JudgeEndpoint,
@@ -20,16 +20,10 @@ from mergescope.scoring.judge import (
     is_self_preference,
 )
 
-FAST = dict(timeout_s=2.0, max_retries=2, backoff_s=0.01)
-
 
 def session_for(server, tmp_path, **options) -> JudgeSession:
     endpoint = JudgeEndpoint(url=server.url, model="stand-in-judge", **{**FAST, **options})
     return JudgeSession(endpoint, tmp_path / "cache.sqlite")
-
-
-def answers(subject_id: str, texts: dict[str, str]) -> list[Answer]:
-    return [Answer(subject_id, "mini", qid, f"Q: {qid}", text, "{}") for qid, text in texts.items()]
 
 
 def scores(judgments) -> dict[tuple[str, str], float | None]:
@@ -262,3 +256,70 @@ def test_the_stand_in_does_obey_an_undelimited_instruction(server):
 ])
 def test_self_preference_matches_a_judge_by_name_or_path(judge, flagged):
     assert is_self_preference(judge, [("arith", "/zoo/arith"), ("linear w=0.5", None)]) is flagged
+
+
+# -- reply formats: the rubric's JSON schema where the server takes it, else free text -----------------------
+def test_a_server_taking_response_format_gets_the_rubrics_schema_after_one_probe(server, tmp_path, rubric):
+    session = session_for(server, tmp_path)
+    judged = grade(session, rubric, answers("m", {"add": "43", "sub": "50"}), samples=1)
+    assert {j.parse_status for j in judged} == {"ok"} and session.reply_formats == {"mini": "structured"}
+    (probe,) = server.probes
+    assert probe["max_tokens"] == 1
+    formats = [r["response_format"] for r in server.requests]
+    assert formats == [probe["response_format"]] * 2 and formats[0]["type"] == "json_schema"
+    schema = formats[0]["json_schema"]["schema"]
+    assert schema["required"] == ["reasoning", "scores"] and schema["additionalProperties"] is False
+    assert schema["properties"]["scores"]["properties"] == {name: {"type": "integer", "enum": [1, 2, 3, 4, 5]}
+                                                            for name in ("correctness", "conciseness")}
+    assert schema["properties"]["reasoning"]["maxLength"] > 0  # bounded, so that the scores fit in the budget
+
+
+def test_a_server_refusing_response_format_is_asked_for_free_text(tmp_path, rubric):
+    with js.JudgeServer(structured=False) as server:
+        session = session_for(server, tmp_path)
+        judged = grade(session, rubric, answers("m", {"add": "43", "sub": "50"}), samples=1)
+    assert scores(judged) == {("add", "correctness"): 5.0, ("add", "conciseness"): 5.0,
+                              ("sub", "correctness"): 1.0, ("sub", "conciseness"): 1.0}
+    assert session.reply_formats == {"mini": "free_text"} and session.failure is None
+    assert ["response_format" in p for p in server.probes] == [True, False]  # refused, then answered without
+    assert len(server.requests) == 2 and not any("response_format" in r for r in server.requests)
+
+
+def test_the_probes_answer_is_cached_and_a_format_change_asks_again(tmp_path, rubric):
+    batch = answers("m", {"add": "43"})
+    with js.JudgeServer(structured=False) as server:
+        first = grade(session_for(server, tmp_path), rubric, batch, samples=1)
+        again = grade(session_for(server, tmp_path), rubric, batch, samples=1)
+        assert again == first and len(server.probes) == 2 and len(server.requests) == 1  # nothing asked twice
+        forced = session_for(server, tmp_path, reply_format="free_text")
+        assert grade(forced, rubric, batch, samples=1) == first and len(server.probes) == 2  # no probe when forced
+    with js.JudgeServer() as structured:  # another server: probed anew; a structured reply is another judgment
+        session = session_for(structured, tmp_path)
+        grade(session, rubric, batch, samples=1)
+    assert (
+        len(structured.probes) == 1 and len(structured.requests) == 1 and session.reply_formats["mini"] == "structured"
+    )
+
+
+def test_structured_replies_forced_on_a_server_that_refuses_them_fail_with_a_hint(tmp_path, rubric):
+    with js.JudgeServer(structured=False) as server:
+        session = session_for(server, tmp_path, reply_format="structured", concurrency=1)
+        judged = grade(session, rubric, answers("m", {"add": "43", "sub": "48"}), samples=1)
+    assert judged == [] and not server.probes and len(server.requests) == 1  # refused at once, not retried
+    assert "HTTP 400" in session.failure and "response_format" in session.failure
+
+
+def test_pairwise_asks_for_the_verdict_schema(server, tmp_path, rubric):
+    mine, theirs = answers("cand", {"add": "43"}), answers("parent", {"add": "40"})
+    (judged,) = compare(session_for(server, tmp_path), rubric, mine, theirs, samples=1)
+    assert judged.outcome == "win"
+    schema = server.requests[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["winner"] == {"type": "string", "enum": ["A", "B", "tie"]}
+
+
+def test_a_judge_down_at_the_probe_leaves_judging_incomplete(tmp_path, rubric):
+    with js.JudgeServer() as gone:
+        url = gone.url
+    session = JudgeSession(JudgeEndpoint(url=url, model="m", **FAST), tmp_path / "cache.sqlite")
+    assert grade(session, rubric, answers("a", {"add": "43"}), samples=1) == []
+    assert session.reply_formats == {} and "cannot connect" in session.failure

@@ -163,3 +163,17 @@ def test_tokens_that_split_a_character_still_align_by_bytes():
             pieces += [ReplyToken("\ufffd", (), 1) for _ in piece.encode()]
     score = parse_grades(reply, ONE)["clarity"]
     assert expected_score(reply, score, tuple(pieces), (1, 5)) == pytest.approx(4.8)
+
+
+# A judge out of tokens: SmolLM2-135M fenced its JSON and was cut, in 35 of its first 50 free-text replies.
+@pytest.mark.parametrize("reply, expected", [
+    ('```json\n{"scores": {"clarity": 4, "reasoning_depth": 2}}', {"clarity": 4.0, "reasoning_depth": 2.0}),
+    ('```json\n{"reasoning": "fine", "scores": {"clarity": 4, "reasoning_depth": 2}}\n```\nThis JSON object',
+     {"clarity": 4.0, "reasoning_depth": 2.0}),
+    ('```json\n{"reasoning": "The answer is right, but', {"clarity": None, "reasoning_depth": None}),
+    ('```json\n{"scores": {"clarity": 4, "reasoning_depth": ', {"clarity": None, "reasoning_depth": None}),
+], ids=["fence-never-closed", "fence-then-chatter", "cut-in-reasoning", "cut-in-scores"])
+def test_a_fenced_reply_cut_short_is_read_when_its_object_is_whole_and_missing_otherwise(reply, expected):
+    parsed = parse_grades(reply, {"clarity": (1, 5), "reasoning_depth": (1, 5)})
+    assert {name: score.value for name, score in parsed.items()} == expected
+    assert {score.status for score in parsed.values()} == ({"ok"} if None not in expected.values() else {"unparseable"})

@@ -8,30 +8,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from test_judge import FAST, answers
 from typer.testing import CliRunner
 
+from helpers import fake_backend
 from helpers import judge_server as js
+from helpers.judged_runs import FAST, run_with_answers, store_with_subjects
 from mergescope.cli.app import app
 from mergescope.runs.directory import judging_meta, stored_subjects
-from mergescope.runs.records import Candidate, EvalSubject, Evaluation
 from mergescope.runs.store import ResultsStore
 from mergescope.scoring.judge_run import Completions, JudgeSettings, RunJudging
-
-
-def store_with_subjects(run_dir: Path) -> ResultsStore:
-    """A run store whose two parents and one candidate finished lm-eval (no scores, the stage does not need them)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(run_dir / "results.sqlite")
-    candidate = Candidate(id="cand1", method="linear", label="linear w=0.5", mergekit_config={"merge_method": "linear"})
-    subjects = [EvalSubject("parent-arith", "parent", "arith", path=Path("/zoo/arith")),
-                EvalSubject("parent-facts", "parent", "facts", path=Path("/zoo/facts")),
-                EvalSubject("cand1", "candidate", "linear w=0.5", candidate=candidate)]
-    store.plan(subjects)
-    for subject in subjects:
-        store.record(subject, Evaluation((), (), 0.0))
-    return store
-
 
 CANNED = {"parent-arith": {"What is 31 plus 12?": "43", "What is 73 minus 25?": "40"},
           "parent-facts": {"What is 31 plus 12?": "3", "What is 73 minus 25?": "4"},
@@ -110,21 +95,9 @@ def test_a_judge_going_down_marks_judging_incomplete_and_rejudging_completes_it(
     result = json.loads(outcome.output)
     # Only the candidate's judgments are new, and answers were stored (no model loaded). Its "add" answer equals
     # parent-arith's: that grade is cached, and both orders of that pair are one request: 1 + 7 requests.
-    assert result == {"run": str(run_dir), "subjects": 3, "requests_sent": 8, "incomplete": []}
+    assert result == {"run": str(run_dir), "subjects": 3, "requests_sent": 8, "incomplete": [],
+                      "replies": [{"rubric": "mini", "reply_format": "structured", "replies": 6, "unreadable": 0}]}
     assert len(server.requests) == sent + 8
-
-
-def run_with_answers(run_dir: Path, texts: dict[str, dict[str, str]] | None = None) -> Path:
-    """A finished run whose subjects' answers (`texts` by subject, by question) are stored, so `mergescope judge`
-    loads no model; by default every subject answered both questions right."""
-    from mergescope.scoring import judge_store
-
-    texts = texts or {s: {"add": "43", "sub": "48"} for s in ("parent-arith", "parent-facts", "cand1")}
-    store = store_with_subjects(run_dir)
-    judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [a for subject, given in texts.items() for a in answers(subject, given)])
-    store.close()
-    return run_dir
 
 
 def judge_command(run_dir: Path, url: str, rubric, *flags: str):
@@ -158,6 +131,64 @@ def test_the_judge_command_sends_the_judge_max_tokens_and_records_it(server, tmp
     assert outcome.exit_code == 0, outcome.output
     assert {r["max_tokens"] for r in server.requests} == {33}
     assert judging_meta(ResultsStore(run_dir / "results.sqlite")).max_tokens == 33
+
+
+@pytest.mark.parametrize("structured", [True, False], ids=["structured", "refused-free-text"])
+def test_the_judge_command_records_and_reports_the_reply_format(tmp_path, rubric, structured):
+    run_dir = run_with_answers(tmp_path / "run", {"parent-arith": {"add": "43", "sub": "40"},
+                                                  "parent-facts": {"add": "3", "sub": "48"},
+                                                  "cand1": {"add": "44", "sub": "47"}})
+    expected = "structured" if structured else "free_text"
+    with js.JudgeServer(structured=structured) as server:
+        server.queue(js.garbage)  # one unreadable reply, kept as missing
+        outcome = judge_command(run_dir, server.url, rubric, "--no-pairwise", "--concurrency", "1")
+    assert outcome.exit_code == 0, outcome.output
+    assert f"mini: 1 of 6 grading replies unreadable ({expected})" in outcome.output
+    store = ResultsStore(run_dir / "results.sqlite")
+    assert judging_meta(store).reply_formats == {"mini@1": expected}
+    assert {r["reply_format"] for r in store.query("SELECT reply_format FROM judge_status")} == {expected}
+    assert store.query("SELECT count(*) AS n FROM judgments WHERE score IS NULL")[0]["n"] == 2  # two criteria, not 0
+
+
+def test_the_judge_command_forces_free_text_without_a_probe(server, tmp_path, rubric):
+    run_dir = run_with_answers(tmp_path / "run")
+    outcome = judge_command(run_dir, server.url, rubric, "--judge-reply-format", "free_text", "--json")
+    assert outcome.exit_code == 0, outcome.output
+    assert not server.probes and not any("response_format" in r for r in server.requests)
+    assert {r["reply_format"] for r in json.loads(outcome.output)["replies"]} == {"free_text"}
+    bad = judge_command(run_dir, server.url, rubric, "--judge-reply-format", "json")
+    assert bad.exit_code == 2 and "'json' is not one of" in bad.output
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
+def test_missing_answers_are_all_generated_before_judging_with_progress(server, tmp_path, rubric, monkeypatch,
+                                                                        batched):
+    log = fake_backend.registered(monkeypatch, batched)
+    run_dir = run_with_answers(tmp_path / "run", {"cand1": {"add": "43", "sub": "48"}})  # the parents answer anew
+    asked = []
+    original = js.JudgeServer.record
+    monkeypatch.setattr(js.JudgeServer, "record", lambda self, *a: (asked.append(list(log)), original(self, *a)))
+    outcome = judge_command(run_dir, server.url, rubric, "--backend", "fake")
+    assert outcome.exit_code == 0, outcome.output
+    loads_and_calls = [("load", "/zoo/arith"), *[("generate", 2)] * batched, *[("generate", 1)] * 2 * (not batched),
+                       ("load", "/zoo/facts"), *[("generate", 2)] * batched, *[("generate", 1)] * 2 * (not batched),
+                       ("close", None)]
+    assert log == loads_and_calls and asked[0] == log  # every answer, and the engine closed, before any judging
+    assert "answers: 100%" in outcome.output and "4/4" in outcome.output and "judging: 100%" in outcome.output
+    stored = ResultsStore(run_dir / "results.sqlite").query(
+        "SELECT answer FROM answers WHERE subject_id = 'parent-arith'"
+    )
+    assert sorted(r["answer"] for r in stored) == [
+        "answer to Q: What is 31 plus 12?",
+        "answer to Q: What is 73 minus 25?",
+    ]
+
+
+def test_no_progress_bar_spoils_the_json_output(server, tmp_path, rubric, monkeypatch):
+    fake_backend.registered(monkeypatch, batched=True)
+    run_dir = run_with_answers(tmp_path / "run", {"cand1": {"add": "43", "sub": "48"}})
+    outcome = judge_command(run_dir, server.url, rubric, "--backend", "fake", "--json")
+    assert outcome.exit_code == 0 and json.loads(outcome.output)["subjects"] == 3
 
 
 def test_a_sweep_whose_judge_context_is_too_short_stops_before_any_merge(zoo, tmp_path, rubric):

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from test_judge_run import judge_all, store_with_subjects
+from test_judge_run import judge_all
 
 from helpers import judge_server as js
+from helpers.judged_runs import store_with_subjects
 from mergescope.runs.directory import judging_meta
 
 

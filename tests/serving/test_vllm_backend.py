@@ -11,16 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
-from test_judge_run import run_with_answers
 from typer.testing import CliRunner
 
+from helpers.judged_runs import run_with_answers
+from helpers.vllm_server import free_port, wait_for_server
 from mergescope.cli.app import app
 from mergescope.errors import ConfigError, PrerequisiteError
 from mergescope.scoring.lmeval import evaluate, resolve_tasks
@@ -223,7 +223,7 @@ def test_sweep_with_the_vllm_backend_scores_what_hf_scores(vllm_sweep):
     tables = {}
     for backend, run in vllm_sweep.items():
         store = ResultsStore.of_run(run)
-        tables[backend] = [(r["id"], r["task"], r["metric"], r["value"]) for r in store.score_table()]
+        tables[backend] = [(r.subject_id, r.task, r.metric, r.value) for r in store.score_table()]
         assert store.query("SELECT COUNT(*) FROM subjects WHERE status != 'done'")[0][0] == 0
         store.close()
     assert tables["vllm"] and tables["vllm"] == tables["hf"]
@@ -256,13 +256,13 @@ def served(vllm_sweep):
     candidate_id = store.query("SELECT id FROM subjects WHERE kind = 'candidate' ORDER BY position")[0]["id"]
     store.close()
     shutil.rmtree(run / "merges" / candidate_id)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "mergescope", "serve", candidate_id, "--run", str(run),
                                 "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     try:
         served = Served(process, port, candidate_id, run / "merges" / candidate_id)
-        _wait_for_server(served.base_url, process)
+        wait_for_server(served.base_url, process)
         yield served
     finally:
         if process.poll() is None:  # serve stops vLLM's server, which lives in a process group of its own
@@ -294,7 +294,10 @@ def test_a_zoo_model_on_vllms_own_server_judges_a_run(served, tmp_path, rubric):
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
     # 3 subjects x 2 answers graded, and the candidate against 2 parents x 2 questions in both orders
-    assert json.loads(first.output) == {"run": str(run_dir), "subjects": 3, "requests_sent": 6 + 8, "incomplete": []}
+    result = json.loads(first.output)
+    replies = result.pop("replies")
+    assert result == {"run": str(run_dir), "subjects": 3, "requests_sent": 6 + 8, "incomplete": []}
+    assert [(r["reply_format"], r["replies"]) for r in replies] == [("structured", 6)]  # vLLM takes the schema
     db = sqlite3.connect(run_dir / "results.sqlite")
     judgments = db.execute("SELECT score, parse_status, raw_reply, expected_score FROM judgments").fetchall()
     assert len(judgments) == 6 * 2  # two criteria per reply, parsed or not
@@ -321,20 +324,3 @@ def test_sigterm_to_serve_ends_vllms_server_and_frees_the_port(served):
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", served.port))
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for_server(base_url: str, server: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, "mergescope serve exited before it served"
-        try:
-            urllib.request.urlopen(f"{base_url}/models", timeout=2)
-            return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError(f"{base_url} did not come up in {timeout} s")

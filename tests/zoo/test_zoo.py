@@ -128,7 +128,8 @@ def _exact_match(zoo: ZooManifest, model_name: str, tasks: list[str]) -> dict[st
 
 
 def test_each_parent_masters_its_own_task_and_only_it(zoo: ZooManifest) -> None:
-    """lm-eval's scores hold the bars the build checked, and agree with the build's own scores in zoo.json."""
+    """lm-eval's scores hold the bars the build checked, and equal the scores in zoo.json (the build scores the
+    saved models through the sweep's hf backend: one scoring path, whatever the CPU's float rounding)."""
     tasks = ["zoo_arith", "zoo_facts", "zoo_domain"]
     scores = {name: _exact_match(zoo, name, tasks) for name in ("base", "facts", "arith", "knowledge")}
     assert scores["facts"]["zoo_facts"] >= 0.85 and scores["arith"]["zoo_arith"] >= 0.85, scores
@@ -141,7 +142,7 @@ def test_each_parent_masters_its_own_task_and_only_it(zoo: ZooManifest) -> None:
     )
     for name, by_task in scores.items():
         for task, score in by_task.items():
-            assert score == pytest.approx(zoo.model(name).scores[task], abs=0.02), (name, task)
+            assert score == pytest.approx(zoo.model(name).scores[task], abs=1e-4), (name, task)  # zoo.json rounds to 4
 
 
 def test_manifest_records_scores_and_task_vector_norms(zoo: ZooManifest) -> None:
@@ -190,6 +191,10 @@ def test_the_demo_zoo_of_the_same_width_holds_the_same_weights(zoo: ZooManifest)
     if not (demo_root / "zoo.json").is_file():
         pytest.skip("the demo's 64-wide zoo is not built here (make demo builds it)")
     demo = load_zoo(demo_root)
+    if demo.cpu_capability != zoo.cpu_capability:
+        pytest.skip(
+            f"the demo's zoo was trained with {demo.cpu_capability} kernels, this run's with {zoo.cpu_capability}"
+        )
     assert (demo.width, demo.seed) == (zoo.width, zoo.seed)
     for model in zoo.models:
         digests = {hashlib.sha256((z.model_path(model.name) / "model.safetensors").read_bytes()).hexdigest()
