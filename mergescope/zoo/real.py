@@ -96,7 +96,8 @@ def recipe_named(name: str) -> RealRecipe:
 
 
 class ParentModel(BaseModel):
-    """One model of the set: its directory (relative to the set's), scores, and how far it moved from the instruct model."""
+    """One model of the set: its directory (relative to the set's), scores, and how far it moved from the instruct
+    model."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -96,7 +96,7 @@ def test_zoo_parents_still_merge_in_float32(zoo, tmp_path):
 
 def test_a_sweep_of_bf16_parents_stores_a_bf16_candidate_and_records_why(bf16_zoo, zoo, tmp_path):
     from mergescope.recipes.sweep import SweepSettings, sweep
-    from mergescope.runs.directory import read_run_meta, merges_dir
+    from mergescope.runs.directory import merges_dir, read_run_meta
 
     run = tmp_path / "run"
     sweep(SweepSettings(parents=[str(bf16_zoo["arith"]), str(bf16_zoo["facts"])], sweep=spec_file(tmp_path),

@@ -125,8 +125,16 @@ def test_the_manifest_round_trips_and_refuses_unknown_keys():
 
 
 def test_the_relative_norm_counts_tied_weights_once():
-    start = {"a": torch.tensor([[3.0, 0.0]]), "b": torch.tensor([4.0, 2.0]), "lm_head.weight": torch.tensor([[3.0, 0.0]])}
-    tuned = {"a": torch.tensor([[3.0, 1.0]]), "b": torch.tensor([4.5, 2.0]), "lm_head.weight": torch.tensor([[3.0, 1.0]])}
+    start = {
+        "a": torch.tensor([[3.0, 0.0]]),
+        "b": torch.tensor([4.0, 2.0]),
+        "lm_head.weight": torch.tensor([[3.0, 0.0]]),
+    }
+    tuned = {
+        "a": torch.tensor([[3.0, 1.0]]),
+        "b": torch.tensor([4.5, 2.0]),
+        "lm_head.weight": torch.tensor([[3.0, 1.0]]),
+    }
     expected = np.linalg.norm([0.0, 1.0, 0.5, 0.0]) / np.linalg.norm([3.0, 0.0, 4.0, 2.0])
     assert real.relative_norm(tuned, start) == pytest.approx(expected, abs=1e-6)
 

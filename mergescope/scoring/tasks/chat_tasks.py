@@ -26,8 +26,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 TASKS_DIR = Path(__file__).resolve().parent
 DOMAIN_SEED = 0  # the zoo's default seed (`mergescope zoo build`): its domain documents are what a CPT parent reads
@@ -48,7 +49,7 @@ def contains_words(reply: str, phrase: str) -> bool:
 def answer_in_reply(resps: Iterable[Sequence[str]], docs: Sequence[dict[str, Any]]) -> list[list[str]]:
     """lm-eval `custom` filter: each reply that contains its item's answer or an alias becomes the answer."""
     return [[doc["answer"] if any(contains_words(reply, alias) for alias in doc["aliases"]) else str(reply).strip()
-             for reply in replies] for replies, doc in zip(resps, docs)]
+             for reply in replies] for replies, doc in zip(resps, docs, strict=True)]
 
 
 def _dataset(name: str):
