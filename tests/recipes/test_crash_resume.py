@@ -40,6 +40,10 @@ RESUME_HINT = "run the same command again to resume"
 # Columns that record when or how fast something ran, not what it computed.
 VOLATILE = {"subjects": {"merge_seconds", "eval_seconds", "finished_at"}, "judge_status": {"updated_at"}}
 VOLATILE_META = {"updated_at"}
+# Float32 reductions over whole tensors (the SLERP diagnostics' cosines and angles, computed as mergekit computes
+# them) can differ in their last bits between two processes: the vectorised kernels' rounding depends on where a
+# tensor's memory starts (seen with AVX2 kernels: 0.98430228 against 0.98430222). Compared to 6 significant digits.
+FLOAT32_TABLES = {"slerp_diagnostics"}
 
 # The chain, in order; each step's point is reachable from the state the steps before it leave.
 # Subjects run in the order: parent arith, parent facts, base, then the six candidates of the default spec.
@@ -159,6 +163,8 @@ def store_contents(run: Path) -> dict[str, Counter]:
             rows = db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
             if table == "meta":
                 rows = [row for row in rows if row[0] not in VOLATILE_META]
+            if table in FLOAT32_TABLES:
+                rows = [tuple(float(f"{v:.6g}") if isinstance(v, float) else v for v in row) for row in rows]
             contents[table] = Counter(rows)
         return contents
     finally:
