@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from helpers.vllm_server import serving
@@ -15,7 +16,7 @@ from mergescope.cli.app import app
 from mergescope.runs.records import Answer, EvalSubject, Evaluation
 from mergescope.runs.store import ResultsStore
 from mergescope.scoring import judge_store
-from mergescope.scoring.rubric import find_rubric
+from mergescope.scoring.rubric import Rubric, find_rubric, load_rubric
 
 # Two subjects' answers to four chat_quality questions: one close to the reference, one plainly wrong.
 ANSWERS = {
@@ -46,9 +47,10 @@ def served_smollm2(smollm2):
 @pytest.mark.slow
 def test_smollm2_on_vllms_server_grades_chat_quality_in_structured_replies(served_smollm2, tmp_path):
     url, name = served_smollm2
-    run_dir = answered_run(tmp_path / "run")
+    rubric = four_question_chat_quality(tmp_path)
+    run_dir = answered_run(tmp_path / "run", rubric)
     outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", name,
-                                       "--rubric", "chat_quality", "--no-pairwise", "--json"])
+                                       "--rubric", str(rubric.source), "--no-pairwise", "--json"])
     assert outcome.exit_code == 0, outcome.output
     (replies,) = json.loads(outcome.output)["replies"]
     assert replies["reply_format"] == "structured" and replies["replies"] == 8
@@ -59,9 +61,17 @@ def test_smollm2_on_vllms_server_grades_chat_quality_in_structured_replies(serve
     assert all(reply.lstrip().startswith("{") for reply in raw)  # every reply is the schema's JSON object
 
 
-def answered_run(run_dir: Path) -> Path:
+def four_question_chat_quality(folder: Path) -> Rubric:
+    """The shipped chat_quality rubric (criteria, templates, prompts) on the four questions ANSWERS answers."""
+    spec = yaml.safe_load(Path(find_rubric("chat_quality").source).read_text())
+    spec["questions"] = [q for q in spec["questions"] if q["id"] in ANSWERS["parent-arith"]]
+    path = folder / "chat_quality.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return load_rubric(path)
+
+
+def answered_run(run_dir: Path, rubric: Rubric) -> Path:
     """A finished run of two parents whose ANSWERS are stored, so that judging it loads no model."""
-    rubric = find_rubric("chat_quality")
     run_dir.mkdir(parents=True)
     store = ResultsStore(run_dir / "results.sqlite")
     subjects = [EvalSubject(id=name, kind="parent", label=name, path=Path(f"/models/{name}")) for name in ANSWERS]
