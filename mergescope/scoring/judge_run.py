@@ -33,7 +33,7 @@ from mergescope.runs.directory import (
     stored_subjects,
     write_judging_meta,
 )
-from mergescope.runs.records import Answer, AnswerRequest, EvalSubject
+from mergescope.runs.records import Answer, AnswerRequest, EvalSubject, ReplyFormat
 from mergescope.runs.store import ResultsStore
 from mergescope.scoring import judge_store
 from mergescope.scoring.judge import (
@@ -142,6 +142,15 @@ class RunJudging:
         failure = f" (judging incomplete: {self.session.failure})" if self.session.failure else ""
         return f"  {subject.label}: " + ", ".join(parts) + failure
 
+    def _reply_formats(self) -> dict[str, ReplyFormat]:
+        """Each rubric's reply format by label: as this process settled it, else as the store's status rows say
+        (a resumed run whose subjects were all judged before never asks the judge, so never settles one)."""
+        stored = {row["rubric"]: row["reply_format"] for row in self.store.query(
+            "SELECT rubric, reply_format FROM judge_status WHERE judge = ? AND reply_format IS NOT NULL"
+            " ORDER BY updated_at", self.settings.model)}
+        formats = {**stored, **self.session.reply_formats}
+        return {r.label: formats[r.name] for r in self.rubrics if r.name in formats}
+
     def missing_answers(self, subject: EvalSubject) -> int:
         """How many of the rubrics' questions the subject has no stored answer to."""
         return sum(len({q.id for q in rubric.questions}
@@ -217,8 +226,7 @@ class RunJudging:
                 rubrics=tuple(r.label for r in self.rubrics),
                 rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics if r.source),
                 complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure,
-                reply_formats={r.label: self.session.reply_formats[r.name] for r in self.rubrics
-                               if r.name in self.session.reply_formats}))
+                reply_formats=self._reply_formats()))
             return incomplete
         finally:
             self.session.close()
