@@ -53,7 +53,7 @@ test-fast: install
 # them: ATEN_CPU_CAPABILITY makes torch pick those kernels, whose float rounding differs. Each capability builds
 # its own test zoo (.cache/test-zoo-<capability>) and must pass. CPUS=avx2 for one.
 CPUS           ?= avx2 default
-FLOAT_SENSITIVE := tests/zoo tests/recipes/test_search.py tests/recipes/test_study.py tests/analysis/test_emergence.py
+FLOAT_SENSITIVE := tests/zoo/test_zoo.py tests/zoo/test_zoo_emergence.py tests/recipes/test_search.py tests/recipes/test_study.py tests/analysis/test_emergence.py
 test-cpus: install
 	@for capability in $(CPUS); do \
 		echo "== ATEN_CPU_CAPABILITY=$$capability"; \
