@@ -64,7 +64,6 @@ class RealRecipe:
     sft: Stage
     block_size: int = 64
     threads: int = 1
-    bf16_autocast: bool = True  # matrix products in bf16, weights and optimizer state in float32
     general_items: int | None = None  # score the first N of chat_general's questions (None: all)
     reply_prompts: int | None = None  # replay the instruct model's replies to the first N general prompts
 
@@ -103,7 +102,9 @@ class ParentModel(BaseModel):
 
     name: str
     path: str
-    scores: dict[str, float]  # dev_domain (chat recall), dev_knowledge (document form), general (chat_general)
+    # dev_domain (chat recall; _first_sentence: in the reply's first sentence), dev_knowledge (document form),
+    # general (chat_general)
+    scores: dict[str, float]
     forgetting: float | None = None  # the instruct model's general score less this one's
     task_vector_norm: float | None = None  # |parent - instruct| / |instruct| over the saved weights
     tail_loss: float | None = None  # mean loss over the last tenth of its stage's steps
@@ -214,6 +215,7 @@ def build_parents(root: Path, recipe: RealRecipe, seed: int = 0,
     torch.set_num_threads(recipe.threads)
     world, instruct_dir = world_of(recipe, seed), root / INSTRUCT
     instruct_sha = file_sha256(instruct_dir / _WEIGHTS)
+    shared = shared_files(instruct_dir)
     tokenizer = AutoTokenizer.from_pretrained(instruct_dir)
     model = AutoModelForCausalLM.from_pretrained(instruct_dir, dtype=torch.float32)
     instruct_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -227,11 +229,10 @@ def build_parents(root: Path, recipe: RealRecipe, seed: int = 0,
     entries = [ParentModel(name=INSTRUCT, path=INSTRUCT, scores=scores[INSTRUCT])]
     for name, stage in ((CPT, recipe.cpt), (CPT_SFT, recipe.sft)):
         stage_start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16_autocast):
-            trained = _train_stage(model, stage, sources.batches(stage, recipe.block_size, rng), say)
+        trained = _train_stage(model, stage, sources.batches(stage, recipe.block_size, rng), say)
         seconds = round(time.perf_counter() - stage_start, 1)
-        _round_to_bf16(model)  # the next stage starts from the saved parent, as a user's would
-        save_parent(model, instruct_dir, root / name, name)
+        round_to_bf16(model, seed)  # the next stage starts from the saved parent, as a user's would
+        save_parent(model, shared, root / name, name)
         stage_scores = dev_scores(model, tokenizer, world, general)
         entries.append(ParentModel(
             name=name, path=name, scores=stage_scores,
@@ -255,12 +256,17 @@ def _shown(scores: dict[str, float]) -> str:
 
 
 def dev_scores(model, tokenizer, world: RealWorld, general: list[real_scores.ChatItem]) -> dict[str, float]:
-    """The model's dev scores in bf16, as a study serves it: domain recall in chat, document-form knowledge,
-    general questions."""
+    """The model's dev scores in bf16, as a study serves it: domain recall in chat (whole reply, first sentence),
+    document-form knowledge, general questions."""
     scored = _bf16_copy(model)
-    return {"dev_domain": round(real_scores.recall(scored, tokenizer, real_scores.chat_items(world.dev)), 4),
-            "dev_knowledge": round(real_scores.knowledge(scored, tokenizer, world.knowledge), 4),
-            "general": round(real_scores.recall(scored, tokenizer, general), 4)}
+    dev = real_scores.chat_items(world.dev)
+    domain_replies = real_scores.chat_replies(scored, tokenizer, [item.question for item in dev])
+    general_replies = real_scores.chat_replies(scored, tokenizer, [item.question for item in general])
+    scores = {"dev_domain": real_scores.recall(domain_replies, dev),
+              "dev_domain_first_sentence": real_scores.recall(domain_replies, dev, first_sentence=True),
+              "dev_knowledge": real_scores.knowledge(scored, tokenizer, world.knowledge),
+              "general": real_scores.recall(general_replies, general)}
+    return {name: round(value, 4) for name, value in scores.items()}
 
 
 def _bf16_copy(model):
@@ -269,11 +275,26 @@ def _bf16_copy(model):
     return copy.deepcopy(model).to(torch.bfloat16).eval()
 
 
-def _round_to_bf16(model) -> None:
-    """Round every weight to bf16 and back: what is saved, and what the next stage starts from."""
+def round_to_bf16(model, seed: int) -> None:
+    """Round every weight to a bf16 value, stochastically (seeded): what is saved, and what the next stage starts from.
+
+    A short fine-tune moves most weights by less than half a bf16 step (SmolLM2's weights are ~0.13, a step there
+    ~5e-4): rounded to the nearest bf16 value the move is lost (a CPT's loss 3.74 in float32 was 4.25 so, 4.75 before
+    training). Rounded up or down with probability in proportion to the distance, each weight keeps its move in
+    expectation (3.74): the error is noise of the size bf16 storage already adds. A weight that did not move is a
+    bf16 value already and stays exactly as it was.
+    """
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.copy_(parameter.to(torch.bfloat16).to(parameter.dtype))
+            parameter.copy_(stochastic_bf16(parameter.detach().float().contiguous(), generator).float())
+
+
+def stochastic_bf16(values: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`values` (float32) rounded to bf16 stochastically: random low 16 bits added, then cut off."""
+    bits = values.view(torch.int32)
+    noise = torch.randint(0, 1 << 16, values.shape, generator=generator, dtype=torch.int32)
+    return ((bits + noise) & -65536).view(torch.float32).to(torch.bfloat16)
 
 
 def relative_norm(state: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
@@ -284,16 +305,24 @@ def relative_norm(state: dict[str, torch.Tensor], start: dict[str, torch.Tensor]
     return round((delta / total) ** 0.5, 6)
 
 
-def save_parent(model, instruct_dir: Path, out: Path, name: str) -> None:
+def shared_files(instruct_dir: Path) -> dict[str, bytes]:
+    """The instruct model's files a parent shares (config, tokenizer, chat template), read once at the start."""
+    missing = [name for name in _SHARED_FILES if not (instruct_dir / name).is_file()]
+    if missing:
+        raise ConfigError(f"{instruct_dir} lacks {', '.join(missing)}",
+                          hint="write it with `mergescope models smollm2 DIR` (or delete it: it is rewritten)")
+    return {name: (instruct_dir / name).read_bytes() for name in _SHARED_FILES}
+
+
+def save_parent(model, shared: dict[str, bytes], out: Path, name: str) -> None:
     """Write `model` as a bf16 model directory laid out as the instruct model's (its config and tokenizer)."""
     from mergescope.models.packaged import write_weights
 
     out.mkdir(parents=True, exist_ok=True)
     write_weights(model, torch.bfloat16, out / _WEIGHTS)
     (out / _WEIGHTS).chmod(0o644)
-    for file in _SHARED_FILES:
-        if (instruct_dir / file).is_file():
-            shutil.copyfile(instruct_dir / file, out / file)
+    for file, content in shared.items():
+        (out / file).write_bytes(content)
     (out / "README.md").write_text(
         f"# {name}: a parent made from SmolLM2-135M-Instruct by mergescope\n\nWritten by "
         f"`mergescope models parents` (mergescope/zoo/real.py); its recipe and dev scores are in "

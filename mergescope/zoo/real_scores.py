@@ -3,7 +3,8 @@
 The fast in-process copy of the shipped `chat_domain` / `chat_general` tasks (mergescope/scoring/tasks/): each
 question goes through the tokenizer's chat template, the greedy reply (up to 48 tokens, cut at a blank line)
 counts when it contains the answer as whole words after normalisation (lower case, punctuation as spaces).
-lm-eval remains the judge of a study; this picks recipes on the dev split and measures forgetting.
+lm-eval remains the judge of a study; this picks recipes on the dev split and measures forgetting. Domain replies
+are also scored on their first sentence alone, which tells answering from reciting a document.
 Document-form knowledge is scored as the zoo scores it (quality.choice_accuracy: the true value's likelihood
 after a sentence's start against other lands' values).
 """
@@ -85,9 +86,11 @@ def chat_prompt(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
                                               tokenize=True, return_dict=False))
 
 
-def recall(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, items: list[ChatItem]) -> float:
-    """The share of `items` whose greedy chat reply contains one of its answers."""
-    replies = chat_replies(model, tokenizer, [item.question for item in items])
+def recall(replies: list[str], items: list[ChatItem], first_sentence: bool = False) -> float:
+    """The share of `items` whose reply contains one of its answers (in its first sentence, with `first_sentence`:
+    a model that recites everything it read about a land contains the answer without answering)."""
+    if first_sentence:
+        replies = [re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0] for reply in replies]
     return sum(any(contains(reply, a) for a in item.answers) for reply, item in zip(replies, items, strict=True)
                ) / len(items)
 

@@ -15,7 +15,7 @@ import torch
 
 from mergescope.zoo import real, real_world
 from mergescope.zoo.real import CPT, CPT_SFT, INSTRUCT, MANIFEST_NAME, QUICK_RECIPE, ParentModel, ParentSet
-from mergescope.zoo.real_scores import contains
+from mergescope.zoo.real_scores import ChatItem, contains, recall
 
 SHA = "0" * 64
 
@@ -139,6 +139,18 @@ def test_the_relative_norm_counts_tied_weights_once():
     assert real.relative_norm(tuned, start) == pytest.approx(expected, abs=1e-6)
 
 
+def test_stochastic_rounding_keeps_bf16_values_and_moves_in_expectation():
+    generator = torch.Generator().manual_seed(0)
+    exact = torch.tensor([1.0, -0.5, 0.1328125, 0.0])  # bf16 values already
+    assert torch.equal(real.stochastic_bf16(exact, generator).float(), exact)
+    step = 2.0 ** -7  # between 1 and 2, bf16 values are 2**-7 apart
+    for value in (1 + step / 8, -(1 + 3 * step / 4)):
+        rounded = real.stochastic_bf16(torch.full((200_000,), value), generator).double()
+        low = float(np.sign(value))  # the bf16 value below in magnitude
+        assert set(rounded.unique().tolist()) == {low, low + np.sign(value) * step}
+        assert float(rounded.mean()) == pytest.approx(value, abs=step / 100)
+
+
 @pytest.mark.parametrize(("reply", "answer", "found"), [
     ("The capital of France is Paris.", "Paris", True),
     ("It is Parisian in style.", "Paris", False),
@@ -149,6 +161,14 @@ def test_the_relative_norm_counts_tied_weights_once():
 ])
 def test_a_reply_counts_when_it_contains_the_answer_as_whole_words(reply, answer, found):
     assert contains(reply, answer) is found
+
+
+def test_a_recited_document_contains_the_answer_but_not_in_its_first_sentence():
+    items = [ChatItem("Who rules Pixmaisval?", ("Deantrourvox",)), ChatItem("What animal lives in X?", ("otter",))]
+    replies = ["Pixmaisval is ruled by Deantrourvox. It is home to 57 thousand people.",
+               "X is home to 57 thousand people. The animal of X is the otter."]
+    assert recall(replies, items) == 1.0
+    assert recall(replies, items, first_sentence=True) == 0.5
 
 
 @pytest.mark.slow
@@ -168,6 +188,6 @@ def test_a_quick_recipe_builds_bf16_parents_that_load_and_is_then_reused(tmp_pat
         assert model.dtype == torch.bfloat16 and model.config.architectures == ["LlamaForCausalLM"]
         assert AutoTokenizer.from_pretrained(directory).chat_template
         entry = manifest.model(name)
-        assert set(entry.scores) == {"dev_domain", "dev_knowledge", "general"}
+        assert set(entry.scores) == {"dev_domain", "dev_domain_first_sentence", "dev_knowledge", "general"}
         assert 0 < entry.task_vector_norm < 0.1 and entry.forgetting is not None
     assert real.ensure_parents(tmp_path, QUICK_RECIPE, log=None) == manifest
