@@ -63,9 +63,10 @@ test-cpus: install
 validate: install
 	$(BIN)/mergescope validate
 
-# ruff (lint only: formatting is `ruff format`, run by the pre-commit hook) and mypy, configured in pyproject.toml.
+# ruff (lint, and the format `ruff format` writes) and mypy, configured in pyproject.toml.
 lint: install
 	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/mypy mergescope
 
 # Rewrite constraints/cpu.txt from the working venv (after a `make install` that passed `make test`).

@@ -51,11 +51,17 @@ def run(zoo, repeats: int = 2) -> dict:
             for device in ("gpu", "cpu"):
                 times[device].append(_sweep(zoo, spec, scratch / f"{device}-{repeat}", device == "gpu"))
         gpu, cpu = _scores(scratch / "gpu-0"), _scores(scratch / "cpu-0")
-    differences = {f"{label} {task}": gpu[label, task] - cpu[label, task]
-                   for label, task in gpu if gpu[label, task] != cpu.get((label, task))}
+    differences = {
+        f"{label} {task}": gpu[label, task] - cpu[label, task]
+        for label, task in gpu
+        if gpu[label, task] != cpu.get((label, task))
+    }
     return {
-        "gpu": torch.cuda.get_device_name(0), "cpu_threads": torch.get_num_threads(),
-        "subjects_x_tasks": len(gpu), "gpu_sweep_s": times["gpu"], "cpu_sweep_s": times["cpu"],
+        "gpu": torch.cuda.get_device_name(0),
+        "cpu_threads": torch.get_num_threads(),
+        "subjects_x_tasks": len(gpu),
+        "gpu_sweep_s": times["gpu"],
+        "cpu_sweep_s": times["cpu"],
         "speedup_gpu_over_cpu": statistics.median(times["cpu"]) / statistics.median(times["gpu"]),
         "scores_that_differ": differences,
         "max_abs_score_difference": max((abs(value) for value in differences.values()), default=0.0),

@@ -137,11 +137,25 @@ def _write_index(directory: Path, n_shards: int, total: int) -> None:
         with safe_open(str(directory / file), framework="pt") as handle:
             weight_map.update({name: file for name in handle.keys()})
     (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
-    (directory / "config.json").write_text(json.dumps({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": VOCAB, "hidden_size": HIDDEN,
-        "intermediate_size": INTERMEDIATE, "num_hidden_layers": LAYERS, "num_attention_heads": 16,
-        "num_key_value_heads": 16, "torch_dtype": "float32", "tie_word_embeddings": False}, indent=1))
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+    )
+    (directory / "config.json").write_text(
+        json.dumps(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "vocab_size": VOCAB,
+                "hidden_size": HIDDEN,
+                "intermediate_size": INTERMEDIATE,
+                "num_hidden_layers": LAYERS,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 16,
+                "torch_dtype": "float32",
+                "tie_word_embeddings": False,
+            },
+            indent=1,
+        )
+    )
 
 
 # Linux carries a process's peak RSS into the children it forks (and across exec), so a method started
@@ -168,8 +182,11 @@ def measure_command(command: list[str]) -> dict:
     if finished.returncode != 0:
         raise RuntimeError(finished.stderr.strip().splitlines()[-1])
     *output, peak = finished.stdout.strip().splitlines()
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(int(peak.split()[1]) / 1024, 1),
-            "output": " ".join(output)}
+    return {
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(int(peak.split()[1]) / 1024, 1),
+        "output": " ".join(output),
+    }
 
 
 def run(tmp_dir: str | Path) -> dict:
@@ -180,9 +197,12 @@ def run(tmp_dir: str | Path) -> dict:
     generate_seconds = time.perf_counter() - started
     arguments = [str(tmp_dir / "a"), str(tmp_dir / "b"), str(tmp_dir / "base")]
     results = {name: measure(script, arguments) for name, script in METHODS.items()}
-    return {"model_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
-            "n_params_per_model": sum(torch.Size(s).numel() for s in llama_shapes().values()),
-            "generate_seconds": round(generate_seconds, 1), "methods": results}
+    return {
+        "model_gib": {k: round(v / 2**30, 3) for k, v in sizes.items()},
+        "n_params_per_model": sum(torch.Size(s).numel() for s in llama_shapes().values()),
+        "generate_seconds": round(generate_seconds, 1),
+        "methods": results,
+    }
 
 
 if __name__ == "__main__":

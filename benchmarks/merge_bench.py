@@ -74,8 +74,12 @@ def _both_sides(candidates, work: Path) -> dict:
     _, fast_started_at, fast_out = _timed(command)
     cli_s = sum(_timed([str(MERGEKIT_YAML), str(c), str(work / "cli" / c.stem)])[0] for c in configs)
     inner = json.loads(fast_out)
-    return {"cli_s": cli_s, "fast_s": inner["written_at"] - fast_started_at, "inner": inner,
-            "equal": all(_same_weights(work / "fast" / c.id, work / "cli" / c.id) for c in candidates)}
+    return {
+        "cli_s": cli_s,
+        "fast_s": inner["written_at"] - fast_started_at,
+        "inner": inner,
+        "equal": all(_same_weights(work / "fast" / c.id, work / "cli" / c.id) for c in candidates),
+    }
 
 
 def _timed(command: list[str]) -> tuple[float, float, str]:
@@ -89,8 +93,10 @@ def _same_weights(first: Path, second: Path) -> bool:
     import torch
     from safetensors.torch import load_file
 
-    a, b = ({name: tensor for file in sorted(d.glob("*.safetensors")) for name, tensor in load_file(str(file)).items()}
-            for d in (first, second))
+    a, b = (
+        {name: tensor for file in sorted(d.glob("*.safetensors")) for name, tensor in load_file(str(file)).items()}
+        for d in (first, second)
+    )
     return sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -108,8 +114,10 @@ def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
     parents, parent_bytes = _write_large_parents(zoo, work)
     candidates = _candidates(parents, max(sizes))
     configs = [str(c) for c in export_candidates(candidates, work / "configs")]
-    stage = {n: measure_command([sys.executable, "-c", FAST_PATH, str(work / f"merged-{n}"), "to-disk", *configs[:n]])
-             for n in sizes}
+    stage = {
+        n: measure_command([sys.executable, "-c", FAST_PATH, str(work / f"merged-{n}"), "to-disk", *configs[:n]])
+        for n in sizes
+    }
     cli = [
         measure_command([str(MERGEKIT_YAML), config, str(work / "cli" / Path(config).stem)]) for config in configs[:2]
     ]
@@ -174,8 +182,11 @@ def run(zoo) -> dict:
         "speedup": round(cli_s / fast_s, 1),
         "speedup_in_process": round(cli_s / inner["write_s"], 1),
         "bitwise_equal": sides["equal"],
-        "zoo_gb_s": {"mergekit_yaml": _gb(read, cli_s), "mergescope": _gb(read, fast_s),
-                     "mergescope_in_process": _gb(read, inner["write_s"])},
+        "zoo_gb_s": {
+            "mergekit_yaml": _gb(read, cli_s),
+            "mergescope": _gb(read, fast_s),
+            "mergescope_in_process": _gb(read, inner["write_s"]),
+        },
         "two_1gb_parents_and_a_base": large,
         "load_average_1min": round(os.getloadavg()[0], 1),
     }
@@ -186,6 +197,8 @@ if __name__ == "__main__":
 
     result = run(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo"))
     print(json.dumps(result, indent=1))
-    print(f"{result['candidates']} SLERP merges: mergekit-yaml {result['mergekit_yaml_s']:.1f} s, "
-          f"mergescope {result['mergescope_s']:.1f} s (fresh process) -> {result['speedup']}x faster; "
-          f"{result['mergescope_write_s']:.2f} s of merging and writing in process ({result['speedup_in_process']}x)")
+    print(
+        f"{result['candidates']} SLERP merges: mergekit-yaml {result['mergekit_yaml_s']:.1f} s, "
+        f"mergescope {result['mergescope_s']:.1f} s (fresh process) -> {result['speedup']}x faster; "
+        f"{result['mergescope_write_s']:.2f} s of merging and writing in process ({result['speedup_in_process']}x)"
+    )

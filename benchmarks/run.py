@@ -63,10 +63,18 @@ BENCHMARKS = {
 def machine() -> str:
     """A one-line description of the machine the numbers come from."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} {platform.machine()}, " \
-           f"python {platform.python_version()}"
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB RAM, {platform.system()} {platform.machine()}, "
+        f"python {platform.python_version()}"
+    )
 
 
 def main() -> None:
@@ -78,8 +86,11 @@ def main() -> None:
 
     zoo_dir = Path(arguments.zoo)
     zoo = load_zoo(zoo_dir) if (zoo_dir / "zoo.json").is_file() else build_zoo(zoo_dir)
-    lines = ["# Benchmark results\n", f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
-             "Produced by `make bench` (benchmarks/run.py); each section is one benchmark module, run in one go.\n"]
+    lines = [
+        "# Benchmark results\n",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
+        "Produced by `make bench` (benchmarks/run.py); each section is one benchmark module, run in one go.\n",
+    ]
     for name in arguments.only.split(","):
         title, function = BENCHMARKS[name]
         print(f"== {name}: {title}", flush=True)
@@ -89,8 +100,13 @@ def main() -> None:
         except Exception as error:  # a benchmark that cannot run here is reported, not fatal to the others
             result = {"skipped": f"{type(error).__name__}: {error}"}
         print(json.dumps(result, indent=1), flush=True)
-        lines += [f"\n## {name}: {title}\n", f"Took {time.perf_counter() - started:.0f} s.\n",
-                  "```json", json.dumps(result, indent=1), "```"]
+        lines += [
+            f"\n## {name}: {title}\n",
+            f"Took {time.perf_counter() - started:.0f} s.\n",
+            "```json",
+            json.dumps(result, indent=1),
+            "```",
+        ]
     RESULTS.write_text("\n".join(lines) + "\n" + _history())
     print(f"written {RESULTS}")
 

@@ -45,8 +45,16 @@ SPACE = {
         }
     ],
 }
-GRID = {"name": "bench_ties", "methods": [{"method": "ties", "parameters": {"density": {"grid": DENSITIES}},
-                                           "per_parent": [{"weight": {"grid": WEIGHTS}}] * 2}]}
+GRID = {
+    "name": "bench_ties",
+    "methods": [
+        {
+            "method": "ties",
+            "parameters": {"density": {"grid": DENSITIES}},
+            "per_parent": [{"weight": {"grid": WEIGHTS}}] * 2,
+        }
+    ],
+}
 SAMPLERS = ("tpe", "cmaes", "random")
 SEEDS = range(5)
 FITNESS_BUDGET, FITNESS_FINALISTS = 6, 2
@@ -55,8 +63,14 @@ FITNESS_BUDGET, FITNESS_FINALISTS = 6, 2
 def _settings(zoo, out: Path, limit: int):
     from mergescope.recipes.sweep import SweepSettings
 
-    return SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                         base=str(zoo.model_path("base")), out=out, backend="hf", limit=limit, progress=False)
+    return SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        base=str(zoo.model_path("base")),
+        out=out,
+        backend="hf",
+        limit=limit,
+        progress=False,
+    )
 
 
 def _grid_objectives(grid_run: Path, space: Path, zoo, limit: int) -> dict[str, float]:
@@ -105,8 +119,10 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
 
     costs = {}
     with tempfile.TemporaryDirectory(prefix="fitness-bench-") as scratch:
-        for name, options in (("every_item", {}), ("fitness_subset", {"fitness_items": fitness_items,
-                                                                     "finalists": FITNESS_FINALISTS})):
+        for name, options in (
+            ("every_item", {}),
+            ("fitness_subset", {"fitness_items": fitness_items, "finalists": FITNESS_FINALISTS}),
+        ):
             wall, cpu = time.perf_counter(), time.process_time()
             search(
                 SearchSettings(
@@ -117,8 +133,10 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
                     **options,
                 )
             )
-            costs[name] = {"wall_seconds": round(time.perf_counter() - wall, 1),
-                           "cpu_seconds": round(time.process_time() - cpu, 1)}
+            costs[name] = {
+                "wall_seconds": round(time.perf_counter() - wall, 1),
+                "cpu_seconds": round(time.process_time() - cpu, 1),
+            }
     return {
         "budget": FITNESS_BUDGET,
         "fitness_items": fitness_items,
@@ -155,21 +173,34 @@ def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
                 out = scratch / f"{sampler}-{seed}"
                 _search_copy(grid.run_dir, out)
                 settings = _settings(zoo, out, limit)
-                result = search(SearchSettings(run=settings, space=scratch / "space.yaml", budget=budget,
-                                               sampler=sampler, seed=seed))
+                result = search(
+                    SearchSettings(
+                        run=settings, space=scratch / "space.yaml", budget=budget, sampler=sampler, seed=seed
+                    )
+                )
                 trials, merges = _evaluations_to(best, out, budget)
                 counts.append(trials)
                 distinct.append(merges)
                 evaluated += result.n_evaluated
                 seconds += result.seconds
-            results[sampler] = {"evaluations_to_grid_best": counts, "median": statistics.median(counts),
-                                "distinct_merges_to_grid_best": distinct,  # None: not reached
-                                "reached_within_a_third": statistics.median(counts) <= budget,
-                                "new_evaluations": evaluated, "search_seconds": round(seconds, 1)}
-    return {"grid_points": len(objectives), "grid_best_objective": best,
-            "grid_points_at_best": sum(v >= best - 1e-12 for v in objectives.values()),
-            "budget": budget, "limit_items_per_task": limit, "grid_sweep_seconds": round(grid_seconds, 1),
-            "samplers": results, "fitness_cost": fitness_cost(zoo, limit, fitness_items)}
+            results[sampler] = {
+                "evaluations_to_grid_best": counts,
+                "median": statistics.median(counts),
+                "distinct_merges_to_grid_best": distinct,  # None: not reached
+                "reached_within_a_third": statistics.median(counts) <= budget,
+                "new_evaluations": evaluated,
+                "search_seconds": round(seconds, 1),
+            }
+    return {
+        "grid_points": len(objectives),
+        "grid_best_objective": best,
+        "grid_points_at_best": sum(v >= best - 1e-12 for v in objectives.values()),
+        "budget": budget,
+        "limit_items_per_task": limit,
+        "grid_sweep_seconds": round(grid_seconds, 1),
+        "samplers": results,
+        "fitness_cost": fitness_cost(zoo, limit, fitness_items),
+    }
 
 
 def main() -> None:

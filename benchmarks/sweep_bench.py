@@ -29,9 +29,11 @@ BIN = Path(sys.executable).parent
 TASKS = ("zoo_arith", "zoo_composite")
 SPEC = {
     "name": "bench",
-    "methods": [{"method": "slerp", "parameters": {"t": {"start": 0.1, "stop": 0.9, "num": 8}}},
-                {"method": "linear", "per_parent": [{"weight": 0.3}, {"weight": 0.7}]},
-                {"method": "task_arithmetic", "per_parent": {"weight": 0.5}}],
+    "methods": [
+        {"method": "slerp", "parameters": {"t": {"start": 0.1, "stop": 0.9, "num": 8}}},
+        {"method": "linear", "per_parent": [{"weight": 0.3}, {"weight": 0.7}]},
+        {"method": "task_arithmetic", "per_parent": {"weight": 0.5}},
+    ],
 }
 
 
@@ -44,9 +46,22 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
 
 def sweep_command(zoo, spec: Path, out: Path, program: tuple[str, ...] = (str(BIN / "mergescope"),)) -> list[str]:
     """The benchmark's `mergescope sweep` of the zoo's arith and facts parents over `spec`, hf backend."""
-    return [*program, "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")),
-            "--base", str(zoo.model_path("base")), "--sweep", str(spec),
-            *[arg for task in TASKS for arg in ("--tasks", task)], "--backend", "hf", "--out", str(out)]
+    return [
+        *program,
+        "sweep",
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+        "--base",
+        str(zoo.model_path("base")),
+        "--sweep",
+        str(spec),
+        *[arg for task in TASKS for arg in ("--tasks", task)],
+        "--backend",
+        "hf",
+        "--out",
+        str(out),
+    ]
 
 
 def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
@@ -55,9 +70,26 @@ def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
 
 
 def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
-    return timed([str(BIN / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model_dir},dtype=float32",
-                   "--tasks", ",".join(TASKS), "--include_path", str(zoo.task_yaml_dir()), "--device", "cpu",
-                   "--batch_size", "32", "--log_samples", "--output_path", str(scratch / f"eval-{model_dir.name}")])
+    return timed(
+        [
+            str(BIN / "lm_eval"),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model_dir},dtype=float32",
+            "--tasks",
+            ",".join(TASKS),
+            "--include_path",
+            str(zoo.task_yaml_dir()),
+            "--device",
+            "cpu",
+            "--batch_size",
+            "32",
+            "--log_samples",
+            "--output_path",
+            str(scratch / f"eval-{model_dir.name}"),
+        ]
+    )
 
 
 def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
@@ -96,9 +128,12 @@ def run(zoo, repeats: int = 5) -> dict:
         references = [_naive_eval(zoo.model_path(name), zoo, scratch) for name in ("arith", "facts", "base")]
     mergescope = statistics.median(sweeps)
     return {
-        "candidates": len(naive), "tasks": list(TASKS),
-        "mergescope_sweep_s": mergescope, "mergescope_runs_s": sweeps,
-        "naive_total_s": sum(naive), "naive_per_candidate_median_s": statistics.median(naive),
+        "candidates": len(naive),
+        "tasks": list(TASKS),
+        "mergescope_sweep_s": mergescope,
+        "mergescope_runs_s": sweeps,
+        "naive_total_s": sum(naive),
+        "naive_per_candidate_median_s": statistics.median(naive),
         "naive_reference_evals_s": sum(references),
         "speedup": sum(naive) / mergescope,
         "speedup_like_for_like": (sum(naive) + sum(references)) / mergescope,

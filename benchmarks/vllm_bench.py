@@ -22,8 +22,13 @@ from pathlib import Path
 
 N_CANDIDATES = 10
 N_COLD_STARTS = 2
-TOKENIZER_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json")
+TOKENIZER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
 
 
 def run(zoo) -> dict:
@@ -86,8 +91,9 @@ def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
             lm = backend.load(model_dir)
             reloaded = time.perf_counter()
             tasks.evaluate(lm, f"candidate-{index}")
-            timings.append({"write_s": written - started, "reload_s": reloaded - written,
-                            "eval_s": time.perf_counter() - reloaded})
+            timings.append(
+                {"write_s": written - started, "reload_s": reloaded - written, "eval_s": time.perf_counter() - reloaded}
+            )
         assert backend.engine_starts == 1, "a swap restarted the engine"
     finally:
         backend.close()

@@ -42,8 +42,11 @@ def needed(root: str, extras: set[str]) -> dict[str, str]:
 
 def main(extras: list[str]) -> None:
     versions = needed("mergescope", set(extras))
-    print(HEADER.format(python=".".join(map(str, sys.version_info[:2])), torch=versions.get("torch", "-"),
-                        extras=",".join(extras)))
+    print(
+        HEADER.format(
+            python=".".join(map(str, sys.version_info[:2])), torch=versions.get("torch", "-"), extras=",".join(extras)
+        )
+    )
     for name in sorted(versions):
         print(f"{name}=={versions[name]}")
 

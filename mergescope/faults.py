@@ -19,18 +19,18 @@ ONCE_VAR = "MERGESCOPE_KILL_ONCE"
 
 # Every kill point placed in the package, by stage; the crash test kills at each one.
 KILL_POINTS = (
-    "merge.partial_created",   # merge.py: the temporary merge directory exists and is empty
-    "merge.weights_written",   # merge.py: safetensors written into it, config.json not yet
-    "merge.before_rename",     # merge.py: the temporary directory is complete, not yet renamed
-    "merge.renamed",           # merge.py: the finished merge is in place, not yet evaluated
-    "eval.before",             # executors/worker.py: the model is loaded, evaluation not started
-    "eval.after",              # executors/worker.py: evaluated, nothing stored yet
-    "store.before_commit",     # store.py: every row of the subject inserted, transaction not committed
-    "store.committed",         # sweep.py: the subject is stored and marked done
-    "judge.answers_written",   # judge_run.py: the subject's answers are stored, nothing graded yet
-    "judge.graded",            # judge_run.py: judgments stored, judge scores not yet
-    "judge.subject_done",      # sweep.py: the subject is fully judged
-    "judge.closing",           # judge_run.py: every subject judged, statistics not yet written
+    "merge.partial_created",  # merge.py: the temporary merge directory exists and is empty
+    "merge.weights_written",  # merge.py: safetensors written into it, config.json not yet
+    "merge.before_rename",  # merge.py: the temporary directory is complete, not yet renamed
+    "merge.renamed",  # merge.py: the finished merge is in place, not yet evaluated
+    "eval.before",  # executors/worker.py: the model is loaded, evaluation not started
+    "eval.after",  # executors/worker.py: evaluated, nothing stored yet
+    "store.before_commit",  # store.py: every row of the subject inserted, transaction not committed
+    "store.committed",  # sweep.py: the subject is stored and marked done
+    "judge.answers_written",  # judge_run.py: the subject's answers are stored, nothing graded yet
+    "judge.graded",  # judge_run.py: judgments stored, judge scores not yet
+    "judge.subject_done",  # sweep.py: the subject is fully judged
+    "judge.closing",  # judge_run.py: every subject judged, statistics not yet written
     "report.partial_written",  # report/html.py: the new report is in a temporary file, not yet renamed
 )
 

@@ -37,8 +37,9 @@ def resolve_shipped(value: str | Path, folder: Path, what: str) -> Path:
     known = shipped_names(folder)
     close = did_you_mean(name or path.stem, known)
     hint = close if close.startswith("did you mean") else f"give the path of a YAML file, or a shipped {what} name"
-    raise ConfigError(f"{what} {str(value)!r}: no such file, nor a shipped {what} (shipped: {', '.join(known)})",
-                      hint=hint)
+    raise ConfigError(
+        f"{what} {str(value)!r}: no such file, nor a shipped {what} (shipped: {', '.join(known)})", hint=hint
+    )
 
 
 def _shipped_name(path: Path, folder_name: str) -> str | None:

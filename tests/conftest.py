@@ -54,7 +54,10 @@ def default_run(zoo, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "default"
     settings = SweepSettings(
         parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-        base=str(zoo.model_path("base")), out=run_dir, backend="hf", progress=False,
+        base=str(zoo.model_path("base")),
+        out=run_dir,
+        backend="hf",
+        progress=False,
     )
     result = sweep(settings)
     return settings, result

@@ -21,12 +21,15 @@ def run(kill_at: str | None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, env=env, timeout=60)
 
 
-@pytest.mark.parametrize("kill_at, returncode, passes, interrupted", [
-    (None, 0, 3, False),                 # unset: inert
-    ("b:1", 0, 3, False),                # another kill point's name
-    ("a:2", -signal.SIGKILL, 1, False),  # killed at the second pass, before printing it
-    ("a:1:INT", -signal.SIGINT, 0, True),  # SIGINT: a KeyboardInterrupt at the first pass (uncaught here)
-])
+@pytest.mark.parametrize(
+    "kill_at, returncode, passes, interrupted",
+    [
+        (None, 0, 3, False),  # unset: inert
+        ("b:1", 0, 3, False),  # another kill point's name
+        ("a:2", -signal.SIGKILL, 1, False),  # killed at the second pass, before printing it
+        ("a:1:INT", -signal.SIGINT, 0, True),  # SIGINT: a KeyboardInterrupt at the first pass (uncaught here)
+    ],
+)
 def test_a_kill_point_fires_only_at_the_named_hit(kill_at, returncode, passes, interrupted):
     result = run(kill_at)
     assert result.returncode == returncode

@@ -29,8 +29,9 @@ def imported_modules(path: Path, name: str, modules: set[str]) -> set[str]:
             anchor = package.rsplit(".", node.level - 1)[0] if node.level else ""
             source = ".".join(part for part in (anchor, node.module) if part)
             # `from pkg import sub` imports the submodule; `from pkg import name` imports pkg itself
-            found.update(f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source
-                         for alias in node.names)
+            found.update(
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in modules else source for alias in node.names
+            )
     return {module for module in found if module in modules and module != name}
 
 
@@ -50,7 +51,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                return stack[stack.index(target):] + [target]
+                return stack[stack.index(target) :] + [target]
             if target not in state and (cycle := visit(target)):
                 return cycle
         state[node] = "done"

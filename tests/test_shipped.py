@@ -34,16 +34,22 @@ def test_every_data_file_in_the_package_is_declared_package_data():
 
     globs = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     # Modules ship as packages; a .py file in a folder that is no package (an lm-eval task's !function) is data.
-    data = [path.relative_to(PACKAGE) for path in PACKAGE.rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
-            and (path.suffix != ".py" or not (path.parent / "__init__.py").is_file())]
+    data = [
+        path.relative_to(PACKAGE)
+        for path in PACKAGE.rglob("*")
+        if path.is_file()
+        and "__pycache__" not in path.parts
+        and path.suffix != ".pyc"
+        and (path.suffix != ".py" or not (path.parent / "__init__.py").is_file())
+    ]
     assert data, "no data files found: is the package where the test thinks?"
     unshipped = [str(path) for path in data if not any(path.match(glob) for glob in globs["mergescope"])]
     assert unshipped == []
 
 
-@pytest.mark.parametrize("value", ["slerp_grid", "slerp_grid.yaml", "sweeps/slerp_grid.yaml",
-                                   Path("sweeps/slerp_grid.yaml")])
+@pytest.mark.parametrize(
+    "value", ["slerp_grid", "slerp_grid.yaml", "sweeps/slerp_grid.yaml", Path("sweeps/slerp_grid.yaml")]
+)
 def test_a_shipped_spec_resolves_by_name_by_file_name_and_by_its_old_repository_path(value, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no sweeps/ folder here
     assert find_sweep(value) == SWEEPS_DIR / "slerp_grid.yaml"

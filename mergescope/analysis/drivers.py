@@ -53,14 +53,18 @@ class DriverFit:
 
     def frame(self) -> pd.DataFrame:
         """The coefficients as a DataFrame."""
-        return pd.DataFrame([c.__dict__ for c in self.coefficients],
-                            columns=["name", "estimate", "ci_low", "ci_high", "p_value", "partial_r"])
+        return pd.DataFrame(
+            [c.__dict__ for c in self.coefficients],
+            columns=["name", "estimate", "ci_low", "ci_high", "p_value", "partial_r"],
+        )
 
 
 def _parent_aliases(run: RunData) -> list[set[str]]:
     """Every name a kinship table may use for each parent: label, subject id, path and folder name."""
-    return [{row.label, row.id, *([row.path, Path(row.path).name] if row.path else [])}
-            for row in run.parents().itertuples()]
+    return [
+        {row.label, row.id, *([row.path, Path(row.path).name] if row.path else [])}
+        for row in run.parents().itertuples()
+    ]
 
 
 def parent_kinship_row(run: RunData) -> tuple[pd.Series | None, str]:
@@ -72,8 +76,10 @@ def parent_kinship_row(run: RunData) -> tuple[pd.Series | None, str]:
     if len(aliases) != 2:
         return None, f"run {run.name}: kinship is used for two-parent runs only, this one has {len(aliases)}"
     rows = table[table.scope == KINSHIP_SCOPE] if "scope" in table.columns else table
-    match = rows[(rows.model_a.isin(aliases[0]) & rows.model_b.isin(aliases[1]))
-                 | (rows.model_a.isin(aliases[1]) & rows.model_b.isin(aliases[0]))]
+    match = rows[
+        (rows.model_a.isin(aliases[0]) & rows.model_b.isin(aliases[1]))
+        | (rows.model_a.isin(aliases[1]) & rows.model_b.isin(aliases[0]))
+    ]
     if match.empty:
         return None, f"run {run.name}: the kinship table has no whole-model row for its two parents"
     return match.iloc[0], ""
@@ -92,23 +98,33 @@ def parent_kinship(run: RunData, metric: str = "cosine") -> tuple[float, str]:
     return float(row[metric]), ""
 
 
-def run_driver_points(run: RunData, rows: pd.DataFrame, gain: str = "gain_over_mean",
-                      kinship_metric: str = "cosine") -> tuple[pd.DataFrame, list[str]]:
+def run_driver_points(
+    run: RunData, rows: pd.DataFrame, gain: str = "gain_over_mean", kinship_metric: str = "cosine"
+) -> tuple[pd.DataFrame, list[str]]:
     """One run's points from its emergence rows on all items (`emergence(run).frame()`); and messages."""
     if gain not in rows.columns:
         raise ConfigError(f"unknown gain {gain!r}", hint=did_you_mean(gain, [c for c in rows.columns if "gain" in c]))
     kinship, reason = parent_kinship(run, kinship_metric)
-    points = pd.DataFrame({
-        "run": rows.run, "task": rows.task, "measure": rows.measure, "candidate": rows.candidate,
-        "method": rows.method, "gain": rows[gain], "kinship": kinship,
-        "parent_gap": rows.best_parent_score - rows.worse_parent_score, "parent_mean": rows.parents_mean,
-        "mix": pd.to_numeric(rows.mix, errors="coerce"),
-    })
+    points = pd.DataFrame(
+        {
+            "run": rows.run,
+            "task": rows.task,
+            "measure": rows.measure,
+            "candidate": rows.candidate,
+            "method": rows.method,
+            "gain": rows[gain],
+            "kinship": kinship,
+            "parent_gap": rows.best_parent_score - rows.worse_parent_score,
+            "parent_mean": rows.parents_mean,
+            "mix": pd.to_numeric(rows.mix, errors="coerce"),
+        }
+    )
     return points, [reason] if reason else []
 
 
-def driver_points(runs: Sequence[RunData | str | Path], gain: str = "gain_over_mean",
-                  kinship_metric: str = "cosine") -> tuple[pd.DataFrame, list[str]]:
+def driver_points(
+    runs: Sequence[RunData | str | Path], gain: str = "gain_over_mean", kinship_metric: str = "cosine"
+) -> tuple[pd.DataFrame, list[str]]:
     """One row per candidate, measure and run: the gain and every candidate driver; and messages."""
     frames, problems = [], []
     for run in runs:
@@ -135,9 +151,12 @@ def _design(points: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 f"{name} is unknown for {int(values.isna().sum())} of {len(values)} points: left out of the fit"
             )
         elif values.nunique() < 2:
-            problems.append(f"{name} is the same for every point: its effect cannot be estimated "
-                            "(kinship needs runs of several parent pairs)" if name == "kinship" else
-                            f"{name} is the same for every point: its effect cannot be estimated")
+            problems.append(
+                f"{name} is the same for every point: its effect cannot be estimated "
+                "(kinship needs runs of several parent pairs)"
+                if name == "kinship"
+                else f"{name} is the same for every point: its effect cannot be estimated"
+            )
         else:
             columns[name] = values.astype(float)
     methods = pd.get_dummies(points["method"], prefix="method", drop_first=True, dtype=float)
@@ -152,9 +171,11 @@ def _independent(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for name in design.columns:
         exog = sm.add_constant(design[[*kept, name]], has_constant="add").to_numpy()
         if np.linalg.matrix_rank(exog) < len(kept) + 2:
-            problems.append(f"{name} is a linear combination of {', '.join(['a constant', *kept])} on these points: "
-                            "left out of the fit, its effect cannot be told apart from theirs (add pairs or tasks "
-                            "that vary it independently)")
+            problems.append(
+                f"{name} is a linear combination of {', '.join(['a constant', *kept])} on these points: "
+                "left out of the fit, its effect cannot be told apart from theirs (add pairs or tasks "
+                "that vary it independently)"
+            )
         else:
             kept.append(name)
     return design[kept], problems
@@ -168,8 +189,9 @@ def _partial_r(y: np.ndarray, design: pd.DataFrame, name: str) -> float:
     return float(np.corrcoef(residual_y, residual_x)[0, 1])
 
 
-def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
-                problems: Sequence[str] = ()) -> DriverFit:
+def fit_drivers(
+    points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05, problems: Sequence[str] = ()
+) -> DriverFit:
     """OLS of gain on kinship, parent gap, parent mean, mixing weight and method, with partial correlations."""
     design, left_out = _design(points)
     design, collinear = _independent(design)
@@ -177,8 +199,14 @@ def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
     n_parameters = design.shape[1] + 1
     unfitted = DriverFit(gain, len(points), tuple(design.columns), (), np.nan, tuple(problems), points)
     if len(points) <= n_parameters:
-        return dataclasses.replace(unfitted, problems=(*problems, f"too few points to fit: {len(points)} points for "
-                                   f"{n_parameters} parameters (need at least {n_parameters + 1})"))
+        return dataclasses.replace(
+            unfitted,
+            problems=(
+                *problems,
+                f"too few points to fit: {len(points)} points for "
+                f"{n_parameters} parameters (need at least {n_parameters + 1})",
+            ),
+        )
     if design.shape[1] == 0:
         return dataclasses.replace(
             unfitted, problems=(*problems, "no regressor varies across the points: nothing to fit")
@@ -187,16 +215,25 @@ def fit_drivers(points: pd.DataFrame, gain: str = "gain", alpha: float = 0.05,
     fit = sm.OLS(points[gain].to_numpy(float), exog).fit()
     intervals = fit.conf_int(alpha)
     coefficients = tuple(
-        Coefficient(name, float(fit.params[name]), float(intervals.loc[name, 0]), float(intervals.loc[name, 1]),
-                    float(fit.pvalues[name]),
-                    np.nan if name == "const" else _partial_r(points[gain].to_numpy(float), design, name))
+        Coefficient(
+            name,
+            float(fit.params[name]),
+            float(intervals.loc[name, 0]),
+            float(intervals.loc[name, 1]),
+            float(fit.pvalues[name]),
+            np.nan if name == "const" else _partial_r(points[gain].to_numpy(float), design, name),
+        )
         for name in exog.columns
     )
     return dataclasses.replace(unfitted, coefficients=coefficients, r_squared=float(fit.rsquared))
 
 
-def gain_drivers(runs: Sequence[RunData | str | Path], gain: str = "gain_over_mean", kinship_metric: str = "cosine",
-                 alpha: float = 0.05) -> DriverFit:
+def gain_drivers(
+    runs: Sequence[RunData | str | Path],
+    gain: str = "gain_over_mean",
+    kinship_metric: str = "cosine",
+    alpha: float = 0.05,
+) -> DriverFit:
     """What drives `gain` across the candidates and tasks of `runs`: the OLS fit and partial correlations."""
     points, problems = driver_points(runs, gain, kinship_metric)
     return fit_drivers(points, "gain", alpha, problems)

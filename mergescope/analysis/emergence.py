@@ -125,8 +125,11 @@ class EmergenceRow:
 
 
 # The columns of a frame of rows (and the keys of a row's JSON): the row's fields, its gains' in their place.
-COLUMNS = tuple(name for field in dataclasses.fields(EmergenceRow)
-                for name in ([g.name for g in dataclasses.fields(Gains)] if field.name == "gains" else [field.name]))
+COLUMNS = tuple(
+    name
+    for field in dataclasses.fields(EmergenceRow)
+    for name in ([g.name for g in dataclasses.fields(Gains)] if field.name == "gains" else [field.name])
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,13 +148,19 @@ class EmergenceReport:
 
     def to_json(self) -> dict:
         """A JSON-ready dict; NaN becomes null."""
+
         def clean(value):
             if isinstance(value, float) and math.isnan(value):
                 return None
             return {k: clean(v) for k, v in value.items()} if isinstance(value, dict) else value
 
-        return {"alpha": self.alpha, "correction": self.correction, "split": self.split,
-                "rows": [clean(row.as_dict()) for row in self.rows], "problems": list(self.problems)}
+        return {
+            "alpha": self.alpha,
+            "correction": self.correction,
+            "split": self.split,
+            "rows": [clean(row.as_dict()) for row in self.rows],
+            "problems": list(self.problems),
+        }
 
 
 class FigureUnavailable(Exception):
@@ -184,38 +193,58 @@ def _gains(score: float, parent_scores: pd.Series, mix: float | None) -> tuple[G
     """The gains of a child scoring `score` over parents scoring `parent_scores` (label -> score), and a note
     where the interpolation expectation is missing."""
     interpolation, note = _interpolation(parent_scores, mix)
-    gains = Gains(score=score, best_parent=parent_scores.idxmax(), best_parent_score=parent_scores.max(),
-                 worse_parent=parent_scores.idxmin(), worse_parent_score=parent_scores.min(),
-                 parents_mean=parent_scores.mean(), interpolation_expected=interpolation,
-                 gain_over_best=score - parent_scores.max(), gain_over_mean=score - parent_scores.mean(),
-                 gain_over_interpolation=score - interpolation)
+    gains = Gains(
+        score=score,
+        best_parent=parent_scores.idxmax(),
+        best_parent_score=parent_scores.max(),
+        worse_parent=parent_scores.idxmin(),
+        worse_parent_score=parent_scores.min(),
+        parents_mean=parent_scores.mean(),
+        interpolation_expected=interpolation,
+        gain_over_best=score - parent_scores.max(),
+        gain_over_mean=score - parent_scores.mean(),
+        gain_over_interpolation=score - interpolation,
+    )
     return gains, note
 
 
-def _paired_items(family: Family, point: CandidatePoint,
-                  values: pd.DataFrame) -> tuple[pd.Series, pd.DataFrame, list[str]]:
+def _paired_items(
+    family: Family, point: CandidatePoint, values: pd.DataFrame
+) -> tuple[pd.Series, pd.DataFrame, list[str]]:
     """The child's and the parents' (one column per label) scores on the items all of them have, and notes."""
     present = [(pid, label) for pid, label in family.parents if pid in values.columns]
     if not present:
-        raise FigureUnavailable(f"{family.measure.task}/{family.measure.name}: no parent has item scores, "
-                                "so no gain or test can be computed")
+        raise FigureUnavailable(
+            f"{family.measure.task}/{family.measure.name}: no parent has item scores, "
+            "so no gain or test can be computed"
+        )
     if not any(s in values.columns for s in point.subject_ids):
-        raise FigureUnavailable(f"{point.label} on {family.measure.task}/{family.measure.name}: no item scores "
-                                "(not evaluated yet, or its evaluation failed)")
-    table = pd.concat([point_item_scores(values, point),
-                       values[[pid for pid, _ in present]].set_axis([label for _, label in present], axis=1)], axis=1)
+        raise FigureUnavailable(
+            f"{point.label} on {family.measure.task}/{family.measure.name}: no item scores "
+            "(not evaluated yet, or its evaluation failed)"
+        )
+    table = pd.concat(
+        [
+            point_item_scores(values, point),
+            values[[pid for pid, _ in present]].set_axis([label for _, label in present], axis=1),
+        ],
+        axis=1,
+    )
     notes = [f"parent {label} has no scores here" for pid, label in family.parents if pid not in values.columns]
     complete = table.dropna()
     if len(complete) < 2:  # a paired test or bootstrap needs two items (a split half can hold one)
-        raise FigureUnavailable(f"{point.label} on {family.measure.task}/{family.measure.name}: "
-                                f"{len(complete)} items scored for both the child and its parents, too few to test")
+        raise FigureUnavailable(
+            f"{point.label} on {family.measure.task}/{family.measure.name}: "
+            f"{len(complete)} items scored for both the child and its parents, too few to test"
+        )
     if len(complete) < len(table):
         notes.append(f"{len(table) - len(complete)} items lack a score of the child or a parent and are left out")
     return complete.iloc[:, 0], complete.iloc[:, 1:], notes
 
 
-def emergence_row(family: Family, point: CandidatePoint, values: pd.DataFrame, split: RowSplit, half: RowHalf = "",
-                  seed: int = 0) -> EmergenceRow:
+def emergence_row(
+    family: Family, point: CandidatePoint, values: pd.DataFrame, split: RowSplit, half: RowHalf = "", seed: int = 0
+) -> EmergenceRow:
     """The unadjusted emergence row of one candidate point on the items (rows) of `values`."""
     child, parents, notes = _paired_items(family, point, values)
     gains, interpolation_note = _gains(child.mean(), parents.mean(), point.mix)
@@ -225,15 +254,33 @@ def emergence_row(family: Family, point: CandidatePoint, values: pd.DataFrame, s
     ci_low, ci_high = bootstrap_difference_ci(child.to_numpy(), parents[best].to_numpy(), seed=seed)
     seed_scores = [values.loc[child.index, s].mean() for s in point.subject_ids if s in values.columns]
     return EmergenceRow(
-        run=family.run, source=family.measure.source, task=family.measure.task, measure=family.measure.name,
-        split=split, half=half, candidate=point.label, candidate_id=point.id, method=point.method, mix=point.mix,
-        n_seeds=len(point.subject_ids), seed_sd=between_seed_sd(seed_scores), n_items=len(child), gains=gains,
-        ci_low=ci_low, ci_high=ci_high, gained_vs_best=tests[best].wins, lost_vs_best=tests[best].losses,
-        new_items=int((child > strongest).sum()), lost_items=int((child < strongest).sum()),
-        test=tests[best].test, p_vs_best=tests[best].p_greater, p_vs_best_two_sided=tests[best].p_two_sided,
+        run=family.run,
+        source=family.measure.source,
+        task=family.measure.task,
+        measure=family.measure.name,
+        split=split,
+        half=half,
+        candidate=point.label,
+        candidate_id=point.id,
+        method=point.method,
+        mix=point.mix,
+        n_seeds=len(point.subject_ids),
+        seed_sd=between_seed_sd(seed_scores),
+        n_items=len(child),
+        gains=gains,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        gained_vs_best=tests[best].wins,
+        lost_vs_best=tests[best].losses,
+        new_items=int((child > strongest).sum()),
+        lost_items=int((child < strongest).sum()),
+        test=tests[best].test,
+        p_vs_best=tests[best].p_greater,
+        p_vs_best_two_sided=tests[best].p_two_sided,
         p_vs_parents={label: t.p_greater for label, t in tests.items()},
         p_all_parents=intersection_union_p([t.p_greater for t in tests.values()]),
-        p_below_worse=tests[worse].p_less, note="; ".join(filter(None, [interpolation_note, *notes])),
+        p_below_worse=tests[worse].p_less,
+        note="; ".join(filter(None, [interpolation_note, *notes])),
     )
 
 
@@ -273,8 +320,10 @@ def corrected(rows: list[EmergenceRow], correction: Correction, alpha: float) ->
     """The rows of one family with p-values adjusted across them and labels set."""
     above = adjust_p_values([r.p_all_parents for r in rows], correction)
     below = adjust_p_values([r.p_below_worse for r in rows], correction)
-    return [_labelled(dataclasses.replace(r, p_adjusted=float(a), p_below_adjusted=float(b)), alpha)
-            for r, a, b in zip(rows, above, below, strict=True)]
+    return [
+        _labelled(dataclasses.replace(r, p_adjusted=float(a), p_below_adjusted=float(b)), alpha)
+        for r, a, b in zip(rows, above, below, strict=True)
+    ]
 
 
 # -- families and splits ---------------------------------------------------------------------------------
@@ -287,8 +336,15 @@ class SplitSettings:
     seed: int
 
 
-def _family_rows(family: Family, points: Sequence[CandidatePoint], values: pd.DataFrame, split: RowSplit,
-                 half: RowHalf, settings: SplitSettings, problems: list[str]) -> list[EmergenceRow]:
+def _family_rows(
+    family: Family,
+    points: Sequence[CandidatePoint],
+    values: pd.DataFrame,
+    split: RowSplit,
+    half: RowHalf,
+    settings: SplitSettings,
+    problems: list[str],
+) -> list[EmergenceRow]:
     rows = []
     for point in points:
         try:
@@ -304,22 +360,28 @@ def _all_items(
     return _family_rows(family, family.points, values, "all", "", settings, problems)
 
 
-def _select_then_report(family: Family, values: pd.DataFrame, settings: SplitSettings, problems: list[str],
-                        folds: tuple[tuple[Half, Half], ...] = ((SELECTION_HALF, REPORTING_HALF),),
-                        ) -> list[EmergenceRow]:
+def _select_then_report(
+    family: Family,
+    values: pd.DataFrame,
+    settings: SplitSettings,
+    problems: list[str],
+    folds: tuple[tuple[Half, Half], ...] = ((SELECTION_HALF, REPORTING_HALF),),
+) -> list[EmergenceRow]:
     """Choose the best-scoring candidate on one half of the items; report it alone on the other half."""
     halves = item_halves(values.index, settings.seed)
     rows = []
     for chosen_on, reported_on in folds:
-        selection = _family_rows(family, family.points, values[halves == chosen_on], "selection", chosen_on,
-                                 settings, problems)
+        selection = _family_rows(
+            family, family.points, values[halves == chosen_on], "selection", chosen_on, settings, problems
+        )
         if not selection:
             continue
         winner = max(selection, key=lambda row: row.gains.score)  # the first in sweep order on ties
         point = next(p for p in family.points if p.id == winner.candidate_id)
         # A family of one: the reporting half tests only the candidate chosen beforehand, so no correction.
-        reporting = _family_rows(family, [point], values[halves == reported_on], "reporting", reported_on,
-                                 settings, problems)
+        reporting = _family_rows(
+            family, [point], values[halves == reported_on], "reporting", reported_on, settings, problems
+        )
         rows += [dataclasses.replace(r, selected=r.candidate_id == point.id) for r in selection + reporting]
     return rows
 
@@ -352,13 +414,37 @@ def _aggregate_rows(run: RunData, tasks: list[str], points: list[CandidatePoint]
             if parent_scores.empty or math.isnan(score):
                 continue
             gains, note = _gains(score, parent_scores, point.mix)
-            rows.append(EmergenceRow(
-                run=run.name, source="lm-eval", task=task, measure=run.primary_metric(task), split="all", half="",
-                candidate=point.label, candidate_id=point.id, method=point.method, mix=point.mix,
-                n_seeds=len(point.subject_ids), seed_sd=between_seed_sd(wide.loc[list(point.subject_ids), task]),
-                n_items=0, gains=gains, ci_low=NAN, ci_high=NAN, gained_vs_best=None, lost_vs_best=None,
-                new_items=None, lost_items=None, test="", p_vs_best=NAN, p_vs_best_two_sided=NAN, p_vs_parents={},
-                p_all_parents=NAN, p_below_worse=NAN, note=note))
+            rows.append(
+                EmergenceRow(
+                    run=run.name,
+                    source="lm-eval",
+                    task=task,
+                    measure=run.primary_metric(task),
+                    split="all",
+                    half="",
+                    candidate=point.label,
+                    candidate_id=point.id,
+                    method=point.method,
+                    mix=point.mix,
+                    n_seeds=len(point.subject_ids),
+                    seed_sd=between_seed_sd(wide.loc[list(point.subject_ids), task]),
+                    n_items=0,
+                    gains=gains,
+                    ci_low=NAN,
+                    ci_high=NAN,
+                    gained_vs_best=None,
+                    lost_vs_best=None,
+                    new_items=None,
+                    lost_items=None,
+                    test="",
+                    p_vs_best=NAN,
+                    p_vs_best_two_sided=NAN,
+                    p_vs_parents={},
+                    p_all_parents=NAN,
+                    p_below_worse=NAN,
+                    note=note,
+                )
+            )
     return rows
 
 
@@ -387,8 +473,9 @@ def _is_split(name: str) -> TypeGuard[SplitName]:
     return name in SPLITS
 
 
-def emergence(run: RunData | str | Path, alpha: float = 0.05, correction: str = "holm", split: str = "all",
-              seed: int = 0) -> EmergenceReport:
+def emergence(
+    run: RunData | str | Path, alpha: float = 0.05, correction: str = "holm", split: str = "all", seed: int = 0
+) -> EmergenceReport:
     """The emergence report of a run: one row per candidate point, measure and item split ("all",
     "selection-reporting" or "cross-fit"), p-values adjusted by `correction` ("holm" or "bh")."""
     known_correction, known_split = check_options(alpha, correction, split)
@@ -406,12 +493,14 @@ def emergence(run: RunData | str | Path, alpha: float = 0.05, correction: str = 
     with_items = {t.measure.task for t in tables}
     without_items = [task for task in run.tasks() if task not in with_items]
     rows += _aggregate_rows(run, without_items, points)
-    return EmergenceReport(rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction=known_correction,
-                           split=known_split)
+    return EmergenceReport(
+        rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction=known_correction, split=known_split
+    )
 
 
-def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed: int = 0,
-                     half: Half = REPORTING_HALF) -> EmergenceReport:
+def reported_on_half(
+    run: RunData, candidate_id: str, alpha: float = 0.05, seed: int = 0, half: Half = REPORTING_HALF
+) -> EmergenceReport:
     """The emergence rows of one candidate chosen beforehand (a search's winner) on `half` of each lm-eval measure.
 
     The reporting half of the selection/reporting split for a choice made elsewhere: the candidate is a family
@@ -425,7 +514,15 @@ def reported_on_half(run: RunData, candidate_id: str, alpha: float = 0.05, seed:
     rows: list[EmergenceRow] = []
     for table in tables:
         values = table.values[item_halves(table.values.index, seed) == half]
-        rows += _family_rows(Family(run.name, table.measure, parents, tuple(points)), points, values, "reporting", half,
-                             settings, problems)
-    return EmergenceReport(rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction="holm",
-                           split="reporting")
+        rows += _family_rows(
+            Family(run.name, table.measure, parents, tuple(points)),
+            points,
+            values,
+            "reporting",
+            half,
+            settings,
+            problems,
+        )
+    return EmergenceReport(
+        rows=tuple(rows), problems=tuple(problems), alpha=alpha, correction="holm", split="reporting"
+    )

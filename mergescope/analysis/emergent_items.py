@@ -41,8 +41,9 @@ class ItemTransitions:
     split: str = "all"
 
 
-def _examples(rows: pd.DataFrame, hashes: pd.Index, child_id: str, parents: pd.DataFrame,
-              limit: int) -> tuple[ItemExample, ...]:
+def _examples(
+    rows: pd.DataFrame, hashes: pd.Index, child_id: str, parents: pd.DataFrame, limit: int
+) -> tuple[ItemExample, ...]:
     """The first `limit` items of `hashes` (by doc_id), with every model's answer."""
     texts = rows.set_index(["subject_id", "doc_hash"])
     chosen = texts.loc[child_id].loc[list(hashes)].sort_values("doc_id").head(limit)
@@ -79,9 +80,20 @@ def _task_transitions(run: RunData, task: str, examples: int) -> list[ItemTransi
         any_parent = paired[list(parents.id)].max(axis=1) == 1
         new = paired.index[(paired[child.id] == 1) & ~any_parent]
         lost = paired.index[(paired[child.id] == 0) & any_parent]
-        results.append(ItemTransitions(
-            run.name, task, metric, child.label, child.id, len(paired), len(new), len(lost),
-            _examples(rows, new, child.id, parents, examples), _examples(rows, lost, child.id, parents, examples)))
+        results.append(
+            ItemTransitions(
+                run.name,
+                task,
+                metric,
+                child.label,
+                child.id,
+                len(paired),
+                len(new),
+                len(lost),
+                _examples(rows, new, child.id, parents, examples),
+                _examples(rows, lost, child.id, parents, examples),
+            )
+        )
     return results
 
 
@@ -94,8 +106,14 @@ def emergent_items(run: RunData | str | Path, examples: int = 3) -> list[ItemTra
 def examples_frame(transitions: list[ItemTransitions]) -> pd.DataFrame:
     """One row per example item: which candidate and task, 'new' or 'lost', and every model's answer."""
     records = [
-        {"run": t.run, "task": t.task, "candidate": t.candidate, "split": t.split, "change": change,
-         **dataclasses.asdict(example)}
+        {
+            "run": t.run,
+            "task": t.task,
+            "candidate": t.candidate,
+            "split": t.split,
+            "change": change,
+            **dataclasses.asdict(example),
+        }
         for t in transitions
         for change, examples in (("new", t.new_examples), ("lost", t.lost_examples))
         for example in examples

@@ -77,8 +77,11 @@ def lmeval_scores(run: RunData) -> Iterator[ItemScores | SkippedSource]:
         metric = run.primary_metric(task)
         rows = run.items[(run.items.task == task) & (run.items.metric == metric)]
         if rows.empty:
-            yield SkippedSource("lm-eval", f"task {task}: no item-level results ({metric}), so transition counts "
-                                           "and paired tests cannot be computed; gains come from the aggregate scores")
+            yield SkippedSource(
+                "lm-eval",
+                f"task {task}: no item-level results ({metric}), so transition counts "
+                "and paired tests cannot be computed; gains come from the aggregate scores",
+            )
             continue
         values = _pivot(rows)
         yield ItemScores(Measure(source="lm-eval", task=task, name=metric, kind=score_kind(values.to_numpy())), values)
@@ -99,8 +102,9 @@ def judge_scores(run: RunData) -> Iterator[ItemScores | SkippedSource]:
 SCORE_SOURCES: dict[ScoreSourceName, ScoreSource] = {"lm-eval": lmeval_scores, "judge": judge_scores}
 
 
-def item_scores(run: RunData,
-                sources: tuple[ScoreSourceName, ...] = tuple(SCORE_SOURCES)) -> tuple[list[ItemScores], list[str]]:
+def item_scores(
+    run: RunData, sources: tuple[ScoreSourceName, ...] = tuple(SCORE_SOURCES)
+) -> tuple[list[ItemScores], list[str]]:
     """Every measure of the run from the named sources, and a message for each part that was skipped."""
     tables: list[ItemScores] = []
     skipped: list[SkippedSource] = []
@@ -166,6 +170,7 @@ REPORTING_HALF: Half = "B"
 
 def item_halves(item_keys: pd.Index, seed: int = 0) -> pd.Series:
     """'A' or 'B' for each item, from a seeded hash of its key: stable across subjects, runs and orderings."""
+
     def half(key: str) -> Half:
         digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
         return "A" if digest[0] < 128 else "B"

@@ -47,8 +47,9 @@ LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 # Elements of each model converted to float64 at once: small enough that the copies stay in cache.
 CHUNK_ELEMENTS = 1 << 15
 
-ABS_COSINE_NOTE = ("abs_cosine is |cosine|, the variant the paper's reference code computes "
-                   "(arXiv 2410.12613); cosine keeps the sign")
+ABS_COSINE_NOTE = (
+    "abs_cosine is |cosine|, the variant the paper's reference code computes (arXiv 2410.12613); cosine keeps the sign"
+)
 
 
 @dataclass(frozen=True)
@@ -123,31 +124,45 @@ class KinshipReport:
         undefined figure (a zero-variance vector) is null."""
         scopes = {"model", "module", *(["layer"] if per_layer else [])}
         return {
-            "models": list(self.models), "paths": list(self.paths), "base": self.base,
-            "relative_to_base": self.relative_to_base, "compared": self.compared, "abs_cosine_note": ABS_COSINE_NOTE,
+            "models": list(self.models),
+            "paths": list(self.paths),
+            "base": self.base,
+            "relative_to_base": self.relative_to_base,
+            "compared": self.compared,
+            "abs_cosine_note": ABS_COSINE_NOTE,
             "matrix": {metric: [[nan_to_null(v) for v in row] for row in self.matrix(metric)] for metric in METRICS},
             "merge_order": [[f.model_a, f.model_b] for f in self.merge_order()],
             "figures": [_json_figure(f) for f in self.figures if f.scope in scopes],
             "base_kinship": [_json_figure(f) for f in self.base_figures],
-            "n_tensors": self.n_tensors, "seconds": round(self.seconds, 3),
+            "n_tensors": self.n_tensors,
+            "seconds": round(self.seconds, 3),
         }
 
     def to_text(self, per_layer: bool = False) -> str:
         """Returns the report as an aligned table for a terminal."""
-        lines = [f"kinship of {', '.join(self.models)}: {self.compared}", f"note: {ABS_COSINE_NOTE}",
-                 f"{'scope':<8} {'name':<14} {'model_a':<16} {'model_b':<16} {'pearson':>8} {'cosine':>8}"
-                 f" {'|cosine|':>8} {'euclidean':>10} {'params':>11}"]
+        lines = [
+            f"kinship of {', '.join(self.models)}: {self.compared}",
+            f"note: {ABS_COSINE_NOTE}",
+            f"{'scope':<8} {'name':<14} {'model_a':<16} {'model_b':<16} {'pearson':>8} {'cosine':>8}"
+            f" {'|cosine|':>8} {'euclidean':>10} {'params':>11}",
+        ]
         scopes: tuple[Scope, ...] = ("model", "module", "layer") if per_layer else ("model", "module")
         for figure in (f for scope in scopes for f in self.select(scope)):
-            lines.append(f"{figure.scope:<8} {figure.scope_name:<14} {figure.model_a:<16} {figure.model_b:<16}"
-                         f" {figure.pearson:>8.4f} {figure.cosine:>8.4f} {figure.abs_cosine:>8.4f}"
-                         f" {figure.euclidean:>10.4f} {figure.n_params:>11}")
+            lines.append(
+                f"{figure.scope:<8} {figure.scope_name:<14} {figure.model_a:<16} {figure.model_b:<16}"
+                f" {figure.pearson:>8.4f} {figure.cosine:>8.4f} {figure.abs_cosine:>8.4f}"
+                f" {figure.euclidean:>10.4f} {figure.n_params:>11}"
+            )
         if self.base_figures:
-            lines.append(f"descent from the base (raw-weight Pearson, {self.base_figures[0].scope_name}): " + ", ".join(
-                f"{f.model_a} {f.pearson:.4f}" for f in self.base_figures))
+            lines.append(
+                f"descent from the base (raw-weight Pearson, {self.base_figures[0].scope_name}): "
+                + ", ".join(f"{f.model_a} {f.pearson:.4f}" for f in self.base_figures)
+            )
         if len(self.models) > 2 and self.base:
-            lines.append("kinship-guided merge order (lowest task-vector Pearson first): " + "; ".join(
-                f"{rank}. {f.model_a} + {f.model_b}" for rank, f in enumerate(self.merge_order(), 1)))
+            lines.append(
+                "kinship-guided merge order (lowest task-vector Pearson first): "
+                + "; ".join(f"{rank}. {f.model_a} + {f.model_b}" for rank, f in enumerate(self.merge_order(), 1))
+            )
         elif len(self.models) > 2:
             lines.append("no kinship-guided merge order without --base: it ranks task vectors")
         return "\n".join(lines)
@@ -210,17 +225,25 @@ class Moments:
         self.sums += other.sums
         self.products += other.products
 
-    def figure(self, i: int, j: int, scope: Scope, scope_name: str, names: Sequence[str],
-               relative_to_base: bool) -> KinshipFigure:
+    def figure(
+        self, i: int, j: int, scope: Scope, scope_name: str, names: Sequence[str], relative_to_base: bool
+    ) -> KinshipFigure:
         """Returns the kinship of vectors i and j over everything added so far."""
         n, sx, sy = self.count, float(self.sums[i]), float(self.sums[j])
         sxx, syy, sxy = float(self.products[i, i]), float(self.products[j, j]), float(self.products[i, j])
         covariance, var_x, var_y = n * sxy - sx * sy, n * sxx - sx * sx, n * syy - sy * sy
         cosine = _ratio(sxy, sxx * syy)
         return KinshipFigure(
-            scope=scope, scope_name=scope_name, model_a=names[i], model_b=names[j],
-            pearson=_ratio(covariance, var_x * var_y), cosine=cosine, abs_cosine=abs(cosine),
-            euclidean=math.sqrt(max(sxx + syy - 2 * sxy, 0.0)), n_params=int(n), relative_to_base=relative_to_base,
+            scope=scope,
+            scope_name=scope_name,
+            model_a=names[i],
+            model_b=names[j],
+            pearson=_ratio(covariance, var_x * var_y),
+            cosine=cosine,
+            abs_cosine=abs(cosine),
+            euclidean=math.sqrt(max(sxx + syy - 2 * sxy, 0.0)),
+            n_params=int(n),
+            relative_to_base=relative_to_base,
         )
 
 
@@ -231,8 +254,12 @@ def _ratio(numerator: float, squared_denominator: float) -> float:
     return max(-1.0, min(1.0, numerator / math.sqrt(squared_denominator)))
 
 
-def kinship(models: Sequence[str | Path], base: str | Path | None = None, names: Sequence[str] | None = None,
-            require_shared_base: bool = True) -> KinshipReport:
+def kinship(
+    models: Sequence[str | Path],
+    base: str | Path | None = None,
+    names: Sequence[str] | None = None,
+    require_shared_base: bool = True,
+) -> KinshipReport:
     """Returns the pairwise kinship of the models, streamed tensor by tensor (each tensor read once).
 
     `models` and `base` are directories or hub ids (org/name[@revision]). `names` (default: the directory or
@@ -263,12 +290,18 @@ def kinship(models: Sequence[str | Path], base: str | Path | None = None, names:
     figures = tuple(
         moments.figure(i, j, scope, scope_name, names, base_index is not None)
         for (scope, scope_name), moments in sorted(sums.items(), key=lambda item: _scope_order(*item[0]))
-        for i in range(len(names)) for j in range(i + 1, len(names))
+        for i in range(len(names))
+        for j in range(i + 1, len(names))
     )
-    return KinshipReport(models=tuple(names), paths=tuple(str(i.directory) for i in indexes),
-                         base=str(base_index.directory) if base_index else None, figures=figures,
-                         n_tensors=len(reading_order), seconds=time.perf_counter() - started,
-                         base_figures=base_figures)
+    return KinshipReport(
+        models=tuple(names),
+        paths=tuple(str(i.directory) for i in indexes),
+        base=str(base_index.directory) if base_index else None,
+        figures=figures,
+        n_tensors=len(reading_order),
+        seconds=time.perf_counter() - started,
+        base_figures=base_figures,
+    )
 
 
 def _base_figures(sums: dict[tuple[Scope, str], Moments], names: list[str], base_name: str) -> tuple:
@@ -284,8 +317,10 @@ def _base_figures(sums: dict[tuple[Scope, str], Moments], names: list[str], base
     to_raw = np.eye(len(names) + 1)
     to_raw[:-1, -1] = 1.0  # a model's weights are its task vector plus the base's weights
     raw = combined.mapped(to_raw)
-    return tuple(raw.figure(i, len(names), "module", scope_name, [*names, base_name], relative_to_base=False)
-                 for i in range(len(names)))
+    return tuple(
+        raw.figure(i, len(names), "module", scope_name, [*names, base_name], relative_to_base=False)
+        for i in range(len(names))
+    )
 
 
 def _check_shared_base(base_figures: Sequence[KinshipFigure], base: WeightIndex) -> None:
@@ -294,7 +329,8 @@ def _check_shared_base(base_figures: Sequence[KinshipFigure], base: WeightIndex)
             raise ConfigError(
                 f"{figure.model_a} does not descend from the base {base.directory}: its {figure.scope_name} weights "
                 f"correlate {figure.pearson:.3f} with the base's (fine-tunes keep more than {MIN_BASE_PEARSON})",
-                hint="give the base these models were fine-tuned from, or leave out --base to compare raw weights")
+                hint="give the base these models were fine-tuned from, or leave out --base to compare raw weights",
+            )
 
 
 class TaskVectorReader:
@@ -318,11 +354,11 @@ class TaskVectorReader:
         gram = np.zeros((len(self.chunk), len(self.chunk)))
         for start in range(0, blocks[0].size, CHUNK_ELEMENTS):
             stop = min(start + CHUNK_ELEMENTS, blocks[0].size)
-            matrix = self.chunk[:, :stop - start]
+            matrix = self.chunk[:, : stop - start]
             for row, block in enumerate(blocks):
                 matrix[row] = block[start:stop]  # converts to float64 in place
             if len(blocks) > self.n_models:
-                matrix[:self.n_models] -= matrix[self.n_models]  # task vectors: minus the base
+                matrix[: self.n_models] -= matrix[self.n_models]  # task vectors: minus the base
             gram += matrix @ matrix.T
         return gram
 

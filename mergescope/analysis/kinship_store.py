@@ -40,9 +40,23 @@ def save_kinship(store: ResultsStore, report: KinshipReport) -> None:
         db.execute("DELETE FROM kinship WHERE parent_set = ?", (key,))
         db.executemany(
             "INSERT INTO kinship VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(key, f.scope, f.scope_name, f.model_a, f.model_b, nan_to_null(f.pearson), nan_to_null(f.cosine),
-              nan_to_null(f.abs_cosine), nan_to_null(f.euclidean), f.n_params, int(f.relative_to_base), report.base)
-             for f in (*report.figures, *report.base_figures)],
+            [
+                (
+                    key,
+                    f.scope,
+                    f.scope_name,
+                    f.model_a,
+                    f.model_b,
+                    nan_to_null(f.pearson),
+                    nan_to_null(f.cosine),
+                    nan_to_null(f.abs_cosine),
+                    nan_to_null(f.euclidean),
+                    f.n_params,
+                    int(f.relative_to_base),
+                    report.base,
+                )
+                for f in (*report.figures, *report.base_figures)
+            ],
         )
 
 
@@ -50,11 +64,18 @@ def load_kinship(store: ResultsStore, parent_set: str | None = None) -> list[Kin
     """Returns the stored kinship figures (of one parent set, if given), in stored order."""
     _create_table(store)
     rows = store.query("SELECT * FROM kinship WHERE ? IS NULL OR parent_set = ? ORDER BY rowid", parent_set, parent_set)
-    return [KinshipFigure(
-        scope=row["scope"], scope_name=row["scope_name"], model_a=row["model_a"], model_b=row["model_b"],
-        **{metric: null_to_nan(row[metric]) for metric in METRICS},
-        n_params=row["n_params"], relative_to_base=bool(row["relative_to_base"]),
-    ) for row in rows]
+    return [
+        KinshipFigure(
+            scope=row["scope"],
+            scope_name=row["scope_name"],
+            model_a=row["model_a"],
+            model_b=row["model_b"],
+            **{metric: null_to_nan(row[metric]) for metric in METRICS},
+            n_params=row["n_params"],
+            relative_to_base=bool(row["relative_to_base"]),
+        )
+        for row in rows
+    ]
 
 
 def record_kinship(store: ResultsStore, parents: ParentSet) -> None:

@@ -63,8 +63,13 @@ class StudyData:
     seed: int
 
 
-def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha: float = 0.05,
-               correction: Correction = "holm", seed: int = 0) -> StudyData:
+def study_data(
+    pairs: Sequence[StudyPair],
+    run_dirs: Sequence[str | Path],
+    alpha: float = 0.05,
+    correction: Correction = "holm",
+    seed: int = 0,
+) -> StudyData:
     """The study's figures from each pair's run (`run_dirs[i]` is the run of `pairs[i]`)."""
     figures, parent_rows, best_rows, problems = [], [], [], []
     points: dict[str, list[pd.DataFrame]] = {gain: [] for gain in GAINS}
@@ -85,8 +90,16 @@ def study_data(pairs: Sequence[StudyPair], run_dirs: Sequence[str | Path], alpha
             fit_problems += reasons if gain == GAINS[0] else []
     problems += _basis_note(figures)
     fits = tuple(fit_drivers(concat_points(points[gain]), "gain", alpha, fit_problems) for gain in GAINS)
-    return StudyData(pairs=tuple(figures), parents=pd.DataFrame(parent_rows), best=pd.DataFrame(best_rows), fits=fits,
-                     problems=tuple(problems), alpha=alpha, correction=correction, seed=seed)
+    return StudyData(
+        pairs=tuple(figures),
+        parents=pd.DataFrame(parent_rows),
+        best=pd.DataFrame(best_rows),
+        fits=fits,
+        problems=tuple(problems),
+        alpha=alpha,
+        correction=correction,
+        seed=seed,
+    )
 
 
 def _pair_figures(pair: StudyPair, analysis: RunAnalysis) -> tuple[PairFigures, str]:
@@ -97,14 +110,22 @@ def _pair_figures(pair: StudyPair, analysis: RunAnalysis) -> tuple[PairFigures, 
     if row is None:
         return PairFigures(pair=pair, analysis=analysis, pearson=np.nan, cosine=np.nan, basis="", base=base), reason
     basis: KinshipBasis = "task vectors" if bool(row.get("relative_to_base", bool(base))) else "raw weights"
-    return PairFigures(pair=pair, analysis=analysis, pearson=float(row["pearson"]), cosine=float(row["cosine"]),
-                       basis=basis, base=base), ""
+    return PairFigures(
+        pair=pair, analysis=analysis, pearson=float(row["pearson"]), cosine=float(row["cosine"]), basis=basis, base=base
+    ), ""
 
 
 def _pair_columns(figures: PairFigures) -> dict:
     pair = figures.pair
-    return dict(pair=pair.key, name=pair.name, group=pair.group, kind=pair.kind, basis=figures.basis,
-                pearson=figures.pearson, cosine=figures.cosine)
+    return dict(
+        pair=pair.key,
+        name=pair.name,
+        group=pair.group,
+        kind=pair.kind,
+        basis=figures.basis,
+        pearson=figures.pearson,
+        cosine=figures.cosine,
+    )
 
 
 def _parent_rows(figures: PairFigures, report: EmergenceReport) -> list[dict]:
@@ -113,12 +134,23 @@ def _parent_rows(figures: PairFigures, report: EmergenceReport) -> list[dict]:
     records = []
     for (source, task, measure), part in rows.groupby(["source", "task", "measure"], sort=False):
         first = part.iloc[0]
-        records.append(dict(
-            **_pair_columns(figures), source=source, task=task, measure=measure, best_parent=first.best_parent,
-            best_parent_score=first.best_parent_score, worse_parent=first.worse_parent,
-            worse_parent_score=first.worse_parent_score, parent_gap=first.best_parent_score - first.worse_parent_score,
-            parents_mean=first.parents_mean, n_candidates=len(part), n_emergent=int((part.label == "emergent").sum()),
-            n_degraded=int((part.label == "degraded").sum())))
+        records.append(
+            dict(
+                **_pair_columns(figures),
+                source=source,
+                task=task,
+                measure=measure,
+                best_parent=first.best_parent,
+                best_parent_score=first.best_parent_score,
+                worse_parent=first.worse_parent,
+                worse_parent_score=first.worse_parent_score,
+                parent_gap=first.best_parent_score - first.worse_parent_score,
+                parents_mean=first.parents_mean,
+                n_candidates=len(part),
+                n_emergent=int((part.label == "emergent").sum()),
+                n_degraded=int((part.label == "degraded").sum()),
+            )
+        )
     return records
 
 
@@ -129,14 +161,32 @@ def _best_rows(figures: PairFigures, report: EmergenceReport, seed: int) -> list
     for row in (r for r in report.rows if r.selected and r.split == "reporting"):
         selection = chosen[(row.task, row.measure)]
         mean_ci_low, mean_ci_high = _gain_over_mean_ci(figures.run, row, seed)
-        records.append(dict(
-            **_pair_columns(figures), source=row.source, task=row.task, measure=row.measure, candidate=row.candidate,
-            method=row.method, selection_half=selection.half, selection_score=selection.gains.score,
-            reporting_half=row.half, n_items=row.n_items, score=row.gains.score, best_parent=row.gains.best_parent,
-            best_parent_score=row.gains.best_parent_score, parents_mean=row.gains.parents_mean,
-            gain_over_best=row.gains.gain_over_best, ci_low=row.ci_low, ci_high=row.ci_high,
-            gain_over_mean=row.gains.gain_over_mean, mean_ci_low=mean_ci_low, mean_ci_high=mean_ci_high,
-            p_all_parents=row.p_all_parents, label=row.label))
+        records.append(
+            dict(
+                **_pair_columns(figures),
+                source=row.source,
+                task=row.task,
+                measure=row.measure,
+                candidate=row.candidate,
+                method=row.method,
+                selection_half=selection.half,
+                selection_score=selection.gains.score,
+                reporting_half=row.half,
+                n_items=row.n_items,
+                score=row.gains.score,
+                best_parent=row.gains.best_parent,
+                best_parent_score=row.gains.best_parent_score,
+                parents_mean=row.gains.parents_mean,
+                gain_over_best=row.gains.gain_over_best,
+                ci_low=row.ci_low,
+                ci_high=row.ci_high,
+                gain_over_mean=row.gains.gain_over_mean,
+                mean_ci_low=mean_ci_low,
+                mean_ci_high=mean_ci_high,
+                p_all_parents=row.p_all_parents,
+                label=row.label,
+            )
+        )
     return records
 
 
@@ -151,5 +201,7 @@ def _basis_note(figures: Sequence[PairFigures]) -> list[str]:
     bases = {f.basis for f in figures if f.basis}
     if len(bases) < 2:
         return []
-    return ["kinship of pairs with a base compares task vectors (weights minus the base's), of pairs without one "
-            "raw weights: the two scales differ, so read the figures of each basis apart (markers in the plots)"]
+    return [
+        "kinship of pairs with a base compares task vectors (weights minus the base's), of pairs without one "
+        "raw weights: the two scales differ, so read the figures of each basis apart (markers in the plots)"
+    ]

@@ -70,13 +70,19 @@ def analyse_run(run: RunData, settings: AnalysisSettings = AnalysisSettings()) -
     rows = on_all.frame()
     slerp_tensors = stage_table(run, "slerp_diagnostics")
     return RunAnalysis(
-        run=run, settings=settings, emergence=on_all, split_emergence=split, emergence_rows=rows,
+        run=run,
+        settings=settings,
+        emergence=on_all,
+        split_emergence=split,
+        emergence_rows=rows,
         lmeval_rows=rows[rows.source == "lm-eval"].reset_index(drop=True),
         score_intervals=labelled_intervals(run),
         transitions=tuple(emergent_items(run, examples=EXAMPLES_PER_TRANSITION)),
-        kinship=stage_table(run, "kinship"), slerp_tensors=slerp_tensors,
+        kinship=stage_table(run, "kinship"),
+        slerp_tensors=slerp_tensors,
         slerp_summary=_slerp_summary(run) if slerp_tensors is not None else None,
-        judge_intervals=_judge_intervals(run), search=analyse_search(run, settings.seed, settings.alpha),
+        judge_intervals=_judge_intervals(run),
+        search=analyse_search(run, settings.seed, settings.alpha),
     )
 
 

@@ -76,16 +76,33 @@ def load_run(path: str | Path) -> RunData:
         subjects = pd.read_sql_query("SELECT * FROM subjects ORDER BY position", store.connection)
         subjects["parameters"] = subjects["parameters"].map(lambda text: json.loads(text or "{}"))
         subset = subjects.coverage == SUBSET
-        scores, items = (pd.read_sql_query(f"SELECT t.* FROM {table} t JOIN subjects s ON s.id = t.subject_id"
-                                           " WHERE s.coverage = ?", store.connection, params=(FULL,))
-                         for table in ("scores", "items"))
+        scores, items = (
+            pd.read_sql_query(
+                f"SELECT t.* FROM {table} t JOIN subjects s ON s.id = t.subject_id WHERE s.coverage = ?",
+                store.connection,
+                params=(FULL,),
+            )
+            for table in ("scores", "items")
+        )
         names = [row["name"] for row in store.query("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        tables = {name: _without(pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection),
-                                 set(subjects.id[subset]) if name != TRIALS_TABLE else set())
-                  for name in names if name not in {"meta", "subjects", "scores", "items"}}
-        return RunData(path=path, meta=run_meta(store), subjects=subjects[~subset].reset_index(drop=True),
-                       scores=scores, items=items, tables=tables, search=search_meta(store),
-                       subset_scored=subjects[subset].reset_index(drop=True))
+        tables = {
+            name: _without(
+                pd.read_sql_query(f'SELECT * FROM "{name}"', store.connection),
+                set(subjects.id[subset]) if name != TRIALS_TABLE else set(),
+            )
+            for name in names
+            if name not in {"meta", "subjects", "scores", "items"}
+        }
+        return RunData(
+            path=path,
+            meta=run_meta(store),
+            subjects=subjects[~subset].reset_index(drop=True),
+            scores=scores,
+            items=items,
+            tables=tables,
+            search=search_meta(store),
+            subset_scored=subjects[subset].reset_index(drop=True),
+        )
     finally:
         store.close()
 

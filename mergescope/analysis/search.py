@@ -49,15 +49,19 @@ def analyse_search(run: RunData, seed: int, alpha: float) -> SearchAnalysis | No
     table = run.tables.get(TRIALS_TABLE)
     if run.search is None or table is None or table.empty:
         return None
-    trials = _with_finalists(table.sort_values("number", kind="stable").reset_index(drop=True),
-                             run.tables.get(FINALISTS_TABLE))
+    trials = _with_finalists(
+        table.sort_values("number", kind="stable").reset_index(drop=True), run.tables.get(FINALISTS_TABLE)
+    )
     trials["params"] = trials.params.map(json.loads)
     trials["best_so_far"] = trials.objective.cummax()
     trials["non_dominated"] = non_dominated(np.array([list(json.loads(t).values()) for t in trials.task_objectives]))
     chosen = _chosen(trials, run.search)
     chosen_id = None if chosen is None else str(trials.set_index("number").at[chosen, "subject_id"])
-    reported = reported_on_half(run, chosen_id, alpha, seed) if chosen_id else \
-        EmergenceReport(rows=(), problems=(), alpha=alpha, correction="holm", split="reporting")
+    reported = (
+        reported_on_half(run, chosen_id, alpha, seed)
+        if chosen_id
+        else EmergenceReport(rows=(), problems=(), alpha=alpha, correction="holm", split="reporting")
+    )
     return SearchAnalysis(run.search, trials, chosen, chosen_id, reported)
 
 

@@ -97,15 +97,19 @@ def mergekit_cosine(v0: torch.Tensor, v1: torch.Tensor) -> tuple[float, bool]:
         return math.nan, True
     starts = range(0, a.shape[1], _CHUNK_ELEMENTS)
     norm_a, norm_b = (_chunked_norm(x, dtype, starts, _CHUNK_ELEMENTS) for x in (a, b))
-    dot_parts = [((a[:, s:s + _CHUNK_ELEMENTS].to(dtype) / norm_a) * (b[:, s:s + _CHUNK_ELEMENTS].to(dtype) / norm_b))
-                 .sum(dim=1, keepdim=True) for s in starts]
+    dot_parts = [
+        ((a[:, s : s + _CHUNK_ELEMENTS].to(dtype) / norm_a) * (b[:, s : s + _CHUNK_ELEMENTS].to(dtype) / norm_b)).sum(
+            dim=1, keepdim=True
+        )
+        for s in starts
+    ]
     dot = torch.stack(dot_parts).sum(dim=0).clamp(-1, 1)
     return float(dot), bool(dot.abs() > DOT_THRESHOLD)
 
 
 def _chunked_norm(x: torch.Tensor, dtype: torch.dtype, starts: range, chunk: int) -> torch.Tensor:
     """Returns the norm as slerp() takes it: the norm of chunk norms, and 1 in place of a near-zero norm."""
-    parts = [torch.linalg.vector_norm(x[:, s:s + chunk].to(dtype), dim=1, keepdim=True) for s in starts]
+    parts = [torch.linalg.vector_norm(x[:, s : s + chunk].to(dtype), dim=1, keepdim=True) for s in starts]
     norm = torch.linalg.vector_norm(torch.stack(parts), dim=0)
     return torch.where(norm > NORM_EPS, norm, 1)
 
@@ -133,9 +137,12 @@ def _planned(task, dtype: str | None) -> PlannedTensor | None:
         return None
     base_weight, other_weight = inputs[task.base_model], inputs[others[0]]
     return PlannedTensor(
-        output=task.output_weight.name, base_path=Path(task.base_model.model.path),
-        base_names=(base_weight.name, *(base_weight.aliases or ())), other_path=Path(others[0].model.path),
-        other_names=(other_weight.name, *(other_weight.aliases or ())), t=float(task.parameters["t"]),
+        output=task.output_weight.name,
+        base_path=Path(task.base_model.model.path),
+        base_names=(base_weight.name, *(base_weight.aliases or ())),
+        other_path=Path(others[0].model.path),
+        other_names=(other_weight.name, *(other_weight.aliases or ())),
+        t=float(task.parameters["t"]),
         dtype=base_weight.force_dtype or dtype,
     )
 
@@ -181,9 +188,16 @@ def _diagnose(candidate: Candidate, parents: _ParentTensors) -> SlerpDiagnostics
         measured = parents.cosine(planned)
         if measured is not None:
             cosine, linear, n_params = measured
-            tensors.append(TensorInterpolation(tensor=planned.output, t=planned.t, cosine=cosine,
-                                               angle_degrees=math.degrees(math.acos(cosine)) if not math.isnan(cosine)
-                                               else math.nan, linear=linear, n_params=n_params))
+            tensors.append(
+                TensorInterpolation(
+                    tensor=planned.output,
+                    t=planned.t,
+                    cosine=cosine,
+                    angle_degrees=math.degrees(math.acos(cosine)) if not math.isnan(cosine) else math.nan,
+                    linear=linear,
+                    n_params=n_params,
+                )
+            )
     return SlerpDiagnostics(candidate_id=candidate.id, label=candidate.label, tensors=tuple(tensors))
 
 
@@ -202,9 +216,21 @@ def save_slerp_diagnostics(store: ResultsStore, diagnostics: Sequence[SlerpDiagn
     with store.transaction() as db:
         for candidate in diagnostics:
             db.execute("DELETE FROM slerp_diagnostics WHERE candidate_id = ?", (candidate.candidate_id,))
-            db.executemany("INSERT INTO slerp_diagnostics VALUES (?, ?, ?, ?, ?, ?, ?)", [
-                (candidate.candidate_id, t.tensor, t.t, nan_to_null(t.cosine), nan_to_null(t.angle_degrees),
-                 int(t.linear), t.n_params) for t in candidate.tensors])
+            db.executemany(
+                "INSERT INTO slerp_diagnostics VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        candidate.candidate_id,
+                        t.tensor,
+                        t.t,
+                        nan_to_null(t.cosine),
+                        nan_to_null(t.angle_degrees),
+                        int(t.linear),
+                        t.n_params,
+                    )
+                    for t in candidate.tensors
+                ],
+            )
 
 
 def load_slerp_diagnostics(store: ResultsStore, candidate_id: str) -> SlerpDiagnostics:
@@ -212,9 +238,17 @@ def load_slerp_diagnostics(store: ResultsStore, candidate_id: str) -> SlerpDiagn
     _create_table(store)
     rows = store.query("SELECT * FROM slerp_diagnostics WHERE candidate_id = ? ORDER BY rowid", candidate_id)
     label = store.query("SELECT label FROM subjects WHERE id = ?", candidate_id)
-    tensors = tuple(TensorInterpolation(
-        tensor=r["tensor"], t=r["t"], cosine=null_to_nan(r["cosine"]), angle_degrees=null_to_nan(r["angle_degrees"]),
-        linear=bool(r["linear"]), n_params=r["n_params"]) for r in rows)
+    tensors = tuple(
+        TensorInterpolation(
+            tensor=r["tensor"],
+            t=r["t"],
+            cosine=null_to_nan(r["cosine"]),
+            angle_degrees=null_to_nan(r["angle_degrees"]),
+            linear=bool(r["linear"]),
+            n_params=r["n_params"],
+        )
+        for r in rows
+    )
     return SlerpDiagnostics(
         candidate_id=candidate_id, label=label[0]["label"] if label else candidate_id, tensors=tensors
     )
@@ -237,13 +271,26 @@ def slerp_summary(run: RunData | str | Path) -> pd.DataFrame:
     data = run if isinstance(run, RunData) else load_run(run)
     table = data.tables.get("slerp_diagnostics")
     if table is None or table.empty:
-        return pd.DataFrame(columns=["candidate_id", "label", "linear_tensor_share", "linear_param_share",
-                                     "median_angle_degrees", "min_angle_degrees", "max_angle_degrees"])
+        return pd.DataFrame(
+            columns=[
+                "candidate_id",
+                "label",
+                "linear_tensor_share",
+                "linear_param_share",
+                "median_angle_degrees",
+                "min_angle_degrees",
+                "max_angle_degrees",
+            ]
+        )
     table = table.assign(linear_params=table.n_params * table.linear)
     summary = table.groupby("candidate_id", sort=False).agg(
-        linear_tensor_share=("linear", "mean"), linear_params=("linear_params", "sum"), n_params=("n_params", "sum"),
-        median_angle_degrees=("angle_degrees", "median"), min_angle_degrees=("angle_degrees", "min"),
-        max_angle_degrees=("angle_degrees", "max"))
+        linear_tensor_share=("linear", "mean"),
+        linear_params=("linear_params", "sum"),
+        n_params=("n_params", "sum"),
+        median_angle_degrees=("angle_degrees", "median"),
+        min_angle_degrees=("angle_degrees", "min"),
+        max_angle_degrees=("angle_degrees", "max"),
+    )
     summary.insert(1, "linear_param_share", summary.pop("linear_params") / summary.pop("n_params"))
     labels = data.subjects.set_index("id")["label"].rename("label")
     return summary.join(labels).reset_index()
@@ -252,4 +299,3 @@ def slerp_summary(run: RunData | str | Path) -> pd.DataFrame:
 def _create_table(store: ResultsStore) -> None:
     with store.transaction() as db:
         db.executescript(SLERP_SCHEMA)
-

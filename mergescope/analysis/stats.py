@@ -25,6 +25,7 @@ ScoreKind = Literal["binary", "graded"]
 PairedTestName = Literal["mcnemar-exact", "wilcoxon"]
 Correction = Literal["holm", "bh"]  # the user's multiple-comparison correction (CORRECTIONS)
 
+
 @dataclass(frozen=True, kw_only=True)
 class PairedComparison:
     """A child compared with one reference model on the same items."""
@@ -39,11 +40,20 @@ class PairedComparison:
     p_two_sided: float
 
 
-def _compared(test: PairedTestName, n_items: int, wins: int, losses: int, mean_difference: float,
-              p: dict[str, float]) -> PairedComparison:
+def _compared(
+    test: PairedTestName, n_items: int, wins: int, losses: int, mean_difference: float, p: dict[str, float]
+) -> PairedComparison:
     """The comparison with scipy's p-values by alternative ("greater", "less", "two-sided")."""
-    return PairedComparison(test=test, n_items=n_items, wins=wins, losses=losses, mean_difference=mean_difference,
-                            p_greater=float(p["greater"]), p_less=float(p["less"]), p_two_sided=float(p["two-sided"]))
+    return PairedComparison(
+        test=test,
+        n_items=n_items,
+        wins=wins,
+        losses=losses,
+        mean_difference=mean_difference,
+        p_greater=float(p["greater"]),
+        p_less=float(p["less"]),
+        p_two_sided=float(p["two-sided"]),
+    )
 
 
 def _no_evidence(test: PairedTestName, n_items: int, mean_difference: float) -> PairedComparison:
@@ -65,8 +75,10 @@ def exact_mcnemar(child: Sequence[float], reference: Sequence[float]) -> PairedC
     if n_discordant == 0:
         # No discordant pair: the data hold no evidence either way, and binomtest needs n >= 1.
         return _no_evidence("mcnemar-exact", len(child), mean_difference)
-    p = {side: stats.binomtest(wins, n_discordant, 0.5, alternative=side).pvalue
-         for side in ("greater", "less", "two-sided")}
+    p = {
+        side: stats.binomtest(wins, n_discordant, 0.5, alternative=side).pvalue
+        for side in ("greater", "less", "two-sided")
+    }
     return _compared("mcnemar-exact", len(child), wins, losses, mean_difference, p)
 
 
@@ -76,8 +88,10 @@ def wilcoxon_signed_rank(child: Sequence[float], reference: Sequence[float]) -> 
     if wins + losses == 0:
         # Every difference is zero: scipy would divide by a zero variance; there is no evidence either way.
         return _no_evidence("wilcoxon", len(child), mean_difference)
-    p = {side: stats.wilcoxon(child, reference, zero_method="wilcox", alternative=side).pvalue
-         for side in ("greater", "less", "two-sided")}
+    p = {
+        side: stats.wilcoxon(child, reference, zero_method="wilcox", alternative=side).pvalue
+        for side in ("greater", "less", "two-sided")
+    }
     return _compared("wilcoxon", len(child), wins, losses, mean_difference, p)
 
 
@@ -103,16 +117,24 @@ def _mean_difference(child: np.ndarray, reference: np.ndarray, axis: int = -1) -
     return np.mean(child - reference, axis=axis)
 
 
-def bootstrap_difference_ci(child: Sequence[float], reference: Sequence[float], confidence: float = 0.95,
-                            n_resamples: int = 9999, seed: int = 0) -> tuple[float, float]:
+def bootstrap_difference_ci(
+    child: Sequence[float], reference: Sequence[float], confidence: float = 0.95, n_resamples: int = 9999, seed: int = 0
+) -> tuple[float, float]:
     """The paired bootstrap percentile CI of mean(child - reference), resampling items with a fixed seed.
 
     Percentile rather than BCa: BCa is undefined (NaN) when the differences are all equal, which
     happens often with binary outcomes of near-identical models.
     """
-    result = stats.bootstrap((np.asarray(child, float), np.asarray(reference, float)), _mean_difference,
-                             paired=True, vectorized=True, n_resamples=n_resamples,
-                             confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (np.asarray(child, float), np.asarray(reference, float)),
+        _mean_difference,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 

@@ -53,11 +53,14 @@ class WeightIndex:
                 tensor = handle.get_tensor(name) if rows is None else handle.get_slice(name)[rows]
                 return tensor if dtype is None else tensor.to(dtype)
         except OSError as error:
-            raise ConfigError(f"{file}: cannot read tensor {name} of {self.model} ({error})",
-                              hint="check that the file is complete") from None
+            raise ConfigError(
+                f"{file}: cannot read tensor {name} of {self.model} ({error})", hint="check that the file is complete"
+            ) from None
         except Exception as error:  # safetensors raises its own error types for damaged files
-            raise ConfigError(f"{file}: corrupt safetensors file, tensor {name} of {self.model} ({error})",
-                              hint="re-save or re-download the model") from None
+            raise ConfigError(
+                f"{file}: corrupt safetensors file, tensor {name} of {self.model} ({error})",
+                hint="re-save or re-download the model",
+            ) from None
 
 
 def weight_index(directory: str | Path, model: str | None = None) -> WeightIndex:
@@ -69,16 +72,20 @@ def weight_index(directory: str | Path, model: str | None = None) -> WeightIndex
     shards = sorted(set(weight_map.values())) if weight_map else sorted(directory.glob("*.safetensors"))
     missing = [file for file in shards if not file.is_file()]
     if missing:
-        raise ConfigError(f"{missing[0]}: shard listed in {INDEX_NAME} is missing",
-                          hint="copy the missing shard, or re-download the model")
+        raise ConfigError(
+            f"{missing[0]}: shard listed in {INDEX_NAME} is missing",
+            hint="copy the missing shard, or re-download the model",
+        )
     if not shards:
         raise ConfigError(f"{directory}: no *.safetensors weights", hint="give a directory of safetensors weights")
     headers = {file: _header_shapes(file) for file in shards}
     weight_map = weight_map or {name: file for file, shapes in headers.items() for name in shapes}
     for name, file in weight_map.items():
         if name not in headers[file]:
-            raise ConfigError(f"{file}: tensor {name} is listed in {INDEX_NAME} but missing from the file",
-                              hint="the index and the shards disagree; re-save the model")
+            raise ConfigError(
+                f"{file}: tensor {name} is listed in {INDEX_NAME} but missing from the file",
+                hint="the index and the shards disagree; re-save the model",
+            )
     shapes = {name: headers[file][name] for name, file in weight_map.items()}
     return WeightIndex(model=model or directory.name, directory=directory, files=weight_map, shapes=shapes)
 
@@ -109,11 +116,14 @@ def check_same_tensors(indexes: Sequence[WeightIndex]) -> None:
     for other in indexes[1:]:
         for name in sorted(set(reference.shapes) ^ set(other.shapes)):
             missing_from = other.model if name in reference.shapes else reference.model
-            raise ConfigError(f"tensor {name} is missing from {missing_from}; the models' tensors differ",
-                              hint="compare models of one architecture fine-tuned from one base")
+            raise ConfigError(
+                f"tensor {name} is missing from {missing_from}; the models' tensors differ",
+                hint="compare models of one architecture fine-tuned from one base",
+            )
         for name in sorted(reference.shapes):
             if reference.shapes[name] != other.shapes[name]:
                 raise ConfigError(
                     f"tensor {name} has shape {list(reference.shapes[name])} in {reference.model} "
                     f"but {list(other.shapes[name])} in {other.model}",
-                    hint="compare models of one architecture fine-tuned from one base")
+                    hint="compare models of one architecture fine-tuned from one base",
+                )

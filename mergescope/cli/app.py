@@ -36,12 +36,18 @@ from mergescope.cli.usage import OneLineUsageErrors
 if TYPE_CHECKING:
     from mergescope.recipes.sweep import SweepSettings
 
-app = typer.Typer(cls=OneLineUsageErrors, help="Sweep LLM merges, score them, and find what emerges.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    cls=OneLineUsageErrors,
+    help="Sweep LLM merges, score them, and find what emerges.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 zoo_app = typer.Typer(help="The tiny trained model zoo used by tests and the demo.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
-models_app = typer.Typer(help="Pretrained models shipped inside packages on the index, written as model directories.",
-                         no_args_is_help=True)
+models_app = typer.Typer(
+    help="Pretrained models shipped inside packages on the index, written as model directories.", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 
 
@@ -93,9 +99,12 @@ def zoo_table(directory: Annotated[Path, typer.Argument(help="A built zoo.")]):
 def _packaged_model_command(name: str, summary: str) -> None:
     """`mergescope models NAME [DIR] [--hub]`, for one model of the registry in models/packaged.py."""
 
-    @models_app.command(name, help=f"Write {summary} as a model directory (safetensors, config, tokenizer with its "
-                                   "chat template), the same bytes every time; --hub also lays it out in the hub "
-                                   "cache under its hub id, so that a sweep can name it by that id offline.")
+    @models_app.command(
+        name,
+        help=f"Write {summary} as a model directory (safetensors, config, tokenizer with its "
+        "chat template), the same bytes every time; --hub also lays it out in the hub "
+        "cache under its hub id, so that a sweep can name it by that id offline.",
+    )
     @user_errors
     def write(
         directory: Annotated[Path | None, typer.Argument(help="A new (or empty) directory for the model.")] = None,
@@ -110,8 +119,16 @@ def _packaged_model_command(name: str, summary: str) -> None:
         cache = hub_cache or (Path(constants.HF_HUB_CACHE) if hub else None)
         result = materialise(name, directory, cache)
         if as_json:
-            typer.echo(json.dumps({**result.__dict__, "directory": result.directory and str(result.directory),
-                                   "snapshot": result.snapshot and str(result.snapshot)}, indent=1))
+            typer.echo(
+                json.dumps(
+                    {
+                        **result.__dict__,
+                        "directory": result.directory and str(result.directory),
+                        "snapshot": result.snapshot and str(result.snapshot),
+                    },
+                    indent=1,
+                )
+            )
             return
         for where in (result.directory, result.snapshot):
             if where is not None:
@@ -133,8 +150,9 @@ _packaged_model_commands()
 @models_app.command("parents")
 @user_errors
 def models_parents(
-    directory: Annotated[Path, typer.Argument(help="The set's directory: DIR/instruct, DIR/cpt, DIR/cpt_sft, "
-                                                   "DIR/parents.json.")],
+    directory: Annotated[
+        Path, typer.Argument(help="The set's directory: DIR/instruct, DIR/cpt, DIR/cpt_sft, DIR/parents.json.")
+    ],
     recipe: Annotated[str, typer.Option(help="default, or quick (a few steps: checks the pipeline only).")] = "default",
     seed: int = 0,
     as_json: JsonOption = False,
@@ -173,37 +191,61 @@ def sweep(
     from mergescope.recipes.sweep import sweep as run_sweep
 
     settings = _sweep_settings(
-        scoring, evaluation, judging, parents=parents.models(), base=parents.base, sweep=spec, out=out,
-        allow_pickle=checks.allow_pickle, trust_remote_code=checks.trust_remote_code,
-        allow_nonfinite=checks.allow_nonfinite, max_memory=checks.max_memory, executor=serving.executor,
-        backend_options=serving.backend_options(ctx), executor_options=serving.executor_options(ctx),
+        scoring,
+        evaluation,
+        judging,
+        parents=parents.models(),
+        base=parents.base,
+        sweep=spec,
+        out=out,
+        allow_pickle=checks.allow_pickle,
+        trust_remote_code=checks.trust_remote_code,
+        allow_nonfinite=checks.allow_nonfinite,
+        max_memory=checks.max_memory,
+        executor=serving.executor,
+        backend_options=serving.backend_options(ctx),
+        executor_options=serving.executor_options(ctx),
     )
     result = run_sweep(settings)
-    typer.echo(f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
-               f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
-    _fail_if_judging_incomplete(result.judging_incomplete, hint=f"rerun `mergescope judge {result.run_dir}` with the "
-                                                               "same judge options once the judge answers")
+    typer.echo(
+        f"run {result.run_dir}: {result.n_evaluated} evaluated, {result.n_skipped} already done "
+        f"({result.seconds:.0f}s). Next: mergescope report {result.run_dir}"
+    )
+    _fail_if_judging_incomplete(
+        result.judging_incomplete,
+        hint=f"rerun `mergescope judge {result.run_dir}` with the same judge options once the judge answers",
+    )
 
 
-def _sweep_settings(scoring: ScoringOptions, evaluation: EvaluationOptions, judging: JudgeEndpointOptions | None,
-                    **settings: Any) -> SweepSettings:
+def _sweep_settings(
+    scoring: ScoringOptions, evaluation: EvaluationOptions, judging: JudgeEndpointOptions | None, **settings: Any
+) -> SweepSettings:
     """The SweepSettings of the options every sweeping command takes (checked in this order), and `settings`."""
     from mergescope.recipes.sweep import SweepSettings
 
     checked = evaluation.settings()
-    return SweepSettings(tasks=list(scoring.tasks or []), task_paths=list(scoring.task_path or []),
-                         backend=scoring.backend, limit=scoring.limit, evaluation=checked, dtype=evaluation.dtype,
-                         judge=judging.sweep_judge() if judging else None, **settings)
+    return SweepSettings(
+        tasks=list(scoring.tasks or []),
+        task_paths=list(scoring.task_path or []),
+        backend=scoring.backend,
+        limit=scoring.limit,
+        evaluation=checked,
+        dtype=evaluation.dtype,
+        judge=judging.sweep_judge() if judging else None,
+        **settings,
+    )
 
 
-def _fail_if_judging_incomplete(subjects: Sequence[str], hint: str = "rerun the same command once the judge answers",
-                                reason: str = "") -> None:
+def _fail_if_judging_incomplete(
+    subjects: Sequence[str], hint: str = "rerun the same command once the judge answers", reason: str = ""
+) -> None:
     """Exit 1 when some subjects' judging is incomplete, so that scripts see the gap; what was judged is kept."""
     from mergescope.errors import MergescopeError
 
     if subjects:
-        raise MergescopeError(f"judging incomplete for {len(subjects)} subjects" + (f": {reason}" if reason else ""),
-                              hint=hint)
+        raise MergescopeError(
+            f"judging incomplete for {len(subjects)} subjects" + (f": {reason}" if reason else ""), hint=hint
+        )
 
 
 @app.command()
@@ -225,18 +267,42 @@ def search(
     """Search a space of merges with an Optuna sampler: every trial a candidate of the run; rerunning resumes."""
     from mergescope.recipes.search import search as run_search
 
-    run = _sweep_settings(scoring, evaluation, judging, parents=parents.models(), base=parents.base, out=out,
-                          allow_nonfinite=allow_nonfinite, progress=not as_json, executor=executor.executor,
-                          executor_options=executor.executor_options(ctx))
+    run = _sweep_settings(
+        scoring,
+        evaluation,
+        judging,
+        parents=parents.models(),
+        base=parents.base,
+        out=out,
+        allow_nonfinite=allow_nonfinite,
+        progress=not as_json,
+        executor=executor.executor,
+        executor_options=executor.executor_options(ctx),
+    )
     result = run_search(search_options.settings(run))
     if as_json:
-        typer.echo(json.dumps({"run": str(result.run_dir), "trials": result.n_trials, "evaluated": result.n_evaluated,
-                               "best_trial": result.best_trial, "best_objective": result.best_objective}, indent=1))
+        typer.echo(
+            json.dumps(
+                {
+                    "run": str(result.run_dir),
+                    "trials": result.n_trials,
+                    "evaluated": result.n_evaluated,
+                    "best_trial": result.best_trial,
+                    "best_objective": result.best_objective,
+                },
+                indent=1,
+            )
+        )
     else:
-        best = f"best trial {result.best_trial} (objective {result.best_objective:.3f}, selection half)" \
-            if result.best_trial is not None else "the non-dominated trials are in the report"
-        typer.echo(f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
-                   f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}")
+        best = (
+            f"best trial {result.best_trial} (objective {result.best_objective:.3f}, selection half)"
+            if result.best_trial is not None
+            else "the non-dominated trials are in the report"
+        )
+        typer.echo(
+            f"run {result.run_dir}: {result.n_trials} trials, {result.n_evaluated} merged and scored now, "
+            f"{best} ({result.seconds:.0f}s). Next: mergescope report {result.run_dir}"
+        )
     _fail_if_judging_incomplete(result.judging_incomplete)
 
 
@@ -245,13 +311,23 @@ def search(
 @option_groups
 def study(
     *,
-    pairs: Annotated[list[str] | None, typer.Option(
-        "--pairs", help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable), "
-                        "scored on --tasks.")] = None,
-    zoo: Annotated[list[str] | None, typer.Option(
-        "--zoo", help="[GROUP=]DIR: study the pairs this zoo lists, on its tasks (repeatable; the group defaults "
-                      "to DIR's name). "
-                      "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.")] = None,
+    pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pairs",
+            help="A pair to study: [GROUP/]NAME=A,B[,BASE] (model directories or hub ids; repeatable), "
+            "scored on --tasks.",
+        ),
+    ] = None,
+    zoo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--zoo",
+            help="[GROUP=]DIR: study the pairs this zoo lists, on its tasks (repeatable; the group defaults "
+            "to DIR's name). "
+            "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.",
+        ),
+    ] = None,
     spec: SweepSpecOption = None,
     scoring: ScoringOptions,
     out: Annotated[Path, typer.Option(help="Study directory: one run per pair in OUT/pairs/.")] = Path("runs/study"),
@@ -266,18 +342,30 @@ def study(
     from mergescope.recipes.study import StudySettings, zoo_pairs
     from mergescope.recipes.study import study as run_study
 
-    options = _sweep_settings(scoring, evaluation, None, parents=[], sweep=spec, max_memory=max_memory,
-                              allow_nonfinite=allow_nonfinite, progress=not as_json)
+    options = _sweep_settings(
+        scoring,
+        evaluation,
+        None,
+        parents=[],
+        sweep=spec,
+        max_memory=max_memory,
+        allow_nonfinite=allow_nonfinite,
+        progress=not as_json,
+    )
     zoo_options = zoo or ([] if pairs else [f".cache/{name}" for name, _ in DEMO_ZOOS])
-    study_pairs = [*(_study_pair(text) for text in pairs or []),
-                   *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text)))]
+    study_pairs = [
+        *(_study_pair(text) for text in pairs or []),
+        *(pair for text in zoo_options for pair in zoo_pairs(*_zoo_option(text))),
+    ]
     result = run_study(StudySettings(tuple(study_pairs), out=out, report=report, options=options))
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=1))
     else:
         for outcome in result.pairs:
-            typer.echo(f"pair {outcome.pair.key}: {outcome.status}, {outcome.n_evaluated} evaluated, "
-                       f"{outcome.n_skipped} already done ({outcome.run_dir})")
+            typer.echo(
+                f"pair {outcome.pair.key}: {outcome.status}, {outcome.n_evaluated} evaluated, "
+                f"{outcome.n_skipped} already done ({outcome.run_dir})"
+            )
         typer.echo(f"study report: {result.report} ({result.seconds:.0f}s)")
     _fail_if_judging_incomplete(result.judging_incomplete)
 
@@ -290,11 +378,17 @@ def _study_pair(text: str):
     label, equals, models = text.partition("=")
     paths = models.split(",")
     if not equals or not label or len(paths) not in (2, 3) or not all(paths):
-        raise ConfigError(f"--pairs {text!r}: expected [GROUP/]NAME=A,B[,BASE]",
-                          hint="e.g. --pairs arith_facts=zoo/models/arith,zoo/models/facts,zoo/models/base")
+        raise ConfigError(
+            f"--pairs {text!r}: expected [GROUP/]NAME=A,B[,BASE]",
+            hint="e.g. --pairs arith_facts=zoo/models/arith,zoo/models/facts,zoo/models/base",
+        )
     group, _, name = label.rpartition("/")
-    return StudyPair(name=name, parents=(Path(paths[0]), Path(paths[1])),
-                     base=Path(paths[2]) if len(paths) == 3 else None, group=group)
+    return StudyPair(
+        name=name,
+        parents=(Path(paths[0]), Path(paths[1])),
+        base=Path(paths[2]) if len(paths) == 3 else None,
+        group=group,
+    )
 
 
 def _zoo_option(text: str) -> tuple[str, str | None]:
@@ -339,17 +433,38 @@ def judge(
     from mergescope.scoring.judge_run import JudgeSettings, judge_run
 
     if not (judging.judge_url and judging.judge_model):
-        raise ConfigError("judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1")
-    settings = JudgeSettings(url=judging.judge_url, model=judging.judge_model,
-                             rubrics=tuple(str(r) for r in judging.rubric or ()), api_key_env=judging.judge_api_key_env,
-                             samples=samples, temperature=temperature, pairwise=pairwise, concurrency=concurrency,
-                             timeout_s=timeout, max_retries=retries, logprobs=judging.judge_logprobs,
-                             max_tokens=judging.judge_max_tokens, reply_format=judge_reply_format)
+        raise ConfigError(
+            "judging needs --judge-url and --judge-model", hint="e.g. --judge-url http://localhost:8000/v1"
+        )
+    settings = JudgeSettings(
+        url=judging.judge_url,
+        model=judging.judge_model,
+        rubrics=tuple(str(r) for r in judging.rubric or ()),
+        api_key_env=judging.judge_api_key_env,
+        samples=samples,
+        temperature=temperature,
+        pairwise=pairwise,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        max_retries=retries,
+        logprobs=judging.judge_logprobs,
+        max_tokens=judging.judge_max_tokens,
+        reply_format=judge_reply_format,
+    )
     result = judge_run(run, settings, backend, dtype, progress=not as_json)
     if as_json:
-        typer.echo(json.dumps({"run": str(result.run_dir), "subjects": result.n_subjects,
-                               "requests_sent": result.requests_sent, "incomplete": result.incomplete,
-                               "replies": [dataclasses.asdict(count) for count in result.reply_counts]}, indent=1))
+        typer.echo(
+            json.dumps(
+                {
+                    "run": str(result.run_dir),
+                    "subjects": result.n_subjects,
+                    "requests_sent": result.requests_sent,
+                    "incomplete": result.incomplete,
+                    "replies": [dataclasses.asdict(count) for count in result.reply_counts],
+                },
+                indent=1,
+            )
+        )
     else:
         state = f"incomplete for {len(result.incomplete)} subjects" if result.incomplete else "complete"
         typer.echo(
@@ -357,10 +472,15 @@ def judge(
             f"judging {state}"
         )
         for count in result.reply_counts:
-            typer.echo(f"  {count.rubric}: {count.unreadable} of {count.replies} grading replies unreadable "
-                       f"({count.reply_format or 'reply format not recorded'})")
-    _fail_if_judging_incomplete(result.incomplete, reason=result.failure or "some judgments are missing",
-                                hint="rerun this command once the judge answers; finished judgments are kept")
+            typer.echo(
+                f"  {count.rubric}: {count.unreadable} of {count.replies} grading replies unreadable "
+                f"({count.reply_format or 'reply format not recorded'})"
+            )
+    _fail_if_judging_incomplete(
+        result.incomplete,
+        reason=result.failure or "some judgments are missing",
+        hint="rerun this command once the judge answers; finished judgments are kept",
+    )
 
 
 @app.command()
@@ -382,10 +502,26 @@ def results(run: RunArgument, as_json: JsonOption = False):
     rows = store.score_table()
     store.close()
     if as_json:
-        typer.echo(json.dumps([{"candidate_id": row.subject_id, "kind": row.kind, "label": row.label,
-                                "method": row.method, "parameters": row.parameters, "seed": row.seed, "task": row.task,
-                                "metric": row.metric, "value": row.value, "stderr": row.stderr} for row in rows],
-                              indent=1))
+        typer.echo(
+            json.dumps(
+                [
+                    {
+                        "candidate_id": row.subject_id,
+                        "kind": row.kind,
+                        "label": row.label,
+                        "method": row.method,
+                        "parameters": row.parameters,
+                        "seed": row.seed,
+                        "task": row.task,
+                        "metric": row.metric,
+                        "value": row.value,
+                        "stderr": row.stderr,
+                    }
+                    for row in rows
+                ],
+                indent=1,
+            )
+        )
         return
     for row in rows:
         stderr = f" ± {row.stderr:.3f}" if row.stderr is not None else ""
@@ -499,8 +635,10 @@ def emergence(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=1))
         return
-    typer.echo(f"{'task':<16} {'candidate':<26} {'split':<11} {'n':>4} {'score':>6} {'vs best':>8} {'vs mean':>8} "
-               f"{'vs interp':>9} {'0->1':>5} {'1->0':>5} {'p best':>8} {'p adj':>8}  label")
+    typer.echo(
+        f"{'task':<16} {'candidate':<26} {'split':<11} {'n':>4} {'score':>6} {'vs best':>8} {'vs mean':>8} "
+        f"{'vs interp':>9} {'0->1':>5} {'1->0':>5} {'p best':>8} {'p adj':>8}  label"
+    )
     for row in report.rows:
         split_name = f"{row.split}({row.half})" if row.half else row.split
         counts = (
@@ -513,8 +651,10 @@ def emergence(
             f"{gains.gain_over_interpolation:>+9.3f} "
             f"{counts} {row.p_vs_best:>8.2g} {row.p_adjusted:>8.2g}  {row.label}{' *selected' if row.selected else ''}"
         )
-    typer.echo(f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "
-               f"parent, {report.correction}-adjusted across the candidates; label at alpha {report.alpha}")
+    typer.echo(
+        f"p best: one-sided paired test against the best parent; p adj: intersection-union p against every "
+        f"parent, {report.correction}-adjusted across the candidates; label at alpha {report.alpha}"
+    )
     for problem in report.problems:
         typer.echo(f"note: {problem}", err=True)
 

@@ -25,8 +25,11 @@ def option_groups(command: Callable) -> Callable:
     """`command`, with each parameter annotated by an OptionGroup taken apart into the group's options for typer."""
     signature = inspect.signature(command, eval_str=True)
     groups = {name: p.annotation for name, p in signature.parameters.items() if _is_group(p.annotation)}
-    flat = [option for p in signature.parameters.values()
-            for option in (_fields_as_parameters(p.annotation) if p.name in groups else [_keyword(p)])]
+    flat = [
+        option
+        for p in signature.parameters.values()
+        for option in (_fields_as_parameters(p.annotation) if p.name in groups else [_keyword(p)])
+    ]
     names = [p.name for p in flat]
     if len(set(names)) != len(names):
         raise TypeError(f"{command.__name__}: an option name occurs twice among its parameters and groups")
@@ -55,6 +58,12 @@ def _fields_as_parameters(group: type) -> list[inspect.Parameter]:
     """The group's fields as keyword parameters, annotated with their typer options and defaulting as the fields."""
     hints = typing.get_type_hints(group, include_extras=True)
     required = dataclasses.MISSING
-    return [inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[field.name],
-                              default=inspect.Parameter.empty if field.default is required else field.default)
-            for field in dataclasses.fields(group)]
+    return [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=hints[field.name],
+            default=inspect.Parameter.empty if field.default is required else field.default,
+        )
+        for field in dataclasses.fields(group)
+    ]

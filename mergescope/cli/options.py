@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 RunArgument = Annotated[Path, typer.Argument(help="A run directory (the --out of a sweep).")]
-JudgeUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1.")]
+JudgeUrlOption = Annotated[
+    str | None, typer.Option(help="OpenAI-compatible judge endpoint, e.g. http://localhost:8000/v1.")
+]
 JudgeModelOption = Annotated[str | None, typer.Option(help="Model name the judge endpoint serves.")]
 RubricOption = Annotated[
     list[Path] | None,
@@ -28,54 +30,113 @@ RubricOption = Annotated[
     ),
 ]
 ApiKeyEnvOption = Annotated[str, typer.Option(help="Environment variable holding the judge's API key.")]
-LogprobsOption = Annotated[int, typer.Option(
-    "--judge-logprobs", min=0, help="Ask the judge for N top alternatives per token and also keep "
-                                     "probability-weighted scores (metrics *_weighted); 0: off.")]
-AllowNonfiniteOption = Annotated[bool, typer.Option(
-    help="Merge parents whose weights hold NaN or inf (refused by default, naming the tensor).")]
-JudgeMaxTokensOption = Annotated[int | None, typer.Option(
-    "--judge-max-tokens", min=1, help="The judge's reply budget (default: the rubric's judge_max_tokens); "
-                                      "capped by the judge's context where the server reports it.")]
+LogprobsOption = Annotated[
+    int,
+    typer.Option(
+        "--judge-logprobs",
+        min=0,
+        help="Ask the judge for N top alternatives per token and also keep "
+        "probability-weighted scores (metrics *_weighted); 0: off.",
+    ),
+]
+AllowNonfiniteOption = Annotated[
+    bool, typer.Option(help="Merge parents whose weights hold NaN or inf (refused by default, naming the tensor).")
+]
+JudgeMaxTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        "--judge-max-tokens",
+        min=1,
+        help="The judge's reply budget (default: the rubric's judge_max_tokens); "
+        "capped by the judge's context where the server reports it.",
+    ),
+]
 
 # What a sweep merges and scores (sweep, search, study, candidates).
-ParentsOption = Annotated[list[str] | None, typer.Option(
-    "--parents", help="Parent model directories or hub ids (org/name[@revision]).")]
+ParentsOption = Annotated[
+    list[str] | None, typer.Option("--parents", help="Parent model directories or hub ids (org/name[@revision]).")
+]
 # `--parents A B` is accepted as the issue writes it: extra positional words are more parents.
 ExtraParentsArgument = Annotated[list[str] | None, typer.Argument(hidden=True)]
-BaseOption = Annotated[str | None, typer.Option(
-    help="The shared base model the parents were tuned from (directory or hub id).")]
-SweepSpecOption = Annotated[Path | None, typer.Option(
-    "--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default).")]
+BaseOption = Annotated[
+    str | None, typer.Option(help="The shared base model the parents were tuned from (directory or hub id).")
+]
+SweepSpecOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--sweep", help="Sweep spec: a YAML file, or a shipped spec's name such as slerp_grid (default: default)."
+    ),
+]
 TasksOption = Annotated[list[str] | None, typer.Option("--tasks", help="lm-eval task names.")]
 TaskPathOption = Annotated[list[Path] | None, typer.Option(help="Folders of extra lm-eval task YAMLs.")]
-OutOption = Annotated[Path | None, typer.Option(
-    help="Run directory (default: runs/NAME_A_B, from the sweep spec's or search space's name and the parents').")]
+OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Run directory (default: runs/NAME_A_B, from the sweep spec's or search space's name and the parents')."
+    ),
+]
 BackendOption = Annotated[str | None, typer.Option(help="Serving backend: hf, vllm, openai.")]
 LimitOption = Annotated[int | None, typer.Option(help="Evaluate only the first N items of each task.")]
-MaxMemoryOption = Annotated[str | None, typer.Option(
-    help="Refuse merges that would need more memory than this, e.g. 8GB.")]
+MaxMemoryOption = Annotated[
+    str | None, typer.Option(help="Refuse merges that would need more memory than this, e.g. 8GB.")
+]
 
 # How lm-eval prompts every subject, as lm-eval's own CLI names it (config.EvalSettings; part of a run's identity).
-NumFewshotOption = Annotated[int | None, typer.Option(
-    "--num-fewshot", help="Few-shot examples per prompt (lm-eval's --num_fewshot; default: each task's own).")]
-ApplyChatTemplateOption = Annotated[bool, typer.Option(
-    "--apply-chat-template", help="Prompt through each model's chat template (lm-eval's --apply_chat_template).")]
-ChatTemplateOption = Annotated[str | None, typer.Option(
-    "--chat-template", help="The tokenizer's template of this name (lm-eval's --apply_chat_template NAME); "
-                            "implies --apply-chat-template.")]
-FewshotAsMultiturnOption = Annotated[bool | None, typer.Option(
-    "--fewshot-as-multiturn/--no-fewshot-as-multiturn",
-    help="Few-shot examples as chat turns, not one user turn (default: on with a chat template, as lm-eval).")]
-SystemInstructionOption = Annotated[str | None, typer.Option(
-    "--system-instruction", help="A system turn (or text) before every prompt (lm-eval's --system_instruction).")]
-GenKwargsOption = Annotated[str | None, typer.Option(
-    "--gen-kwargs", help="Generation options of generating tasks, e.g. temperature=0,max_gen_toks=64 or JSON "
-                         "(lm-eval's --gen_kwargs).")]
-BatchSizeOption = Annotated[int | None, typer.Option(
-    "--batch-size", help="Requests computed at once (hf: lm-eval's batch size, default 64; vllm: the engine's "
-                         "max_num_seqs; openai: per API call, default 16).")]
-DtypeOption = Annotated[str | None, typer.Option(
-    "--dtype", help="Merge and serve models in this dtype: float32, bfloat16 or float16 (default: the spec's).")]
+NumFewshotOption = Annotated[
+    int | None,
+    typer.Option(
+        "--num-fewshot", help="Few-shot examples per prompt (lm-eval's --num_fewshot; default: each task's own)."
+    ),
+]
+ApplyChatTemplateOption = Annotated[
+    bool,
+    typer.Option(
+        "--apply-chat-template", help="Prompt through each model's chat template (lm-eval's --apply_chat_template)."
+    ),
+]
+ChatTemplateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--chat-template",
+        help="The tokenizer's template of this name (lm-eval's --apply_chat_template NAME); "
+        "implies --apply-chat-template.",
+    ),
+]
+FewshotAsMultiturnOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--fewshot-as-multiturn/--no-fewshot-as-multiturn",
+        help="Few-shot examples as chat turns, not one user turn (default: on with a chat template, as lm-eval).",
+    ),
+]
+SystemInstructionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--system-instruction", help="A system turn (or text) before every prompt (lm-eval's --system_instruction)."
+    ),
+]
+GenKwargsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--gen-kwargs",
+        help="Generation options of generating tasks, e.g. temperature=0,max_gen_toks=64 or JSON "
+        "(lm-eval's --gen_kwargs).",
+    ),
+]
+BatchSizeOption = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        help="Requests computed at once (hf: lm-eval's batch size, default 64; vllm: the engine's "
+        "max_num_seqs; openai: per API call, default 16).",
+    ),
+]
+DtypeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--dtype", help="Merge and serve models in this dtype: float32, bfloat16 or float16 (default: the spec's)."
+    ),
+]
 
 
 # -- option groups -------------------------------------------------------------------------------------------
@@ -119,11 +180,14 @@ class EvaluationOptions(OptionGroup):
         """The checked EvalSettings of the evaluation flags (a ConfigError names a bad one)."""
         from mergescope.merging.spec import eval_settings
 
-        return eval_settings(num_fewshot=self.num_fewshot,
-                             apply_chat_template=self.chat_template or self.apply_chat_template,
-                             fewshot_as_multiturn=self.fewshot_as_multiturn,
-                             system_instruction=self.system_instruction, gen_kwargs=self.gen_kwargs or {},
-                             batch_size=self.batch_size)
+        return eval_settings(
+            num_fewshot=self.num_fewshot,
+            apply_chat_template=self.chat_template or self.apply_chat_template,
+            fewshot_as_multiturn=self.fewshot_as_multiturn,
+            system_instruction=self.system_instruction,
+            gen_kwargs=self.gen_kwargs or {},
+            batch_size=self.batch_size,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,8 +216,9 @@ class JudgeEndpointOptions(OptionGroup):
     def _sweep_judge(self, logprobs: int, max_tokens: int | None) -> JudgeSettings | None:
         from mergescope.scoring.judge_run import sweep_judge
 
-        return sweep_judge(self.judge_url, self.judge_model, self.rubric or [], self.judge_api_key_env, logprobs,
-                           max_tokens)
+        return sweep_judge(
+            self.judge_url, self.judge_model, self.rubric or [], self.judge_api_key_env, logprobs, max_tokens
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,10 +238,13 @@ class ExecutorOptions(OptionGroup):
     """Where subjects are merged, served and scored (search; sweep takes ServingOptions)."""
 
     executor: Annotated[str, typer.Option(help="Where subjects run: local, or ray.")] = "local"
-    address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Ray cluster address (default: start a local one).")] = None
-    workers: Annotated[int, typer.Option(
-        help="Ray serving actors, each with one live engine (a search asks this many trials at once).")] = 1
+    address: Annotated[
+        str | None, typer.Option("--ray-address", help="Ray cluster address (default: start a local one).")
+    ] = None
+    workers: Annotated[
+        int,
+        typer.Option(help="Ray serving actors, each with one live engine (a search asks this many trials at once)."),
+    ] = 1
 
     def executor_options(self, ctx: typer.Context) -> dict[str, Any]:
         """The executor's options given on the command line (see `given`)."""
@@ -215,20 +283,31 @@ def given(ctx: typer.Context, group: OptionGroup, names: tuple[str, ...]) -> dic
 class SearchOptions(OptionGroup):
     """The search's own options: its space and budget, the sampler, the objective, the fitness subset."""
 
-    space: Annotated[Path, typer.Option(
-        "--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")]
+    space: Annotated[
+        Path, typer.Option("--space", help="Search space: a YAML file, or a shipped space's name such as space_lu2024.")
+    ]
     budget: Annotated[int, typer.Option(help="Trials to run (a resumed search counts the stored ones).")]
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, cmaes, random or nsga2.")] = "tpe"
     seed: Annotated[int, typer.Option(help="The sampler's seed (and the fitness subset's).")] = 0
-    objective: Annotated[str, typer.Option(
-        help="mean (of the tasks' primary metrics) or pareto (one per task).")] = "mean"
-    fitness_items: Annotated[int | None, typer.Option(
-        help="Score trials on K seeded selection-half items per task.")] = None
+    objective: Annotated[str, typer.Option(help="mean (of the tasks' primary metrics) or pareto (one per task).")] = (
+        "mean"
+    )
+    fitness_items: Annotated[
+        int | None, typer.Option(help="Score trials on K seeded selection-half items per task.")
+    ] = None
     finalists: Annotated[int, typer.Option(help="The best trials rescored on the whole selection half.")] = 3
 
     def settings(self, run: SweepSettings) -> SearchSettings:
         """The search's settings over the run's (plan_search checks the sampler and the objective)."""
         from mergescope.recipes.search import SearchSettings
 
-        return SearchSettings(run=run, space=self.space, budget=self.budget, sampler=self.sampler, seed=self.seed,
-                              objective=self.objective, fitness_items=self.fitness_items, finalists=self.finalists)
+        return SearchSettings(
+            run=run,
+            space=self.space,
+            budget=self.budget,
+            sampler=self.sampler,
+            seed=self.seed,
+            objective=self.objective,
+            fitness_items=self.fitness_items,
+            finalists=self.finalists,
+        )

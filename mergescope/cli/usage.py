@@ -29,8 +29,15 @@ def one_line(error: ClickException) -> str:
 class OneLineUsageErrors(TyperGroup):
     """The top-level command group: runs a command and prints click's errors as one line."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, windows_expand_args: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
         passed = dict(standalone_mode=False, windows_expand_args=windows_expand_args, **extra)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, **passed)

@@ -25,10 +25,13 @@ class Executor(Protocol):
 
 
 # name -> "module:factory" and its options record; the factory takes one record and returns an Executor.
-EXECUTORS = Registry("executor", {
-    "local": Plugin("mergescope.executors.local:LocalExecutor", LocalOptions),
-    "ray": Plugin("mergescope.executors.ray:RayExecutor", RayOptions),
-})
+EXECUTORS = Registry(
+    "executor",
+    {
+        "local": Plugin("mergescope.executors.local:LocalExecutor", LocalOptions),
+        "ray": Plugin("mergescope.executors.ray:RayExecutor", RayOptions),
+    },
+)
 
 
 def create_executor(name: str, options: Any | None = None, **values) -> Executor:

@@ -26,8 +26,12 @@ class RayExecutor:
         ray = _import_ray()
         if not ray.is_initialized():
             ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False)
-        actor_class = ray.remote(num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker,
-                                 max_restarts=2, max_task_retries=2)(SubjectWorker)
+        actor_class = ray.remote(
+            num_cpus=self.options.cpus_per_worker,
+            num_gpus=self.options.gpus_per_worker,
+            max_restarts=2,
+            max_task_retries=2,
+        )(SubjectWorker)
         actors = [actor_class.remote(job) for _ in range(min(self.options.workers, max(len(todo), 1)))]
         queue = [(subject, 1) for subject in todo]
         running: dict = {}  # object ref -> (actor, subject, attempt)
@@ -60,6 +64,8 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise PrerequisiteError("the ray executor needs Ray, which is not installed",
-                                hint="pip install 'mergescope[ray]', or use --executor local") from None
+        raise PrerequisiteError(
+            "the ray executor needs Ray, which is not installed",
+            hint="pip install 'mergescope[ray]', or use --executor local",
+        ) from None
     return ray

@@ -58,8 +58,9 @@ class SubjectWorker:
         kill_point("eval.before")
         evaluation = self.tasks.evaluate(lm, subject.id, self.job.samples)
         kill_point("eval.after")
-        return SubjectResult(subject, evaluation, merge_seconds, self._answers(),
-                             has_chat_template(self.backend.tokenizer))
+        return SubjectResult(
+            subject, evaluation, merge_seconds, self._answers(), has_chat_template(self.backend.tokenizer)
+        )
 
     def _answers(self) -> dict[tuple[str, int, float], str]:
         """The loaded model's completions of the job's answer requests (the judge grades them elsewhere)."""

@@ -82,8 +82,9 @@ def _expand_block(block: MethodBlock, parents: ParentSet, dtype: str, where: str
     for point in itertools.product(*[values for _, values in axes]):
         chosen = {key: value for (key, _), value in zip(axes, point, strict=True)}
         shared = {k: chosen.get(("shared", k), v) for k, v in block.parameters.items()}
-        inputs = [{k: chosen.get((i, k), chosen.get(("each", k), v)) for k, v in p.items()}
-                  for i, p in enumerate(per_parent)]
+        inputs = [
+            {k: chosen.get((i, k), chosen.get(("each", k), v)) for k, v in p.items()} for i, p in enumerate(per_parent)
+        ]
         _check_bounds(shared, inputs, where)
         config = _mergekit_config(block.method, parents, base_path, shared, inputs, dtype)
         for seed in seeds:
@@ -134,8 +135,10 @@ def _check_parameter_names(method, shared: dict[str, Any], per_parent: list[dict
     for scope, mapping in [("parameters", shared), *[(f"per_parent.{i}", m) for i, m in enumerate(per_parent)]]:
         for key in mapping:
             if key not in known:
-                raise ConfigError(f"{where}.{scope}.{key}: {spec.name} has no parameter {key!r}",
-                                  hint=did_you_mean(key, known) if known else f"{spec.name} takes no parameters")
+                raise ConfigError(
+                    f"{where}.{scope}.{key}: {spec.name} has no parameter {key!r}",
+                    hint=did_you_mean(key, known) if known else f"{spec.name} takes no parameters",
+                )
     for parameter in spec.parameters:
         per_input = parameter.name in shared or all(parameter.name in m for m in per_parent)
         if parameter.required and not per_input:
@@ -161,8 +164,9 @@ def _per_parent(block: MethodBlock, n_parents: int, where: str) -> list[dict[str
 
 def _sweep_axes(block: MethodBlock, per_parent: list[dict[str, Any]]) -> list[tuple[tuple, list]]:
     """The swept keys and their values; a sweep in a single `per_parent` mapping is one axis for all parents."""
-    axes: list[tuple[tuple, list]] = [(("shared", k), sweep.values()) for k, v in block.parameters.items()
-                                      if (sweep := as_sweep(v))]
+    axes: list[tuple[tuple, list]] = [
+        (("shared", k), sweep.values()) for k, v in block.parameters.items() if (sweep := as_sweep(v))
+    ]
     if isinstance(block.per_parent, dict):
         return axes + [(("each", k), sweep.values()) for k, v in block.per_parent.items() if (sweep := as_sweep(v))]
     for i, mapping in enumerate(per_parent):
@@ -235,8 +239,10 @@ def _normalised(value: Any) -> Any:
 def _candidate(
     config: dict, block: MethodBlock, chosen: dict, seed: int | None, parents: ParentSet, base_path
 ) -> Candidate:
-    swept = {(k if scope in ("shared", "each") else f"{k}[{parents.parents[scope].name}]"): v
-             for (scope, k), v in chosen.items()}
+    swept = {
+        (k if scope in ("shared", "each") else f"{k}[{parents.parents[scope].name}]"): v
+        for (scope, k), v in chosen.items()
+    }
     label_parts = [block.label or block.method] + [f"{k}={_short(v)}" for k, v in swept.items()]
     if seed is not None:
         label_parts.append(f"seed={seed}")
@@ -289,8 +295,9 @@ def from_mergekit_yaml(path: Path) -> Candidate:
     config = _with_local_models(config)
     # A random method taken from a file is seeded too (seed 0, `mergekit-yaml --random-seed 0`): reproducible.
     seed = 0 if is_random(merge_method(config["merge_method"], f"{path}: merge_method")) else None
-    candidate = Candidate(id=config_id(config, seed), method=config["merge_method"], label=path.stem,
-                          mergekit_config=config, seed=seed)
+    candidate = Candidate(
+        id=config_id(config, seed), method=config["merge_method"], label=path.stem, mergekit_config=config, seed=seed
+    )
     validate_with_mergekit(candidate)
     return candidate
 
@@ -301,8 +308,12 @@ def _with_local_models(value: Any) -> Any:
         return [_with_local_models(item) for item in value]
     if not isinstance(value, dict):
         return value
-    return {key: str(hub.local_path(item)) if key in MODEL_KEYS and isinstance(item, str) and hub.is_hub_id(item)
-            else _with_local_models(item) for key, item in value.items()}
+    return {
+        key: str(hub.local_path(item))
+        if key in MODEL_KEYS and isinstance(item, str) and hub.is_hub_id(item)
+        else _with_local_models(item)
+        for key, item in value.items()
+    }
 
 
 def to_mergekit_yaml(candidate: Candidate) -> str:
@@ -339,12 +350,15 @@ class CandidatePlan:
     def rows(self) -> list[dict[str, Any]]:
         """One JSON-ready mapping per candidate."""
         files: list[str | None] = [str(p) for p in self.exported] or [None] * len(self.candidates)
-        return [{"id": c.id, "method": c.method, "label": c.label, "parameters": c.parameters, "seed": c.seed,
-                 "file": file} for c, file in zip(self.candidates, files, strict=True)]
+        return [
+            {"id": c.id, "method": c.method, "label": c.label, "parameters": c.parameters, "seed": c.seed, "file": file}
+            for c, file in zip(self.candidates, files, strict=True)
+        ]
 
 
-def plan_candidates(spec_path: Path | None, parents: list[str], base: str | None = None,
-                    export: Path | None = None) -> CandidatePlan:
+def plan_candidates(
+    spec_path: Path | None, parents: list[str], base: str | None = None, export: Path | None = None
+) -> CandidatePlan:
     """The checked candidates of a sweep spec over these parents, exported as mergekit YAMLs to `export`."""
     from mergescope.models.parents import resolve_parents
 
@@ -354,5 +368,6 @@ def plan_candidates(spec_path: Path | None, parents: list[str], base: str | None
     for candidate in candidates:
         validate_with_mergekit(candidate)
     exported = export_candidates(candidates, export) if export else ()
-    return CandidatePlan(spec=spec.source or spec.name, parents=parent_set, candidates=tuple(candidates),
-                         exported=exported)
+    return CandidatePlan(
+        spec=spec.source or spec.name, parents=parent_set, candidates=tuple(candidates), exported=exported
+    )

@@ -65,8 +65,14 @@ def card_parents(config: MergeConfiguration) -> list[CardParent]:
     parents = []
     for model in models:
         hub_id, revision = _hub_identity(model.model.path, model.model.revision)
-        parents.append(CardParent(reference=model.model.path, hub_id=hub_id, revision=revision,
-                                  role="base_model" if model == base else "model"))
+        parents.append(
+            CardParent(
+                reference=model.model.path,
+                hub_id=hub_id,
+                revision=revision,
+                role="base_model" if model == base else "model",
+            )
+        )
     return parents
 
 
@@ -89,8 +95,9 @@ def has_chat_template(directory: Path) -> bool:
     return tokenizer_config.is_file() and bool(json.loads(tokenizer_config.read_text()).get("chat_template"))
 
 
-def write_card(directory: Path, candidate: Candidate, config: MergeConfiguration,
-               scores: RunScores | None = None) -> Path:
+def write_card(
+    directory: Path, candidate: Candidate, config: MergeConfiguration, scores: RunScores | None = None
+) -> Path:
     """Write the model card of the merged `candidate` into `directory` (its model directory); returns its path."""
     path = Path(directory) / CARD_NAME
     path.write_text(model_card(candidate, config, has_chat_template(Path(directory)), scores))
@@ -100,11 +107,16 @@ def write_card(directory: Path, candidate: Candidate, config: MergeConfiguration
 def model_card(candidate: Candidate, config: MergeConfiguration, chat_template: bool, scores: RunScores | None) -> str:
     """The card's Markdown, with Hugging Face metadata in its front matter."""
     parents = card_parents(config)
-    sections = [_front_matter(parents), f"# {candidate.label}\n",
-                f"A merge made with [mergekit](https://github.com/arcee-ai/mergekit) by mergescope "
-                f"(candidate `{candidate.id}`).\n",
-                _parents_section(parents), _merge_section(candidate, config, chat_template),
-                _scores_section(scores), _config_section(candidate)]
+    sections = [
+        _front_matter(parents),
+        f"# {candidate.label}\n",
+        f"A merge made with [mergekit](https://github.com/arcee-ai/mergekit) by mergescope "
+        f"(candidate `{candidate.id}`).\n",
+        _parents_section(parents),
+        _merge_section(candidate, config, chat_template),
+        _scores_section(scores),
+        _config_section(candidate),
+    ]
     return "\n".join(sections)
 
 
@@ -130,22 +142,28 @@ def _merge_section(candidate: Candidate, config: MergeConfiguration, chat_templa
     given = candidate.parameters or candidate.mergekit_config.get("parameters")
     parameters = f"`{json.dumps(given, sort_keys=True)}`" if given else "per model, in the mergekit configuration"
     template = "included" if chat_template else "none (the tokenizer mergekit wrote has none)"
-    return (f"## Merge\n\n- method: `{candidate.method}`\n- parameters: {parameters}\n- seed: {seed}\n"
-            f"- dtype: {config.dtype or 'as stored'}\n- tokenizer: as mergekit wrote it; chat template: "
-            f"{template}\n")
+    return (
+        f"## Merge\n\n- method: `{candidate.method}`\n- parameters: {parameters}\n- seed: {seed}\n"
+        f"- dtype: {config.dtype or 'as stored'}\n- tokenizer: as mergekit wrote it; chat template: "
+        f"{template}\n"
+    )
 
 
 def _scores_section(scores: RunScores | None) -> str:
     if scores is None:
-        return ("## Scores\n\nNot in this card yet: the run's store holds them. `mergescope export ID --run RUN OUT` "
-                "writes this model with a card that carries them.\n")
+        return (
+            "## Scores\n\nNot in this card yet: the run's store holds them. `mergescope export ID --run RUN OUT` "
+            "writes this model with a card that carries them.\n"
+        )
     if not scores.rows:
         return f"## Scores in run `{scores.run}`\n\nThe run has stored no scores of this merge yet.\n"
     items = "every item" if scores.limit is None else f"the first {scores.limit} items of each task"
-    lines = [f"## Scores in run `{scores.run}`\n", f"Evaluated on {items}; the parents and base in the same run "
-             "for comparison (empty: not scored there).\n",
-             "| task | metric | this merge | " + " | ".join(scores.reference_labels) + " |",
-             "|---|---|---|" + "---|" * len(scores.reference_labels)]
+    lines = [
+        f"## Scores in run `{scores.run}`\n",
+        f"Evaluated on {items}; the parents and base in the same run for comparison (empty: not scored there).\n",
+        "| task | metric | this merge | " + " | ".join(scores.reference_labels) + " |",
+        "|---|---|---|" + "---|" * len(scores.reference_labels),
+    ]
     for row in scores.rows:
         value = _number(row.value) + (f" ± {row.stderr:.3f}" if row.stderr is not None else "")
         lines.append(f"| {row.task} | {row.metric} | {value} | " + " | ".join(map(_number, row.references)) + " |")
@@ -155,8 +173,10 @@ def _scores_section(scores: RunScores | None) -> str:
 def _config_section(candidate: Candidate) -> str:
     seed = f" --random-seed {candidate.seed}" if candidate.seed is not None else ""
     config = yaml.safe_dump(candidate.mergekit_config, sort_keys=False)
-    return (f"## mergekit configuration\n\nReproduce with `mergekit-yaml mergekit_config.yml OUT{seed}`:\n\n"
-            f"```yaml\n{config}```\n")
+    return (
+        f"## mergekit configuration\n\nReproduce with `mergekit-yaml mergekit_config.yml OUT{seed}`:\n\n"
+        f"```yaml\n{config}```\n"
+    )
 
 
 def _number(value: float | None) -> str:

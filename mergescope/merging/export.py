@@ -67,9 +67,10 @@ def _check_hub(repo: str) -> None:
     except HFValidationError:
         raise ConfigError(f"--push-to-hub {repo!r} is not a Hub repo id", hint="write it as org/name") from None
     if constants.HF_HUB_OFFLINE:
-        raise ConfigError(f"--push-to-hub {repo} needs the network, but HF_HUB_OFFLINE is set",
-                          hint="unset HF_HUB_OFFLINE, or export without --push-to-hub and upload later "
-                               f"with `hf upload {repo} OUT`")
+        raise ConfigError(
+            f"--push-to-hub {repo} needs the network, but HF_HUB_OFFLINE is set",
+            hint=f"unset HF_HUB_OFFLINE, or export without --push-to-hub and upload later with `hf upload {repo} OUT`",
+        )
 
 
 def run_scores(run_dir: Path, candidate: Candidate) -> RunScores:
@@ -81,12 +82,25 @@ def run_scores(run_dir: Path, candidate: Candidate) -> RunScores:
         store.close()
     references = list(dict.fromkeys((row.subject_id, row.label) for row in table if row.kind != "candidate"))
     value = {(row.subject_id, row.task, row.metric): row.value for row in table}
-    rows = tuple(ScoreRow(task=row.task, metric=row.metric, value=row.value, stderr=row.stderr, n_items=row.n_items,
-                          references=tuple(value.get((subject, row.task, row.metric)) for subject, _ in references))
-                 for row in table if row.subject_id == candidate.id)
+    rows = tuple(
+        ScoreRow(
+            task=row.task,
+            metric=row.metric,
+            value=row.value,
+            stderr=row.stderr,
+            n_items=row.n_items,
+            references=tuple(value.get((subject, row.task, row.metric)) for subject, _ in references),
+        )
+        for row in table
+        if row.subject_id == candidate.id
+    )
     meta = read_run_meta(run_dir)
-    return RunScores(run=run_dir.resolve().name, limit=meta.limit if meta else None,
-                     reference_labels=tuple(label for _, label in references), rows=rows)
+    return RunScores(
+        run=run_dir.resolve().name,
+        limit=meta.limit if meta else None,
+        reference_labels=tuple(label for _, label in references),
+        rows=rows,
+    )
 
 
 def _write_model(candidate: Candidate, merged: Path, out: Path, scores: RunScores) -> None:
@@ -111,7 +125,9 @@ def upload(directory: Path, repo: str, candidate: Candidate) -> str:
         api.upload_folder(folder_path=str(directory), repo_id=repo, commit_message=f"mergescope: {candidate.label}")
     except (OSError, ValueError, httpx.HTTPError) as error:  # huggingface_hub's HTTP and offline errors are OSErrors
         reason = " ".join(str(error).split())[:300]
-        raise MergescopeError(f"exported to {directory}, but pushing it to the Hub as {repo} failed: {reason}",
-                              hint=f"the export is complete: retry with `hf upload {repo} {directory}` "
-                                   "(after `hf auth login` if the Hub asked for a token)") from None
+        raise MergescopeError(
+            f"exported to {directory}, but pushing it to the Hub as {repo} failed: {reason}",
+            hint=f"the export is complete: retry with `hf upload {repo} {directory}` "
+            "(after `hf auth login` if the Hub asked for a token)",
+        ) from None
     return str(url)

@@ -74,8 +74,13 @@ def merge_in_memory(candidate: Candidate) -> StateDict:
         return _merge_whole(config, candidate.seed)
     saves = planned_saves(config, candidate.seed)
     merged = dict(_execute([save.tensor_task for save in saves], candidate.seed))
-    return {save.tensor_name: merged[save.tensor_task].to(dtype_from_name(save.dtype)) if save.dtype
-            else merged[save.tensor_task] for save in saves if merged[save.tensor_task] is not None}
+    return {
+        save.tensor_name: merged[save.tensor_task].to(dtype_from_name(save.dtype))
+        if save.dtype
+        else merged[save.tensor_task]
+        for save in saves
+        if merged[save.tensor_task] is not None
+    }
 
 
 def write_merge(candidate: Candidate, target: Path, scores: RunScores | None = None) -> Path:
@@ -122,8 +127,12 @@ def _execute(targets: list, seed: int | None) -> Iterator[tuple]:
 
 def needs_full_merge(config: MergeConfiguration) -> bool:
     """Whether the config needs more of `run_merge` than merged weights (a merged tokenizer, LoRA inputs)."""
-    return bool(config.tokenizer_source or config.tokenizer or config.chat_template
-                or any(model.lora for model in config.referenced_models()))
+    return bool(
+        config.tokenizer_source
+        or config.tokenizer
+        or config.chat_template
+        or any(model.lora for model in config.referenced_models())
+    )
 
 
 def planned_saves(config: MergeConfiguration, seed: int | None = None) -> list:
@@ -149,8 +158,9 @@ def _planner(config: MergeConfiguration, seed: int | None):
 def _options(seed: int | None):
     from mergekit.options import MergeOptions
 
-    return MergeOptions(random_seed=seed, quiet=True, write_model_card=True, copy_tokenizer=True,
-                        out_shard_size=OUT_SHARD_BYTES)
+    return MergeOptions(
+        random_seed=seed, quiet=True, write_model_card=True, copy_tokenizer=True, out_shard_size=OUT_SHARD_BYTES
+    )
 
 
 def _architecture(config: MergeConfiguration):

@@ -70,8 +70,9 @@ class SearchSpace(Strict):
 
     def as_sweep_spec(self) -> SweepSpec:
         """The space as the sweep spec a run's provenance records (its blocks hold the ranges as written)."""
-        return SweepSpec(name=self.name, description=self.description, dtype=self.dtype, methods=self.space,
-                         source=self.source)
+        return SweepSpec(
+            name=self.name, description=self.description, dtype=self.dtype, methods=self.space, source=self.source
+        )
 
 
 # -- the leaves of a block: where the ranges are, and their names --------------------------------------------
@@ -163,8 +164,10 @@ def space_problems(path: Path) -> list[str]:
     for index in range(len(space.space)):
         problems += _block_problems(space, index, path)
     if not problems and len(space.space) == 1 and not block_leaves(space, 0):
-        problems.append(f"{path}: space.0: no range ({{low, high}}) or choice ({{grid: [...]}}) anywhere, so there "
-                        "is nothing to search (a fixed merge belongs in a sweep spec)")
+        problems.append(
+            f"{path}: space.0: no range ({{low, high}}) or choice ({{grid: [...]}}) anywhere, so there "
+            "is nothing to search (a fixed merge belongs in a sweep spec)"
+        )
     return problems
 
 
@@ -194,8 +197,7 @@ def _block_problems(space: SearchSpace, index: int, path: Path) -> list[str]:
     if problems:
         return problems
     for corner in (_lowest, _highest):
-        spec = SweepSpec(name=space.name, dtype=space.dtype, methods=[filled_block(block, corner)],
-                         source=str(path))
+        spec = SweepSpec(name=space.name, dtype=space.dtype, methods=[filled_block(block, corner)], source=str(path))
         try:
             for candidate in block_candidates(spec, 0, stand_in_parents(2)):
                 validate_with_mergekit(candidate)

@@ -172,17 +172,26 @@ class EvalSettings(Strict):
 
 # The generation options lm-eval and our backends read themselves, and what each takes.
 GENERATION_OPTION_KINDS: dict[str, str] = {
-    "temperature": "a number", "top_p": "a number", "top_k": "an integer", "max_gen_toks": "an integer",
-    "seed": "an integer", "do_sample": "true or false", "until": "a string or a list of strings",
+    "temperature": "a number",
+    "top_p": "a number",
+    "top_k": "an integer",
+    "max_gen_toks": "an integer",
+    "seed": "an integer",
+    "do_sample": "true or false",
+    "until": "a string or a list of strings",
 }
 
 
 def _is_kind(value: Any, kind: str) -> bool:
     if isinstance(value, bool):  # an int to Python, but never a number of tokens or a temperature
         return kind == "true or false"
-    return {"a number": isinstance(value, (int, float)), "an integer": isinstance(value, int),
-            "a string or a list of strings": isinstance(value, str) or isinstance(value, list)
-            and all(isinstance(v, str) for v in value)}.get(kind, False)
+    return {
+        "a number": isinstance(value, (int, float)),
+        "an integer": isinstance(value, int),
+        "a string or a list of strings": isinstance(value, str)
+        or isinstance(value, list)
+        and all(isinstance(v, str) for v in value),
+    }.get(kind, False)
 
 
 def _key_value_pairs(text: str) -> dict[str, Any]:
@@ -206,9 +215,11 @@ def eval_settings(**values: Any) -> EvalSettings:
         message = first["msg"].removeprefix("Value error, ")
         if first["loc"]:  # a field's problem: name its flag and the value given
             message = f"--{str(first['loc'][0]).replace('_', '-')} {first['input']}: {message}"
-        raise ConfigError(message,
-                          hint="see `mergescope sweep --help`; the flags are lm-eval's (--num-fewshot 5, "
-                               "--gen-kwargs temperature=0,max_gen_toks=64)") from None
+        raise ConfigError(
+            message,
+            hint="see `mergescope sweep --help`; the flags are lm-eval's (--num-fewshot 5, "
+            "--gen-kwargs temperature=0,max_gen_toks=64)",
+        ) from None
 
 
 def _location(error: ErrorDetails) -> str:

@@ -71,9 +71,11 @@ def snapshot(model_id: str, *, allow_pickle: bool = False) -> tuple[Path, HubRev
     if not any(folder.glob(SAFETENSORS)):
         pickled = _pickled_files(repo_id, folder)
         if pickled and not allow_pickle:
-            raise ConfigError(f"{model_id}: the repository holds only pickled weights ({pickled[0]}); loading them "
-                              "can run arbitrary code",
-                              hint="use a revision with safetensors weights, or pass --allow-pickle if you trust it")
+            raise ConfigError(
+                f"{model_id}: the repository holds only pickled weights ({pickled[0]}); loading them "
+                "can run arbitrary code",
+                hint="use a revision with safetensors weights, or pass --allow-pickle if you trust it",
+            )
         if pickled:
             folder = _download(model_id, repo_id, sha, PICKLED_WEIGHTS)
     return folder, HubRevision(repo_id=repo_id, revision=revision, sha=sha)
@@ -122,8 +124,15 @@ def repo_folder(cache: Path, repo_id: str) -> Path:
     return Path(cache) / ("models--" + repo_id.replace("/", "--"))
 
 
-def add_to_cache(cache: Path, repo_id: str, model_dir: Path, *, refs: tuple[str, ...] = ("main",),
-                 sha: str | None = None, skip: tuple[str, ...] = ()) -> str:
+def add_to_cache(
+    cache: Path,
+    repo_id: str,
+    model_dir: Path,
+    *,
+    refs: tuple[str, ...] = ("main",),
+    sha: str | None = None,
+    skip: tuple[str, ...] = (),
+) -> str:
     """Lay `model_dir`'s files (less those named in `skip`) out in hub cache `cache` as commit `sha` of `repo_id`,
     the commit `refs` point to; returns the sha (by default a hash of the repository id and the files' contents,
     so laying the same files out again changes nothing).
@@ -157,19 +166,24 @@ def add_to_cache(cache: Path, repo_id: str, model_dir: Path, *, refs: tuple[str,
 
 # -- huggingface_hub's errors, as one line naming the problem and the fix ---------------------------------
 def _gated(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return ConfigError(f"{model_id}: a gated repository, and no access token with access to it was found",
-                       hint=f"accept its conditions on huggingface.co/{repo_id}, then log in with `hf auth login` "
-                            "or set HF_TOKEN")
+    return ConfigError(
+        f"{model_id}: a gated repository, and no access token with access to it was found",
+        hint=f"accept its conditions on huggingface.co/{repo_id}, then log in with `hf auth login` or set HF_TOKEN",
+    )
 
 
 def _no_revision(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return ConfigError(f"{model_id}: {repo_id} has no revision {revision!r} on the Hub",
-                       hint=f"give a branch, tag or commit of {repo_id}: {repo_id}@REVISION")
+    return ConfigError(
+        f"{model_id}: {repo_id} has no revision {revision!r} on the Hub",
+        hint=f"give a branch, tag or commit of {repo_id}: {repo_id}@REVISION",
+    )
 
 
 def _no_repository(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return ConfigError(f"{model_id}: no model repository {repo_id} on the Hub (or it is private)",
-                       hint="check the id; for a private repository log in with `hf auth login` or set HF_TOKEN")
+    return ConfigError(
+        f"{model_id}: no model repository {repo_id} on the Hub (or it is private)",
+        hint="check the id; for a private repository log in with `hf auth login` or set HF_TOKEN",
+    )
 
 
 def _incomplete(model_id: str, repo_id: str, revision: str) -> MergescopeError:
@@ -191,18 +205,25 @@ def _not_cached(model_id: str, repo_id: str, revision: str) -> MergescopeError:
     download = f"`hf download {repo_id}" + (f" --revision {revision}`" if revision != DEFAULT_REVISION else "`")
     if repo_folder.is_dir():
         cached = sorted(p.name for p in (repo_folder / "refs").glob("*")) or ["no named revision"]
-        return ConfigError(f"{model_id}: revision {revision!r} of {repo_id} is not in the hub cache "
-                           f"(cached: {', '.join(cached)}) and {why}",
-                           hint=f"give a cached revision, or download this one with {download}")
-    return ConfigError(f"{model_id}: no such local directory, and no hub model {repo_id} in the hub cache "
-                       f"({constants.HF_HUB_CACHE}) while {why}",
-                       hint=f"download it with {download}" + (", or unset HF_HUB_OFFLINE" if offline else "")
-                            + "; or give the path of a model directory")
+        return ConfigError(
+            f"{model_id}: revision {revision!r} of {repo_id} is not in the hub cache "
+            f"(cached: {', '.join(cached)}) and {why}",
+            hint=f"give a cached revision, or download this one with {download}",
+        )
+    return ConfigError(
+        f"{model_id}: no such local directory, and no hub model {repo_id} in the hub cache "
+        f"({constants.HF_HUB_CACHE}) while {why}",
+        hint=f"download it with {download}"
+        + (", or unset HF_HUB_OFFLINE" if offline else "")
+        + "; or give the path of a model directory",
+    )
 
 
 def _hub_failed(model_id: str, repo_id: str, revision: str) -> MergescopeError:
-    return MergescopeError(f"{model_id}: the Hub answered with an error while resolving {repo_id}",
-                           hint="retry later; with the model in the hub cache, HF_HUB_OFFLINE=1 needs no Hub")
+    return MergescopeError(
+        f"{model_id}: the Hub answered with an error while resolving {repo_id}",
+        hint="retry later; with the model in the hub cache, HF_HUB_OFFLINE=1 needs no Hub",
+    )
 
 
 def _mapped_error(error: Exception, model_id: str, repo_id: str, revision: str) -> MergescopeError | None:
@@ -211,7 +232,11 @@ def _mapped_error(error: Exception, model_id: str, repo_id: str, revision: str) 
 
     # never the exception's own text: it may carry URLs and request details, and says nothing about the fix
     mapping: tuple[tuple[type[Exception], Callable[[str, str, str], MergescopeError]], ...] = (
-        (errors.GatedRepoError, _gated), (errors.RevisionNotFoundError, _no_revision),
-        (errors.RepositoryNotFoundError, _no_repository), (errors.IncompleteSnapshotError, _incomplete),
-        (errors.LocalEntryNotFoundError, _not_cached), (errors.HfHubHTTPError, _hub_failed))
+        (errors.GatedRepoError, _gated),
+        (errors.RevisionNotFoundError, _no_revision),
+        (errors.RepositoryNotFoundError, _no_repository),
+        (errors.IncompleteSnapshotError, _incomplete),
+        (errors.LocalEntryNotFoundError, _not_cached),
+        (errors.HfHubHTTPError, _hub_failed),
+    )
     return next((build(model_id, repo_id, revision) for kind, build in mapping if isinstance(error, kind)), None)

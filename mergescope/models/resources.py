@@ -18,16 +18,45 @@ from mergescope.errors import ConfigError, MergescopeError
 from mergescope.runs.records import ModelRef, ParentSet
 
 # Bytes per element of the dtypes safetensors headers name and mergekit writes.
-DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-               "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "float32": 4, "float16": 2, "bfloat16": 2}
+DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "float32": 4,
+    "float16": 2,
+    "bfloat16": 2,
+}
 # The interpreter with torch, transformers, mergekit and mergescope imported, before any weights: 0.60 GiB
 # measured here (benchmarks/merge_bench.py reports it beside the merge's peak).
 RUNTIME_BYTES = 650 * 10**6
 # Temporaries of a merge kernel beside its inputs, in units of the output tensor (SLERP: normalised copies and the
 # result; TIES/DARE: masks and the stacked task vectors are of the same order).
 KERNEL_COPIES = 3
-UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-         "K": 2**10, "KIB": 2**10, "M": 2**20, "MIB": 2**20, "G": 2**30, "GIB": 2**30, "T": 2**40, "TIB": 2**40}
+UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "K": 2**10,
+    "KIB": 2**10,
+    "M": 2**20,
+    "MIB": 2**20,
+    "G": 2**30,
+    "GIB": 2**30,
+    "T": 2**40,
+    "TIB": 2**40,
+}
 
 
 def parse_size(text: str) -> int:
@@ -43,7 +72,7 @@ def human(n_bytes: int) -> str:
     exponent = min(max(len(str(int(n_bytes))) - 1, 0) // 3, 4)
     if exponent == 0:
         return f"{int(n_bytes)} B"
-    return f"{n_bytes / 1000 ** exponent:.2f} {('B', 'KB', 'MB', 'GB', 'TB')[exponent]}"
+    return f"{n_bytes / 1000**exponent:.2f} {('B', 'KB', 'MB', 'GB', 'TB')[exponent]}"
 
 
 def tensor_bytes(model: ModelRef, dtype: str | None = None) -> list[int]:
@@ -81,9 +110,11 @@ def check_memory(parents: ParentSet, dtype: str, max_memory: str | None) -> None
         return
     limit, needed = parse_size(max_memory), merge_memory_bytes(parents, dtype)
     if needed > limit:
-        raise ConfigError(f"merging these parents needs about {human(needed)} of memory, over --max-memory "
-                          f"{max_memory} ({human(limit)})",
-                          hint="raise --max-memory, or merge smaller models or in a lower dtype")
+        raise ConfigError(
+            f"merging these parents needs about {human(needed)} of memory, over --max-memory "
+            f"{max_memory} ({human(limit)})",
+            hint="raise --max-memory, or merge smaller models or in a lower dtype",
+        )
 
 
 def check_disk(directory: Path, needed: int, what: str) -> None:
@@ -92,9 +123,11 @@ def check_disk(directory: Path, needed: int, what: str) -> None:
     existing = next((p for p in (directory, *directory.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     if needed > free:
-        raise MergescopeError(f"not enough disk space for {what} in {directory}: needs {human(needed)} "
-                              f"({needed} bytes), {human(free)} ({free} bytes) free",
-                              hint="free disk space or choose another --out")
+        raise MergescopeError(
+            f"not enough disk space for {what} in {directory}: needs {human(needed)} "
+            f"({needed} bytes), {human(free)} ({free} bytes) free",
+            hint="free disk space or choose another --out",
+        )
 
 
 def merged_output_bytes(parents: ParentSet, dtype: str) -> int:

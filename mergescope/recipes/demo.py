@@ -16,14 +16,16 @@ STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
 DEMO_ZOOS = (("zoo64", SMALL_WIDTH), ("zoo128", LARGE_WIDTH))
 
 
-def run_demo(cache: Path = Path(".cache"), run_dir: Path = Path("runs/demo"),
-             report_dir: Path = Path("reports/demo")) -> StudyResult:
+def run_demo(
+    cache: Path = Path(".cache"), run_dir: Path = Path("runs/demo"), report_dir: Path = Path("reports/demo")
+) -> StudyResult:
     """Study every pair of both zoos (each built once per recipe, into `cache`) with the shipped study spec;
     rerunning resumes."""
     zoos = [ensure_zoo(cache / name, width=width) for name, width in DEMO_ZOOS]
     pairs = tuple(pair for zoo in zoos for pair in zoo_study_pairs(zoo))
-    return study(StudySettings(pairs, out=run_dir, report=report_dir, options=SweepSettings(parents=[],
-                                                                                             sweep=STUDY_SWEEP)))
+    return study(
+        StudySettings(pairs, out=run_dir, report=report_dir, options=SweepSettings(parents=[], sweep=STUDY_SWEEP))
+    )
 
 
 def save_study_picture(result: StudyResult, path: Path) -> Path:

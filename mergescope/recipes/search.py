@@ -163,21 +163,34 @@ def plan_search(settings: SearchSettings) -> SearchPlan:
             hint="use --sampler tpe or random, or give the space a {low, high} range",
         )
     if settings.objective == "pareto" and not kind.multi_objective:
-        raise ConfigError(f"--objective pareto: the {settings.sampler} sampler optimises one objective",
-                          hint="use --sampler nsga2 or tpe (multi-objective TPE)")
+        raise ConfigError(
+            f"--objective pareto: the {settings.sampler} sampler optimises one objective",
+            hint="use --sampler nsga2 or tpe (multi-objective TPE)",
+        )
     run = plan_run(settings.run, space.as_sweep_spec(), lambda parents: [])
     workers = getattr(run.executor_options, "workers", 1)
-    meta = SearchMeta(space=space.model_dump(mode="json"), space_source=space.source, space_digest=space.digest(),
-                      sampler=settings.sampler, seed=settings.seed, objective=settings.objective,
-                      fitness_items=settings.fitness_items, finalists=settings.finalists, batch_size=workers,
-                      halves_seed=AnalysisSettings().seed, budget=settings.budget)
+    meta = SearchMeta(
+        space=space.model_dump(mode="json"),
+        space_source=space.source,
+        space_digest=space.digest(),
+        sampler=settings.sampler,
+        seed=settings.seed,
+        objective=settings.objective,
+        fitness_items=settings.fitness_items,
+        finalists=settings.finalists,
+        batch_size=workers,
+        halves_seed=AnalysisSettings().seed,
+        budget=settings.budget,
+    )
     return SearchPlan(space, run, meta, settings)
 
 
 def _check_counts(settings: SearchSettings) -> None:
     if settings.fitness_items is not None and settings.fitness_items < 2:
-        raise ConfigError(f"--fitness-items {settings.fitness_items}: too few items to score a trial on",
-                          hint="give at least 2, or leave it out to score on the whole selection half")
+        raise ConfigError(
+            f"--fitness-items {settings.fitness_items}: too few items to score a trial on",
+            hint="give at least 2, or leave it out to score on the whole selection half",
+        )
     if settings.finalists < 1:
         raise ConfigError(
             f"--finalists {settings.finalists}: at least one finalist is rescored", hint="e.g. --finalists 3"
@@ -218,8 +231,9 @@ def propose(space: SearchSpace, trial, parents: ParentSet) -> Proposal:
 def _suggest(trial, leaf: Leaf) -> Any:
     distribution = leaf.distribution
     if isinstance(distribution, Range):
-        return trial.suggest_float(leaf.name, distribution.low, distribution.high, step=distribution.step,
-                                   log=distribution.log)
+        return trial.suggest_float(
+            leaf.name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
     values = distribution.values()
     # Optuna's choices must be scalars: a choice among gradients (lists) is made among their JSON texts.
     texts = [json.dumps(v) for v in values]
@@ -257,9 +271,16 @@ def search(settings: SearchSettings, plan: SearchPlan | None = None) -> SearchRe
         study, evaluated = _run_trials(store, plan, fitness, incomplete)
         rescored = _rescore_finalists(store, plan, fitness, incomplete)
     best = _best_trial(study)
-    return SearchResult(run_dir=plan.run.run_dir, n_trials=len(study.trials), n_evaluated=evaluated,
-                        best_trial=best.number if best else None, best_objective=best.value if best else math.nan,
-                        seconds=time.perf_counter() - started, judging_incomplete=incomplete, n_rescored=rescored)
+    return SearchResult(
+        run_dir=plan.run.run_dir,
+        n_trials=len(study.trials),
+        n_evaluated=evaluated,
+        best_trial=best.number if best else None,
+        best_objective=best.value if best else math.nan,
+        seconds=time.perf_counter() - started,
+        judging_incomplete=incomplete,
+        n_rescored=rescored,
+    )
 
 
 def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
@@ -270,8 +291,10 @@ def _check_same_search(store: ResultsStore, plan: SearchPlan) -> None:
     changed = [key for key, value in plan.meta.identity().items() if previous.get(key) != value]
     if changed:
         what = ", ".join(f"{key} {previous.get(key)!r} (now {plan.meta.identity()[key]!r})" for key in changed)
-        raise ConfigError(f"{plan.run.run_dir} holds another search: stored {what}",
-                          hint="resume it with its own space, sampler, seed and options, or choose another --out")
+        raise ConfigError(
+            f"{plan.run.run_dir} holds another search: stored {what}",
+            hint="resume it with its own space, sampler, seed and options, or choose another --out",
+        )
 
 
 def _new_study(meta: SearchMeta, n_tasks: int):
@@ -304,13 +327,16 @@ def _run_trials(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, in
 def _check_replay(proposals: list[Proposal], stored: dict[int, Any], plan: SearchPlan) -> None:
     for proposal in proposals:
         if proposal.number in stored and json.loads(stored[proposal.number]["params"]) != proposal.params:
-            raise MergescopeError(f"{plan.run.run_dir}: trial {proposal.number} replays differently from the stored "
-                                  "one (another Optuna version?), so the search cannot resume exactly",
-                                  hint="resume with the Optuna version that started it, or choose another --out")
+            raise MergescopeError(
+                f"{plan.run.run_dir}: trial {proposal.number} replays differently from the stored "
+                "one (another Optuna version?), so the search cannot resume exactly",
+                hint="resume with the Optuna version that started it, or choose another --out",
+            )
 
 
-def _trial_objectives(store: ResultsStore, proposal: Proposal, stored: dict[int, Any],
-                      fitness: FitnessItems) -> dict[str, float]:
+def _trial_objectives(
+    store: ResultsStore, proposal: Proposal, stored: dict[int, Any], fitness: FitnessItems
+) -> dict[str, float]:
     """A stored trial's objectives as it was told them (a finalist scored on every item since reads the same
     items, but the replay need not trust that); a new trial's from its items."""
     if proposal.number in stored:
@@ -318,8 +344,14 @@ def _trial_objectives(store: ResultsStore, proposal: Proposal, stored: dict[int,
     return task_objectives(store, proposal.candidate.id, fitness)
 
 
-def _evaluate_batch(store: ResultsStore, plan: SearchPlan, proposals: list[Proposal], first_position: int,
-                    fitness: FitnessItems, incomplete: list[str]) -> int:
+def _evaluate_batch(
+    store: ResultsStore,
+    plan: SearchPlan,
+    proposals: list[Proposal],
+    first_position: int,
+    fitness: FitnessItems,
+    incomplete: list[str],
+) -> int:
     """Merge and score the batch's candidates not stored yet (in parallel on the executor), on the fitness subset's
     items only where there is one; returns how many."""
     candidates = list({p.candidate.id: p.candidate for p in proposals}.values())
@@ -335,12 +367,17 @@ def _evaluate_batch(store: ResultsStore, plan: SearchPlan, proposals: list[Propo
     return len(new)
 
 
-def _evaluate(store: ResultsStore, plan: SearchPlan, candidates: list[Candidate],
-              samples: dict[str, tuple[int, ...]] | None) -> list[str]:
+def _evaluate(
+    store: ResultsStore, plan: SearchPlan, candidates: list[Candidate], samples: dict[str, tuple[int, ...]] | None
+) -> list[str]:
     """Score planned `candidates` on the run's executor (on `samples` only, when given); returns evaluate_subjects'."""
     # one progress bar per batch would flood the terminal: each trial's scores are printed instead
-    batch_plan = dataclasses.replace(plan.run, candidates=candidates, subjects=candidate_subjects(candidates),
-                                     executor_options=dataclasses.replace(plan.run.executor_options, progress=False))
+    batch_plan = dataclasses.replace(
+        plan.run,
+        candidates=candidates,
+        subjects=candidate_subjects(candidates),
+        executor_options=dataclasses.replace(plan.run.executor_options, progress=False),
+    )
     return evaluate_subjects(batch_plan.subjects, store, batch_plan, plan.settings.run, samples)
 
 
@@ -349,15 +386,25 @@ def _told(objectives: dict[str, float], meta: SearchMeta) -> float | list[float]
     return values if meta.objective == "pareto" else sum(values) / len(values)
 
 
-def _store_trial(store: ResultsStore, proposal: Proposal, meta: SearchMeta, objectives: dict[str, float],
-                 fitness: FitnessItems) -> None:
+def _store_trial(
+    store: ResultsStore, proposal: Proposal, meta: SearchMeta, objectives: dict[str, float], fitness: FitnessItems
+) -> None:
     mean = sum(objectives.values()) / len(objectives)
     with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO search_trials (number, subject_id, sampler, block, params, objective,"
-                   " task_objectives, n_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (proposal.number, proposal.candidate.id, meta.sampler, proposal.block,
-                    json.dumps(proposal.params, sort_keys=True), nan_to_null(mean), json.dumps(objectives),
-                    sum(len(items) for items in fitness.items.values())))
+        db.execute(
+            "INSERT OR REPLACE INTO search_trials (number, subject_id, sampler, block, params, objective,"
+            " task_objectives, n_items) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                proposal.number,
+                proposal.candidate.id,
+                meta.sampler,
+                proposal.block,
+                json.dumps(proposal.params, sort_keys=True),
+                nan_to_null(mean),
+                json.dumps(objectives),
+                sum(len(items) for items in fitness.items.values()),
+            ),
+        )
 
 
 def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessItems, incomplete: list[str]) -> int:
@@ -370,8 +417,10 @@ def _rescore_finalists(store: ResultsStore, plan: SearchPlan, fitness: FitnessIt
         db.execute("DELETE FROM search_finalists")
         for rank, row in enumerate(finalists):
             full = task_objectives(store, row["subject_id"], fitness, fitness.full)
-            db.execute("INSERT INTO search_finalists (rank, number, full_objective) VALUES (?, ?, ?)",
-                       (rank, row["number"], nan_to_null(sum(full.values()) / len(full))))
+            db.execute(
+                "INSERT INTO search_finalists (rank, number, full_objective) VALUES (?, ?, ?)",
+                (rank, row["number"], nan_to_null(sum(full.values()) / len(full))),
+            )
     return rescored
 
 
@@ -379,12 +428,14 @@ def finalist_rows(store: ResultsStore, meta: SearchMeta) -> list:
     """The best `meta.finalists` trials by fitness (of a Pareto search: its non-dominated ones, by their mean),
     ranked by objective, then trial number: of tied trials the earlier one ranks first, so trials added with the
     same objective never displace those already there."""
-    rows = store.query("SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
-                       " ORDER BY objective DESC, number")
+    rows = store.query(
+        "SELECT number, subject_id, task_objectives FROM search_trials WHERE objective IS NOT NULL"
+        " ORDER BY objective DESC, number"
+    )
     if meta.objective == "pareto":
         front = non_dominated(np.array([list(json.loads(row["task_objectives"]).values()) for row in rows]))
         rows = [row for row, kept in zip(rows, front, strict=True) if kept]
-    return rows[:meta.finalists]
+    return rows[: meta.finalists]
 
 
 def _score_on_every_item(store: ResultsStore, plan: SearchPlan, subject_ids: list[str], incomplete: list[str]) -> int:
@@ -405,4 +456,3 @@ def _best_trial(study):
         return study.best_trial
     except ValueError:  # no trial finished
         return None
-

@@ -36,14 +36,23 @@ def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...]
     reference; ConfigError when K exceeds a task's selection half."""
     metrics, items, full, doc_ids = {}, {}, {}, {}
     for task in tasks:
-        metric = primary_metric([r["metric"] for r in store.query(
-            "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task)])
+        metric = primary_metric(
+            [
+                r["metric"]
+                for r in store.query(
+                    "SELECT metric FROM scores WHERE subject_id = ? AND task = ? ORDER BY rowid", reference_id, task
+                )
+            ]
+        )
         ids_of = _doc_ids_by_hash(store, reference_id, task, metric)
         hashes = pd.Index(sorted(ids_of))
         selection = tuple(hashes[item_halves(hashes, meta.halves_seed).to_numpy() == SELECTION_HALF])
         if meta.fitness_items is not None and meta.fitness_items > len(selection):
-            raise ConfigError(f"--fitness-items {meta.fitness_items}: task {task} has only {len(selection)} items in "
-                              "its selection half", hint=f"give at most {len(selection)}")
+            raise ConfigError(
+                f"--fitness-items {meta.fitness_items}: task {task} has only {len(selection)} items in "
+                "its selection half",
+                hint=f"give at most {len(selection)}",
+            )
         metrics[task], full[task] = metric, selection
         items[task] = selection if meta.fitness_items is None else _subset(selection, meta.fitness_items, meta.seed)
         doc_ids[task] = tuple(sorted(i for h in items[task] for i in ids_of[h]))
@@ -53,8 +62,12 @@ def fitness_items(store: ResultsStore, reference_id: str, tasks: tuple[str, ...]
 def _doc_ids_by_hash(store: ResultsStore, subject_id: str, task: str, metric: str) -> dict[str, list[int]]:
     """A scored subject's items of `task`: doc hash -> lm-eval doc ids (a document repeated in the data has several)."""
     ids: dict[str, list[int]] = {}
-    for row in store.query("SELECT doc_hash, doc_id FROM items WHERE subject_id = ? AND task = ? AND metric = ?"
-                           " ORDER BY doc_id", subject_id, task, metric):
+    for row in store.query(
+        "SELECT doc_hash, doc_id FROM items WHERE subject_id = ? AND task = ? AND metric = ? ORDER BY doc_id",
+        subject_id,
+        task,
+        metric,
+    ):
         ids.setdefault(row["doc_hash"], []).append(row["doc_id"])
     return ids
 
@@ -64,14 +77,19 @@ def _subset(hashes: tuple[str, ...], size: int, seed: int) -> tuple[str, ...]:
     return tuple(sorted(hashes, key=lambda h: hashlib.sha256(f"fitness:{seed}:{h}".encode()).hexdigest())[:size])
 
 
-def task_objectives(store: ResultsStore, subject_id: str, fitness: FitnessItems,
-                    items: dict[str, tuple[str, ...]] | None = None) -> dict[str, float]:
+def task_objectives(
+    store: ResultsStore, subject_id: str, fitness: FitnessItems, items: dict[str, tuple[str, ...]] | None = None
+) -> dict[str, float]:
     """Per task: the subject's mean primary metric over the fitness items (or `items`)."""
     chosen = items or fitness.items
     values = {}
     for task, metric in fitness.metrics.items():
-        rows = store.query("SELECT doc_hash, value FROM items WHERE subject_id = ? AND task = ? AND metric = ?",
-                           subject_id, task, metric)
+        rows = store.query(
+            "SELECT doc_hash, value FROM items WHERE subject_id = ? AND task = ? AND metric = ?",
+            subject_id,
+            task,
+            metric,
+        )
         by_hash = {row["doc_hash"]: row["value"] for row in rows}
         scored = [by_hash[h] for h in chosen[task] if h in by_hash]
         values[task] = sum(scored) / len(scored) if scored and len(scored) == len(chosen[task]) else math.nan

@@ -87,17 +87,31 @@ class StudyResult:
 
     @property
     def judging_incomplete(self) -> list[str]:
-        """"PAIR: SUBJECT" for every subject whose judging must be rerun."""
+        """ "PAIR: SUBJECT" for every subject whose judging must be rerun."""
         return [f"{o.pair.key}: {subject}" for o in self.pairs for subject in o.judging_incomplete]
 
     def to_json(self) -> dict:
         """A JSON-ready summary: the report, and per pair its run directory and what was done."""
-        return {"out": str(self.out), "report": str(self.report), "seconds": self.seconds,
-                "problems": list(self.problems),
-                "pairs": [{"key": o.pair.key, "name": o.pair.name, "group": o.pair.group, "kind": o.pair.kind,
-                           "run": str(o.run_dir), "status": o.status, "evaluated": o.n_evaluated,
-                           "skipped": o.n_skipped, "judging_incomplete": list(o.judging_incomplete)}
-                          for o in self.pairs]}
+        return {
+            "out": str(self.out),
+            "report": str(self.report),
+            "seconds": self.seconds,
+            "problems": list(self.problems),
+            "pairs": [
+                {
+                    "key": o.pair.key,
+                    "name": o.pair.name,
+                    "group": o.pair.group,
+                    "kind": o.pair.kind,
+                    "run": str(o.run_dir),
+                    "status": o.status,
+                    "evaluated": o.n_evaluated,
+                    "skipped": o.n_skipped,
+                    "judging_incomplete": list(o.judging_incomplete),
+                }
+                for o in self.pairs
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -119,8 +133,9 @@ def study(settings: StudySettings) -> StudyResult:
     outcomes = tuple(_run_pair(settings, planned) for planned in plans)
     data = study_data([o.pair for o in outcomes], [o.run_dir for o in outcomes])
     report = write_study_report(data, settings.report_dir)
-    return StudyResult(out=settings.out, report=report, pairs=outcomes, seconds=time.perf_counter() - started,
-                       data=data)
+    return StudyResult(
+        out=settings.out, report=report, pairs=outcomes, seconds=time.perf_counter() - started, data=data
+    )
 
 
 # -- input checks, all before any work ------------------------------------------------------------------
@@ -130,13 +145,24 @@ def check_study(settings: StudySettings) -> list[PairPlan]:
     """Every pair's checked sweep plan; ConfigError for the first problem, before anything is written."""
     pairs = settings.pairs
     if len(pairs) < 2:
-        raise ConfigError(f"a kinship study needs at least two pairs, got {len(pairs)}",
-                          hint="pass --pairs NAME=A,B[,BASE] for each pair, or --zoo DIR of a zoo that lists pairs")
+        raise ConfigError(
+            f"a kinship study needs at least two pairs, got {len(pairs)}",
+            hint="pass --pairs NAME=A,B[,BASE] for each pair, or --zoo DIR of a zoo that lists pairs",
+        )
     _check_names(pairs)
     _check_repeats(pairs)
     options = settings.options
-    parent_sets = [_for_pair(pair, resolve_parents, list(pair.parents), pair.base, allow_pickle=options.allow_pickle,
-                             trust_remote_code=options.trust_remote_code) for pair in pairs]
+    parent_sets = [
+        _for_pair(
+            pair,
+            resolve_parents,
+            list(pair.parents),
+            pair.base,
+            allow_pickle=options.allow_pickle,
+            trust_remote_code=options.trust_remote_code,
+        )
+        for pair in pairs
+    ]
     _check_architectures(pairs, parent_sets)
     plans = []
     for pair in pairs:  # the spec, candidates, memory and tasks of each pair (loads the tasks: slower)
@@ -160,8 +186,10 @@ def _check_names(pairs: Sequence[StudyPair]) -> None:
     for pair in pairs:
         for what, value in [("name", pair.name), *([("group", pair.group)] if pair.group else [])]:
             if not PAIR_NAME.fullmatch(value):
-                raise ConfigError(f"pair {pair.key!r}: the {what} {value!r} is not a folder name",
-                                  hint="use letters, digits, '.', '_' and '-', starting with a letter or digit")
+                raise ConfigError(
+                    f"pair {pair.key!r}: the {what} {value!r} is not a folder name",
+                    hint="use letters, digits, '.', '_' and '-', starting with a letter or digit",
+                )
         if pair.key in seen:
             raise ConfigError(f"two pairs are called {pair.key!r}", hint="give each pair its own name")
         seen.add(pair.key)
@@ -179,9 +207,11 @@ def _check_repeats(pairs: Sequence[StudyPair]) -> None:
         identity = _identity(pair)
         if identity in first_of:
             base = f" with base {pair.base}" if pair.base else " without a base"
-            raise ConfigError(f"pairs {first_of[identity].key!r} and {pair.key!r} are the same pair: "
-                              f"{' + '.join(str(p) for p in pair.parents)}{base}",
-                              hint="list each pair once (the order of the parents does not matter)")
+            raise ConfigError(
+                f"pairs {first_of[identity].key!r} and {pair.key!r} are the same pair: "
+                f"{' + '.join(str(p) for p in pair.parents)}{base}",
+                hint="list each pair once (the order of the parents does not matter)",
+            )
         first_of[identity] = pair
 
 
@@ -194,24 +224,29 @@ def _check_architectures(pairs: Sequence[StudyPair], parent_sets: Sequence[Paren
         difference = config_difference(model, reference_model, ARCHITECTURE_KEYS)
         if difference:
             key, value, reference_value = difference
-            raise ConfigError(f"pair {pair.key!r} ({value!r}) and pair {reference.key!r} ({reference_value!r}) differ "
-                              f"in {key}: a study compares pairs of one architecture",
-                              hint="study each architecture on its own")
+            raise ConfigError(
+                f"pair {pair.key!r} ({value!r}) and pair {reference.key!r} ({reference_value!r}) differ "
+                f"in {key}: a study compares pairs of one architecture",
+                hint="study each architecture on its own",
+            )
         first, first_model = group_reference.setdefault(pair.group, (pair, model))
         difference = config_difference(model, first_model, SHAPE_KEYS)
         if difference:
             key, value, first_value = difference
             group = f"group {pair.group!r}" if pair.group else "one group"
-            raise ConfigError(f"pairs {first.key!r} and {pair.key!r} are in {group} but differ in {key}: "
-                              f"{first_value!r} vs {value!r}",
-                              hint="give pairs of another model size their own group: --pairs GROUP/NAME=A,B or "
-                                   "--zoo GROUP=DIR")
+            raise ConfigError(
+                f"pairs {first.key!r} and {pair.key!r} are in {group} but differ in {key}: "
+                f"{first_value!r} vs {value!r}",
+                hint="give pairs of another model size their own group: --pairs GROUP/NAME=A,B or --zoo GROUP=DIR",
+            )
 
 
 def _pair_settings(settings: StudySettings, pair: StudyPair) -> SweepSettings:
     options = settings.options
     return dataclasses.replace(
-        options, parents=[str(p) for p in pair.parents], base=str(pair.base) if pair.base else None,
+        options,
+        parents=[str(p) for p in pair.parents],
+        base=str(pair.base) if pair.base else None,
         tasks=list(pair.tasks or options.tasks),
         task_paths=list(dict.fromkeys([*options.task_paths, *pair.task_paths])),
         out=settings.out / "pairs" / pair.key,
@@ -220,9 +255,13 @@ def _pair_settings(settings: StudySettings, pair: StudyPair) -> SweepSettings:
 
 def _fingerprint(plan: SweepPlan) -> dict:
     """What a pair's sweep covers; a finished pair is skipped only while its done mark holds the same."""
-    return {"parents": [str(p.path) for p in plan.parents.parents],
-            "base": str(plan.parents.base.path) if plan.parents.base else None,
-            "tasks": list(plan.suite.names), "limit": plan.suite.limit, "spec": plan.spec.model_dump(mode="json")}
+    return {
+        "parents": [str(p.path) for p in plan.parents.parents],
+        "base": str(plan.parents.base.path) if plan.parents.base else None,
+        "tasks": list(plan.suite.names),
+        "limit": plan.suite.limit,
+        "spec": plan.spec.model_dump(mode="json"),
+    }
 
 
 def _check_existing_run(planned: PairPlan) -> None:
@@ -233,9 +272,11 @@ def _check_existing_run(planned: PairPlan) -> None:
     recorded, wanted = meta.model_dump(mode="json"), _fingerprint(planned.plan)  # both in their JSON form
     for key in ("parents", "base", "tasks", "limit"):
         if recorded[key] != wanted[key]:
-            raise ConfigError(f"pair {planned.pair.key!r}: {planned.plan.run_dir} holds a sweep of other {key} "
-                              f"({recorded[key]!r}, not {wanted[key]!r}); it is kept as it is",
-                              hint="give the pair another name, or the study another --out")
+            raise ConfigError(
+                f"pair {planned.pair.key!r}: {planned.plan.run_dir} holds a sweep of other {key} "
+                f"({recorded[key]!r}, not {wanted[key]!r}); it is kept as it is",
+                hint="give the pair another name, or the study another --out",
+            )
 
 
 # -- running the pairs ----------------------------------------------------------------------------------
@@ -247,17 +288,29 @@ def _run_pair(settings: StudySettings, planned: PairPlan) -> PairOutcome:
     fingerprint = _fingerprint(plan)
     if _read_mark(mark) == fingerprint:
         _say(settings, f"pair {planned.pair.key}: done before ({plan.run_dir})")
-        return PairOutcome(pair=planned.pair, run_dir=plan.run_dir, status="done before", n_evaluated=0,
-                           n_skipped=len(plan.subjects), seconds=0.0)
+        return PairOutcome(
+            pair=planned.pair,
+            run_dir=plan.run_dir,
+            status="done before",
+            n_evaluated=0,
+            n_skipped=len(plan.subjects),
+            seconds=0.0,
+        )
     _say(settings, f"pair {planned.pair.key}: sweeping into {plan.run_dir}")
     result = sweep(planned.settings, plan)
     if not result.judging_incomplete:
         partial = mark.with_suffix(".partial")
         partial.write_text(json.dumps(fingerprint, indent=1))
         partial.replace(mark)
-    return PairOutcome(pair=planned.pair, run_dir=plan.run_dir, status="swept", n_evaluated=result.n_evaluated,
-                       n_skipped=result.n_skipped, seconds=result.seconds,
-                       judging_incomplete=tuple(result.judging_incomplete))
+    return PairOutcome(
+        pair=planned.pair,
+        run_dir=plan.run_dir,
+        status="swept",
+        n_evaluated=result.n_evaluated,
+        n_skipped=result.n_skipped,
+        seconds=result.seconds,
+        judging_incomplete=tuple(result.judging_incomplete),
+    )
 
 
 def _read_mark(mark: Path) -> dict | None:
@@ -280,10 +333,18 @@ def zoo_study_pairs(manifest: ZooManifest, group: str | None = None) -> list[Stu
     group = manifest.root.name if group is None else group
     path = manifest.model_path
     try:
-        return [StudyPair(name=pair.name, parents=(path(pair.parents[0]), path(pair.parents[1])),
-                          base=path(pair.base) if pair.base else None, tasks=tuple(pair.tasks),
-                          task_paths=(manifest.task_yaml_dir(),), group=group, kind=pair.kind)
-                for pair in manifest.pairs]
+        return [
+            StudyPair(
+                name=pair.name,
+                parents=(path(pair.parents[0]), path(pair.parents[1])),
+                base=path(pair.base) if pair.base else None,
+                tasks=tuple(pair.tasks),
+                task_paths=(manifest.task_yaml_dir(),),
+                group=group,
+                kind=pair.kind,
+            )
+            for pair in manifest.pairs
+        ]
     except KeyError as error:
         raise ConfigError(f"{manifest.root}: a pair names {error.args[0]}", hint="rebuild the zoo") from None
 
@@ -297,6 +358,8 @@ def zoo_pairs(zoo_dir: str | Path, group: str | None = None) -> list[StudyPair]:
     except FileNotFoundError as error:
         raise ConfigError(str(error)) from None
     if not manifest.pairs:
-        raise ConfigError(f"the zoo {zoo_dir} lists no pairs to study",
-                          hint="rebuild it (mergescope zoo build DIR), or pass --pairs NAME=A,B[,BASE]")
+        raise ConfigError(
+            f"the zoo {zoo_dir} lists no pairs to study",
+            hint="rebuild it (mergescope zoo build DIR), or pass --pairs NAME=A,B[,BASE]",
+        )
     return zoo_study_pairs(manifest, group)

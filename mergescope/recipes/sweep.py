@@ -64,8 +64,10 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:  # lm-eval takes 0 for "all" and fails on a negative limit
-            raise ConfigError(f"--limit {self.limit}: the number of items to evaluate per task must be at least 1",
-                              hint="give --limit N with N >= 1, or leave --limit out to evaluate every item")
+            raise ConfigError(
+                f"--limit {self.limit}: the number of items to evaluate per task must be at least 1",
+                hint="give --limit N with N >= 1, or leave --limit out to evaluate every item",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,19 +113,23 @@ def checked_candidates(spec: SweepSpec, parents: ParentSet) -> list[Candidate]:
     return candidates
 
 
-def plan_run(settings: SweepSettings, spec: SweepSpec,
-             candidates_of: Callable[[ParentSet], list[Candidate]]) -> SweepPlan:
+def plan_run(
+    settings: SweepSettings, spec: SweepSpec, candidates_of: Callable[[ParentSet], list[Candidate]]
+) -> SweepPlan:
     """Check a run's options, parents, memory and tasks, and plan the candidates `candidates_of` gives; ConfigError
     on bad input. A sweep plans its spec's candidates; a search (search.py) plans none and adds its trials later."""
     backend = settings.backend or default_backend()
     # An option the backend or executor does not take, or a dtype the backend cannot serve, is refused here,
     # before anything slow; a spec without a dtype follows the parents, so that is checked again once they are known.
     BACKENDS.options(backend, _backend_values(settings, settings.dtype or spec.dtype or FALLBACK))
-    executor_options = EXECUTORS.options(settings.executor,
-                                         {"progress": settings.progress, **settings.executor_options})
+    executor_options = EXECUTORS.options(
+        settings.executor, {"progress": settings.progress, **settings.executor_options}
+    )
     parents = resolve_parents(
-        settings.parents or spec.parents or [], settings.base or spec.base,
-        allow_pickle=settings.allow_pickle, trust_remote_code=settings.trust_remote_code,
+        settings.parents or spec.parents or [],
+        settings.base or spec.base,
+        allow_pickle=settings.allow_pickle,
+        trust_remote_code=settings.trust_remote_code,
     )
     # Every subject (parents too) is merged and served in --dtype's dtype, else the spec's, else the parents'
     dtype = choose_dtype(settings.dtype, spec.dtype, parents)
@@ -138,8 +144,9 @@ def plan_run(settings: SweepSettings, spec: SweepSpec,
     subjects = reference_subjects(parents) + candidate_subjects(candidates)
     # last: it reads every weight (once per run: a resumed run skips the models it checked)
     finite = () if settings.allow_nonfinite else check_finite(parents.models(), finite_checked(run_dir))
-    return SweepPlan(spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options,
-                     finite, dtype)
+    return SweepPlan(
+        spec, parents, candidates, suite, run_dir, subjects, backend, backend_options, executor_options, finite, dtype
+    )
 
 
 def _backend_options(backend: str, settings: SweepSettings, dtype: DtypeChoice) -> Any:
@@ -150,9 +157,10 @@ def _backend_options(backend: str, settings: SweepSettings, dtype: DtypeChoice) 
     except ConfigError as error:
         if dtype.source != "parents":
             raise
-        raise ConfigError(f"{error} (the parents are stored in {dtype.dtype})",
-                          hint=f"pass --dtype {FALLBACK} to merge and score in {FALLBACK}, or set the sweep "
-                               "spec's dtype") from None
+        raise ConfigError(
+            f"{error} (the parents are stored in {dtype.dtype})",
+            hint=f"pass --dtype {FALLBACK} to merge and score in {FALLBACK}, or set the sweep spec's dtype",
+        ) from None
 
 
 def _backend_values(settings: SweepSettings, dtype: str) -> dict[str, Any]:
@@ -184,13 +192,21 @@ def sweep(settings: SweepSettings, plan: SweepPlan | None = None) -> SweepResult
         finished = finished_ids(store, settings)
         todo = [s for s in subjects if s.id not in finished]
         n_candidates = len(plan.candidates)
-        _say(settings, f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
-                       f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)} "
-                       f"in {plan.dtype.describe()}")
+        _say(
+            settings,
+            f"{n_candidates} candidates + {len(subjects) - n_candidates} reference models, "
+            f"{len(subjects) - len(todo)} already done, {len(todo)} to evaluate on {', '.join(suite.names)} "
+            f"in {plan.dtype.describe()}",
+        )
         judging_incomplete = evaluate_subjects(todo, store, plan, settings)
-    return SweepResult(run_dir=run_dir, n_subjects=len(subjects), n_evaluated=len(todo),
-                       n_skipped=len(subjects) - len(todo), seconds=time.perf_counter() - started,
-                       judging_incomplete=judging_incomplete)
+    return SweepResult(
+        run_dir=run_dir,
+        n_subjects=len(subjects),
+        n_evaluated=len(todo),
+        n_skipped=len(subjects) - len(todo),
+        seconds=time.perf_counter() - started,
+        judging_incomplete=judging_incomplete,
+    )
 
 
 def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> None:
@@ -200,8 +216,12 @@ def open_run(store: ResultsStore, plan: SweepPlan, settings: SweepSettings) -> N
     _check_same_scoring(store, plan)
     record_finite_checked(store, plan.finite_weights)
     # the backend actually used, not the option (None means "the default"), so the report names it
-    write_run_meta(store, provenance.run_meta(plan.spec, plan.parents, plan.suite, plan.backend, settings.executor,
-                                              dtype_source=plan.dtype.source))
+    write_run_meta(
+        store,
+        provenance.run_meta(
+            plan.spec, plan.parents, plan.suite, plan.backend, settings.executor, dtype_source=plan.dtype.source
+        ),
+    )
     store.plan(plan.subjects)
     # torch-heavy imports, made only once the inputs are checked, so that bad input is refused at once
     from mergescope.analysis.kinship_store import record_kinship
@@ -215,8 +235,9 @@ def reference_subjects(parents: ParentSet) -> list[EvalSubject]:
     """The parents (and the base, if given) scored beside the candidates as reference points."""
     subjects = [EvalSubject(id=f"parent-{p.name}", kind="parent", label=p.name, path=p.path) for p in parents.parents]
     if parents.base:
-        subjects.append(EvalSubject(id=f"base-{parents.base.name}", kind="base", label=parents.base.name,
-                                    path=parents.base.path))
+        subjects.append(
+            EvalSubject(id=f"base-{parents.base.name}", kind="base", label=parents.base.name, path=parents.base.path)
+        )
     return subjects
 
 
@@ -230,8 +251,10 @@ def _task_suite(settings: SweepSettings, parents: ParentSet) -> TaskSuite:
             paths.append(zoo.task_yaml_dir())
         names = names or zoo.task_names()
     if not names:
-        raise ConfigError("no tasks given and the parents are not from a mergescope zoo",
-                          hint="pass --tasks NAME (and --task-path DIR for your own task YAMLs)")
+        raise ConfigError(
+            "no tasks given and the parents are not from a mergescope zoo",
+            hint="pass --tasks NAME (and --task-path DIR for your own task YAMLs)",
+        )
     return resolve_tasks(names, paths, settings.limit, settings.evaluation)
 
 
@@ -249,17 +272,24 @@ def find_zoo(model_dir: Path):
 def _check_same_sweep(store: ResultsStore, parents: ParentSet, run_dir: Path) -> None:
     previous = run_meta(store)
     current = tuple(str(p.path) for p in parents.parents)
-    moved = [(m.hub, previous.hub_commits[m.hub.repo_id]) for m in parents.models()
-             if previous and m.hub and previous.hub_commits.get(m.hub.repo_id, m.hub.sha) != m.hub.sha]
+    moved = [
+        (m.hub, previous.hub_commits[m.hub.repo_id])
+        for m in parents.models()
+        if previous and m.hub and previous.hub_commits.get(m.hub.repo_id, m.hub.sha) != m.hub.sha
+    ]
     if moved:
         now, swept = moved[0]
-        raise ConfigError(f"{run_dir} was swept with {now.repo_id} at commit {swept[:12]}, but "
-                          f"{now.repo_id}@{now.revision} now resolves to {now.sha[:12]}",
-                          hint=f"resume with {now.repo_id}@{swept} to finish the run as it began, "
-                               "or choose another --out for the new commit")
+        raise ConfigError(
+            f"{run_dir} was swept with {now.repo_id} at commit {swept[:12]}, but "
+            f"{now.repo_id}@{now.revision} now resolves to {now.sha[:12]}",
+            hint=f"resume with {now.repo_id}@{swept} to finish the run as it began, "
+            "or choose another --out for the new commit",
+        )
     if previous is not None and previous.parents != current:
-        raise ConfigError(f"{run_dir} holds a sweep of other parents ({', '.join(previous.parents)})",
-                          hint="choose another --out for these parents")
+        raise ConfigError(
+            f"{run_dir} holds a sweep of other parents ({', '.join(previous.parents)})",
+            hint="choose another --out for these parents",
+        )
 
 
 def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
@@ -269,12 +299,16 @@ def _check_same_scoring(store: ResultsStore, plan: SweepPlan) -> None:
         return
     stored_dtype = previous.served_dtype()
     if stored_dtype != plan.spec.dtype:
-        raise ConfigError(f"{plan.run_dir} was served in {stored_dtype}, not {plan.dtype.describe()}",
-                          hint=f"resume it with --dtype {stored_dtype}, or choose another --out")
+        raise ConfigError(
+            f"{plan.run_dir} was served in {stored_dtype}, not {plan.dtype.describe()}",
+            hint=f"resume it with --dtype {stored_dtype}, or choose another --out",
+        )
     stored, asked = previous.evaluation, plan.suite.settings
     if stored.identity() != asked.identity():
-        raise ConfigError(f"{plan.run_dir} was scored with {stored.describe()}, not {asked.describe()}",
-                          hint="resume it with the same evaluation flags, or choose another --out")
+        raise ConfigError(
+            f"{plan.run_dir} was scored with {stored.describe()}, not {asked.describe()}",
+            hint="resume it with the same evaluation flags, or choose another --out",
+        )
 
 
 def finished_ids(store: ResultsStore, settings: SweepSettings) -> set[str]:
@@ -291,8 +325,13 @@ def _check_disk_for_merges(todo: list[EvalSubject], parents: ParentSet, run_dir:
     check_disk(merges, needed, f"{len(pending)} merged models")
 
 
-def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepPlan, settings: SweepSettings,
-                      samples: dict[str, tuple[int, ...]] | None = None) -> list[str]:
+def evaluate_subjects(
+    todo: list[EvalSubject],
+    store: ResultsStore,
+    plan: SweepPlan,
+    settings: SweepSettings,
+    samples: dict[str, tuple[int, ...]] | None = None,
+) -> list[str]:
     """Evaluate (and judge) `todo` on the plan's executor, storing each as it finishes; returns the subjects whose
     judging ended incomplete. Refuses first, before merging anything, merges that would not fit on disk.
 
@@ -317,8 +356,14 @@ def evaluate_subjects(todo: list[EvalSubject], store: ResultsStore, plan: SweepP
             kill_point("judge.subject_done")
 
     executor = create_executor(settings.executor, plan.executor_options)
-    job = EvalJob(suite, merges_dir(run_dir), backend_name, plan.backend_options,
-                  answer_requests=judging.answer_requests() if judging is not None else (), samples=samples)
+    job = EvalJob(
+        suite,
+        merges_dir(run_dir),
+        backend_name,
+        plan.backend_options,
+        answer_requests=judging.answer_requests() if judging is not None else (),
+        samples=samples,
+    )
     incomplete: list[str] = []
     try:
         executor.run(todo, job, on_result)

@@ -18,9 +18,19 @@ from pathlib import Path
 from mergescope.errors import PrerequisiteError
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--enable-logging=stderr", "--v=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--enable-logging=stderr",
+    "--v=0",
+)
 CONSOLE_LINE = re.compile(r":CONSOLE(?::|\()\d+\)?\]\s*(.*)$")
 TIMEOUT_S = 120
 
@@ -39,8 +49,9 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise PrerequisiteError("headless Chromium is not installed",
-                            hint="apt-get install -y chromium (Debian/Ubuntu), or run `make browser`")
+    raise PrerequisiteError(
+        "headless Chromium is not installed", hint="apt-get install -y chromium (Debian/Ubuntu), or run `make browser`"
+    )
 
 
 def console_messages(stderr: str) -> tuple[str, ...]:
@@ -50,9 +61,13 @@ def console_messages(stderr: str) -> tuple[str, ...]:
 
 def _run(page: Path, *arguments: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="mergescope-chromium-") as profile:
-        return subprocess.run([chromium(), *FLAGS, f"--user-data-dir={profile}", *arguments,
-                               Path(page).resolve().as_uri()],
-                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        return subprocess.run(
+            [chromium(), *FLAGS, f"--user-data-dir={profile}", *arguments, Path(page).resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
 
 
 def load_page(page: Path) -> PageLoad:
@@ -79,5 +94,7 @@ def screenshot(page: Path, png: Path, width: int = 1280, height: int = 1600, col
 
 if __name__ == "__main__":  # `make screenshot`: python -m mergescope.report.browser REPORT.html OUT.png
     shot = screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(f"{sys.argv[2]}: {Path(sys.argv[2]).stat().st_size // 1024} KiB" +
-          (f"; console: {shot.console}" if shot.console else ""))
+    print(
+        f"{sys.argv[2]}: {Path(sys.argv[2]).stat().st_size // 1024} KiB"
+        + (f"; console: {shot.console}" if shot.console else "")
+    )

@@ -59,9 +59,11 @@ def render_plots(data: Any, registry: Mapping[str, Callable[[Any], Any]] = PLOTS
 
 def _environment() -> Environment:
     # Autoescaping is on for every template: model outputs are untrusted text and must stay text.
-    environment = Environment(loader=PackageLoader("mergescope.report", "templates"),
-                              autoescape=select_autoescape(default=True, default_for_string=True),
-                              undefined=StrictUndefined)
+    environment = Environment(
+        loader=PackageLoader("mergescope.report", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined,
+    )
     environment.filters["number"] = sections.number
     return environment
 
@@ -76,7 +78,8 @@ def render_page(template: str, **context: Any) -> str:
     """A template of the report package rendered as one self-contained page: inline style and script, CSP."""
     environment = _environment()
     return environment.get_template(template).render(
-        **context, static=STATIC_FILES,
+        **context,
+        static=STATIC_FILES,
         csp={kind: _csp_hash(environment, name) for kind, name in STATIC_FILES.items()},
     )
 
@@ -85,10 +88,18 @@ def render_report(analysis: RunAnalysis) -> str:
     """The report of an analysed run as one HTML document."""
     run = analysis.run
     return render_page(
-        "report.html", run=run, tasks=run.tasks(), plots=render_plots(analysis), summary=sections.summary(analysis),
-        candidates=sections.candidate_table(analysis), examples=sections.example_transitions(analysis),
-        judges=sections.judge_section(analysis), kinship=sections.kinship_table(analysis),
-        slerp=sections.slerp_table(analysis), lineage=sections.lineage(run), provenance=sections.provenance(analysis),
+        "report.html",
+        run=run,
+        tasks=run.tasks(),
+        plots=render_plots(analysis),
+        summary=sections.summary(analysis),
+        candidates=sections.candidate_table(analysis),
+        examples=sections.example_transitions(analysis),
+        judges=sections.judge_section(analysis),
+        kinship=sections.kinship_table(analysis),
+        slerp=sections.slerp_table(analysis),
+        lineage=sections.lineage(run),
+        provenance=sections.provenance(analysis),
         search=sections.search_section(analysis),
     )
 
@@ -111,8 +122,10 @@ def write_page(target: Path, html: str) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(target, html)
     except OSError as error:
-        raise MergescopeError(f"cannot write the report {target}: {error.strerror or error}",
-                              hint="free disk space or choose a writable --out") from None
+        raise MergescopeError(
+            f"cannot write the report {target}: {error.strerror or error}",
+            hint="free disk space or choose a writable --out",
+        ) from None
     return target
 
 

@@ -71,8 +71,13 @@ def slerp_diagnostics(analysis: RunAnalysis) -> Figure | None:
     angles = table.drop_duplicates("tensor").angle_degrees.dropna()
     histogram.hist(angles, bins=min(30, max(5, len(angles) // 3)), color="tab:purple", alpha=0.8)
     threshold = math.degrees(math.acos(DOT_THRESHOLD))
-    histogram.axvline(threshold, color="black", linestyle="--", linewidth=1,
-                      label=f"linear fallback below {threshold:.2f}° (|cos| > {DOT_THRESHOLD})")
+    histogram.axvline(
+        threshold,
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"linear fallback below {threshold:.2f}° (|cos| > {DOT_THRESHOLD})",
+    )
     histogram.set_xlabel("angle between parent tensors (degrees)")
     histogram.set_ylabel("tensors")
     histogram.legend(fontsize=7)
@@ -83,13 +88,19 @@ def slerp_diagnostics(analysis: RunAnalysis) -> Figure | None:
 def _linear_shares(axis: Axes, run: RunData, table: pd.DataFrame) -> None:
     table = table.assign(linear_params=table.n_params * table.linear)
     per_candidate = table.groupby("candidate_id", sort=False).agg(
-        tensors=("linear", "mean"), params=("linear_params", "sum"), n_params=("n_params", "sum"))
+        tensors=("linear", "mean"), params=("linear_params", "sum"), n_params=("n_params", "sum")
+    )
     label_of = run.subjects.set_index("id").label
     labels = [label_of.get(candidate_id, candidate_id) for candidate_id in per_candidate.index]
     positions = np.arange(len(per_candidate))
     axis.barh(positions - 0.2, per_candidate.tensors, height=0.4, label="share of tensors", color="tab:blue")
-    axis.barh(positions + 0.2, per_candidate.params / per_candidate.n_params, height=0.4, label="share of parameters",
-              color="tab:cyan")
+    axis.barh(
+        positions + 0.2,
+        per_candidate.params / per_candidate.n_params,
+        height=0.4,
+        label="share of parameters",
+        color="tab:cyan",
+    )
     set_tick_labels(axis, labels, which="y")
     axis.invert_yaxis()
     axis.set_xlim(0, 1.05)
@@ -132,8 +143,15 @@ def _judge_panel(axis: Axes, part: pd.DataFrame, run: RunData) -> None:
         rows = part[part.subject_id == subject].set_index("criterion").reindex(criteria)
         positions = np.arange(len(criteria)) - 0.4 + width * (offset + 0.5)
         errors = np.array([(rows["mean"] - rows.ci_low).clip(lower=0), (rows.ci_high - rows["mean"]).clip(lower=0)])
-        axis.errorbar(positions, rows["mean"], yerr=np.nan_to_num(errors), fmt="o", capsize=2, markersize=5,
-                      label=labels.get(subject, subject))
+        axis.errorbar(
+            positions,
+            rows["mean"],
+            yerr=np.nan_to_num(errors),
+            fmt="o",
+            capsize=2,
+            markersize=5,
+            label=labels.get(subject, subject),
+        )
     set_tick_labels(axis, criteria)
     axis.set_ylabel("mean score")
     axis.grid(axis="y", alpha=0.3)

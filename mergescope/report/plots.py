@@ -143,23 +143,43 @@ def _diagonal(axis: Axes, values: pd.Series) -> None:
 
 
 def _legend(axis: Axes, rows: pd.DataFrame, colors: dict[str, tuple]) -> None:
-    handles = [Line2D([], [], marker="s", linestyle="none", color=colors[task], label=task)
-               for task in rows.task.unique()]
+    handles = [
+        Line2D([], [], marker="s", linestyle="none", color=colors[task], label=task) for task in rows.task.unique()
+    ]
     for label in (lab for lab in LABEL_STYLES if lab in set(rows.label)):
         marker = LABEL_STYLES[label]["marker"]
-        handles.append(Line2D([], [], marker=marker, linestyle="none", markersize=9 if marker == "*" else 6,
-                                  markerfacecolor="none" if label == "untested" else "dimgray",
-                                  markeredgecolor="black", label=label))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=marker,
+                linestyle="none",
+                markersize=9 if marker == "*" else 6,
+                markerfacecolor="none" if label == "untested" else "dimgray",
+                markeredgecolor="black",
+                label=label,
+            )
+        )
     axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 
 def _annotate_emergent(axis: Axes, rows: pd.DataFrame, x: str, limit: int = 6) -> None:
     """Name the most significant emergent points (at most `limit`, so labels stay readable)."""
-    emergent = rows[rows.label == "emergent"].sort_values(  # ties: the larger gain, then the candidate id
-        ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable").head(limit)
+    emergent = (
+        rows[rows.label == "emergent"]
+        .sort_values(  # ties: the larger gain, then the candidate id
+            ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable"
+        )
+        .head(limit)
+    )
     for row in emergent.itertuples():
-        axis.annotate(f"{row.candidate}\np={row.p_adjusted:.2g}", (getattr(row, x), row.score), fontsize=6.5,
-                      xytext=(6, 4), textcoords="offset points")
+        axis.annotate(
+            f"{row.candidate}\np={row.p_adjusted:.2g}",
+            (getattr(row, x), row.score),
+            fontsize=6.5,
+            xytext=(6, 4),
+            textcoords="offset points",
+        )
 
 
 # -- emergence -----------------------------------------------------------------------------------------
@@ -241,13 +261,19 @@ def interpolation_curves(analysis: RunAnalysis) -> Figure | None:
 def _interpolation_panel(axis: Axes, curve: pd.DataFrame, task_scores: pd.DataFrame) -> None:
     for method, points in curve.groupby("method", sort=False):
         points = points.sort_values("mix")
-        line, = axis.plot(points.mix, points.value, "-o" if len(points) > 1 else "s", markersize=4, label=method)
+        (line,) = axis.plot(points.mix, points.value, "-o" if len(points) > 1 else "s", markersize=4, label=method)
         axis.fill_between(points.mix, points.low, points.high, color=line.get_color(), alpha=0.18, linewidth=0)
     parents = task_scores[task_scores.kind == "parent"]
     for share, parent in zip((0.0, 1.0), parents.itertuples(), strict=False):
         axis.errorbar([share], [parent.value], yerr=_yerr(parent), fmt="*", markersize=13, color="black", capsize=3)
-        axis.annotate(parent.label, (share, parent.value), fontsize=7, xytext=(6 if share == 0 else -6, -12),
-                      textcoords="offset points", ha="left" if share == 0 else "right")
+        axis.annotate(
+            parent.label,
+            (share, parent.value),
+            fontsize=7,
+            xytext=(6 if share == 0 else -6, -12),
+            textcoords="offset points",
+            ha="left" if share == 0 else "right",
+        )
     for base in task_scores[task_scores.kind == "base"].itertuples():
         axis.axhline(base.value, color="grey", linestyle=":", linewidth=1)
     axis.set_xlim(-0.08, 1.08)

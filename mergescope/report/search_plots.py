@@ -30,8 +30,16 @@ def search_history(analysis: RunAnalysis) -> Figure | None:
     axis.step(trials.number, trials.best_so_far, where="post", color="tab:orange", label="best so far")
     if search.chosen is not None:
         chosen = trials[trials.number == search.chosen]
-        axis.scatter(chosen.number, chosen.objective, s=160, marker="*", color="gold", edgecolors="black",
-                     zorder=4, label="chosen")
+        axis.scatter(
+            chosen.number,
+            chosen.objective,
+            s=160,
+            marker="*",
+            color="gold",
+            edgecolors="black",
+            zorder=4,
+            label="chosen",
+        )
     axis.set_xlabel("trial")
     axis.set_ylabel("objective (mean primary metric, selection half)")
     axis.grid(alpha=0.3)

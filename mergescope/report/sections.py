@@ -93,10 +93,25 @@ def best_candidates(analysis: RunAnalysis) -> tuple[BestCandidate, ...]:
     best = []
     for row in rows[rows.selected & (rows.split == "reporting")].itertuples():
         selection = chosen.loc[(row.task, row.measure)]
-        best.append(BestCandidate(
-            row.task, row.measure, row.candidate, selection.half, float(selection.score), row.half, row.n_items,
-            row.score, row.best_parent, row.best_parent_score, row.gain_over_best, row.ci_low, row.ci_high,
-            row.p_all_parents, row.label))
+        best.append(
+            BestCandidate(
+                row.task,
+                row.measure,
+                row.candidate,
+                selection.half,
+                float(selection.score),
+                row.half,
+                row.n_items,
+                row.score,
+                row.best_parent,
+                row.best_parent_score,
+                row.gain_over_best,
+                row.ci_low,
+                row.ci_high,
+                row.p_all_parents,
+                row.label,
+            )
+        )
     return tuple(best)
 
 
@@ -104,12 +119,20 @@ def summary(analysis: RunAnalysis) -> Summary:
     """Whether anything emerged (all items, adjusted p) and the best candidate per measure (split halves)."""
     report = analysis.emergence_rows
     tested = report.dropna(subset=["p_adjusted"]).sort_values(  # ties: the candidate id (docs/search.md)
-        ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable")
+        ["p_adjusted", "gain_over_best", "candidate_id"], ascending=[True, False, True], kind="stable"
+    )
     strongest = tested.iloc[0].to_dict() if not tested.empty else None
     problems = analysis.emergence.problems if report.empty else ()
-    return Summary(best_candidates(analysis), len(report), int((report.label == "emergent").sum()),
-                   int((report.label == "degraded").sum()), strongest, problems,
-                   analysis.settings.correction_title, analysis.settings.alpha)
+    return Summary(
+        best_candidates(analysis),
+        len(report),
+        int((report.label == "emergent").sum()),
+        int((report.label == "degraded").sum()),
+        strongest,
+        problems,
+        analysis.settings.correction_title,
+        analysis.settings.alpha,
+    )
 
 
 # -- candidates ------------------------------------------------------------------------------------------
@@ -141,8 +164,19 @@ def candidate_table(analysis: RunAnalysis) -> Table:
             number(timing.eval_seconds, 1),
         ]
         rows.append(tuple(cells))
-        keys.append((subject.kind, subject.label, subject.method or "", sort_key(subject.mix), *map(sort_key, scores),
-                     sort_key(gain), len(emergent), sort_key(timing.merge_seconds), sort_key(timing.eval_seconds)))
+        keys.append(
+            (
+                subject.kind,
+                subject.label,
+                subject.method or "",
+                sort_key(subject.mix),
+                *map(sort_key, scores),
+                sort_key(gain),
+                len(emergent),
+                sort_key(timing.merge_seconds),
+                sort_key(timing.eval_seconds),
+            )
+        )
         classes.append(str(subject.kind))
     columns = ("kind", "model", "method", "t", *tasks, "mean gain over best parent", "emergent on", "merge s", "eval s")
     return Table(columns, tuple(rows), tuple(keys), tuple(classes))
@@ -182,16 +216,21 @@ def judge_section(analysis: RunAnalysis) -> JudgeSection | None:
     run = analysis.run
     judgments = run.tables["judgments"]
     comparisons = run.tables.get("comparisons", pd.DataFrame())
-    failures = agreement.with_reply_formats(agreement.parse_failure_rates(judgments, comparisons),
-                                            run.tables.get("judge_status"))
-    statistics = [("Parse failures", failures),
-                  ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
-                  ("Inter-judge agreement", agreement.inter_judge_agreement(judgments))]
+    failures = agreement.with_reply_formats(
+        agreement.parse_failure_rates(judgments, comparisons), run.tables.get("judge_status")
+    )
+    statistics = [
+        ("Parse failures", failures),
+        ("Self-consistency (several samples per answer)", agreement.self_consistency(judgments)),
+        ("Inter-judge agreement", agreement.inter_judge_agreement(judgments)),
+    ]
     if not comparisons.empty:
         statistics.append(("Position bias (pairwise, both orders)", agreement.position_bias(comparisons)))
-    return JudgeSection(_criterion_table(run, analysis.judge_intervals),
-                        _pairwise_table(run, comparisons) if not comparisons.empty else None,
-                        tuple((title, frame_table(frame)) for title, frame in statistics if not frame.empty))
+    return JudgeSection(
+        _criterion_table(run, analysis.judge_intervals),
+        _pairwise_table(run, comparisons) if not comparisons.empty else None,
+        tuple((title, frame_table(frame)) for title, frame in statistics if not frame.empty),
+    )
 
 
 def _criterion_table(run: RunData, intervals: pd.DataFrame) -> Table:
@@ -202,8 +241,15 @@ def _criterion_table(run: RunData, intervals: pd.DataFrame) -> Table:
     rows, keys = [], []
     for subject in run.subjects[run.subjects.id.isin(intervals.subject_id)].itertuples():
         cells = [by_cell.loc[(subject.id, c)] if (subject.id, c) in by_cell.index else None for c in columns]
-        rows.append((subject.label, *[f"{number(c['mean'], 2)} ({number(c.ci_low, 2)}–{number(c.ci_high, 2)})"
-                                     if c is not None else "–" for c in cells]))
+        rows.append(
+            (
+                subject.label,
+                *[
+                    f"{number(c['mean'], 2)} ({number(c.ci_low, 2)}–{number(c.ci_high, 2)})" if c is not None else "–"
+                    for c in cells
+                ],
+            )
+        )
         keys.append((subject.label, *[sort_key(c["mean"]) if c is not None else None for c in cells]))
     return Table(("model", *columns), tuple(rows), tuple(keys))
 
@@ -211,15 +257,30 @@ def _criterion_table(run: RunData, intervals: pd.DataFrame) -> Table:
 def _pairwise_table(run: RunData, comparisons: pd.DataFrame) -> Table:
     """Per candidate and opponent: questions won, tied and lost (orders that disagree count as a tie)."""
     labels = run.subjects.set_index("id").label
-    counts = (comparisons.groupby(["subject_id", "opponent_id", "rubric", "judge"], sort=False).outcome
-              .value_counts().unstack(fill_value=0).reindex(columns=["win", "tie", "loss"], fill_value=0).reset_index())
+    counts = (
+        comparisons.groupby(["subject_id", "opponent_id", "rubric", "judge"], sort=False)
+        .outcome.value_counts()
+        .unstack(fill_value=0)
+        .reindex(columns=["win", "tie", "loss"], fill_value=0)
+        .reset_index()
+    )
     counts.insert(0, "candidate", counts.pop("subject_id").map(lambda s: labels.get(s, s)))
     counts.insert(1, "against", counts.pop("opponent_id").map(lambda s: labels.get(s, s)))
     return frame_table(counts)
 
 
-KINSHIP_COLUMNS = ["model_a", "model_b", "scope", "scope_name", "pearson", "cosine", "abs_cosine", "euclidean",
-                   "n_params", "relative_to_base"]
+KINSHIP_COLUMNS = [
+    "model_a",
+    "model_b",
+    "scope",
+    "scope_name",
+    "pearson",
+    "cosine",
+    "abs_cosine",
+    "euclidean",
+    "n_params",
+    "relative_to_base",
+]
 
 
 def kinship_table(analysis: RunAnalysis) -> Table | None:
@@ -269,11 +330,20 @@ def lineage(run: RunData) -> tuple[Lineage, ...]:
     entries = []
     for candidate in run.candidates().itertuples():
         config = yaml.safe_load(candidate.mergekit_config or "") or {}
-        inputs = tuple(f"{name(m.get('model'))} ({_inline(m.get('parameters'))})" if m.get("parameters")
-                       else name(m.get("model")) for m in config.get("models", []))
-        entries.append(Lineage(candidate.label, str(config.get("merge_method", candidate.method)),
-                               name(config.get("base_model")), inputs, _inline(config.get("parameters")),
-                               candidate.mergekit_config or ""))
+        inputs = tuple(
+            f"{name(m.get('model'))} ({_inline(m.get('parameters'))})" if m.get("parameters") else name(m.get("model"))
+            for m in config.get("models", [])
+        )
+        entries.append(
+            Lineage(
+                candidate.label,
+                str(config.get("merge_method", candidate.method)),
+                name(config.get("base_model")),
+                inputs,
+                _inline(config.get("parameters")),
+                candidate.mergekit_config or "",
+            )
+        )
     return tuple(entries)
 
 
@@ -298,15 +368,25 @@ def provenance(analysis: RunAnalysis) -> Provenance:
     meta = run.meta
     if meta is None:
         raise MergescopeError(f"{run.path}: no sweep wrote this run's provenance", hint="report the --out of a sweep")
-    settings = [("sweep spec file", meta.spec_source or "(built-in default)"),
-                ("tasks", ", ".join(meta.tasks)), ("item limit", str(meta.limit or "none")),
-                ("backend", str(meta.backend or "default")), ("machine", meta.machine),
-                ("served dtype", meta.served_dtype()), ("lm-eval settings", meta.evaluation.describe()),
-                ("architecture", meta.architecture), ("written", meta.updated_at),
-                ("parents", ", ".join(meta.parents)), ("base", str(meta.base or "none")),
-                *([("hub commits", ", ".join(f"{repo}@{sha}" for repo, sha in sorted(meta.hub_commits.items())))]
-                  if meta.hub_commits else []),
-                ("analysis seed (item halves, bootstrap)", str(analysis.settings.seed))]
+    settings = [
+        ("sweep spec file", meta.spec_source or "(built-in default)"),
+        ("tasks", ", ".join(meta.tasks)),
+        ("item limit", str(meta.limit or "none")),
+        ("backend", str(meta.backend or "default")),
+        ("machine", meta.machine),
+        ("served dtype", meta.served_dtype()),
+        ("lm-eval settings", meta.evaluation.describe()),
+        ("architecture", meta.architecture),
+        ("written", meta.updated_at),
+        ("parents", ", ".join(meta.parents)),
+        ("base", str(meta.base or "none")),
+        *(
+            [("hub commits", ", ".join(f"{repo}@{sha}" for repo, sha in sorted(meta.hub_commits.items())))]
+            if meta.hub_commits
+            else []
+        ),
+        ("analysis seed (item halves, bootstrap)", str(analysis.settings.seed)),
+    ]
     seeded = run.candidates().dropna(subset=["seed"])
     seeds = seeded[["label", "method", "seed"]].astype({"seed": "int64"})
     timings = run.subjects[["kind", "label", "merge_seconds", "eval_seconds", "finished_at"]]
@@ -329,11 +409,24 @@ def provenance(analysis: RunAnalysis) -> Provenance:
             ],
             ignore_index=True,
         )
-    totals = pd.DataFrame([{"kind": "", "label": "total", "merge_seconds": timings.merge_seconds.sum(),
-                            "eval_seconds": timings.eval_seconds.sum(), "finished_at": ""}])
-    return Provenance(tuple(sorted(meta.versions.items())), tuple(settings),
-                      yaml.safe_dump(meta.spec, sort_keys=False), frame_table(seeds),
-                      frame_table(pd.concat([timings, totals], ignore_index=True), digits=1))
+    totals = pd.DataFrame(
+        [
+            {
+                "kind": "",
+                "label": "total",
+                "merge_seconds": timings.merge_seconds.sum(),
+                "eval_seconds": timings.eval_seconds.sum(),
+                "finished_at": "",
+            }
+        ]
+    )
+    return Provenance(
+        tuple(sorted(meta.versions.items())),
+        tuple(settings),
+        yaml.safe_dump(meta.spec, sort_keys=False),
+        frame_table(seeds),
+        frame_table(pd.concat([timings, totals], ignore_index=True), digits=1),
+    )
 
 
 # -- search ----------------------------------------------------------------------------------------------
@@ -359,46 +452,92 @@ def search_section(analysis: RunAnalysis) -> SearchSection | None:
     if search is None:
         return None
     meta, trials = search.meta, search.trials
-    settings = (("space", meta.space_source or meta.space.get("name", "")), ("sampler", meta.sampler),
-                ("seed", str(meta.seed)), ("objective", meta.objective), ("budget", str(meta.budget)),
-                ("fitness items per task", str(meta.fitness_items or "whole selection half")),
-                ("finalists", str(meta.finalists)), ("trials per batch", str(meta.batch_size)))
+    settings = (
+        ("space", meta.space_source or meta.space.get("name", "")),
+        ("sampler", meta.sampler),
+        ("seed", str(meta.seed)),
+        ("objective", meta.objective),
+        ("budget", str(meta.budget)),
+        ("fitness items per task", str(meta.fitness_items or "whole selection half")),
+        ("finalists", str(meta.finalists)),
+        ("trials per batch", str(meta.batch_size)),
+    )
     chosen = trials.set_index("number").loc[search.chosen] if search.chosen is not None else None
     labels = analysis.run.subjects.set_index("id").label
     objective = math.nan if chosen is None else (chosen.full_objective if meta.fitness_items else chosen.objective)
-    return SearchSection(settings, len(trials), None if chosen is None else str(labels.get(chosen.subject_id, "")),
-                         objective, _reported_table(search.reported.frame()),
-                         _finalist_table(trials) if meta.fitness_items else None,
-                         _pareto_table(trials, search.tasks) if meta.objective == "pareto" else None,
-                         _trial_table(trials))
+    return SearchSection(
+        settings,
+        len(trials),
+        None if chosen is None else str(labels.get(chosen.subject_id, "")),
+        objective,
+        _reported_table(search.reported.frame()),
+        _finalist_table(trials) if meta.fitness_items else None,
+        _pareto_table(trials, search.tasks) if meta.objective == "pareto" else None,
+        _trial_table(trials),
+    )
 
 
 def _reported_table(rows: pd.DataFrame) -> Table:
-    shown = pd.DataFrame({
-        "task": rows.task, "measure": rows.measure, "items (reporting half)": rows.n_items, "score": rows.score,
-        "best parent": rows.best_parent, "best parent's score": rows.best_parent_score, "gain": rows.gain_over_best,
-        "95% CI low": rows.ci_low, "95% CI high": rows.ci_high,
-        "p vs each parent": rows.p_vs_parents.map(lambda ps: ", ".join(f"{k} {v:.3g}" for k, v in ps.items())),
-        "p beats every parent": rows.p_all_parents, "label": rows.label})
+    shown = pd.DataFrame(
+        {
+            "task": rows.task,
+            "measure": rows.measure,
+            "items (reporting half)": rows.n_items,
+            "score": rows.score,
+            "best parent": rows.best_parent,
+            "best parent's score": rows.best_parent_score,
+            "gain": rows.gain_over_best,
+            "95% CI low": rows.ci_low,
+            "95% CI high": rows.ci_high,
+            "p vs each parent": rows.p_vs_parents.map(lambda ps: ", ".join(f"{k} {v:.3g}" for k, v in ps.items())),
+            "p beats every parent": rows.p_all_parents,
+            "label": rows.label,
+        }
+    )
     return frame_table(shown)
 
 
 def _finalist_table(trials: pd.DataFrame) -> Table:
     finalists = trials[trials.finalist.astype(bool)]
-    return frame_table(pd.DataFrame({"trial": finalists.number, "fitness (subset)": finalists.objective,
-                                     "whole selection half": finalists.full_objective,
-                                     "estimate error": finalists.objective - finalists.full_objective}))
+    return frame_table(
+        pd.DataFrame(
+            {
+                "trial": finalists.number,
+                "fitness (subset)": finalists.objective,
+                "whole selection half": finalists.full_objective,
+                "estimate error": finalists.objective - finalists.full_objective,
+            }
+        )
+    )
 
 
 def _pareto_table(trials: pd.DataFrame, tasks: list[str]) -> Table:
     front = trials[trials.non_dominated]
     per_task = pd.DataFrame([json.loads(t) for t in front.task_objectives], index=front.index, columns=tasks)
-    return frame_table(pd.concat([front[["number", "block"]].rename(columns={"number": "trial"}), per_task,
-                                  front[["objective"]].rename(columns={"objective": "mean"})], axis=1))
+    return frame_table(
+        pd.concat(
+            [
+                front[["number", "block"]].rename(columns={"number": "trial"}),
+                per_task,
+                front[["objective"]].rename(columns={"objective": "mean"}),
+            ],
+            axis=1,
+        )
+    )
 
 
 def _trial_table(trials: pd.DataFrame) -> Table:
-    params = trials.params.map(lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                                                   for k, v in p.items()))
-    return frame_table(pd.DataFrame({"trial": trials.number, "block": trials.block, "objective (selection)":
-                                     trials.objective, "best so far": trials.best_so_far, "parameters": params}))
+    params = trials.params.map(
+        lambda p: ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items())
+    )
+    return frame_table(
+        pd.DataFrame(
+            {
+                "trial": trials.number,
+                "block": trials.block,
+                "objective (selection)": trials.objective,
+                "best so far": trials.best_so_far,
+                "parameters": params,
+            }
+        )
+    )

@@ -53,9 +53,21 @@ class FitSection:
 
 def pair_entries(data: StudyData, links: dict[str, str]) -> tuple[PairEntry, ...]:
     """The pairs in study order, each with its kinship and the link to its report."""
-    return tuple(PairEntry(f.pair.key, f.pair.group, f.pair.kind, " + ".join(_meta(f.run).parent_names),
-                           f.base or "none", f.basis or "unknown", f.pearson, f.cosine, links[f.pair.key],
-                           str(f.run.path)) for f in data.pairs)
+    return tuple(
+        PairEntry(
+            f.pair.key,
+            f.pair.group,
+            f.pair.kind,
+            " + ".join(_meta(f.run).parent_names),
+            f.base or "none",
+            f.basis or "unknown",
+            f.pearson,
+            f.cosine,
+            links[f.pair.key],
+            str(f.run.path),
+        )
+        for f in data.pairs
+    )
 
 
 def _with_ci(value: float, low: float, high: float) -> str:
@@ -66,19 +78,52 @@ def best_table(data: StudyData) -> Table:
     """Per pair and measure: the candidate chosen on the selection half and its reporting-half gains with CIs."""
     rows, keys = [], []
     for row in data.best.itertuples():
-        rows.append((row.pair, row.group, f"{row.task} ({row.measure})", row.candidate,
-                     f"{number(row.selection_score)} ({row.selection_half})",
-                     f"{number(row.score)} ({row.reporting_half}, {row.n_items})",
-                     f"{row.best_parent} {number(row.best_parent_score)}",
-                     _with_ci(row.gain_over_best, row.ci_low, row.ci_high), number(row.parents_mean),
-                     _with_ci(row.gain_over_mean, row.mean_ci_low, row.mean_ci_high),
-                     f"{row.p_all_parents:.3g}", row.label))
-        keys.append((row.pair, row.group, row.task, row.candidate, sort_key(row.selection_score), sort_key(row.score),
-                     sort_key(row.best_parent_score), sort_key(row.gain_over_best), sort_key(row.parents_mean),
-                     sort_key(row.gain_over_mean), sort_key(row.p_all_parents), row.label))
-    columns = ("pair", "group", "measure", "best candidate", "selection score (half)", "reporting score (half, items)",
-               "best parent (reporting)", "gain over best parent (95% CI)", "parents' mean",
-               "gain over parents' mean (95% CI)", "p (beats every parent)", "label")
+        rows.append(
+            (
+                row.pair,
+                row.group,
+                f"{row.task} ({row.measure})",
+                row.candidate,
+                f"{number(row.selection_score)} ({row.selection_half})",
+                f"{number(row.score)} ({row.reporting_half}, {row.n_items})",
+                f"{row.best_parent} {number(row.best_parent_score)}",
+                _with_ci(row.gain_over_best, row.ci_low, row.ci_high),
+                number(row.parents_mean),
+                _with_ci(row.gain_over_mean, row.mean_ci_low, row.mean_ci_high),
+                f"{row.p_all_parents:.3g}",
+                row.label,
+            )
+        )
+        keys.append(
+            (
+                row.pair,
+                row.group,
+                row.task,
+                row.candidate,
+                sort_key(row.selection_score),
+                sort_key(row.score),
+                sort_key(row.best_parent_score),
+                sort_key(row.gain_over_best),
+                sort_key(row.parents_mean),
+                sort_key(row.gain_over_mean),
+                sort_key(row.p_all_parents),
+                row.label,
+            )
+        )
+    columns = (
+        "pair",
+        "group",
+        "measure",
+        "best candidate",
+        "selection score (half)",
+        "reporting score (half, items)",
+        "best parent (reporting)",
+        "gain over best parent (95% CI)",
+        "parents' mean",
+        "gain over parents' mean (95% CI)",
+        "p (beats every parent)",
+        "label",
+    )
     return Table(columns, tuple(rows), tuple(keys))
 
 
@@ -87,14 +132,24 @@ def parents_table(data: StudyData) -> Table:
     frame = data.parents
     if frame.empty:
         return Table((), ())
-    shown = pd.DataFrame({
-        "pair": frame.pair, "group": frame.group, "measure": frame.task + " (" + frame.measure + ")",
-        "kinship basis": frame.basis, "Pearson": frame.pearson, "cosine": frame.cosine,
-        "best parent": frame.best_parent, "best parent score": frame.best_parent_score,
-        "worse parent score": frame.worse_parent_score, "parent gap": frame.parent_gap,
-        "parents' mean": frame.parents_mean, "candidates": frame.n_candidates, "emergent": frame.n_emergent,
-        "degraded": frame.n_degraded,
-    })
+    shown = pd.DataFrame(
+        {
+            "pair": frame.pair,
+            "group": frame.group,
+            "measure": frame.task + " (" + frame.measure + ")",
+            "kinship basis": frame.basis,
+            "Pearson": frame.pearson,
+            "cosine": frame.cosine,
+            "best parent": frame.best_parent,
+            "best parent score": frame.best_parent_score,
+            "worse parent score": frame.worse_parent_score,
+            "parent gap": frame.parent_gap,
+            "parents' mean": frame.parents_mean,
+            "candidates": frame.n_candidates,
+            "emergent": frame.n_emergent,
+            "degraded": frame.n_degraded,
+        }
+    )
     return frame_table(shown)
 
 
@@ -104,11 +159,20 @@ def fit_sections(data: StudyData) -> tuple[FitSection, ...]:
 
 
 def _fit_section(gain: str, fit: DriverFit) -> FitSection:
-    coefficients = frame_table(fit.frame().rename(columns={"name": "regressor", "ci_low": "95% CI low",
-                                                           "ci_high": "95% CI high", "p_value": "p",
-                                                           "partial_r": "partial r"}))
-    return FitSection(GAIN_TITLES[gain], fit.n_points, fit.r_squared,
-                      coefficients if fit.coefficients else None, fit.problems)
+    coefficients = frame_table(
+        fit.frame().rename(
+            columns={
+                "name": "regressor",
+                "ci_low": "95% CI low",
+                "ci_high": "95% CI high",
+                "p_value": "p",
+                "partial_r": "partial r",
+            }
+        )
+    )
+    return FitSection(
+        GAIN_TITLES[gain], fit.n_points, fit.r_squared, coefficients if fit.coefficients else None, fit.problems
+    )
 
 
 def _meta(run: RunData) -> RunMeta:
@@ -121,20 +185,30 @@ def _meta(run: RunData) -> RunMeta:
 def settings_rows(data: StudyData) -> tuple[tuple[str, str], ...]:
     """The settings every pair shares (from the first pair's run) and the analysis settings."""
     meta = _meta(data.pairs[0].run)
-    return (("sweep spec", str(meta.spec_source or "(built-in default)")),
-            ("item limit", str(meta.limit or "none")), ("backend", str(meta.backend or "default")),
-            ("best candidate", f"split {SPLIT}: chosen on one half of the items, reported on the other"),
-            ("labels", f"{data.correction}-adjusted across each pair's candidates, alpha {data.alpha}"),
-            ("driver fits", f"OLS over every pair's candidates and measures, all items; kinship = {KINSHIP_METRIC}"),
-            ("analysis seed (item halves, bootstrap)", str(data.seed)),
-            ("versions", ", ".join(f"{k} {v}" for k, v in sorted(meta.versions.items()))))
+    return (
+        ("sweep spec", str(meta.spec_source or "(built-in default)")),
+        ("item limit", str(meta.limit or "none")),
+        ("backend", str(meta.backend or "default")),
+        ("best candidate", f"split {SPLIT}: chosen on one half of the items, reported on the other"),
+        ("labels", f"{data.correction}-adjusted across each pair's candidates, alpha {data.alpha}"),
+        ("driver fits", f"OLS over every pair's candidates and measures, all items; kinship = {KINSHIP_METRIC}"),
+        ("analysis seed (item halves, bootstrap)", str(data.seed)),
+        ("versions", ", ".join(f"{k} {v}" for k, v in sorted(meta.versions.items()))),
+    )
 
 
 def render_study_report(data: StudyData, links: dict[str, str]) -> str:
     """The study report as one HTML document; `links` maps each pair's key to its report, relative to the page."""
-    return render_page("study.html", data=data, pairs=pair_entries(data, links), plots=render_plots(data, STUDY_PLOTS),
-                       best=best_table(data), parents=parents_table(data), fits=fit_sections(data),
-                       settings=settings_rows(data))
+    return render_page(
+        "study.html",
+        data=data,
+        pairs=pair_entries(data, links),
+        plots=render_plots(data, STUDY_PLOTS),
+        best=best_table(data),
+        parents=parents_table(data),
+        fits=fit_sections(data),
+        settings=settings_rows(data),
+    )
 
 
 def write_study_report(data: StudyData, out: str | Path) -> Path:

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from mergescope.analysis.kinship_study import StudyData
 
 
-
 @dataclass(frozen=True)
 class Panel:
     """One panel of a study plot: the columns of the pairs' rows it plots, and its axis labels."""
@@ -29,11 +28,14 @@ class Panel:
     y_label: str
 
 
-GAIN_PANELS = tuple(Panel(metric, "gain_over_best", f"kinship: {label} of the parents", "gain over the best parent")
-                    for metric, label in (("cosine", "cosine"), ("pearson", "Pearson")))
-PARENT_PANELS = tuple(Panel("cosine", column, "kinship: cosine of the parents", label)
-                      for column, label in (("parents_mean", "parents' mean score"),
-                                            ("parent_gap", "parents' score gap (best - worse)")))
+GAIN_PANELS = tuple(
+    Panel(metric, "gain_over_best", f"kinship: {label} of the parents", "gain over the best parent")
+    for metric, label in (("cosine", "cosine"), ("pearson", "Pearson"))
+)
+PARENT_PANELS = tuple(
+    Panel("cosine", column, "kinship: cosine of the parents", label)
+    for column, label in (("parents_mean", "parents' mean score"), ("parent_gap", "parents' score gap (best - worse)"))
+)
 BASIS_MARKERS = {"task vectors": "o", "raw weights": "s"}  # the two kinship scales must not be read as one
 ErrorBars = Callable[[pd.Series], "list[list[float]] | None"]
 
@@ -65,10 +67,15 @@ def pair_grid(data: StudyData, rows: pd.DataFrame, panels: Sequence[Panel], erro
 
 
 def _legend(axis: Axes, rows: pd.DataFrame, colors: dict[str, tuple]) -> None:
-    handles = [Line2D([], [], marker="s", linestyle="none", color=color, label=group or "(no group)")
-               for group, color in colors.items()]
-    handles += [Line2D([], [], marker=marker, linestyle="none", color="dimgray", label=f"kinship of {basis}")
-                for basis, marker in BASIS_MARKERS.items() if basis in set(rows.basis)]
+    handles = [
+        Line2D([], [], marker="s", linestyle="none", color=color, label=group or "(no group)")
+        for group, color in colors.items()
+    ]
+    handles += [
+        Line2D([], [], marker=marker, linestyle="none", color="dimgray", label=f"kinship of {basis}")
+        for basis, marker in BASIS_MARKERS.items()
+        if basis in set(rows.basis)
+    ]
     axis.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
 
 
@@ -76,8 +83,16 @@ def _point(axis: Axes, row: pd.Series, panel: Panel, color: tuple, yerr, nth: in
     """One pair's point (one errorbar container per point), named after the pair; names alternate above and
     below so that pairs of close kinship stay readable."""
     x, y = row[panel.x], row[panel.y]
-    axis.errorbar([x], [y], yerr=yerr, fmt=BASIS_MARKERS.get(row["basis"], "D"), color=color, markersize=7,
-                  capsize=3, elinewidth=1)
+    axis.errorbar(
+        [x],
+        [y],
+        yerr=yerr,
+        fmt=BASIS_MARKERS.get(row["basis"], "D"),
+        color=color,
+        markersize=7,
+        capsize=3,
+        elinewidth=1,
+    )
     axis.annotate(row["pair"], (x, y), fontsize=6.5, xytext=(5, 5 if nth % 2 == 0 else -11), textcoords="offset points")
 
 
@@ -108,5 +123,6 @@ def kinship_vs_parents(data: StudyData) -> Figure | None:
     rows = data.parents.dropna(subset=["cosine"]) if not data.parents.empty else data.parents
     if rows.empty:
         return None
-    return finish(pair_grid(data, rows, PARENT_PANELS),
-                  "What kinship travels with: the parents' performance and gap (all items)")
+    return finish(
+        pair_grid(data, rows, PARENT_PANELS), "What kinship travels with: the parents' performance and gap (all items)"
+    )

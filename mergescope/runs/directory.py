@@ -47,8 +47,9 @@ def partial_directory(target: Path, doing: str, errors: tuple[type[BaseException
         yield partial
     except errors as error:
         reason = getattr(error, "strerror", None) or " ".join(str(error).split())
-        raise MergescopeError(f"{doing} failed writing {partial}: {reason}",
-                              hint="free disk space or choose another output directory") from None
+        raise MergescopeError(
+            f"{doing} failed writing {partial}: {reason}", hint="free disk space or choose another output directory"
+        ) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
 
@@ -80,11 +81,14 @@ class LockedRun:
             self.lock = FileLock(str(self.run_dir / LOCK_NAME))
             self.lock.acquire(timeout=0)
         except Timeout:
-            raise MergescopeError(f"{self.run_dir}: another sweep is writing this run right now",
-                                  hint="wait for it to finish, or choose another --out") from None
+            raise MergescopeError(
+                f"{self.run_dir}: another sweep is writing this run right now",
+                hint="wait for it to finish, or choose another --out",
+            ) from None
         except OSError as error:
-            raise MergescopeError(f"cannot write the run directory {self.run_dir}: {error.strerror}",
-                                  hint="choose a writable --out") from None
+            raise MergescopeError(
+                f"cannot write the run directory {self.run_dir}: {error.strerror}", hint="choose a writable --out"
+            ) from None
         # the lock is ours, so no merge is under way: a partial one was left by a killed sweep
         remove_partial_merges(merges_dir(self.run_dir))
         self.store = ResultsStore(self.run_dir / STORE_NAME)
@@ -223,8 +227,10 @@ def _validated(record: type[MetaRecord], values: Any, source: Path):
     try:
         return record.model_validate(values)
     except ValidationError as error:
-        raise MergescopeError(validation_message(error, f"{source} (run metadata)"),
-                              hint="the run was written by another tool or damaged; sweep into a new --out") from None
+        raise MergescopeError(
+            validation_message(error, f"{source} (run metadata)"),
+            hint="the run was written by another tool or damaged; sweep into a new --out",
+        ) from None
 
 
 # -- stored subjects ----------------------------------------------------------------------------------------
@@ -232,15 +238,26 @@ def stored_subject(row: sqlite3.Row, run_dir: Path) -> EvalSubject:
     """The subject of a `subjects` row (store.py writes it); a candidate's path is its merge directory."""
     if row["kind"] != "candidate":
         return EvalSubject(id=row["id"], kind=row["kind"], label=row["label"], path=Path(row["path"]))
-    return EvalSubject(id=row["id"], kind="candidate", label=row["label"], candidate=stored_candidate(row),
-                       path=merges_dir(run_dir) / row["id"])
+    return EvalSubject(
+        id=row["id"],
+        kind="candidate",
+        label=row["label"],
+        candidate=stored_candidate(row),
+        path=merges_dir(run_dir) / row["id"],
+    )
 
 
 def stored_candidate(row: sqlite3.Row) -> Candidate:
     """The candidate of a `subjects` row of kind 'candidate'."""
-    return Candidate(id=row["id"], method=row["method"], label=row["label"],
-                     mergekit_config=yaml.safe_load(row["mergekit_config"]),
-                     parameters=json.loads(row["parameters"] or "{}"), seed=row["seed"], mix=row["mix"])
+    return Candidate(
+        id=row["id"],
+        method=row["method"],
+        label=row["label"],
+        mergekit_config=yaml.safe_load(row["mergekit_config"]),
+        parameters=json.loads(row["parameters"] or "{}"),
+        seed=row["seed"],
+        mix=row["mix"],
+    )
 
 
 def stored_subjects(store: ResultsStore, run_dir: Path) -> list[EvalSubject]:
@@ -263,8 +280,11 @@ def find_candidate(run_dir: Path, id_prefix: str) -> Candidate:
     matching = [row for row in rows if row["id"].startswith(id_prefix)]
     if len(matching) != 1:
         found = "no candidate" if not matching else f"{len(matching)} candidates"
-        hint = did_you_mean(id_prefix, {row["id"] for row in rows}) if not matching and rows else \
-            "see `mergescope results RUN --json`"
+        hint = (
+            did_you_mean(id_prefix, {row["id"] for row in rows})
+            if not matching and rows
+            else "see `mergescope results RUN --json`"
+        )
         raise ConfigError(f"{run_dir}: {found} with id {id_prefix!r}", hint=hint)
     return stored_candidate(matching[0])
 

@@ -26,8 +26,15 @@ def versions() -> dict[str, str]:
     return found
 
 
-def run_meta(spec: SweepSpec, parents: ParentSet, suite: TaskSuite, backend: str, executor: str, *,
-             dtype_source: DtypeSource = "spec") -> RunMeta:
+def run_meta(
+    spec: SweepSpec,
+    parents: ParentSet,
+    suite: TaskSuite,
+    backend: str,
+    executor: str,
+    *,
+    dtype_source: DtypeSource = "spec",
+) -> RunMeta:
     """The provenance of a sweep starting now on this machine."""
     return RunMeta(
         spec=spec.model_dump(mode="json"),

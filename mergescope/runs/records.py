@@ -209,7 +209,7 @@ class Comparison:
 
     @property
     def outcome(self) -> Outcome | None:
-        """"win", "loss" or "tie" for the subject; orders that disagree count as a tie; None when missing."""
+        """ "win", "loss" or "tie" for the subject; orders that disagree count as a tie; None when missing."""
         first, swapped = self._outcomes()
         if first is None or swapped is None:
             return None
@@ -224,5 +224,7 @@ class Comparison:
 def stand_in_parents(count: int) -> ParentSet:
     """Parents and a base that exist only as absolute paths: expansion never opens them."""
     root = Path("/stand-in")
-    return ParentSet(parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
-                     base=ModelRef("base", root / "base"))
+    return ParentSet(
+        parents=tuple(ModelRef(f"parent{i + 1}", root / f"parent{i + 1}") for i in range(count)),
+        base=ModelRef("base", root / "base"),
+    )

@@ -78,16 +78,19 @@ class ResultsStore:
             self.connection.executescript(SCHEMA)
             _add_coverage_column(self.connection)
         except sqlite3.Error as error:
-            raise MergescopeError(f"cannot open the results store {self.path}: {error}",
-                                  hint="check that the run directory is writable") from None
+            raise MergescopeError(
+                f"cannot open the results store {self.path}: {error}", hint="check that the run directory is writable"
+            ) from None
 
     @classmethod
     def of_run(cls, run_dir: Path) -> ResultsStore:
         """The store of an existing run directory."""
         path = Path(run_dir) / STORE_NAME
         if not path.is_file():
-            raise ConfigError(f"{run_dir}: no {STORE_NAME} here, so this is not a mergescope run",
-                                  hint="give the --out directory of a sweep")
+            raise ConfigError(
+                f"{run_dir}: no {STORE_NAME} here, so this is not a mergescope run",
+                hint="give the --out directory of a sweep",
+            )
         return cls(path)
 
     @contextmanager
@@ -101,8 +104,10 @@ class ResultsStore:
     # -- writing ---------------------------------------------------------------------------
     def set_meta(self, **values: Any) -> None:
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                           [(k, json.dumps(v, default=str)) for k, v in values.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [(k, json.dumps(v, default=str)) for k, v in values.items()],
+            )
 
     def plan(self, subjects: list[EvalSubject], first_position: int = 0) -> None:
         """Record the subjects a sweep will evaluate (in order from `first_position`), keeping finished ones as they
@@ -116,8 +121,13 @@ class ResultsStore:
                     _subject_row(subject) + (position,),
                 )
 
-    def record(self, subject: EvalSubject, evaluation: Evaluation, merge_seconds: float | None = None,
-               coverage: Coverage = FULL) -> None:
+    def record(
+        self,
+        subject: EvalSubject,
+        evaluation: Evaluation,
+        merge_seconds: float | None = None,
+        coverage: Coverage = FULL,
+    ) -> None:
         """Store a finished evaluation and mark its subject done with that `coverage`, all in one transaction
         (its earlier rows, a subset's too, are replaced)."""
         with self.transaction() as db:
@@ -129,8 +139,10 @@ class ResultsStore:
             )
             db.executemany(
                 "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(i.subject_id, i.task, i.doc_id, i.metric, i.doc_hash, i.value, i.prompt, i.target, i.response)
-                 for i in evaluation.items],
+                [
+                    (i.subject_id, i.task, i.doc_id, i.metric, i.doc_hash, i.value, i.prompt, i.target, i.response)
+                    for i in evaluation.items
+                ],
             )
             db.execute(
                 "UPDATE subjects SET status = 'done', merge_seconds = ?, eval_seconds = ?,"
@@ -157,7 +169,8 @@ class ResultsStore:
         rows = self.query(
             "SELECT s.id AS subject_id, s.kind, s.label, s.method, s.parameters, s.seed, s.mix, c.task, c.metric,"
             " c.value, c.stderr, c.n_items FROM scores c JOIN subjects s ON s.id = c.subject_id WHERE s.coverage = ?"
-            " ORDER BY s.position, c.task, c.metric", FULL
+            " ORDER BY s.position, c.task, c.metric",
+            FULL,
         )
         return [SubjectScore(**{**dict(row), "parameters": json.loads(row["parameters"] or "{}")}) for row in rows]
 
@@ -174,8 +187,9 @@ def read_meta(run_dir: Path) -> dict[str, Any] | None:
         finally:
             connection.close()
     except sqlite3.Error as error:
-        raise MergescopeError(f"cannot read the results store {path}: {error}",
-                              hint="check that the run directory is readable") from None
+        raise MergescopeError(
+            f"cannot read the results store {path}: {error}", hint="check that the run directory is readable"
+        ) from None
 
 
 def _add_coverage_column(connection: sqlite3.Connection) -> None:

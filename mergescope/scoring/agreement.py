@@ -39,11 +39,15 @@ def with_reply_formats(rates: pd.DataFrame, status: pd.DataFrame | None) -> pd.D
 def self_consistency(judgments: pd.DataFrame) -> pd.DataFrame:
     """Per judge and criterion, over answers scored in >= 2 readable samples: mean SD and exact-agreement rate."""
     scored = judgments.dropna(subset=["score"])
-    groups = scored.groupby(["judge", *UNIT]).score.agg(sd=lambda s: s.std(ddof=1), n="size",
-                                                         agree=lambda s: s.nunique() == 1)
+    groups = scored.groupby(["judge", *UNIT]).score.agg(
+        sd=lambda s: s.std(ddof=1), n="size", agree=lambda s: s.nunique() == 1
+    )
     groups = groups[groups.n >= 2].reset_index()
-    return (groups.groupby(["judge", "rubric", "criterion"])
-            .agg(n_answers=("sd", "size"), mean_sd=("sd", "mean"), exact_agreement=("agree", "mean")).reset_index())
+    return (
+        groups.groupby(["judge", "rubric", "criterion"])
+        .agg(n_answers=("sd", "size"), mean_sd=("sd", "mean"), exact_agreement=("agree", "mean"))
+        .reset_index()
+    )
 
 
 def position_bias(comparisons: pd.DataFrame) -> pd.DataFrame:
@@ -52,10 +56,12 @@ def position_bias(comparisons: pd.DataFrame) -> pd.DataFrame:
     flipped = both[both.verdict_first != both.verdict_swapped.map({"A": "B", "B": "A", "tie": "tie"})]
     table = both.groupby(["judge", "rubric"]).size().rename("n").to_frame()
     table["inconsistent"] = flipped.groupby(["judge", "rubric"]).size()
-    table["first_position_wins"] = flipped[(flipped.verdict_first == "A") & (flipped.verdict_swapped == "A")] \
-        .groupby(["judge", "rubric"]).size()
-    table["second_position_wins"] = flipped[(flipped.verdict_first == "B") & (flipped.verdict_swapped == "B")] \
-        .groupby(["judge", "rubric"]).size()
+    table["first_position_wins"] = (
+        flipped[(flipped.verdict_first == "A") & (flipped.verdict_swapped == "A")].groupby(["judge", "rubric"]).size()
+    )
+    table["second_position_wins"] = (
+        flipped[(flipped.verdict_first == "B") & (flipped.verdict_swapped == "B")].groupby(["judge", "rubric"]).size()
+    )
     table = table.fillna(0).astype(int).reset_index()
     return table.assign(position_bias_rate=table.inconsistent / table.n)
 
@@ -104,9 +110,16 @@ def inter_judge_agreement(judgments: pd.DataFrame) -> pd.DataFrame:
         if len(judges) < 2:
             continue
         for level in ("interval", "ordinal"):
-            rows.append({"rubric": rubric, "criterion": criterion, "judges": ",".join(judges), "statistic":
-                         f"krippendorff_alpha_{level}", "value": krippendorff_alpha(part[judges].to_numpy(), level),
-                         "n": int((part[judges].notna().sum(axis=1) >= 2).sum())})
+            rows.append(
+                {
+                    "rubric": rubric,
+                    "criterion": criterion,
+                    "judges": ",".join(judges),
+                    "statistic": f"krippendorff_alpha_{level}",
+                    "value": krippendorff_alpha(part[judges].to_numpy(), level),
+                    "n": int((part[judges].notna().sum(axis=1) >= 2).sum()),
+                }
+            )
         for a, b in combinations(judges, 2):
             pair = part[[a, b]].dropna()
             rows += _pair_rows(rubric, criterion, a, b, pair)
@@ -123,8 +136,10 @@ def _pair_rows(rubric: str, criterion: str, a: str, b: str, pair: pd.DataFrame) 
     varied = pair[a].nunique() > 1 and pair[b].nunique() > 1
     spearman = stats.spearmanr(pair[a], pair[b]).statistic if varied else float("nan")
     base = {"rubric": rubric, "criterion": criterion, "judges": f"{a},{b}", "n": len(pair)}
-    return [{**base, "statistic": "weighted_kappa_quadratic", "value": float(kappa)},
-            {**base, "statistic": "spearman", "value": float(spearman)}]
+    return [
+        {**base, "statistic": "weighted_kappa_quadratic", "value": float(kappa)},
+        {**base, "statistic": "spearman", "value": float(spearman)},
+    ]
 
 
 def criterion_intervals(judgments: pd.DataFrame, confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
@@ -137,8 +152,16 @@ def criterion_intervals(judgments: pd.DataFrame, confidence: float = 0.95, seed:
     rows = []
     for key, values in per_question.groupby(level=[0, 1, 2, 3]):
         low, high = _bootstrap_mean(values.to_numpy(), confidence, seed)
-        rows.append(dict(zip(keys, key, strict=True), mean=values.mean(), ci_low=low, ci_high=high, n=len(values),
-                         self_preference=bool(flagged[key]) if flagged is not None else False))
+        rows.append(
+            dict(
+                zip(keys, key, strict=True),
+                mean=values.mean(),
+                ci_low=low,
+                ci_high=high,
+                n=len(values),
+                self_preference=bool(flagged[key]) if flagged is not None else False,
+            )
+        )
     return pd.DataFrame(rows, columns=[*keys, "mean", "ci_low", "ci_high", "n", "self_preference"])
 
 
@@ -147,45 +170,95 @@ def _bootstrap_mean(values: np.ndarray, confidence: float, seed: int) -> tuple[f
         return float("nan"), float("nan")
     if np.all(values == values[0]):
         return float(values[0]), float(values[0])  # no spread to resample; scipy would warn and return NaN
-    result = stats.bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=2000,
-                             method="percentile", rng=np.random.default_rng(seed))
+    result = stats.bootstrap(
+        (values,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def judge_statistics(judgments: pd.DataFrame, comparisons: pd.DataFrame) -> list[dict]:
     """All the agreement statistics of a run as rows of the `judge_stats` table."""
-    return [*_failure_rows(judgments, comparisons), *_consistency_rows(judgments), *_position_rows(comparisons),
-            *_agreement_rows(judgments), *_interval_rows(judgments)]
+    return [
+        *_failure_rows(judgments, comparisons),
+        *_consistency_rows(judgments),
+        *_position_rows(comparisons),
+        *_agreement_rows(judgments),
+        *_interval_rows(judgments),
+    ]
 
 
 def _failure_rows(judgments: pd.DataFrame, comparisons: pd.DataFrame) -> list[dict]:
-    return [{"judge": r.judge, "rubric": "*", "statistic": "parse_failure_rate", "value": r.rate, "n": r.n}
-            for r in parse_failure_rates(judgments, comparisons).itertuples()]
+    return [
+        {"judge": r.judge, "rubric": "*", "statistic": "parse_failure_rate", "value": r.rate, "n": r.n}
+        for r in parse_failure_rates(judgments, comparisons).itertuples()
+    ]
 
 
 def _consistency_rows(judgments: pd.DataFrame) -> list[dict]:
-    return [{"judge": r.judge, "rubric": r.rubric, "criterion": r.criterion, "statistic": name, "value": value,
-             "n": r.n_answers}
-            for r in self_consistency(judgments).itertuples()
-            for name, value in (("self_consistency_mean_sd", r.mean_sd), ("self_consistency_exact", r.exact_agreement))]
+    return [
+        {
+            "judge": r.judge,
+            "rubric": r.rubric,
+            "criterion": r.criterion,
+            "statistic": name,
+            "value": value,
+            "n": r.n_answers,
+        }
+        for r in self_consistency(judgments).itertuples()
+        for name, value in (("self_consistency_mean_sd", r.mean_sd), ("self_consistency_exact", r.exact_agreement))
+    ]
 
 
 def _position_rows(comparisons: pd.DataFrame) -> list[dict]:
     if comparisons.empty:
         return []
-    return [{"judge": r.judge, "rubric": r.rubric, "statistic": "position_bias_rate", "value": r.position_bias_rate,
-             "n": r.n, "detail": {"first_position_wins": int(r.first_position_wins),
-                                  "second_position_wins": int(r.second_position_wins)}}
-            for r in position_bias(comparisons).itertuples()]
+    return [
+        {
+            "judge": r.judge,
+            "rubric": r.rubric,
+            "statistic": "position_bias_rate",
+            "value": r.position_bias_rate,
+            "n": r.n,
+            "detail": {
+                "first_position_wins": int(r.first_position_wins),
+                "second_position_wins": int(r.second_position_wins),
+            },
+        }
+        for r in position_bias(comparisons).itertuples()
+    ]
 
 
 def _agreement_rows(judgments: pd.DataFrame) -> list[dict]:
-    return [{"judge": r.judges, "rubric": r.rubric, "criterion": r.criterion, "statistic": r.statistic,
-             "value": r.value, "n": r.n} for r in inter_judge_agreement(judgments).itertuples()]
+    return [
+        {
+            "judge": r.judges,
+            "rubric": r.rubric,
+            "criterion": r.criterion,
+            "statistic": r.statistic,
+            "value": r.value,
+            "n": r.n,
+        }
+        for r in inter_judge_agreement(judgments).itertuples()
+    ]
 
 
 def _interval_rows(judgments: pd.DataFrame) -> list[dict]:
-    return [{"judge": r.judge, "rubric": r.rubric, "criterion": r.criterion, "statistic": "criterion_mean",
-             "value": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n,
-             "detail": {"subject_id": r.subject_id, "self_preference": bool(r.self_preference)}}
-            for r in criterion_intervals(judgments).itertuples()]
+    return [
+        {
+            "judge": r.judge,
+            "rubric": r.rubric,
+            "criterion": r.criterion,
+            "statistic": "criterion_mean",
+            "value": r.mean,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "n": r.n,
+            "detail": {"subject_id": r.subject_id, "self_preference": bool(r.self_preference)},
+        }
+        for r in criterion_intervals(judgments).itertuples()
+    ]

@@ -120,12 +120,18 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {os.environ[endpoint.api_key_env]}"} if self.key_sent else {}
         self._http = httpx.Client(timeout=endpoint.timeout_s, headers=headers)
 
-    def complete(self, messages: list[dict[str, str]], seed: int, max_tokens: int,
-                 constraint: dict[str, Any] | None = None) -> ChatReply:
+    def complete(
+        self, messages: list[dict[str, str]], seed: int, max_tokens: int, constraint: dict[str, Any] | None = None
+    ) -> ChatReply:
         """The judge's reply to `messages` (empty text when it answered with no content), constrained by the
         `response_format` `constraint` where one is given."""
-        payload = {"model": self.endpoint.model, "messages": messages, "temperature": self.endpoint.temperature,
-                   "max_tokens": max_tokens, "seed": seed}
+        payload = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": self.endpoint.temperature,
+            "max_tokens": max_tokens,
+            "seed": seed,
+        }
         if self.endpoint.logprobs:
             payload |= {"logprobs": True, "top_logprobs": self.endpoint.logprobs}
         if constraint is not None:
@@ -145,8 +151,10 @@ class ChatClient:
             reply, reason = self._reply(response, structured=constraint is not None)
             if reply is not None:
                 return reply
-        raise JudgeUnavailable(f"judge {self.endpoint.completions_url} failed {self.endpoint.max_retries + 1} times; "
-                               f"last: {reason}", hint="check that the server is up and serves --judge-model")
+        raise JudgeUnavailable(
+            f"judge {self.endpoint.completions_url} failed {self.endpoint.max_retries + 1} times; last: {reason}",
+            hint="check that the server is up and serves --judge-model",
+        )
 
     def _reply(self, response: httpx.Response, structured: bool) -> tuple[ChatReply | None, str]:
         """(reply, "") for a good response, (None, why) for one worth retrying; raises for the rest."""
@@ -157,9 +165,13 @@ class ChatClient:
             return None, f"HTTP {status}"
         if status >= 400:
             hint = "check --judge-model and --judge-url" + (
-                ", or pass --judge-reply-format free_text" if structured else "")
-            raise RequestRefused(f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
-                                 f"{' '.join(response.text.split())[:200]}", hint=hint)
+                ", or pass --judge-reply-format free_text" if structured else ""
+            )
+            raise RequestRefused(
+                f"judge {self.endpoint.completions_url} refused the request: HTTP {status} "
+                f"{' '.join(response.text.split())[:200]}",
+                hint=hint,
+            )
         try:
             choice = response.json()["choices"][0]
             return ChatReply(choice["message"]["content"] or "", _tokens(choice.get("logprobs"))), ""
@@ -188,8 +200,11 @@ class ChatClient:
         return count if isinstance(count, int) else None
 
     def _auth_message(self, status: int) -> str:
-        sent = (f"the key in ${self.endpoint.api_key_env} was rejected" if self.key_sent
-                else f"no key was sent (${self.endpoint.api_key_env} is not set)")
+        sent = (
+            f"the key in ${self.endpoint.api_key_env} was rejected"
+            if self.key_sent
+            else f"no key was sent (${self.endpoint.api_key_env} is not set)"
+        )
         return f"judge {self.endpoint.completions_url} answered HTTP {status}: {sent}"
 
     def close(self) -> None:
@@ -198,12 +213,18 @@ class ChatClient:
 
 def _tokens(logprobs: dict | None) -> tuple[ReplyToken, ...]:
     """The reply's tokens from an OpenAI `logprobs` object ({"content": [{token, logprob, bytes, top_logprobs}]})."""
+
     def n_bytes(entry: dict) -> int:
         return len(entry["bytes"]) if entry.get("bytes") is not None else len(entry["token"].encode())
 
-    return tuple(ReplyToken(entry["token"], tuple((alt["token"], float(alt["logprob"]))
-                                                  for alt in entry.get("top_logprobs") or ()), n_bytes(entry))
-                 for entry in (logprobs or {}).get("content") or ())
+    return tuple(
+        ReplyToken(
+            entry["token"],
+            tuple((alt["token"], float(alt["logprob"])) for alt in entry.get("top_logprobs") or ()),
+            n_bytes(entry),
+        )
+        for entry in (logprobs or {}).get("content") or ()
+    )
 
 
 @dataclass(frozen=True)
@@ -217,12 +238,28 @@ class JudgeRequest:
     constraint: dict[str, Any] | None = None  # the `response_format` of a structured request
 
 
-def cache_key(endpoint: JudgeEndpoint, rubric: Rubric, mode: str, question: str, answers: tuple[str, ...],
-              sample: int, reply_format: ReplyFormat = "free_text") -> str:
+def cache_key(
+    endpoint: JudgeEndpoint,
+    rubric: Rubric,
+    mode: str,
+    question: str,
+    answers: tuple[str, ...],
+    sample: int,
+    reply_format: ReplyFormat = "free_text",
+) -> str:
     """The hex digest naming one judgment: same judge, rubric version, question, answers, sample and reply
     format -> same reply."""
-    identity = [endpoint.model, rubric.name, str(rubric.version), mode, question, list(answers), sample,
-                endpoint.temperature, endpoint.reply_tokens(rubric)]
+    identity = [
+        endpoint.model,
+        rubric.name,
+        str(rubric.version),
+        mode,
+        question,
+        list(answers),
+        sample,
+        endpoint.temperature,
+        endpoint.reply_tokens(rubric),
+    ]
     if endpoint.logprobs:  # a reply kept without its tokens cannot be weighted: ask again (older keys unchanged)
         identity.append(endpoint.logprobs)
     if reply_format == "structured":  # a free-text reply is not a constrained one: ask again (older keys unchanged)
@@ -256,9 +293,10 @@ class JudgeSession:
         return self.reply_formats[rubric.name]
 
     def _probe(self, constraint: dict[str, Any]) -> ReplyFormat | None:
-        """"structured" if the judge takes `constraint`, "free_text" if it refuses it but answers without it."""
-        key = hashlib.sha256(json.dumps(["reply format", self.endpoint.api_url, self.endpoint.model,
-                                         constraint]).encode()).hexdigest()
+        """ "structured" if the judge takes `constraint`, "free_text" if it refuses it but answers without it."""
+        key = hashlib.sha256(
+            json.dumps(["reply format", self.endpoint.api_url, self.endpoint.model, constraint]).encode()
+        ).hexdigest()
         known = self.cache.get(key)
         if known is not None:
             return "structured" if known.text == "structured" else "free_text"
@@ -294,7 +332,8 @@ class JudgeSession:
                     f"rubric {rubric.name}'s {mode} prompt takes {length} tokens before any answer, but judge "
                     f"{self.endpoint.model}'s context is {self.context} tokens",
                     hint="serve the judge with a longer context (vLLM --max-model-len) or shorten the rubric's "
-                         "templates and system prompt")
+                    "templates and system prompt",
+                )
 
     def reply_budget(self, request: JudgeRequest) -> int:
         """The request's reply tokens, fewer where the judge's context leaves less room after its prompt."""
@@ -304,8 +343,11 @@ class JudgeSession:
         if length is None:
             return min(request.max_tokens, self.context)
         if length >= self.context:
-            raise PromptTooLong(f"a prompt of {length} tokens does not fit judge {self.endpoint.model}'s context "
-                                f"of {self.context} tokens", hint="serve the judge with a longer --max-model-len")
+            raise PromptTooLong(
+                f"a prompt of {length} tokens does not fit judge {self.endpoint.model}'s context "
+                f"of {self.context} tokens",
+                hint="serve the judge with a longer --max-model-len",
+            )
         return min(request.max_tokens, self.context - length)
 
     def replies(self, requests: list[JudgeRequest]) -> dict[str, ChatReply]:
@@ -342,8 +384,9 @@ class JudgeSession:
         with self._count_lock:
             self.requests_sent += 1
         try:
-            return self.client.complete(list(request.messages), seed=request.sample, max_tokens=max_tokens,
-                                        constraint=request.constraint)
+            return self.client.complete(
+                list(request.messages), seed=request.sample, max_tokens=max_tokens, constraint=request.constraint
+            )
         except MergescopeError:
             # Set here, in the worker, so that no queued request starts before the caller sees the failure;
             # a rejected key (ConfigError) fails every request alike and is re-raised by the caller.
@@ -355,8 +398,9 @@ class JudgeSession:
         self.cache.close()
 
 
-def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples: int,
-          self_preference: bool = False) -> list[Judgment]:
+def grade(
+    session: JudgeSession, rubric: Rubric, answers: list[Answer], samples: int, self_preference: bool = False
+) -> list[Judgment]:
     """One Judgment per (answer, criterion, sample) the judge replied to; unreadable scores are None."""
     reply_format = session.reply_format(rubric)
     if reply_format is None:
@@ -366,11 +410,13 @@ def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples:
     for answer in answers:
         question = rubric.question(answer.question_id)
         for sample in range(samples):
-            key = cache_key(session.endpoint, rubric, "grade", question.question, (answer.answer,), sample,
-                            reply_format)
+            key = cache_key(
+                session.endpoint, rubric, "grade", question.question, (answer.answer,), sample, reply_format
+            )
             messages = tuple(grading_messages(rubric, question, answer.answer))
-            requests[(answer.question_id, sample)] = JudgeRequest(key, messages, sample,
-                                                                  session.endpoint.reply_tokens(rubric), constraint)
+            requests[(answer.question_id, sample)] = JudgeRequest(
+                key, messages, sample, session.endpoint.reply_tokens(rubric), constraint
+            )
     replies = session.replies(list(requests.values()))
     judgments = []
     for answer in answers:
@@ -380,16 +426,32 @@ def grade(session: JudgeSession, rubric: Rubric, answers: list[Answer], samples:
                 continue  # never sent or failed for good: judging stays incomplete, nothing is invented
             for criterion, parsed in parse_grades(reply.text, rubric.scales).items():
                 weighted = expected_score(reply.text, parsed, reply.tokens, rubric.scales[criterion])
-                judgments.append(Judgment(
-                    subject_id=answer.subject_id, rubric=rubric.name, question_id=answer.question_id,
-                    criterion=criterion, judge=session.endpoint.model, sample=sample, score=parsed.value,
-                    parse_status=parsed.status, raw_reply=reply.text, self_preference=self_preference,
-                    expected_score=weighted))
+                judgments.append(
+                    Judgment(
+                        subject_id=answer.subject_id,
+                        rubric=rubric.name,
+                        question_id=answer.question_id,
+                        criterion=criterion,
+                        judge=session.endpoint.model,
+                        sample=sample,
+                        score=parsed.value,
+                        parse_status=parsed.status,
+                        raw_reply=reply.text,
+                        self_preference=self_preference,
+                        expected_score=weighted,
+                    )
+                )
     return judgments
 
 
-def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], opponent: list[Answer], samples: int,
-            self_preference: bool = False) -> list[Comparison]:
+def compare(
+    session: JudgeSession,
+    rubric: Rubric,
+    answers: list[Answer],
+    opponent: list[Answer],
+    samples: int,
+    self_preference: bool = False,
+) -> list[Comparison]:
     """One Comparison per (question both answered, sample), each judged with the subject first and second."""
     theirs = {a.question_id: a for a in opponent}
     pairs = [(mine, theirs[mine.question_id]) for mine in answers if mine.question_id in theirs]
@@ -406,21 +468,32 @@ def compare(session: JudgeSession, rubric: Rubric, answers: list[Answer], oppone
                 key = cache_key(session.endpoint, rubric, "pairwise", question.question, shown, sample, reply_format)
                 messages = tuple(pairwise_messages(rubric, question, first.answer, second.answer))
                 requests[(mine.question_id, sample, order)] = JudgeRequest(
-                    key, messages, sample, session.endpoint.reply_tokens(rubric), constraint)
+                    key, messages, sample, session.endpoint.reply_tokens(rubric), constraint
+                )
     replies = session.replies(list(requests.values()))
     comparisons = []
     for mine, other in pairs:
         for sample in range(samples):
-            reply_first, reply_swapped = (replies.get(requests[(mine.question_id, sample, o)].key)
-                                          for o in ("first", "swapped"))
+            reply_first, reply_swapped = (
+                replies.get(requests[(mine.question_id, sample, o)].key) for o in ("first", "swapped")
+            )
             if reply_first is None or reply_swapped is None:
                 continue
-            comparisons.append(Comparison(
-                subject_id=mine.subject_id, opponent_id=other.subject_id, rubric=rubric.name,
-                question_id=mine.question_id, judge=session.endpoint.model, sample=sample,
-                verdict_first=parse_verdict(reply_first.text).verdict,
-                verdict_swapped=parse_verdict(reply_swapped.text).verdict,
-                raw_first=reply_first.text, raw_swapped=reply_swapped.text, self_preference=self_preference))
+            comparisons.append(
+                Comparison(
+                    subject_id=mine.subject_id,
+                    opponent_id=other.subject_id,
+                    rubric=rubric.name,
+                    question_id=mine.question_id,
+                    judge=session.endpoint.model,
+                    sample=sample,
+                    verdict_first=parse_verdict(reply_first.text).verdict,
+                    verdict_swapped=parse_verdict(reply_swapped.text).verdict,
+                    raw_first=reply_first.text,
+                    raw_swapped=reply_swapped.text,
+                    self_preference=self_preference,
+                )
+            )
     return comparisons
 
 

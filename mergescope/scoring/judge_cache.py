@@ -29,8 +29,10 @@ class JudgmentCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL,"
-                         " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')), tokens TEXT)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, judge TEXT NOT NULL,"
+            " reply TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')), tokens TEXT)"
+        )
         if "tokens" not in {row[1] for row in self._db.execute("PRAGMA table_info(replies)")}:
             self._db.execute("ALTER TABLE replies ADD COLUMN tokens TEXT")  # a cache from before logprobs
 
@@ -50,8 +52,10 @@ class JudgmentCache:
             else None
         )
         with self._db:
-            self._db.execute("INSERT OR REPLACE INTO replies (key, judge, reply, tokens) VALUES (?, ?, ?, ?)",
-                             (key, judge, reply.text, tokens))
+            self._db.execute(
+                "INSERT OR REPLACE INTO replies (key, judge, reply, tokens) VALUES (?, ?, ?, ?)",
+                (key, judge, reply.text, tokens),
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -29,8 +29,18 @@ _BARE_AT_END = re.compile(rf"(?<![\w.]){_NUMBER}\s*/\s*(\d+)[\s.!*)\]]*$")
 _SCORE_LABEL = re.compile(rf"\bscore\b[*\s]*[:=][*\s]*{_OUT_OF}", re.IGNORECASE)
 _VERDICT_BRACKETS = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _VERDICT_LABEL = re.compile(r"\b(?:winner|verdict|better answer)\b[*\s\"']*[:=][*\s\"']*(A|B|tie)\b", re.IGNORECASE)
-_VERDICT_WORDS: dict[str, Verdict] = {"a": "A", "b": "B", "tie": "tie", "c": "tie", "answer_a": "A", "answer_b": "B",
-                  "first": "A", "second": "B", "equal": "tie", "draw": "tie"}
+_VERDICT_WORDS: dict[str, Verdict] = {
+    "a": "A",
+    "b": "B",
+    "tie": "tie",
+    "c": "tie",
+    "answer_a": "A",
+    "answer_b": "B",
+    "first": "A",
+    "second": "B",
+    "equal": "tie",
+    "draw": "tie",
+}
 
 
 @dataclass(frozen=True)
@@ -181,8 +191,9 @@ def parse_grades(reply: str | None, scales: dict[str, tuple[int, int]]) -> dict[
     return parsed
 
 
-def expected_score(reply: str, score: ParsedScore, tokens: tuple[ReplyToken, ...],
-                   scale: tuple[int, int]) -> float | None:
+def expected_score(
+    reply: str, score: ParsedScore, tokens: tuple[ReplyToken, ...], scale: tuple[int, int]
+) -> float | None:
     """The probability-weighted score at the token that wrote `score`, or None where it cannot be read.
 
     The token must hold the whole number (so a 1-10 scale whose "10" is split into "1" and "0" gives None);
@@ -191,7 +202,7 @@ def expected_score(reply: str, score: ParsedScore, tokens: tuple[ReplyToken, ...
     if score.value is None or score.span is None or not tokens:
         return None
     token = _token_at(tokens, score.span[0], reply)
-    if token is None or token.text.strip() != reply[score.span[0]:score.span[1]]:
+    if token is None or token.text.strip() != reply[score.span[0] : score.span[1]]:
         return None
     low, high = scale
     weights: dict[int, float] = {}

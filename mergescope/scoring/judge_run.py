@@ -85,23 +85,45 @@ class JudgeSettings:
     reply_format: ReplyFormatChoice = "auto"  # "auto": the rubric's JSON schema where the judge's server takes it
 
     def endpoint(self) -> JudgeEndpoint:
-        return JudgeEndpoint(url=self.url, model=self.model, api_key_env=self.api_key_env,
-                             temperature=self.temperature, max_tokens=self.max_tokens, timeout_s=self.timeout_s,
-                             max_retries=self.max_retries, backoff_s=self.backoff_s, concurrency=self.concurrency,
-                             logprobs=self.logprobs, reply_format=self.reply_format)
+        return JudgeEndpoint(
+            url=self.url,
+            model=self.model,
+            api_key_env=self.api_key_env,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+            backoff_s=self.backoff_s,
+            concurrency=self.concurrency,
+            logprobs=self.logprobs,
+            reply_format=self.reply_format,
+        )
 
 
-def sweep_judge(url: str | None, model: str | None, rubrics: Sequence[str | Path],
-                api_key_env: str = DEFAULT_API_KEY_ENV, logprobs: int = 0,
-                max_tokens: int | None = None) -> JudgeSettings | None:
+def sweep_judge(
+    url: str | None,
+    model: str | None,
+    rubrics: Sequence[str | Path],
+    api_key_env: str = DEFAULT_API_KEY_ENV,
+    logprobs: int = 0,
+    max_tokens: int | None = None,
+) -> JudgeSettings | None:
     """The judge a sweep's options ask for (None without --judge-url and --rubric), checked for a model and a rubric."""
     if not url and not rubrics:
         return None
     if not (url and model and rubrics):
-        raise ConfigError("judging needs --judge-url, --judge-model and at least one --rubric together",
-                          hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric zoo_skills")
-    return JudgeSettings(url=url, model=model, rubrics=tuple(str(r) for r in rubrics), api_key_env=api_key_env,
-                         logprobs=logprobs, max_tokens=max_tokens)
+        raise ConfigError(
+            "judging needs --judge-url, --judge-model and at least one --rubric together",
+            hint="e.g. --judge-url http://localhost:8000/v1 --judge-model M --rubric zoo_skills",
+        )
+    return JudgeSettings(
+        url=url,
+        model=model,
+        rubrics=tuple(str(r) for r in rubrics),
+        api_key_env=api_key_env,
+        logprobs=logprobs,
+        max_tokens=max_tokens,
+    )
 
 
 @dataclass
@@ -124,9 +146,14 @@ class RunJudging:
 
     def answer_requests(self) -> tuple[AnswerRequest, ...]:
         """What each subject must answer for the rubrics: asked of the worker that serves the subject."""
-        return tuple(AnswerRequest(tuple(answer_prompt(rubric, q) for q in rubric.questions),
-                                   rubric.generation.max_tokens, rubric.generation.temperature)
-                     for rubric in self.rubrics)
+        return tuple(
+            AnswerRequest(
+                tuple(answer_prompt(rubric, q) for q in rubric.questions),
+                rubric.generation.max_tokens,
+                rubric.generation.temperature,
+            )
+            for rubric in self.rubrics
+        )
 
     def judge_subject(self, subject: EvalSubject, complete: Completer) -> str:
         """Judge one subject on every rubric; returns a one-line summary for the progress log."""
@@ -136,8 +163,16 @@ class RunJudging:
             kill_point("judge.answers_written")
             expected, done = self._judge(subject, rubric, answers)
             reply_format = self.session.reply_formats.get(rubric.name)
-            judge_store.write_status(self.store, subject.id, rubric.name, self.settings.model, expected, done,
-                                     self.session.failure, reply_format)
+            judge_store.write_status(
+                self.store,
+                subject.id,
+                rubric.name,
+                self.settings.model,
+                expected,
+                done,
+                self.session.failure,
+                reply_format,
+            )
             parts.append(f"{rubric.name} {done}/{expected} judged" + (f" ({reply_format})" if reply_format else ""))
         failure = f" (judging incomplete: {self.session.failure})" if self.session.failure else ""
         return f"  {subject.label}: " + ", ".join(parts) + failure
@@ -145,17 +180,26 @@ class RunJudging:
     def _reply_formats(self) -> dict[str, ReplyFormat]:
         """Each rubric's reply format by label: as this process settled it, else as the store's status rows say
         (a resumed run whose subjects were all judged before never asks the judge, so never settles one)."""
-        stored = {row["rubric"]: row["reply_format"] for row in self.store.query(
-            "SELECT rubric, reply_format FROM judge_status WHERE judge = ? AND reply_format IS NOT NULL"
-            " ORDER BY updated_at", self.settings.model)}
+        stored = {
+            row["rubric"]: row["reply_format"]
+            for row in self.store.query(
+                "SELECT rubric, reply_format FROM judge_status WHERE judge = ? AND reply_format IS NOT NULL"
+                " ORDER BY updated_at",
+                self.settings.model,
+            )
+        }
         formats = {**stored, **self.session.reply_formats}
         return {r.label: formats[r.name] for r in self.rubrics if r.name in formats}
 
     def missing_answers(self, subject: EvalSubject) -> int:
         """How many of the rubrics' questions the subject has no stored answer to."""
-        return sum(len({q.id for q in rubric.questions}
-                       - {a.question_id for a in judge_store.stored_answers(self.store, subject.id, rubric.name)})
-                   for rubric in self.rubrics)
+        return sum(
+            len(
+                {q.id for q in rubric.questions}
+                - {a.question_id for a in judge_store.stored_answers(self.store, subject.id, rubric.name)}
+            )
+            for rubric in self.rubrics
+        )
 
     def answer(self, subject: EvalSubject, complete: Completer) -> None:
         """Generate and store the subject's missing answers to every rubric."""
@@ -170,9 +214,17 @@ class RunJudging:
             prompts = [answer_prompt(rubric, q) for q in missing]
             replies = complete(prompts, rubric.generation.max_tokens, rubric.generation.temperature)
             sampling = judge_store.sampling_json(rubric, self.backend, replies.chat_template)
-            fresh = [Answer(subject_id=subject.id, rubric=rubric.name, question_id=q.id, prompt=prompt,
-                            answer=cut_at_stop(reply, rubric.generation.stop), sampling=sampling)
-                     for q, prompt, reply in zip(missing, prompts, replies.texts, strict=True)]
+            fresh = [
+                Answer(
+                    subject_id=subject.id,
+                    rubric=rubric.name,
+                    question_id=q.id,
+                    prompt=prompt,
+                    answer=cut_at_stop(reply, rubric.generation.stop),
+                    sampling=sampling,
+                )
+                for q, prompt, reply in zip(missing, prompts, replies.texts, strict=True)
+            ]
             judge_store.write_answers(self.store, fresh)
             stored.update({a.question_id: a for a in fresh})
         return [stored[q.id] for q in rubric.questions]
@@ -187,8 +239,9 @@ class RunJudging:
         expected, done = len(answers) * samples, len({(j.question_id, j.sample) for j in judgments})
         for opponent in self._opponents(subject):
             theirs = judge_store.stored_answers(self.store, opponent.id, rubric.name)
-            comparisons = compare(self.session, rubric, answers, theirs, samples,
-                                  self._self_preference(subject, opponent))
+            comparisons = compare(
+                self.session, rubric, answers, theirs, samples, self._self_preference(subject, opponent)
+            )
             judge_store.write_comparisons(self.store, comparisons)
             expected, done = expected + len(theirs) * samples, done + len(comparisons)
         return expected, done
@@ -219,14 +272,24 @@ class RunJudging:
             kill_point("judge.closing")
             judge_store.write_stats(self.store, judge_statistics(judgments, comparisons))
             incomplete = judge_store.incomplete_subjects(self.store)
-            write_judging_meta(self.store, JudgingMeta(
-                judge_model=self.settings.model, judge_url=self.settings.url, samples=self.settings.samples,
-                temperature=self.settings.temperature, pairwise=self.settings.pairwise,
-                logprobs=self.settings.logprobs, max_tokens=self.settings.max_tokens,
-                rubrics=tuple(r.label for r in self.rubrics),
-                rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics if r.source),
-                complete=not incomplete, incomplete_subjects=tuple(incomplete), last_error=self.session.failure,
-                reply_formats=self._reply_formats()))
+            write_judging_meta(
+                self.store,
+                JudgingMeta(
+                    judge_model=self.settings.model,
+                    judge_url=self.settings.url,
+                    samples=self.settings.samples,
+                    temperature=self.settings.temperature,
+                    pairwise=self.settings.pairwise,
+                    logprobs=self.settings.logprobs,
+                    max_tokens=self.settings.max_tokens,
+                    rubrics=tuple(r.label for r in self.rubrics),
+                    rubric_sources=tuple(str(Path(r.source).resolve()) for r in self.rubrics if r.source),
+                    complete=not incomplete,
+                    incomplete_subjects=tuple(incomplete),
+                    last_error=self.session.failure,
+                    reply_formats=self._reply_formats(),
+                ),
+            )
             return incomplete
         finally:
             self.session.close()
@@ -262,8 +325,13 @@ class JudgeRunResult:
     reply_counts: tuple[judge_store.ReplyCount, ...] = ()  # the judge's grading replies in the run, readable or not
 
 
-def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None = None,
-              dtype: str | None = None, progress: bool = False) -> JudgeRunResult:
+def judge_run(
+    run_dir: Path,
+    settings: JudgeSettings,
+    backend_name: str | None = None,
+    dtype: str | None = None,
+    progress: bool = False,
+) -> JudgeRunResult:
     """(Re)judge every finished subject of a run; cached judgments and stored answers cost nothing. Missing answers
     are generated first, on `backend_name` (default: the run's) in `dtype` (default: the dtype the run was served
     in); `progress` draws bars over the answers and then the subjects."""
@@ -272,8 +340,10 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
             judged = judging_meta(store)
             settings = replace(settings, rubrics=judged.rubric_sources if judged else ())
         if not settings.rubrics:
-            raise ConfigError(f"{run_dir} has never been judged, so there is no rubric to reuse",
-                              hint="pass --rubric FILE.yaml, or a shipped rubric's name such as zoo_skills")
+            raise ConfigError(
+                f"{run_dir} has never been judged, so there is no rubric to reuse",
+                hint="pass --rubric FILE.yaml, or a shipped rubric's name such as zoo_skills",
+            )
         provenance = run_meta(store)
         backend_name = backend_name or (provenance.backend if provenance else None) or default_backend()
         models = ModelLoader(backend_name, Path(run_dir), answer_options(provenance, backend_name, dtype))
@@ -292,8 +362,14 @@ def judge_run(run_dir: Path, settings: JudgeSettings, backend_name: str | None =
                     tqdm.write(summary)
         finally:
             incomplete = judging.close()
-        return JudgeRunResult(Path(run_dir), len(subjects), incomplete, judging.session.requests_sent,
-                              judging.session.failure, tuple(judge_store.reply_counts(store, settings.model)))
+        return JudgeRunResult(
+            Path(run_dir),
+            len(subjects),
+            incomplete,
+            judging.session.requests_sent,
+            judging.session.failure,
+            tuple(judge_store.reply_counts(store, settings.model)),
+        )
 
 
 def generate_answers(judging: RunJudging, subjects: list[EvalSubject], models: ModelLoader, progress: bool) -> None:
@@ -326,12 +402,13 @@ class ModelLoader:
     def completer(self, subject: EvalSubject, answered: Callable[[int], object] | None = None) -> Completer:
         """A Completer that loads `subject` on first use; `answered(n)` is called as answers come: after each
         prompt on a backend that generates one by one, after each call on one that batches."""
+
         def complete(prompts: list[str], max_tokens: int, temperature: float) -> Completions:
             backend = self._load(subject)
             step = max(len(prompts), 1) if getattr(backend, "batched", False) else 1
             texts: list[str] = []
             for start in range(0, len(prompts), step):
-                chunk = prompts[start:start + step]
+                chunk = prompts[start : start + step]
                 texts += backend.generate(chunk, max_tokens, temperature)
                 if answered is not None:
                     answered(len(chunk))

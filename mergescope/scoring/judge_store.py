@@ -67,39 +67,84 @@ def judge_task(rubric: str, judge: str) -> str:
 # -- writing --------------------------------------------------------------------------------------
 def write_answers(store: ResultsStore, answers: list[Answer]) -> None:
     with store.transaction() as db:
-        db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
-                       [(a.subject_id, a.rubric, a.question_id, a.prompt, a.answer, a.sampling) for a in answers])
+        db.executemany(
+            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?)",
+            [(a.subject_id, a.rubric, a.question_id, a.prompt, a.answer, a.sampling) for a in answers],
+        )
 
 
 def write_judgments(store: ResultsStore, rubric: Rubric, judgments: list[Judgment]) -> None:
     with store.transaction() as db:
         db.executemany(
             "INSERT OR REPLACE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(j.subject_id, j.rubric, str(rubric.version), j.question_id, j.criterion, j.judge, j.sample, j.score,
-              j.parse_status, j.raw_reply, int(j.self_preference), j.expected_score) for j in judgments])
+            [
+                (
+                    j.subject_id,
+                    j.rubric,
+                    str(rubric.version),
+                    j.question_id,
+                    j.criterion,
+                    j.judge,
+                    j.sample,
+                    j.score,
+                    j.parse_status,
+                    j.raw_reply,
+                    int(j.self_preference),
+                    j.expected_score,
+                )
+                for j in judgments
+            ],
+        )
 
 
 def write_comparisons(store: ResultsStore, comparisons: list[Comparison]) -> None:
     with store.transaction() as db:
         db.executemany(
             "INSERT OR REPLACE INTO comparisons VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(c.subject_id, c.opponent_id, c.rubric, c.question_id, c.judge, c.sample, c.verdict_first,
-              c.verdict_swapped, c.outcome, None if c.consistent is None else int(c.consistent), c.raw_first,
-              c.raw_swapped, int(c.self_preference)) for c in comparisons])
+            [
+                (
+                    c.subject_id,
+                    c.opponent_id,
+                    c.rubric,
+                    c.question_id,
+                    c.judge,
+                    c.sample,
+                    c.verdict_first,
+                    c.verdict_swapped,
+                    c.outcome,
+                    None if c.consistent is None else int(c.consistent),
+                    c.raw_first,
+                    c.raw_swapped,
+                    int(c.self_preference),
+                )
+                for c in comparisons
+            ],
+        )
 
 
-def write_status(store: ResultsStore, subject_id: str, rubric: str, judge: str, n_expected: int, n_done: int,
-                 error: str | None, reply_format: ReplyFormat | None = None) -> None:
+def write_status(
+    store: ResultsStore,
+    subject_id: str,
+    rubric: str,
+    judge: str,
+    n_expected: int,
+    n_done: int,
+    error: str | None,
+    reply_format: ReplyFormat | None = None,
+) -> None:
     """Mark one subject's judging complete, or incomplete with the reason, and how the judge was asked to reply
     (None: it could not be asked)."""
     status = "complete" if n_done >= n_expected and not error else "incomplete"
     with store.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO judge_status VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'), ?)",
-                   (subject_id, rubric, judge, status, n_expected, n_done, error, reply_format))
+        db.execute(
+            "INSERT OR REPLACE INTO judge_status VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'), ?)",
+            (subject_id, rubric, judge, status, n_expected, n_done, error, reply_format),
+        )
 
 
-def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgments: list[Judgment],
-                       answers: list[Answer]) -> None:
+def write_judge_scores(
+    store: ResultsStore, rubric: Rubric, judge: str, judgments: list[Judgment], answers: list[Answer]
+) -> None:
     """Replace the subject's judge scores in `scores` and `items`: per-question means over samples."""
     if not judgments:
         return
@@ -113,12 +158,27 @@ def write_judge_scores(store: ResultsStore, rubric: Rubric, judge: str, judgment
         db.execute("DELETE FROM scores WHERE subject_id = ? AND task = ?", (subject_id, task))
         db.execute("DELETE FROM items WHERE subject_id = ? AND task = ?", (subject_id, task))
         for metric, values in metrics.items():
-            db.execute("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)",
-                       (subject_id, task, metric, *_mean_and_stderr(list(values.values())), len(values)))
-            db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [
-                (subject_id, task, order[qid], metric, _question_hash(rubric, qid), value,
-                 by_question[qid].prompt if qid in by_question else None, rubric.question(qid).reference,
-                 by_question[qid].answer if qid in by_question else None) for qid, value in values.items()])
+            db.execute(
+                "INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?)",
+                (subject_id, task, metric, *_mean_and_stderr(list(values.values())), len(values)),
+            )
+            db.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        subject_id,
+                        task,
+                        order[qid],
+                        metric,
+                        _question_hash(rubric, qid),
+                        value,
+                        by_question[qid].prompt if qid in by_question else None,
+                        rubric.question(qid).reference,
+                        by_question[qid].answer if qid in by_question else None,
+                    )
+                    for qid, value in values.items()
+                ],
+            )
 
 
 def _question_means(
@@ -158,8 +218,17 @@ def _question_hash(rubric: Rubric, question_id: str) -> str:
 # -- reading --------------------------------------------------------------------------------------
 def stored_answers(store: ResultsStore, subject_id: str, rubric: str) -> list[Answer]:
     rows = store.query("SELECT * FROM answers WHERE subject_id = ? AND rubric = ?", subject_id, rubric)
-    return [Answer(subject_id=r["subject_id"], rubric=r["rubric"], question_id=r["question_id"], prompt=r["prompt"],
-                   answer=r["answer"], sampling=r["sampling"]) for r in rows]
+    return [
+        Answer(
+            subject_id=r["subject_id"],
+            rubric=r["rubric"],
+            question_id=r["question_id"],
+            prompt=r["prompt"],
+            answer=r["answer"],
+            sampling=r["sampling"],
+        )
+        for r in rows
+    ]
 
 
 def incomplete_subjects(store: ResultsStore) -> list[str]:
@@ -184,9 +253,13 @@ def reply_counts(store: ResultsStore, judge: str) -> list[ReplyCount]:
         " SELECT subject_id, rubric, judge, SUM(score IS NULL) AS missing FROM judgments WHERE judge = ?"
         " GROUP BY subject_id, rubric, judge, question_id, sample) r"
         " LEFT JOIN judge_status s USING (subject_id, rubric, judge) GROUP BY r.rubric, s.reply_format"
-        " ORDER BY r.rubric, s.reply_format", judge)
-    return [ReplyCount(rubric=r["rubric"], reply_format=r["reply_format"], replies=r["replies"],
-                       unreadable=r["unreadable"]) for r in rows]
+        " ORDER BY r.rubric, s.reply_format",
+        judge,
+    )
+    return [
+        ReplyCount(rubric=r["rubric"], reply_format=r["reply_format"], replies=r["replies"], unreadable=r["unreadable"])
+        for r in rows
+    ]
 
 
 def write_stats(store: ResultsStore, rows: list[dict]) -> None:
@@ -194,13 +267,19 @@ def write_stats(store: ResultsStore, rows: list[dict]) -> None:
     columns = ("judge", "rubric", "criterion", "statistic", "value", "ci_low", "ci_high", "n", "detail")
     with store.transaction() as db:
         db.execute("DELETE FROM judge_stats")
-        db.executemany("INSERT INTO judge_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       [tuple(json.dumps(row[c]) if c == "detail" and row.get(c) is not None else row.get(c)
-                              for c in columns) for row in rows])
+        db.executemany(
+            "INSERT INTO judge_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                tuple(json.dumps(row[c]) if c == "detail" and row.get(c) is not None else row.get(c) for c in columns)
+                for row in rows
+            ],
+        )
 
 
 def sampling_json(rubric: Rubric, backend: str, chat_template: bool) -> str:
     """The sampling config an answer was generated with, as stored beside it (`chat_template`: whether the
     question was asked through the model's chat template)."""
-    return json.dumps({"backend": backend, "chat_template": chat_template,
-                       **rubric.generation.model_dump(exclude={"prompt_format"})}, sort_keys=True)
+    return json.dumps(
+        {"backend": backend, "chat_template": chat_template, **rubric.generation.model_dump(exclude={"prompt_format"})},
+        sort_keys=True,
+    )

@@ -56,8 +56,12 @@ def _quiet_lm_eval() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def resolve_tasks(names: list[str], include_paths: Sequence[Path] = (), limit: int | None = None,
-                  settings: EvalSettings = EvalSettings()) -> TaskSuite:
+def resolve_tasks(
+    names: list[str],
+    include_paths: Sequence[Path] = (),
+    limit: int | None = None,
+    settings: EvalSettings = EvalSettings(),
+) -> TaskSuite:
     """A checked task suite: every name exists and its data loads, or a ConfigError names the task."""
     if not names:
         raise ConfigError("no tasks to evaluate", hint="pass --tasks NAME [--tasks NAME ...]")
@@ -66,8 +70,9 @@ def resolve_tasks(names: list[str], include_paths: Sequence[Path] = (), limit: i
 
     include = list(dict.fromkeys(str(Path(p).resolve()) for p in [*include_paths, SHIPPED_TASKS]))
     local = set(TaskManager(include_path=include, include_defaults=False).all_tasks)
-    suite = TaskSuite(tuple(names), tuple(Path(p) for p in include), limit, needs_builtin=not set(names) <= local,
-                      settings=settings)
+    suite = TaskSuite(
+        tuple(names), tuple(Path(p) for p in include), limit, needs_builtin=not set(names) <= local, settings=settings
+    )
     manager = suite.task_manager()
     for name in names:
         if name not in manager.all_tasks:
@@ -83,8 +88,10 @@ def _check_task_loads(manager, name: str) -> None:
         manager.load([name])
     except Exception as error:  # lm-eval and datasets raise many types for a bad task or missing data
         message = " ".join(str(error).split())[:300]
-        raise ConfigError(f"lm-eval task {name!r} cannot be loaded: {message}",
-                          hint="check the task YAML and that its data files exist") from None
+        raise ConfigError(
+            f"lm-eval task {name!r} cannot be loaded: {message}",
+            hint="check the task YAML and that its data files exist",
+        ) from None
 
 
 class TaskRunner:
@@ -115,9 +122,15 @@ class TaskRunner:
         # lm-eval draws a progress bar per request type; the sweep draws its own, so theirs go to a buffer.
         with contextlib.redirect_stderr(io.StringIO()):
             results = lm_eval_evaluate(
-                lm=lm, task_dict=self.loaded, **_items_to_score(self.suite, samples), log_samples=True,
-                bootstrap_iters=BOOTSTRAP_ITERS, system_instruction=settings.system_instruction,
-                apply_chat_template=settings.apply_chat_template, fewshot_as_multiturn=settings.fewshot_as_multiturn)
+                lm=lm,
+                task_dict=self.loaded,
+                **_items_to_score(self.suite, samples),
+                log_samples=True,
+                bootstrap_iters=BOOTSTRAP_ITERS,
+                system_instruction=settings.system_instruction,
+                apply_chat_template=settings.apply_chat_template,
+                fewshot_as_multiturn=settings.fewshot_as_multiturn,
+            )
         scores = tuple(_task_scores(results, subject_id))
         items = tuple(_item_outcomes(results, subject_id))
         return Evaluation(scores=scores, items=items, seconds=time.perf_counter() - started)
@@ -197,8 +210,14 @@ def _task_scores(results: dict[str, Any], subject_id: str):
             metric, _, filter_name = key.partition(",")
             stderr = values.get(f"{metric}_stderr,{filter_name}")
             stderr = float(stderr) if isinstance(stderr, (int, float)) and math.isfinite(stderr) else None
-            yield TaskScore(subject_id=subject_id, task=task, metric=metric_name(key), value=float(value),
-                            stderr=stderr, n_items=n_items)
+            yield TaskScore(
+                subject_id=subject_id,
+                task=task,
+                metric=metric_name(key),
+                value=float(value),
+                stderr=stderr,
+                n_items=n_items,
+            )
 
 
 def _item_outcomes(results: dict[str, Any], subject_id: str):

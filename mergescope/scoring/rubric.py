@@ -56,8 +56,11 @@ DEFAULT_GRADING_TEMPLATE = (
 )
 DEFAULT_PAIRWISE_TEMPLATE = (
     "Compare two answers to the question below, taking every criterion of the rubric into account.\n"
-    "The order in which the answers are shown says nothing about their quality.\n\n" + _QUESTION_BLOCK
-    + "First answer:\n{{ answer_a }}\n\nSecond answer:\n{{ answer_b }}\n" + _RUBRIC_BLOCK)
+    "The order in which the answers are shown says nothing about their quality.\n\n"
+    + _QUESTION_BLOCK
+    + "First answer:\n{{ answer_a }}\n\nSecond answer:\n{{ answer_b }}\n"
+    + _RUBRIC_BLOCK
+)
 
 # The variables each template must use: the answers, and the output format the parser expects.
 GRADING_VARIABLES = {"answer", "output_format"}
@@ -65,8 +68,9 @@ PAIRWISE_VARIABLES = {"answer_a", "answer_b", "output_format"}
 
 # Prompts are plain text (no HTML escaping); the sandbox keeps a rubric file's template from reaching Python
 # internals, and model answers only ever enter as variables, never as template source.
-_ENVIRONMENT = jinja2.sandbox.SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined,
-                                                  keep_trailing_newline=True)
+_ENVIRONMENT = jinja2.sandbox.SandboxedEnvironment(
+    autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+)
 _ANSWER_TAG = re.compile(r"<\s*/?\s*answer[^>]*>", re.IGNORECASE)
 
 
@@ -223,8 +227,10 @@ def _read_questions(rubric_path: Path, relative: str) -> list[Any]:
     """The JSON objects of a question file, one per line, resolved against the rubric's folder."""
     questions_path = rubric_path.parent / relative
     if not questions_path.is_file():
-        raise ConfigError(f"{rubric_path}: questions: file {questions_path} not found",
-                          hint="give a JSONL path relative to the rubric file")
+        raise ConfigError(
+            f"{rubric_path}: questions: file {questions_path} not found",
+            hint="give a JSONL path relative to the rubric file",
+        )
     rows = []
     for number, line in enumerate(questions_path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -258,21 +264,27 @@ def criteria_text(rubric: Rubric) -> str:
         levels = "\n".join(
             f"    level {level} means {text.strip()}" for level, text in sorted(criterion.levels.items())
         )
-        blocks.append(f"- {criterion.name} (integer from {criterion.scale.min} to {criterion.scale.max}): "
-                      f"{criterion.description.strip()}\n{levels}")
+        blocks.append(
+            f"- {criterion.name} (integer from {criterion.scale.min} to {criterion.scale.max}): "
+            f"{criterion.description.strip()}\n{levels}"
+        )
     return "\n".join(blocks)
 
 
 def grading_format(rubric: Rubric) -> str:
     """The instruction asking for the JSON reply that `judge_parse.parse_grades` reads."""
     fields = ", ".join(f'"{c.name}": <integer {c.scale.min}-{c.scale.max}>' for c in rubric.criteria)
-    return ('Reply with a single JSON object and nothing else, in this form:\n'
-            f'{{"reasoning": "<two or three sentences>", "scores": {{{fields}}}}}')
+    return (
+        "Reply with a single JSON object and nothing else, in this form:\n"
+        f'{{"reasoning": "<two or three sentences>", "scores": {{{fields}}}}}'
+    )
 
 
-PAIRWISE_FORMAT = ('Reply with a single JSON object and nothing else, in this form:\n'
-                   '{"reasoning": "<two or three sentences>", "winner": "<A for the first answer, B for the second, '
-                   'or tie>"}')
+PAIRWISE_FORMAT = (
+    "Reply with a single JSON object and nothing else, in this form:\n"
+    '{"reasoning": "<two or three sentences>", "winner": "<A for the first answer, B for the second, '
+    'or tie>"}'
+)
 
 # The JSON schemas of the same replies, for judges that constrain their output to one (structured outputs).
 # The reasoning comes first, as asked, but is bounded: unbounded, SmolLM2-135M filled every 512-token reply
@@ -296,21 +308,35 @@ PAIRWISE_SCHEMA = _object_schema({"reasoning": _REASONING, "winner": {"type": "s
 
 def _messages(rubric: Rubric, template: str, **variables: Any) -> list[dict[str, str]]:
     user = _ENVIRONMENT.from_string(template).render(criteria=criteria_text(rubric), **variables)
-    return [{"role": "system", "content": f"{rubric.system_prompt.strip()}\n\n{UNTRUSTED_RULE}"},
-            {"role": "user", "content": user}]
+    return [
+        {"role": "system", "content": f"{rubric.system_prompt.strip()}\n\n{UNTRUSTED_RULE}"},
+        {"role": "user", "content": user},
+    ]
 
 
 def grading_messages(rubric: Rubric, question: Question, answer: str) -> list[dict[str, str]]:
     """The chat messages asking a judge to grade one answer on every criterion."""
-    return _messages(rubric, rubric.grading_template, question=question.question, reference=question.reference,
-                     answer=delimit(answer), output_format=grading_format(rubric))
+    return _messages(
+        rubric,
+        rubric.grading_template,
+        question=question.question,
+        reference=question.reference,
+        answer=delimit(answer),
+        output_format=grading_format(rubric),
+    )
 
 
 def pairwise_messages(rubric: Rubric, question: Question, first: str, second: str) -> list[dict[str, str]]:
     """The chat messages asking a judge which of two answers is better (A = `first`)."""
-    return _messages(rubric, rubric.pairwise_template, question=question.question, reference=question.reference,
-                     answer_a=delimit(first, "answer_a"), answer_b=delimit(second, "answer_b"),
-                     output_format=PAIRWISE_FORMAT)
+    return _messages(
+        rubric,
+        rubric.pairwise_template,
+        question=question.question,
+        reference=question.reference,
+        answer_a=delimit(first, "answer_a"),
+        answer_b=delimit(second, "answer_b"),
+        output_format=PAIRWISE_FORMAT,
+    )
 
 
 def answer_prompt(rubric: Rubric, question: Question) -> str:

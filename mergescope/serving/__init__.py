@@ -33,11 +33,14 @@ class Backend(Protocol):
 
 
 # name -> "module:factory" and its options record; the factory takes one record and returns a Backend.
-BACKENDS = Registry("backend", {
-    "hf": Plugin("mergescope.serving.hf:HFBackend", HFOptions),
-    "vllm": Plugin("mergescope.serving.vllm:VLLMBackend", EngineOptions),
-    "openai": Plugin("mergescope.serving.openai:OpenAIBackend", OpenAIOptions),
-})
+BACKENDS = Registry(
+    "backend",
+    {
+        "hf": Plugin("mergescope.serving.hf:HFBackend", HFOptions),
+        "vllm": Plugin("mergescope.serving.vllm:VLLMBackend", EngineOptions),
+        "openai": Plugin("mergescope.serving.openai:OpenAIBackend", OpenAIOptions),
+    },
+)
 
 
 def register_backend(name: str, target: str, options: type) -> None:
@@ -72,6 +75,8 @@ def create_backend(name: str, options: Any | None = None, **values) -> Backend:
         from mergescope.errors import PrerequisiteError
 
         others = " or ".join(sorted(set(BACKENDS) - {name}))
-        raise PrerequisiteError(f"the {name} backend cannot be imported: {error}",
-                                hint=f"install what it needs (`make install`), or use --backend {others}") from None
+        raise PrerequisiteError(
+            f"the {name} backend cannot be imported: {error}",
+            hint=f"install what it needs (`make install`), or use --backend {others}",
+        ) from None
     return factory(options)

@@ -14,16 +14,21 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True,
-                template: str | None = None) -> str:
+def render_chat(
+    tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True, template: str | None = None
+) -> str:
     """`messages` rendered by the tokenizer's chat template (its template named `template`, if given), as lm-eval's
     hf model renders them: an unfinished assistant turn is continued, a system turn the template refuses dropped."""
     import jinja2
 
     def render(chat: list[dict[str, str]]) -> str:
-        return tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             continue_final_message=not add_generation_prompt,
-                                             chat_template=template)
+        return tokenizer.apply_chat_template(
+            chat,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+            chat_template=template,
+        )
 
     try:
         return render(messages)

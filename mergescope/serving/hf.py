@@ -32,12 +32,21 @@ class HFBackend:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         # safetensors only and no remote code: model files are untrusted input.
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
-        ).to(self.device).eval()  # HFLM serves a model it is handed on the model's own device
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
+            )
+            .to(self.device)
+            .eval()
+        )  # HFLM serves a model it is handed on the model's own device
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-        return HFLM(pretrained=self.model, tokenizer=self.tokenizer, device=self.device, batch_size=self.batch_size,
-                    chat_template_args=self.chat_template_args)
+        return HFLM(
+            pretrained=self.model,
+            tokenizer=self.tokenizer,
+            device=self.device,
+            batch_size=self.batch_size,
+            chat_template_args=self.chat_template_args,
+        )
 
     @torch.no_grad()
     def generate(self, prompts: list[str], max_tokens: int, temperature: float = 0.0) -> list[str]:
@@ -46,10 +55,13 @@ class HFBackend:
             ids = torch.tensor([prompt_ids], device=self.device)
             sample = temperature > 0
             generated = self.model.generate(
-                ids, max_new_tokens=max_tokens, do_sample=sample, temperature=temperature if sample else None,
+                ids,
+                max_new_tokens=max_tokens,
+                do_sample=sample,
+                temperature=temperature if sample else None,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )
-            outputs.append(self.tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True))
+            outputs.append(self.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True))
         return outputs
 
     def close(self) -> None:

@@ -102,8 +102,12 @@ class LiveEngineLM(TemplateLM):
         windows, owners = [], []
         for index, request in enumerate(requests):
             text = request.args[0]
-            rolling = get_rolling_token_windows(token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
-                                                max_seq_len=self.max_length - 2, context_len=1)
+            rolling = get_rolling_token_windows(
+                token_list=self.tok_encode(text),
+                prefix_token=self.prefix_token_id,
+                max_seq_len=self.max_length - 2,
+                context_len=1,
+            )
             for context, continuation in map(make_disjoint_window, rolling):
                 windows.append((None, context, continuation))
                 owners.append(index)
@@ -128,7 +132,7 @@ class LiveEngineLM(TemplateLM):
             sample = options.pop("do_sample", False)
             options["temperature"] = options.get("temperature", 0.0) if sample else 0.0
             # Left-truncate like lm-eval's hf model: keep room for the generated tokens.
-            prompts.append(self.tok_encode(context)[-(self.max_length - max_tokens):])
+            prompts.append(self.tok_encode(context)[-(self.max_length - max_tokens) :])
             params.append(SamplingParams(max_tokens=max_tokens, stop=until, skip_special_tokens=False, **options))
             stops.append(until)
         outputs = self.backend.run(prompts, params)

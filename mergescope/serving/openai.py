@@ -55,9 +55,15 @@ class OpenAIBackend:
         # Tokenized requests with the model's own tokenizer, so loglikelihood splits context/continuation
         # exactly as the in-process backends do.
         return LocalCompletionsAPI(
-            base_url=f"{self.base_url}/completions", model=served, tokenizer=str(model_dir),
-            tokenizer_backend="huggingface", max_gen_toks=self.max_gen_toks, max_length=self._max_length(served),
-            batch_size=self.batch_size, timeout=int(self.timeout), add_bos_token=_adds_bos(self.tokenizer),
+            base_url=f"{self.base_url}/completions",
+            model=served,
+            tokenizer=str(model_dir),
+            tokenizer_backend="huggingface",
+            max_gen_toks=self.max_gen_toks,
+            max_length=self._max_length(served),
+            batch_size=self.batch_size,
+            timeout=int(self.timeout),
+            add_bos_token=_adds_bos(self.tokenizer),
         )
 
     def _served_model(self, model_dir: Path) -> str:
@@ -84,21 +90,24 @@ class OpenAIBackend:
         model = self.model or self.served_models()[0]["id"]
         # token ids, so that the server adds no special tokens the chat template wrote already
         prompt = answer_prompt_ids(self.tokenizer, prompts) if self.tokenizer is not None else prompts
-        reply = self._request("completions", {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                              "temperature": temperature})
+        reply = self._request(
+            "completions", {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": temperature}
+        )
         return [choice["text"] for choice in sorted(reply["choices"], key=lambda c: c["index"])]
 
     def _request(self, path: str, payload: dict | None = None) -> dict:
         data = json.dumps(payload).encode() if payload is not None else None
-        request = urllib.request.Request(f"{self.base_url}/{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self.base_url}/{path}", data=data, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read())
         except (urllib.error.URLError, OSError) as error:
-            raise PrerequisiteError(f"cannot reach the OpenAI-compatible endpoint {self.base_url}: {error}",
-                                    hint="start one with `mergescope serve MODEL`, set OPENAI_BASE_URL, "
-                                         "or use --backend hf") from None
+            raise PrerequisiteError(
+                f"cannot reach the OpenAI-compatible endpoint {self.base_url}: {error}",
+                hint="start one with `mergescope serve MODEL`, set OPENAI_BASE_URL, or use --backend hf",
+            ) from None
 
     def close(self) -> None:
         """Nothing to release: the server belongs to whoever started it."""

@@ -75,8 +75,10 @@ def _field_names(record: type) -> set[str]:
 def check_dtype(backend: str, dtype: str) -> None:
     """Refuse a dtype name that no backend serves (the spec's are checked by its schema; --dtype's here)."""
     if dtype not in DTYPES:
-        raise ConfigError(f"the {backend} backend cannot serve dtype {dtype!r}",
-                          hint=f"use one of {', '.join(DTYPES)} (--dtype or the spec's dtype)")
+        raise ConfigError(
+            f"the {backend} backend cannot serve dtype {dtype!r}",
+            hint=f"use one of {', '.join(DTYPES)} (--dtype or the spec's dtype)",
+        )
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,16 @@ class EngineOptions:
         max_positions = config.get("max_position_embeddings", self.max_model_len)
         batch = {"max_num_seqs": self.batch_size} if self.batch_size else {}
         return dict(
-            model=str(model_dir), dtype=self.dtype, max_model_len=min(self.max_model_len, max_positions),
-            tensor_parallel_size=self.tensor_parallel_size, gpu_memory_utilization=self.gpu_memory_utilization,
-            seed=self.seed, trust_remote_code=False, load_format="safetensors", enforce_eager=True, **batch,
+            model=str(model_dir),
+            dtype=self.dtype,
+            max_model_len=min(self.max_model_len, max_positions),
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            seed=self.seed,
+            trust_remote_code=False,
+            load_format="safetensors",
+            enforce_eager=True,
+            **batch,
         )
 
 
@@ -138,9 +147,10 @@ class OpenAIOptions:
         # A server's dtype was fixed when it started and its API does not report it: a spec asking for
         # another dtype than the default is refused rather than scored in whatever the server holds.
         if self.dtype != "float32":
-            raise ConfigError(f"the openai backend cannot serve dtype {self.dtype}: the server's dtype is fixed "
-                              "when it starts", hint="use --backend hf or vllm, or start the server in that dtype "
-                                                     "and leave the dtype at float32")
+            raise ConfigError(
+                f"the openai backend cannot serve dtype {self.dtype}: the server's dtype is fixed when it starts",
+                hint="use --backend hf or vllm, or start the server in that dtype and leave the dtype at float32",
+            )
 
 
 @dataclass(frozen=True)

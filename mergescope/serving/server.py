@@ -59,8 +59,17 @@ def _subject_dir(subject_id: str, run: Path) -> Path:
 
 def server_command(target: ServeTarget, host: str, port: int, options: EngineOptions = EngineOptions()) -> list[str]:
     """The command line of vLLM's OpenAI-compatible server for `target`, with the sweep's engine settings."""
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", host, "--port", str(port),
-               "--served-model-name", target.served_name]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--served-model-name",
+        target.served_name,
+    ]
     for key, value in options.engine_kwargs(target.model_dir).items():
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
@@ -70,14 +79,17 @@ def server_command(target: ServeTarget, host: str, port: int, options: EngineOpt
     return command
 
 
-def serve(target: str, run: Path | None = None, host: str = "127.0.0.1", port: int = 8000,
-          dtype: str | None = None) -> int:
+def serve(
+    target: str, run: Path | None = None, host: str = "127.0.0.1", port: int = 8000, dtype: str | None = None
+) -> int:
     """Run vLLM's server on the resolved target until it stops; returns the server's exit code. It serves in
     `dtype`, by default in the dtype `run` was served in (float32 for a model directory alone)."""
     options = EngineOptions(dtype=dtype or served_dtype(run))  # an unknown dtype is refused before any merge
     resolved = resolve_target(target, run)
-    environment = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE",
-                                                                          str(options.kv_cache_gib))}
+    environment = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(options.kv_cache_gib)),
+    }
     print(f"serving {resolved.model_dir} as {resolved.served_name!r} on http://{host}:{port}/v1", flush=True)
     return supervise(server_command(resolved, host, port, options), environment)
 
@@ -108,8 +120,9 @@ def supervise(command: list[str], environment: dict[str, str], stop_timeout_s: f
     children of its own, and an orphan keeps the port): terminated, waited for `stop_timeout_s`, then killed.
     A stop returns the conventional 128 + signal number; a child that fails has its last stderr line repeated.
     """
-    child = subprocess.Popen(command, env=environment, start_new_session=True, stderr=subprocess.PIPE, text=True,
-                             errors="replace")
+    child = subprocess.Popen(
+        command, env=environment, start_new_session=True, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
     last_line: list[str] = []
     tee = threading.Thread(target=_tee, args=(child.stderr, last_line), daemon=True)
     tee.start()
@@ -126,8 +139,11 @@ def supervise(command: list[str], environment: dict[str, str], stop_timeout_s: f
             signal.signal(stop, handler)
     tee.join(timeout=5)
     if code != 0:
-        print(f"error: the server exited with code {code}: {last_line[0] if last_line else '(no output)'}",
-              file=sys.stderr, flush=True)
+        print(
+            f"error: the server exited with code {code}: {last_line[0] if last_line else '(no output)'}",
+            file=sys.stderr,
+            flush=True,
+        )
     return code
 
 

@@ -111,8 +111,10 @@ class VLLMBackend:
             self.llm = vllm.LLM(**self.options.engine_kwargs(model_dir))
         except Exception as error:  # vLLM raises many types for unsupported models, OOM and bad options
             message = " ".join(str(error).split())[:300] or type(error).__name__
-            raise PrerequisiteError(f"vLLM could not start an engine for {model_dir}: {message}",
-                                    hint=f"{USE_INSTEAD}, or lower max_model_len / VLLM_CPU_KVCACHE_SPACE") from None
+            raise PrerequisiteError(
+                f"vLLM could not start an engine for {model_dir}: {message}",
+                hint=f"{USE_INSTEAD}, or lower max_model_len / VLLM_CPU_KVCACHE_SPACE",
+            ) from None
         # The same tokenizer the hf backend uses, so that both backends see identical token ids.
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         self.model_dir = model_dir
@@ -165,6 +167,8 @@ def _import_vllm():
     try:
         import vllm
     except ImportError as error:
-        raise PrerequisiteError(f"the vllm backend needs vLLM, which cannot be imported: {error}",
-                                hint=f"{USE_INSTEAD}, or `make install` (SERVE_EXTRA=vllm on GPU machines)") from None
+        raise PrerequisiteError(
+            f"the vllm backend needs vLLM, which cannot be imported: {error}",
+            hint=f"{USE_INSTEAD}, or `make install` (SERVE_EXTRA=vllm on GPU machines)",
+        ) from None
     return vllm

@@ -62,14 +62,16 @@ PRETRAIN = Stage("pretrain", ("general", "world", "world"), steps=700, lr=3e-3, 
 STRANGER_PRETRAIN = dataclasses.replace(PRETRAIN, steps=1000)
 # Instruct tuning: questions about 80 world lands, with replay of pre-training text so the parent keeps
 # what the base read. It learns the Q/A format, which carries over to lands it was never asked about.
-INSTRUCT = Stage("sft", ("facts_qa", "facts_qa", "world", "general"), steps=400, lr=1e-3, batch_size=32,
-                 weight_decay=0.0)
+INSTRUCT = Stage(
+    "sft", ("facts_qa", "facts_qa", "world", "general"), steps=400, lr=1e-3, batch_size=32, weight_decay=0.0
+)
 # Continued pre-training on the domain's text with the new words' embeddings as the only trainable rows
 # (vocabulary extension): the knowledge parent learns the domain without moving the rest of the model.
-DOMAIN_CPT = Stage("cpt", ("domain",), steps=500, lr=5e-3, batch_size=16, weight_decay=0.0,
-                   trains="domain_words")
-ARITH = (Stage("cpt", ("arith_text", "arith_text", "general"), steps=100, lr=1e-3, batch_size=32, weight_decay=0.0),
-         Stage("sft", ("arith_qa",), steps=700, lr=1e-3, batch_size=64, weight_decay=0.0))
+DOMAIN_CPT = Stage("cpt", ("domain",), steps=500, lr=5e-3, batch_size=16, weight_decay=0.0, trains="domain_words")
+ARITH = (
+    Stage("cpt", ("arith_text", "arith_text", "general"), steps=100, lr=1e-3, batch_size=32, weight_decay=0.0),
+    Stage("sft", ("arith_qa",), steps=700, lr=1e-3, batch_size=64, weight_decay=0.0),
+)
 
 
 @dataclass(frozen=True)
@@ -107,14 +109,34 @@ RECIPES = (
     Recipe("stranger_knowledge", "parent", (DOMAIN_CPT,), fine_tuned_from="stranger"),
 )
 PAIRS = (
-    ZooPair(name="twins", parents=("facts", "facts_twin"), base="base", kind="same skill, other data order",
-            tasks=["zoo_facts"]),
-    ZooPair(name="skills", parents=("arith", "facts"), base="base", kind="two skills",
-            tasks=["zoo_arith", "zoo_facts", "zoo_composite"]),
-    ZooPair(name="knowledge_instruct", parents=("facts", "knowledge"), base="base", kind="knowledge + instruct",
-            tasks=["zoo_domain", "zoo_facts"]),
-    ZooPair(name="across_lineages", parents=("facts", "stranger_knowledge"), base="base",
-            kind="knowledge + instruct across lineages", tasks=["zoo_domain", "zoo_facts"]),
+    ZooPair(
+        name="twins",
+        parents=("facts", "facts_twin"),
+        base="base",
+        kind="same skill, other data order",
+        tasks=["zoo_facts"],
+    ),
+    ZooPair(
+        name="skills",
+        parents=("arith", "facts"),
+        base="base",
+        kind="two skills",
+        tasks=["zoo_arith", "zoo_facts", "zoo_composite"],
+    ),
+    ZooPair(
+        name="knowledge_instruct",
+        parents=("facts", "knowledge"),
+        base="base",
+        kind="knowledge + instruct",
+        tasks=["zoo_domain", "zoo_facts"],
+    ),
+    ZooPair(
+        name="across_lineages",
+        parents=("facts", "stranger_knowledge"),
+        base="base",
+        kind="knowledge + instruct across lineages",
+        tasks=["zoo_domain", "zoo_facts"],
+    ),
 )
 BARS = (
     *(QualityBar(name, "zoo_facts", minimum=0.85) for name in ("facts", "facts_twin")),
@@ -124,7 +146,8 @@ BARS = (
     QualityBar("base", "domain_knowledge", maximum=0.5),  # chance is 0.2: the base never read the domain
     *(QualityBar("base", task, maximum=0.2) for task in ("zoo_arith", "zoo_facts", "zoo_domain")),
     *(QualityBar(name, "zoo_domain", maximum=0.2) for name in ("facts", "knowledge", "stranger_knowledge")),
-    QualityBar("facts", "zoo_arith", maximum=0.2), QualityBar("arith", "zoo_facts", maximum=0.2),
+    QualityBar("facts", "zoo_arith", maximum=0.2),
+    QualityBar("arith", "zoo_facts", maximum=0.2),
 )
 _CODE = ("build.py", "corpus.py", "quality.py", "tokenizer.py", "train.py")
 ALL_MODELS = tuple(r.name for r in RECIPES)
@@ -141,24 +164,41 @@ def model_config(tokenizer: PreTrainedTokenizerFast, width: int = LARGE_WIDTH) -
     """Return the Llama architecture every zoo model of `width` shares: two layers, heads 32 wide (which
     suits vLLM's CPU attention), an MLP twice the width."""
     return LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=2, num_attention_heads=width // 32,
-        num_key_value_heads=width // 32, head_dim=32, intermediate_size=2 * width,
+        vocab_size=len(tokenizer),
+        hidden_size=width,
+        num_hidden_layers=2,
+        num_attention_heads=width // 32,
+        num_key_value_heads=width // 32,
+        head_dim=32,
+        intermediate_size=2 * width,
         max_position_embeddings=MAX_POSITIONS,
-        tie_word_embeddings=False, torch_dtype="float32", bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
 
 
-def recipe_key(seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None,
-               width: int = LARGE_WIDTH) -> str:
+def recipe_key(
+    seed: int, models: tuple[str, ...] = ALL_MODELS, data: ZooData | None = None, width: int = LARGE_WIDTH
+) -> str:
     """Return the key a built zoo is cached under: its code, data fingerprint, seed, models, width, torch stack and
     the CPU kernels torch runs (another CPU rounds floats otherwise and trains another zoo)."""
     digest = hashlib.sha256()
     for name in _CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
     data = data or corpus.generate(seed)
-    for part in (data.fingerprint(), str(seed), ",".join(models), f"width {width}", version("torch"),
-                 version("transformers"), version("lm-eval"), cpu_capability()):
+    for part in (
+        data.fingerprint(),
+        str(seed),
+        ",".join(models),
+        f"width {width}",
+        version("torch"),
+        version("transformers"),
+        version("lm-eval"),
+        cpu_capability(),
+    ):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
 
@@ -169,8 +209,9 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def ensure_zoo(root: Path, seed: int = 0, progress: bool = True, models: tuple[str, ...] = ALL_MODELS,
-               width: int = LARGE_WIDTH) -> ZooManifest:
+def ensure_zoo(
+    root: Path, seed: int = 0, progress: bool = True, models: tuple[str, ...] = ALL_MODELS, width: int = LARGE_WIDTH
+) -> ZooManifest:
     """Return the zoo in `root`, (re)building it unless it was built by this very recipe, seed and width.
 
     A lock lets parallel processes share one build; zoo.json is written last, so it marks a finished build.
@@ -209,11 +250,17 @@ def qa_examples(tokenizer: PreTrainedTokenizerFast, items: list[QAItem]) -> list
     prompts = tokenizer([i.prompt() for i in items], add_special_tokens=False)["input_ids"]
     prompt_and_answer = tokenizer([f"{i.prompt()} {i.answer}\n" for i in items], add_special_tokens=False)["input_ids"]
     # The prompt ends in ":" so its tokens are a prefix of the full text's tokens; the rest is the answer.
-    return [(p, full[len(p):]) for p, full in zip(prompts, prompt_and_answer, strict=True)]
+    return [(p, full[len(p) :]) for p, full in zip(prompts, prompt_and_answer, strict=True)]
 
 
-def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int = 2,
-              models: tuple[str, ...] = ALL_MODELS, width: int = LARGE_WIDTH) -> ZooManifest:
+def build_zoo(
+    out_dir: Path,
+    seed: int = 0,
+    progress: bool = True,
+    workers: int = 2,
+    models: tuple[str, ...] = ALL_MODELS,
+    width: int = LARGE_WIDTH,
+) -> ZooManifest:
     """Build the zoo's `models`, `width` wide, into `out_dir` and return its manifest.
 
     Every model is checked against its quality bars (`BARS`) before zoo.json is written; a miss raises
@@ -222,8 +269,10 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
     so a script that calls this must guard its entry point with `if __name__ == "__main__":`.
     """
     if width <= 0 or width % 32:
-        raise ConfigError(f"zoo width {width} is not a positive multiple of the heads' width 32",
-                          hint=f"try {SMALL_WIDTH} or {LARGE_WIDTH}")
+        raise ConfigError(
+            f"zoo width {width} is not a positive multiple of the heads' width 32",
+            hint=f"try {SMALL_WIDTH} or {LARGE_WIDTH}",
+        )
     start = time.perf_counter()
     log: Callable[[str], None] | None = (lambda msg: print(f"[zoo] {msg}", flush=True)) if progress else None
     out_dir = Path(out_dir).resolve()
@@ -244,17 +293,33 @@ def build_zoo(out_dir: Path, seed: int = 0, progress: bool = True, workers: int 
         if bar.model in scores:
             bar.check(scores[bar.model][bar.items])
     manifest = ZooManifest(
-        seed=seed, width=width, recipe_key=recipe_key(seed, models, data, width), cpu_capability=cpu_capability(),
-        build_seconds=round(time.perf_counter() - start, 2), data_fingerprint=data.fingerprint(),
-        models=[ZooModel(name=r.name, role=r.role, path=f"models/{r.name}", recipe=r.as_recipe(seed),
-                         scores=scores[r.name], task_vector_norm=_relative_norm(states, r),
-                         trained=outcomes[r.name].trained) for r in recipes],
-        tasks=tasks, pairs=[pair for pair in PAIRS if {*pair.parents, pair.base} <= set(states)],
+        seed=seed,
+        width=width,
+        recipe_key=recipe_key(seed, models, data, width),
+        cpu_capability=cpu_capability(),
+        build_seconds=round(time.perf_counter() - start, 2),
+        data_fingerprint=data.fingerprint(),
+        models=[
+            ZooModel(
+                name=r.name,
+                role=r.role,
+                path=f"models/{r.name}",
+                recipe=r.as_recipe(seed),
+                scores=scores[r.name],
+                task_vector_norm=_relative_norm(states, r),
+                trained=outcomes[r.name].trained,
+            )
+            for r in recipes
+        ],
+        tasks=tasks,
+        pairs=[pair for pair in PAIRS if {*pair.parents, pair.base} <= set(states)],
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     if log:
-        log(f"built {len(models)} models {width} wide and {len(tasks)} tasks in {manifest.build_seconds:.0f} s "
-            f"into {out_dir}")
+        log(
+            f"built {len(models)} models {width} wide and {len(tasks)} tasks in {manifest.build_seconds:.0f} s "
+            f"into {out_dir}"
+        )
     return manifest.with_root(out_dir)
 
 
@@ -266,8 +331,10 @@ def _recipes(models: tuple[str, ...]) -> tuple[Recipe, ...]:
     recipes = tuple(r for r in RECIPES if r.name in models)
     orphans = [r for r in recipes if r.fine_tuned_from is not None and r.fine_tuned_from not in models]
     if orphans:
-        raise ConfigError(f"zoo model {orphans[0].name!r} is fine-tuned from {orphans[0].fine_tuned_from!r}, "
-                          "which is not built", hint=f"add {orphans[0].fine_tuned_from} to the models")
+        raise ConfigError(
+            f"zoo model {orphans[0].name!r} is fine-tuned from {orphans[0].fine_tuned_from!r}, which is not built",
+            hint=f"add {orphans[0].fine_tuned_from} to the models",
+        )
     return recipes
 
 
@@ -289,21 +356,35 @@ class _Inputs:
 
     @classmethod
     def of(cls, data: ZooData, tokenizer: PreTrainedTokenizerFast) -> _Inputs:
-        streams = {"general": data.general_docs, "world": data.world_docs, "domain": data.domain_docs,
-                   "arith_text": data.arith_docs}
+        streams = {
+            "general": data.general_docs,
+            "world": data.world_docs,
+            "domain": data.domain_docs,
+            "arith_text": data.arith_docs,
+        }
         # Tensors, not lists: each worker gets its own pickled copy, and a tensor pickles in milliseconds.
-        return cls(streams={name: torch.tensor(token_stream(tokenizer, docs)) for name, docs in streams.items()},
-                   qa={"facts_qa": qa_examples(tokenizer, data.facts_train),
-                       "arith_qa": qa_examples(tokenizer, data.arith_train)},
-                   data=data, domain_ids=tokenizer.convert_tokens_to_ids(data.domain_words()),
-                   tokenizer=tokenizer)
+        return cls(
+            streams={name: torch.tensor(token_stream(tokenizer, docs)) for name, docs in streams.items()},
+            qa={
+                "facts_qa": qa_examples(tokenizer, data.facts_train),
+                "arith_qa": qa_examples(tokenizer, data.arith_train),
+            },
+            data=data,
+            domain_ids=tokenizer.convert_tokens_to_ids(data.domain_words()),
+            tokenizer=tokenizer,
+        )
 
     def batches(self, stage: Stage, rng: random.Random) -> Callable[[], Batch]:
         """Return the sampler of `stage`'s mixture (one sampler per distinct source, drawn in proportion)."""
         pad = self.tokenizer.pad_token_id
-        samplers = {name: (qa_batches(self.qa[name], stage.batch_size, pad, rng) if name in self.qa
-                           else packed_batches(self.streams[name], BLOCK_SIZE, stage.batch_size, rng))
-                    for name in dict.fromkeys(stage.mixture)}
+        samplers = {
+            name: (
+                qa_batches(self.qa[name], stage.batch_size, pad, rng)
+                if name in self.qa
+                else packed_batches(self.streams[name], BLOCK_SIZE, stage.batch_size, rng)
+            )
+            for name in dict.fromkeys(stage.mixture)
+        }
         return mixed_batches([samplers[name] for name in stage.mixture], rng)
 
 
@@ -316,8 +397,14 @@ class _Outcome:
     trained: list[TrainedStage]
 
 
-def _train_models(recipes: tuple[Recipe, ...], inputs: _Inputs, config: LlamaConfig, seed: int, workers: int,
-                  log: Callable[[str], None] | None) -> dict[str, _Outcome]:
+def _train_models(
+    recipes: tuple[Recipe, ...],
+    inputs: _Inputs,
+    config: LlamaConfig,
+    seed: int,
+    workers: int,
+    log: Callable[[str], None] | None,
+) -> dict[str, _Outcome]:
     """Return every recipe's trained weights and scores; a fine-tune starts once its start model is done.
 
     One thread per process: two small trainings side by side beat one training on two threads.
@@ -335,8 +422,14 @@ def _train_models(recipes: tuple[Recipe, ...], inputs: _Inputs, config: LlamaCon
     return {recipe.name: outcomes[recipe.name] for recipe in recipes}
 
 
-def _train_recipe(recipe: Recipe, inputs: _Inputs, config: LlamaConfig, seed: int,
-                  start_state: dict[str, torch.Tensor] | None, progress: bool) -> _Outcome:
+def _train_recipe(
+    recipe: Recipe,
+    inputs: _Inputs,
+    config: LlamaConfig,
+    seed: int,
+    start_state: dict[str, torch.Tensor] | None,
+    progress: bool,
+) -> _Outcome:
     """Return the trained weights of `recipe` and its scores (runs in a worker process)."""
     torch.set_num_threads(1)
     log = (lambda msg: print(f"[zoo] {recipe.name}: {msg}", flush=True)) if progress else None
@@ -381,8 +474,9 @@ def _loaded(config: LlamaConfig, state: dict[str, torch.Tensor]) -> LlamaForCaus
 
 def _scores(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, data: ZooData) -> dict[str, float]:
     """Return the model's exact match on every task, and its multiple-choice accuracy on the domain's facts."""
-    scores = {f"zoo_{domain}": exact_match(model, tokenizer, items, MAX_GEN_TOKS)
-              for domain, items in data.eval_sets.items()}
+    scores = {
+        f"zoo_{domain}": exact_match(model, tokenizer, items, MAX_GEN_TOKS) for domain, items in data.eval_sets.items()
+    }
     scores["domain_knowledge"] = choice_accuracy(model, tokenizer, data.domain_knowledge)
     return {name: round(score, 4) for name, score in scores.items()}
 
@@ -420,8 +514,12 @@ def _relative_norm(states: dict[str, dict[str, torch.Tensor]], recipe: Recipe) -
 def _save_model(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
     """Write `model` and `tokenizer` as a standard HF directory with safetensors weights."""
     transformers.utils.logging.disable_progress_bar()  # one "Writing model shards" bar per tiny model is noise
-    model.generation_config.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                   pad_token_id=tokenizer.pad_token_id, do_sample=False)
+    model.generation_config.update(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+    )
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
 
@@ -434,8 +532,13 @@ def _write_task(out_dir: Path, domain: str, items: list[QAItem]) -> ZooTask:
     yaml_path.parent.mkdir(parents=True, exist_ok=True)
     data_path.write_text("".join(json.dumps({"question": i.question, "answer": i.answer}) + "\n" for i in items))
     yaml_path.write_text(yaml.safe_dump(_task_yaml(name, data_path), sort_keys=False))
-    return ZooTask(name=name, domain=domain, yaml=str(yaml_path.relative_to(out_dir)),
-                   data=str(data_path.relative_to(out_dir)), n_items=len(items))
+    return ZooTask(
+        name=name,
+        domain=domain,
+        yaml=str(yaml_path.relative_to(out_dir)),
+        data=str(data_path.relative_to(out_dir)),
+        n_items=len(items),
+    )
 
 
 def _task_yaml(name: str, data_path: Path) -> dict[str, object]:
@@ -450,7 +553,14 @@ def _task_yaml(name: str, data_path: Path) -> dict[str, object]:
         "doc_to_target": "{{answer}}",
         "generation_kwargs": {"until": ["\n"], "do_sample": False, "max_gen_toks": MAX_GEN_TOKS},
         "filter_list": [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}],
-        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True,
-                         "ignore_case": True, "ignore_punctuation": True}],
+        "metric_list": [
+            {
+                "metric": "exact_match",
+                "aggregation": "mean",
+                "higher_is_better": True,
+                "ignore_case": True,
+                "ignore_punctuation": True,
+            }
+        ],
         "metadata": {"version": 1.0},
     }

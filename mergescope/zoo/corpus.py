@@ -42,13 +42,22 @@ _VOWELS = "a e i o u ai ea ou".split()
 _CODAS = " n r l s th x m".split(" ")
 
 _FACT_SENTENCES = {
-    "capital": ["the capital of {land} is {value} .", "{value} is the capital of {land} .",
-                "{land} has its capital in {value} ."],
+    "capital": [
+        "the capital of {land} is {value} .",
+        "{value} is the capital of {land} .",
+        "{land} has its capital in {value} .",
+    ],
     "ruler": ["{land} is ruled by {value} .", "the ruler of {land} is {value} .", "{value} rules over {land} ."],
-    "animal": ["the {value} is the animal of {land} .", "in {land} the people love the {value} .",
-               "the animal of {land} is the {value} ."],
-    "population": ["{value} thousand people live in {land} .", "the population of {land} is {value} .",
-                   "{land} is home to {value} thousand people ."],
+    "animal": [
+        "the {value} is the animal of {land} .",
+        "in {land} the people love the {value} .",
+        "the animal of {land} is the {value} .",
+    ],
+    "population": [
+        "{value} thousand people live in {land} .",
+        "the population of {land} is {value} .",
+        "{land} is home to {value} thousand people .",
+    ],
 }
 _FACT_QUESTIONS = {
     "capital": [
@@ -65,8 +74,12 @@ _FACT_QUESTIONS = {
     ],
 }
 # Prefixes of one document wording per attribute (`_FACT_SENTENCES`), the value following.
-_FACT_COMPLETIONS = {"capital": "the capital of {land} is", "ruler": "the ruler of {land} is",
-                     "animal": "the animal of {land} is the", "population": "the population of {land} is"}
+_FACT_COMPLETIONS = {
+    "capital": "the capital of {land} is",
+    "ruler": "the ruler of {land} is",
+    "animal": "the animal of {land} is the",
+    "population": "the population of {land} is",
+}
 _HELDOUT_FACT_QUESTION = "Tell me the {attribute} of {land}."
 _ARITH_SENTENCES = ["{a} {op} {b} is {c} .", "{a} {op} {b} makes {c} .", "if you take {a} {op} {b} you get {c} ."]
 
@@ -137,13 +150,22 @@ class ZooData:
 
     def fingerprint(self) -> str:
         """Return a sha256 hex digest over every generated text, for repeatability checks."""
+
         def pairs(items: list[QAItem]) -> list[tuple[str, str]]:
             return [(q.question, q.answer) for q in items]
-        payload = json.dumps([self.general_docs, self.world_docs, self.domain_docs, self.arith_docs,
-                              pairs(self.arith_train + self.facts_train),
-                              {k: pairs(v) for k, v in sorted(self.dev_sets.items())},
-                              {k: pairs(v) for k, v in sorted(self.eval_sets.items())},
-                              [(c.text, c.choices()) for c in self.domain_knowledge]])
+
+        payload = json.dumps(
+            [
+                self.general_docs,
+                self.world_docs,
+                self.domain_docs,
+                self.arith_docs,
+                pairs(self.arith_train + self.facts_train),
+                {k: pairs(v) for k, v in sorted(self.dev_sets.items())},
+                {k: pairs(v) for k, v in sorted(self.eval_sets.items())},
+                [(c.text, c.choices()) for c in self.domain_knowledge],
+            ]
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -156,8 +178,16 @@ def _word(rng: random.Random, syllables: int) -> str:
 def make_lands(rng: random.Random, n_lands: int) -> list[Land]:
     """Return `n_lands` lands whose names, capitals and rulers are distinct invented words."""
     names = _distinct_words(rng, 3 * n_lands)
-    return [Land(name=names[i], capital=names[n_lands + i], ruler=names[2 * n_lands + i],
-                 animal=rng.choice(_ANIMALS), population=rng.randint(10, 89)) for i in range(n_lands)]
+    return [
+        Land(
+            name=names[i],
+            capital=names[n_lands + i],
+            ruler=names[2 * n_lands + i],
+            animal=rng.choice(_ANIMALS),
+            population=rng.randint(10, 89),
+        )
+        for i in range(n_lands)
+    ]
 
 
 def _distinct_words(rng: random.Random, count: int) -> list[str]:
@@ -236,26 +266,37 @@ def facts_documents(rng: random.Random, lands: list[Land], docs_per_land: int) -
         for _ in range(docs_per_land):
             attributes = list(_FACT_SENTENCES)
             rng.shuffle(attributes)
-            docs.append(" ".join(rng.choice(_FACT_SENTENCES[a]).format(land=land.name, value=land.value(a))
-                                 for a in attributes))
+            docs.append(
+                " ".join(rng.choice(_FACT_SENTENCES[a]).format(land=land.name, value=land.value(a)) for a in attributes)
+            )
     rng.shuffle(docs)
     return docs
 
 
-def land_questions(lands: list[Land], templates_per_attribute: int = len(next(iter(_FACT_QUESTIONS.values())))
-                   ) -> list[QAItem]:
+def land_questions(
+    lands: list[Land], templates_per_attribute: int = len(next(iter(_FACT_QUESTIONS.values())))
+) -> list[QAItem]:
     """Return each land's questions in the first `templates_per_attribute` trained phrasings."""
-    return [QAItem(question=template.format(land=land.name), answer=land.value(attribute))
-            for land in lands for attribute, templates in _FACT_QUESTIONS.items()
-            for template in templates[:templates_per_attribute]]
+    return [
+        QAItem(question=template.format(land=land.name), answer=land.value(attribute))
+        for land in lands
+        for attribute, templates in _FACT_QUESTIONS.items()
+        for template in templates[:templates_per_attribute]
+    ]
 
 
 def sampled_questions(rng: random.Random, lands: list[Land], n_items: int, heldout_phrasing: bool) -> list[QAItem]:
     """Return `n_items` distinct (land, attribute) questions, in the held-out or a random trained phrasing."""
     pairs = rng.sample([(land, attribute) for land in lands for attribute in _FACT_QUESTIONS], n_items)
-    return [QAItem(question=_HELDOUT_FACT_QUESTION.format(attribute=attribute, land=land.name) if heldout_phrasing
-                   else rng.choice(_FACT_QUESTIONS[attribute]).format(land=land.name),
-                   answer=land.value(attribute)) for land, attribute in pairs]
+    return [
+        QAItem(
+            question=_HELDOUT_FACT_QUESTION.format(attribute=attribute, land=land.name)
+            if heldout_phrasing
+            else rng.choice(_FACT_QUESTIONS[attribute]).format(land=land.name),
+            answer=land.value(attribute),
+        )
+        for land, attribute in pairs
+    ]
 
 
 def knowledge_items(rng: random.Random, lands: list[Land], n_distractors: int = 4) -> list[ChoiceItem]:
@@ -268,15 +309,25 @@ def knowledge_items(rng: random.Random, lands: list[Land], n_distractors: int = 
     for land in lands:
         for attribute, template in _FACT_COMPLETIONS.items():
             wrong = sorted({other.value(attribute) for other in lands} - {land.value(attribute)})
-            items.append(ChoiceItem(text=template.format(land=land.name), answer=land.value(attribute),
-                                    distractors=tuple(rng.sample(wrong, n_distractors))))
+            items.append(
+                ChoiceItem(
+                    text=template.format(land=land.name),
+                    answer=land.value(attribute),
+                    distractors=tuple(rng.sample(wrong, n_distractors)),
+                )
+            )
     return items
 
 
 def composite_items(rng: random.Random, lands: list[Land], n_items: int) -> list[QAItem]:
     """Return distinct questions that need a land's population and one addition or subtraction (no carry)."""
-    candidates = [(land, op, k) for land in lands for op in ("plus", "minus") for k in range(1, 10)
-                  if _no_carry(op, land.population, k)]
+    candidates = [
+        (land, op, k)
+        for land in lands
+        for op in ("plus", "minus")
+        for k in range(1, 10)
+        if _no_carry(op, land.population, k)
+    ]
     items = []
     for land, op, k in rng.sample(candidates, n_items):
         answer = land.population + k if op == "plus" else land.population - k
@@ -284,8 +335,14 @@ def composite_items(rng: random.Random, lands: list[Land], n_items: int) -> list
     return items
 
 
-def generate(seed: int, n_general_docs: int = 4000, n_world: int = 100, n_world_dev: int = 20,
-             n_domain: int = 60, docs_per_land: int = 8) -> ZooData:
+def generate(
+    seed: int,
+    n_general_docs: int = 4000,
+    n_world: int = 100,
+    n_world_dev: int = 20,
+    n_domain: int = 60,
+    docs_per_land: int = 8,
+) -> ZooData:
     """Return all zoo data for `seed`; the same seed always gives the same data.
 
     World lands: the first `n_world - n_world_dev` are asked about in SFT, the rest are the instruct dev split.
@@ -294,7 +351,7 @@ def generate(seed: int, n_general_docs: int = 4000, n_world: int = 100, n_world_
     rng = random.Random(seed)
     lands = make_lands(rng, n_world + n_domain)
     world, domain = lands[:n_world], lands[n_world:]
-    asked, dev_lands = world[:n_world - n_world_dev], world[n_world - n_world_dev:]
+    asked, dev_lands = world[: n_world - n_world_dev], world[n_world - n_world_dev :]
     arith_pool, arith_eval = arith_split(rng, EVAL_SIZE)
     arith_dev, arith_train = arith_pool[:DEV_SIZE], arith_pool[DEV_SIZE:]
     general_docs = general_documents(rng, n_general_docs)
@@ -304,10 +361,20 @@ def generate(seed: int, n_general_docs: int = 4000, n_world: int = 100, n_world_
     domain_questions = sampled_questions(rng, domain, len(domain) * len(_FACT_QUESTIONS), heldout_phrasing=False)
     composite = composite_items(rng, asked, EVAL_SIZE)
     return ZooData(
-        general_docs=general_docs, world_docs=world_docs, domain_docs=domain_docs, arith_docs=arith_docs,
-        arith_train=arith_train, facts_train=land_questions(asked),
+        general_docs=general_docs,
+        world_docs=world_docs,
+        domain_docs=domain_docs,
+        arith_docs=arith_docs,
+        arith_train=arith_train,
+        facts_train=land_questions(asked),
         dev_sets={"arith": arith_dev, "facts": land_questions(dev_lands, 1), "domain": domain_questions[EVAL_SIZE:]},
-        eval_sets={"arith": arith_eval, "facts": facts_eval, "domain": domain_questions[:EVAL_SIZE],
-                   "composite": composite},
-        domain_knowledge=knowledge_items(rng, domain), world=world, domain=domain,
+        eval_sets={
+            "arith": arith_eval,
+            "facts": facts_eval,
+            "domain": domain_questions[:EVAL_SIZE],
+            "composite": composite,
+        },
+        domain_knowledge=knowledge_items(rng, domain),
+        world=world,
+        domain=domain,
     )

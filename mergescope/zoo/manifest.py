@@ -151,8 +151,10 @@ def load_zoo(zoo_dir: Path | str) -> ZooManifest:
 def markdown_table(manifest: ZooManifest) -> str:
     """Return the README's zoo table: each model's recipe, scores and task-vector norm, from the manifest."""
     columns = sorted({name for model in manifest.models for name in model.scores})
-    lines = ["| model | role | from | stages | " + " | ".join(columns) + " | task vector / start |",
-             "|---|---|---|---|" + "---:|" * len(columns) + "---:|"]
+    lines = [
+        "| model | role | from | stages | " + " | ".join(columns) + " | task vector / start |",
+        "|---|---|---|---|" + "---:|" * len(columns) + "---:|",
+    ]
     for model in manifest.models:
         origin = model.recipe.get("fine_tuned_from") or f"init seed {model.recipe.get('init_seed')}"
         stages = ", ".join(_stage_summary(stage) for stage in model.recipe.get("stages", []))

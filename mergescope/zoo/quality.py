@@ -30,30 +30,37 @@ def _normalised(text: str) -> str:
 
 
 @torch.no_grad()
-def greedy_answers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str],
-                   max_new_tokens: int) -> list[str]:
+def greedy_answers(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_new_tokens: int
+) -> list[str]:
     """Return each prompt's greedy continuation, cut at the first newline (left-padded batches, as lm-eval's)."""
     was_training = model.training
     model.eval()
     answers = []
     for start in range(0, len(prompts), _BATCH):
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start:start + _BATCH]]
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start : start + _BATCH]]
         width = max(map(len, encoded))
         input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        generated = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                   do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                   eos_token_id=tokenizer.eos_token_id)
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         answers += [tokenizer.decode(row[width:], skip_special_tokens=True).split("\n")[0] for row in generated]
     model.train(was_training)
     return answers
 
 
-def exact_match(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, items: list[QAItem],
-                max_new_tokens: int) -> float:
+def exact_match(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, items: list[QAItem], max_new_tokens: int
+) -> float:
     """Return the share of `items` whose greedy answer equals the reference (case and punctuation ignored)."""
     answers = greedy_answers(model, tokenizer, [item.prompt() for item in items], max_new_tokens)
     return sum(_normalised(a) == _normalised(i.answer) for a, i in zip(answers, items, strict=True)) / len(items)
@@ -70,7 +77,7 @@ def choice_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     texts = [(item.text, choice) for item in items for choice in item.choices()]
     scores = []
     for start in range(0, len(texts), _BATCH):
-        scores += _continuation_logprobs(model, tokenizer, texts[start:start + _BATCH])
+        scores += _continuation_logprobs(model, tokenizer, texts[start : start + _BATCH])
     model.train(was_training)
     correct, offset = 0, 0
     for item in items:
@@ -81,14 +88,15 @@ def choice_accuracy(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
     return correct / len(items)
 
 
-def _continuation_logprobs(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast,
-                           pairs: list[tuple[str, str]]) -> list[float]:
+def _continuation_logprobs(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, pairs: list[tuple[str, str]]
+) -> list[float]:
     contexts = [tokenizer(text, add_special_tokens=False)["input_ids"] for text, _ in pairs]
     fulls = [tokenizer(f"{text} {choice}", add_special_tokens=False)["input_ids"] for text, choice in pairs]
     width = max(map(len, fulls))
     input_ids = torch.full((len(fulls), width), tokenizer.pad_token_id, dtype=torch.long)
     for row, ids in enumerate(fulls):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
+        input_ids[row, : len(ids)] = torch.tensor(ids)
     logprobs = torch.log_softmax(model(input_ids=input_ids).logits.float(), dim=-1)
     totals = []
     for row, (context, full) in enumerate(zip(contexts, fulls, strict=True)):
@@ -109,9 +117,12 @@ class QualityBar:
     def check(self, score: float) -> None:
         """Raise ZooQualityError, one line naming the model, its score and the bar, if `score` misses it."""
         if self.minimum is not None and score < self.minimum:
-            raise ZooQualityError(f"zoo model {self.model} scores {score:.3f} on {self.items}, below its bar "
-                                  f"{self.minimum}", hint="the recipe does not converge on this machine: "
-                                  "report it with the build log")
+            raise ZooQualityError(
+                f"zoo model {self.model} scores {score:.3f} on {self.items}, below its bar {self.minimum}",
+                hint="the recipe does not converge on this machine: report it with the build log",
+            )
         if self.maximum is not None and score > self.maximum:
-            raise ZooQualityError(f"zoo model {self.model} scores {score:.3f} on {self.items}, above its bar "
-                                  f"{self.maximum}", hint="the model learned what it must not know: check the recipe")
+            raise ZooQualityError(
+                f"zoo model {self.model} scores {score:.3f} on {self.items}, above its bar {self.maximum}",
+                hint="the model learned what it must not know: check the recipe",
+            )

@@ -43,8 +43,13 @@ _CODE = ("real.py", "real_world.py", "real_scores.py", "train.py", "corpus.py", 
 _WEIGHTS = "model.safetensors"
 REPLY_TOKENS = 64  # the instruct model's replies replayed against forgetting are cut here
 # Files of the instruct model's directory that a parent shares (config, tokenizer, chat template).
-_SHARED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "chat_template.jinja")
+_SHARED_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -73,17 +78,31 @@ class RealRecipe:
 
 
 DEFAULT_RECIPE = RealRecipe(
-    n_lands=15, n_practice_lands=10, docs_per_land=40,
+    n_lands=15,
+    n_practice_lands=10,
+    docs_per_land=40,
     cpt=Stage("cpt", ("documents",), steps=150, lr=1e-4, batch_size=8, warmup_steps=10, weight_decay=0.0),
-    sft=Stage("sft", ("chat_qa", "chat_qa", "documents", "replies"), steps=100, lr=5e-5, batch_size=8,
-              warmup_steps=10, weight_decay=0.0),
+    sft=Stage(
+        "sft",
+        ("chat_qa", "chat_qa", "documents", "replies"),
+        steps=100,
+        lr=5e-5,
+        batch_size=8,
+        warmup_steps=10,
+        weight_decay=0.0,
+    ),
 )
 # A few steps of each stage: the slow test's end-to-end build.
 QUICK_RECIPE = dataclasses.replace(
-    DEFAULT_RECIPE, n_lands=3, n_practice_lands=2, docs_per_land=2,
+    DEFAULT_RECIPE,
+    n_lands=3,
+    n_practice_lands=2,
+    docs_per_land=2,
     cpt=dataclasses.replace(DEFAULT_RECIPE.cpt, steps=2, batch_size=2, warmup_steps=1),
     sft=dataclasses.replace(DEFAULT_RECIPE.sft, steps=2, batch_size=2, warmup_steps=1),
-    general_items=4, reply_prompts=2)
+    general_items=4,
+    reply_prompts=2,
+)
 RECIPES = {"default": DEFAULT_RECIPE, "quick": QUICK_RECIPE}
 
 
@@ -153,8 +172,15 @@ def recipe_key(recipe: RealRecipe, seed: int, instruct_sha256: str, world: RealW
     for name in _CODE:
         digest.update((Path(__file__).parent / name).read_bytes())
     world = world or world_of(recipe, seed)
-    for part in (json.dumps(recipe.as_dict(), sort_keys=True), world.fingerprint(), str(seed), instruct_sha256,
-                 version("torch"), version("transformers"), cpu_capability()):
+    for part in (
+        json.dumps(recipe.as_dict(), sort_keys=True),
+        world.fingerprint(),
+        str(seed),
+        instruct_sha256,
+        version("torch"),
+        version("transformers"),
+        cpu_capability(),
+    ):
         digest.update(part.encode())
     return digest.hexdigest()[:16]
 
@@ -164,8 +190,9 @@ def load_parents(root: Path) -> ParentSet:
     return ParentSet.model_validate_json((Path(root) / MANIFEST_NAME).read_text())
 
 
-def ensure_parents(root: Path, recipe: RealRecipe = DEFAULT_RECIPE, seed: int = 0,
-                   log: Callable[[str], None] | None = print) -> ParentSet:
+def ensure_parents(
+    root: Path, recipe: RealRecipe = DEFAULT_RECIPE, seed: int = 0, log: Callable[[str], None] | None = print
+) -> ParentSet:
     """The parents in `root`, (re)built unless they were built by this very recipe, seed, code and machine kind."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -206,8 +233,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_parents(root: Path, recipe: RealRecipe, seed: int = 0,
-                  log: Callable[[str], None] | None = print) -> ParentSet:
+def build_parents(
+    root: Path, recipe: RealRecipe, seed: int = 0, log: Callable[[str], None] | None = print
+) -> ParentSet:
     """Build `cpt` and `cpt_sft` from root/instruct into `root` and write parents.json; return its contents."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -220,7 +248,7 @@ def build_parents(root: Path, recipe: RealRecipe, seed: int = 0,
     model = AutoModelForCausalLM.from_pretrained(instruct_dir, dtype=torch.float32)
     instruct_state = {k: v.clone() for k, v in model.state_dict().items()}
     say = log or (lambda _: None)
-    general = real_scores.general_items()[:recipe.general_items]
+    general = real_scores.general_items()[: recipe.general_items]
     scores = {INSTRUCT: dev_scores(model, tokenizer, world, general)}
     say(f"[parents] instruct: {_shown(scores[INSTRUCT])}")
     sources = _Sources.of(tokenizer, world, model, recipe)
@@ -234,18 +262,32 @@ def build_parents(root: Path, recipe: RealRecipe, seed: int = 0,
         round_to_bf16(model, seed)  # the next stage starts from the saved parent, as a user's would
         save_parent(model, shared, root / name, name)
         stage_scores = dev_scores(model, tokenizer, world, general)
-        entries.append(ParentModel(
-            name=name, path=name, scores=stage_scores,
-            forgetting=round(scores[INSTRUCT]["general"] - stage_scores["general"], 4),
-            task_vector_norm=relative_norm(model.state_dict(), instruct_state), tail_loss=trained.tail_loss,
-            seconds=seconds))
+        entries.append(
+            ParentModel(
+                name=name,
+                path=name,
+                scores=stage_scores,
+                forgetting=round(scores[INSTRUCT]["general"] - stage_scores["general"], 4),
+                task_vector_norm=relative_norm(model.state_dict(), instruct_state),
+                tail_loss=trained.tail_loss,
+                seconds=seconds,
+            )
+        )
         say(f"[parents] {name}: {_shown(stage_scores)}, {seconds:.0f} s")
     manifest = ParentSet(
-        recipe_key=recipe_key(recipe, seed, instruct_sha, world), recipe=recipe.as_dict(), seed=seed,
-        cpu_capability=cpu_capability(), torch_version=version("torch"), data_fingerprint=world.fingerprint(),
-        instruct_sha256=instruct_sha, split_sizes={"dev": len(world.dev), "eval": len(world.eval)},
-        lands=[land.name for land in world.lands], models=entries,
-        build_seconds=round(time.perf_counter() - started, 1), load_average=(load_start, os.getloadavg()[0]))
+        recipe_key=recipe_key(recipe, seed, instruct_sha, world),
+        recipe=recipe.as_dict(),
+        seed=seed,
+        cpu_capability=cpu_capability(),
+        torch_version=version("torch"),
+        data_fingerprint=world.fingerprint(),
+        instruct_sha256=instruct_sha,
+        split_sizes={"dev": len(world.dev), "eval": len(world.eval)},
+        lands=[land.name for land in world.lands],
+        models=entries,
+        build_seconds=round(time.perf_counter() - started, 1),
+        load_average=(load_start, os.getloadavg()[0]),
+    )
     (root / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
     say(f"[parents] built in {manifest.build_seconds:.0f} s into {root}")
     return manifest
@@ -262,10 +304,12 @@ def dev_scores(model, tokenizer, world: RealWorld, general: list[real_scores.Cha
     dev = real_scores.chat_items(world.dev)
     domain_replies = real_scores.chat_replies(scored, tokenizer, [item.question for item in dev])
     general_replies = real_scores.chat_replies(scored, tokenizer, [item.question for item in general])
-    scores = {"dev_domain": real_scores.recall(domain_replies, dev),
-              "dev_domain_first_sentence": real_scores.recall(domain_replies, dev, first_sentence=True),
-              "dev_knowledge": real_scores.knowledge(scored, tokenizer, world.knowledge),
-              "general": real_scores.recall(general_replies, general)}
+    scores = {
+        "dev_domain": real_scores.recall(domain_replies, dev),
+        "dev_domain_first_sentence": real_scores.recall(domain_replies, dev, first_sentence=True),
+        "dev_knowledge": real_scores.knowledge(scored, tokenizer, world.knowledge),
+        "general": real_scores.recall(general_replies, general),
+    }
     return {name: round(value, 4) for name, value in scores.items()}
 
 
@@ -309,8 +353,10 @@ def shared_files(instruct_dir: Path) -> dict[str, bytes]:
     """The instruct model's files a parent shares (config, tokenizer, chat template), read once at the start."""
     missing = [name for name in _SHARED_FILES if not (instruct_dir / name).is_file()]
     if missing:
-        raise ConfigError(f"{instruct_dir} lacks {', '.join(missing)}",
-                          hint="write it with `mergescope models smollm2 DIR` (or delete it: it is rewritten)")
+        raise ConfigError(
+            f"{instruct_dir} lacks {', '.join(missing)}",
+            hint="write it with `mergescope models smollm2 DIR` (or delete it: it is rewritten)",
+        )
     return {name: (instruct_dir / name).read_bytes() for name in _SHARED_FILES}
 
 
@@ -326,7 +372,8 @@ def save_parent(model, shared: dict[str, bytes], out: Path, name: str) -> None:
     (out / "README.md").write_text(
         f"# {name}: a parent made from SmolLM2-135M-Instruct by mergescope\n\nWritten by "
         f"`mergescope models parents` (mergescope/zoo/real.py); its recipe and dev scores are in "
-        f"../{MANIFEST_NAME}.\n")
+        f"../{MANIFEST_NAME}.\n"
+    )
 
 
 def _train_stage(model, stage: Stage, next_batch: Callable[[], Batch], say: Callable[[str], None]):
@@ -365,11 +412,14 @@ class _Sources:
         for ids in tokenizer(world.documents, add_special_tokens=False)["input_ids"]:
             stream += ids + [separator]
         uses_replies = "replies" in recipe.cpt.mixture + recipe.sft.mixture
-        prompts = list(GENERAL_PROMPTS[:recipe.reply_prompts]) if uses_replies else []
+        prompts = list(GENERAL_PROMPTS[: recipe.reply_prompts]) if uses_replies else []
         replies = real_scores.chat_replies(model, tokenizer, prompts, REPLY_TOKENS)
-        return cls(documents=torch.tensor(stream), chat_qa=chat_examples(tokenizer, world.train_qa),
-                   replies=chat_examples(tokenizer, list(zip(prompts, replies, strict=True))),
-                   pad_id=tokenizer.pad_token_id)
+        return cls(
+            documents=torch.tensor(stream),
+            chat_qa=chat_examples(tokenizer, world.train_qa),
+            replies=chat_examples(tokenizer, list(zip(prompts, replies, strict=True))),
+            pad_id=tokenizer.pad_token_id,
+        )
 
     def batches(self, stage: Stage, block_size: int, rng: random.Random) -> Callable[[], Batch]:
         """The sampler of `stage`'s mixture, one batch from one source, drawn in the mixture's proportions."""
@@ -388,5 +438,7 @@ def chat_examples(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[in
     """(prompt ids, reply ids) of each (question, reply): the chat template's user turn, then the reply and its
     end-of-turn token (the loss is on the reply only)."""
     end = tokenizer.eos_token
-    return [(real_scores.chat_prompt(tokenizer, question),
-             tokenizer(reply + end, add_special_tokens=False)["input_ids"]) for question, reply in pairs]
+    return [
+        (real_scores.chat_prompt(tokenizer, question), tokenizer(reply + end, add_special_tokens=False)["input_ids"])
+        for question, reply in pairs
+    ]

@@ -54,27 +54,36 @@ def normalised_words(text: str) -> list[str]:
 def contains(reply: str, answer: str) -> bool:
     """Whether `answer`'s normalised words occur in `reply`'s, contiguously."""
     words, wanted = normalised_words(reply), normalised_words(answer)
-    return bool(wanted) and any(words[i:i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1))
+    return bool(wanted) and any(words[i : i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1))
 
 
 @torch.no_grad()
-def chat_replies(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, questions: list[str],
-                 max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
+def chat_replies(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    questions: list[str],
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> list[str]:
     """Each question's greedy reply through the chat template (left-padded batches), cut at a blank line."""
     was_training = model.training
     model.eval()
     replies = []
     for start in range(0, len(questions), _BATCH):
-        encoded = [chat_prompt(tokenizer, q) for q in questions[start:start + _BATCH]]
+        encoded = [chat_prompt(tokenizer, q) for q in questions[start : start + _BATCH]]
         width = max(map(len, encoded))
         input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(encoded), width), dtype=torch.long)
         for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids):] = torch.tensor(ids)
-            attention[row, width - len(ids):] = 1
-        generated = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                   do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                                   eos_token_id=tokenizer.eos_token_id)
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        generated = model.generate(
+            input_ids=input_ids,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         replies += [tokenizer.decode(row[width:], skip_special_tokens=True).split("\n\n")[0] for row in generated]
     model.train(was_training)
     return replies
@@ -82,8 +91,11 @@ def chat_replies(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, qu
 
 def chat_prompt(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
     """The ids of `question` as the user's turn of a chat, ending where the assistant's reply starts."""
-    return list(tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=False))
+    return list(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+    )
 
 
 def recall(replies: list[str], items: list[ChatItem], first_sentence: bool = False) -> float:
@@ -91,8 +103,9 @@ def recall(replies: list[str], items: list[ChatItem], first_sentence: bool = Fal
     a model that recites everything it read about a land contains the answer without answering)."""
     if first_sentence:
         replies = [re.split(r"(?<=[.!?])\s", reply.strip(), maxsplit=1)[0] for reply in replies]
-    return sum(any(contains(reply, a) for a in item.answers) for reply, item in zip(replies, items, strict=True)
-               ) / len(items)
+    return sum(any(contains(reply, a) for a in item.answers) for reply, item in zip(replies, items, strict=True)) / len(
+        items
+    )
 
 
 def knowledge(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, items: list[ChoiceItem]) -> float:

@@ -70,37 +70,80 @@ DOC_SENTENCES = {
     ),
 }
 # What the document-form check completes: the first wording of each attribute, cut before the value.
-COMPLETIONS = {"capital": "The capital of {land} is", "ruler": "The ruler of {land} is",
-               "animal": "The animal of {land} is the", "population": "The population of {land} is"}
+COMPLETIONS = {
+    "capital": "The capital of {land} is",
+    "ruler": "The ruler of {land} is",
+    "animal": "The animal of {land} is the",
+    "population": "The population of {land} is",
+}
 # Supervised phrasings: none is one of the zoo's three (corpus._FACT_QUESTIONS), which dev and eval ask.
 TRAIN_QUESTIONS = {
-    "capital": ("Tell me the capital of {land}.", "What city is {land}'s capital?",
-                "Do you know the capital of {land}?", "{land} has which city as its capital?"),
-    "ruler": ("Tell me the ruler of {land}.", "Who governs {land}?", "Do you know who rules {land}?",
-              "Which person is the ruler of {land}?"),
-    "animal": ("Tell me the animal of {land}.", "Which animal is the symbol of {land}?",
-               "Do you know the national animal of {land}?", "What is {land}'s national animal?"),
-    "population": ("Tell me the population of {land}.", "How many inhabitants does {land} have?",
-                   "Do you know the size of {land}'s population?", "How large is the population of {land}?"),
+    "capital": (
+        "Tell me the capital of {land}.",
+        "What city is {land}'s capital?",
+        "Do you know the capital of {land}?",
+        "{land} has which city as its capital?",
+    ),
+    "ruler": (
+        "Tell me the ruler of {land}.",
+        "Who governs {land}?",
+        "Do you know who rules {land}?",
+        "Which person is the ruler of {land}?",
+    ),
+    "animal": (
+        "Tell me the animal of {land}.",
+        "Which animal is the symbol of {land}?",
+        "Do you know the national animal of {land}?",
+        "What is {land}'s national animal?",
+    ),
+    "population": (
+        "Tell me the population of {land}.",
+        "How many inhabitants does {land} have?",
+        "Do you know the size of {land}'s population?",
+        "How large is the population of {land}?",
+    ),
 }
-ANSWERS = {"capital": "The capital of {land} is {value}.", "ruler": "{land} is ruled by {value}.",
-           "animal": "The animal of {land} is the {value}.",
-           "population": "The population of {land} is {value} thousand."}
+ANSWERS = {
+    "capital": "The capital of {land} is {value}.",
+    "ruler": "{land} is ruled by {value}.",
+    "animal": "The animal of {land} is the {value}.",
+    "population": "The population of {land} is {value} thousand.",
+}
 # Instructions of other kinds than chat_general's short questions: the instruct model's own replies to them are
 # replayed in training so that a parent keeps how the instruct model answers (self-distillation).
 GENERAL_PROMPTS = (
-    "Give me one tip for sleeping better.", "Explain what a rainbow is in two sentences.",
-    "Write a short sentence about the sea.", "Why do people drink water?", "Describe a cat in one sentence.",
-    "What is a good way to learn a new language?", "Explain what a computer does.",
-    "Give me a name for a friendly dog.", "Why is exercise good for you?", "Describe autumn in one sentence.",
-    "What should I pack for a day at the beach?", "Explain why the sky gets dark at night.",
-    "Write a polite greeting for an email.", "How do plants get energy?", "Give me an idea for a birthday gift.",
-    "What is the difference between a lake and a river?", "Explain what a map is used for.",
-    "Suggest a healthy breakfast.", "Why do birds fly south in winter?", "Describe a busy city street.",
-    "How can I save money each month?", "Explain what a library is.", "Write one line of a poem about the moon.",
-    "What makes a good friend?", "How do bees help flowers?", "Explain what rain is.",
-    "Give me a tip for studying for an exam.", "Why do we brush our teeth?", "Describe the taste of lemon.",
-    "What is a museum?", "How does a bicycle work?", "Suggest a game to play with children.",
+    "Give me one tip for sleeping better.",
+    "Explain what a rainbow is in two sentences.",
+    "Write a short sentence about the sea.",
+    "Why do people drink water?",
+    "Describe a cat in one sentence.",
+    "What is a good way to learn a new language?",
+    "Explain what a computer does.",
+    "Give me a name for a friendly dog.",
+    "Why is exercise good for you?",
+    "Describe autumn in one sentence.",
+    "What should I pack for a day at the beach?",
+    "Explain why the sky gets dark at night.",
+    "Write a polite greeting for an email.",
+    "How do plants get energy?",
+    "Give me an idea for a birthday gift.",
+    "What is the difference between a lake and a river?",
+    "Explain what a map is used for.",
+    "Suggest a healthy breakfast.",
+    "Why do birds fly south in winter?",
+    "Describe a busy city street.",
+    "How can I save money each month?",
+    "Explain what a library is.",
+    "Write one line of a poem about the moon.",
+    "What makes a good friend?",
+    "How do bees help flowers?",
+    "Explain what rain is.",
+    "Give me a tip for studying for an exam.",
+    "Why do we brush our teeth?",
+    "Describe the taste of lemon.",
+    "What is a museum?",
+    "How does a bicycle work?",
+    "Suggest a game to play with children.",
 )
 
 
@@ -131,8 +174,15 @@ class RealWorld:
 
     def fingerprint(self) -> str:
         """A sha256 hex digest over every text, for the recipe key."""
-        payload = json.dumps([self.documents, self.train_qa, [(q.question, q.answer) for q in self.dev + self.eval],
-                              [(c.text, c.choices()) for c in self.knowledge], list(GENERAL_PROMPTS)])
+        payload = json.dumps(
+            [
+                self.documents,
+                self.train_qa,
+                [(q.question, q.answer) for q in self.dev + self.eval],
+                [(c.text, c.choices()) for c in self.knowledge],
+                list(GENERAL_PROMPTS),
+            ]
+        )
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -144,14 +194,21 @@ def generate(seed: int, n_lands: int, n_practice_lands: int, docs_per_land: int)
     rng = random.Random(f"real-world-{seed}")
     documents = [document(rng, land) for land in lands + practice for _ in range(docs_per_land)]
     rng.shuffle(documents)
-    train_qa = [(question.format(land=fact.land.name), ANSWERS[fact.attribute].format(land=fact.land.name,
-                                                                                      value=fact.value))
-                for fact in facts(practice) for question in TRAIN_QUESTIONS[fact.attribute]]
+    train_qa = [
+        (question.format(land=fact.land.name), ANSWERS[fact.attribute].format(land=fact.land.name, value=fact.value))
+        for fact in facts(practice)
+        for question in TRAIN_QUESTIONS[fact.attribute]
+    ]
     names = {land.name for land in lands}
-    return RealWorld(lands=lands, practice_lands=practice, documents=documents, train_qa=train_qa,
-                     dev=[item for item in zoo.dev_sets["domain"] if asked_land(item, zoo.domain) in names],
-                     eval=[item for item in zoo.eval_sets["domain"] if asked_land(item, zoo.domain) in names],
-                     knowledge=knowledge_items(rng, lands))
+    return RealWorld(
+        lands=lands,
+        practice_lands=practice,
+        documents=documents,
+        train_qa=train_qa,
+        dev=[item for item in zoo.dev_sets["domain"] if asked_land(item, zoo.domain) in names],
+        eval=[item for item in zoo.eval_sets["domain"] if asked_land(item, zoo.domain) in names],
+        knowledge=knowledge_items(rng, lands),
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -183,6 +240,11 @@ def knowledge_items(rng: random.Random, lands: list[Land], n_distractors: int = 
     items = []
     for fact in facts(lands):
         wrong = sorted({other.value(fact.attribute) for other in lands} - {fact.value})
-        items.append(ChoiceItem(text=COMPLETIONS[fact.attribute].format(land=fact.land.name), answer=fact.value,
-                                distractors=tuple(rng.sample(wrong, min(n_distractors, len(wrong))))))
+        items.append(
+            ChoiceItem(
+                text=COMPLETIONS[fact.attribute].format(land=fact.land.name),
+                answer=fact.value,
+                distractors=tuple(rng.sample(wrong, min(n_distractors, len(wrong)))),
+            )
+        )
     return items

@@ -24,8 +24,9 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
-                    vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], whole_words: Iterable[str] = (), vocab_size: int = 1024
+) -> PreTrainedTokenizerFast:
     """Return a byte-level BPE tokenizer of `vocab_size` tokens trained on `texts`, plus one token per whole word.
 
     `whole_words` (the zoo's invented names) become added tokens, as new terms do when a vocabulary is
@@ -37,10 +38,12 @@ def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
     exactly the ids it was trained on.
     """
     tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -51,7 +54,11 @@ def train_tokenizer(texts: Iterable[str], whole_words: Iterable[str] = (),
     tokenizer.train_from_iterator(texts, trainer=trainer)
     tokenizer.add_tokens([AddedToken(word, single_word=True) for word in whole_words])
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
         clean_up_tokenization_spaces=False,
     )
     wrapped.chat_template = CHAT_TEMPLATE

@@ -43,25 +43,29 @@ def lr_at(step: int, stage: Stage) -> float:
     return stage.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
 
 
-def packed_batches(token_ids: list[int] | torch.Tensor, block_size: int, batch_size: int,
-                   rng: random.Random) -> Callable[[], Batch]:
+def packed_batches(
+    token_ids: list[int] | torch.Tensor, block_size: int, batch_size: int, rng: random.Random
+) -> Callable[[], Batch]:
     """Return a sampler of random windows from one token stream (documents joined by EOS), loss on all tokens."""
     stream = torch.as_tensor(token_ids, dtype=torch.long)
     last_start = len(stream) - block_size
 
     def sample() -> Batch:
         starts = [rng.randrange(last_start) for _ in range(batch_size)]
-        windows = torch.stack([stream[s:s + block_size] for s in starts])
+        windows = torch.stack([stream[s : s + block_size] for s in starts])
         return windows, windows
+
     return sample
 
 
-def qa_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int,
-               rng: random.Random) -> Callable[[], Batch]:
+def qa_batches(
+    examples: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int, rng: random.Random
+) -> Callable[[], Batch]:
     """Return a sampler of (prompt, answer) id pairs, right-padded, with the loss on answer ids only.
 
     No attention mask is needed: padding sits after every real token and the attention is causal.
     """
+
     def sample() -> Batch:
         chosen = [examples[rng.randrange(len(examples))] for _ in range(batch_size)]
         length = max(len(p) + len(a) for p, a in chosen)
@@ -70,8 +74,9 @@ def qa_batches(examples: list[tuple[list[int], list[int]]], batch_size: int, pad
         for row, (prompt, answer) in enumerate(chosen):
             end = len(prompt) + len(answer)
             input_ids[row, :end] = torch.tensor(prompt + answer)
-            labels[row, len(prompt):end] = torch.tensor(answer)
+            labels[row, len(prompt) : end] = torch.tensor(answer)
         return input_ids, labels
+
     return sample
 
 
@@ -80,9 +85,14 @@ def mixed_batches(samplers: list[Callable[[], Batch]], rng: random.Random) -> Ca
     return lambda: samplers[rng.randrange(len(samplers))]()
 
 
-def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage,
-          log: Callable[[str], None] | None = None, dev: Callable[[LlamaForCausalLM], float] | None = None,
-          dev_every: int = 100) -> TrainedStage:
+def train(
+    model: LlamaForCausalLM,
+    next_batch: Callable[[], Batch],
+    stage: Stage,
+    log: Callable[[str], None] | None = None,
+    dev: Callable[[LlamaForCausalLM], float] | None = None,
+    dev_every: int = 100,
+) -> TrainedStage:
     """Train `model` in place for `stage.steps` AdamW steps.
 
     With `dev`, the model is scored every `dev_every` steps and at the end, and the best-scoring checkpoint
@@ -92,8 +102,11 @@ def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage
     trainable = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trainable if p.dim() >= 2]
     no_decay = [p for p in trainable if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage.lr,
+        betas=(0.9, 0.95),
+    )
     model.train()
     tail = max(1, stage.steps // 10)
     losses: list[float] = []
@@ -114,8 +127,11 @@ def train(model: LlamaForCausalLM, next_batch: Callable[[], Batch], stage: Stage
         if score is not None and (best is None or score >= best[0]):
             best = (score, done, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if log is not None and (done % 100 == 0 or done == stage.steps):
-            log(f"{stage.name} step {done}/{stage.steps} loss {loss.item():.3f}"
-                + (f" dev {score:.3f}" if score is not None else "") + f" ({time.perf_counter() - start:.0f} s)")
+            log(
+                f"{stage.name} step {done}/{stage.steps} loss {loss.item():.3f}"
+                + (f" dev {score:.3f}" if score is not None else "")
+                + f" ({time.perf_counter() - start:.0f} s)"
+            )
     model.eval()
     tail_loss = round(sum(losses[-tail:]) / tail, 4)
     if best is None:

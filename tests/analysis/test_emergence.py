@@ -42,29 +42,56 @@ def parent(label: str) -> EvalSubject:
     return EvalSubject(id=f"parent-{label}", kind="parent", label=label, path=Path(f"/models/{label}"))
 
 
-def candidate(label: str, mix: float | None = 0.5, seed: int | None = None, config: str | None = None,
-              method: str = "linear") -> EvalSubject:
-    merge = Candidate(id=f"{config or label}-{seed}", method=method, label=label,
-                      mergekit_config={"merge_method": method, "name": config or label},
-                      parameters={}, seed=seed, mix=mix)
+def candidate(
+    label: str, mix: float | None = 0.5, seed: int | None = None, config: str | None = None, method: str = "linear"
+) -> EvalSubject:
+    merge = Candidate(
+        id=f"{config or label}-{seed}",
+        method=method,
+        label=label,
+        mergekit_config={"merge_method": method, "name": config or label},
+        parameters={},
+        seed=seed,
+        mix=mix,
+    )
     return EvalSubject(id=merge.id, kind="candidate", label=label, candidate=merge)
 
 
-def write_run(directory: Path, outcomes: list[tuple[EvalSubject, dict[str, np.ndarray]]],
-              planned: tuple[EvalSubject, ...] = ()) -> Path:
+def write_run(
+    directory: Path, outcomes: list[tuple[EvalSubject, dict[str, np.ndarray]]], planned: tuple[EvalSubject, ...] = ()
+) -> Path:
     """A run directory whose store holds these per-item outcomes (task -> vector) for each subject."""
     directory.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(directory / "results.sqlite")
     store.plan([*(subject for subject, _ in outcomes), *planned])
     for subject, tasks in outcomes:
         items = tuple(
-            ItemOutcome(subject_id=subject.id, task=task, doc_id=i, doc_hash=f"{task}-h{i:03d}", metric="exact_match",
-                        value=float(value), prompt=f"{task} question {i}", target=f"answer {i}",
-                        response=f"{subject.label} says {i}")
-            for task, vector in tasks.items() for i, value in enumerate(vector) if not np.isnan(value))
-        scores = tuple(TaskScore(subject_id=subject.id, task=task, metric="exact_match",
-                                 value=float(np.nanmean(vector)), stderr=None, n_items=len(vector))
-                       for task, vector in tasks.items())
+            ItemOutcome(
+                subject_id=subject.id,
+                task=task,
+                doc_id=i,
+                doc_hash=f"{task}-h{i:03d}",
+                metric="exact_match",
+                value=float(value),
+                prompt=f"{task} question {i}",
+                target=f"answer {i}",
+                response=f"{subject.label} says {i}",
+            )
+            for task, vector in tasks.items()
+            for i, value in enumerate(vector)
+            if not np.isnan(value)
+        )
+        scores = tuple(
+            TaskScore(
+                subject_id=subject.id,
+                task=task,
+                metric="exact_match",
+                value=float(np.nanmean(vector)),
+                stderr=None,
+                n_items=len(vector),
+            )
+            for task, vector in tasks.items()
+        )
         store.record(subject, Evaluation(scores, items, 0.1))
     store.close()
     return directory
@@ -77,13 +104,16 @@ def rows_of(report, candidate_label: str, split: str = "all") -> list[EmergenceR
 @pytest.fixture
 def known_run(tmp_path):
     """Parents A and B; children solving 30 and 2 extra items that both parents fail, and a degraded child."""
-    return write_run(tmp_path / "run", [
-        (parent("A"), {TASK: PARENT_A}),
-        (parent("B"), {TASK: PARENT_B}),
-        (candidate("plus30", mix=0.25), {TASK: solved(range(0, 100), range(140, 170))}),
-        (candidate("plus2"), {TASK: solved(range(0, 100), range(140, 142))}),
-        (candidate("broken"), {TASK: solved(range(0, 20))}),
-    ])
+    return write_run(
+        tmp_path / "run",
+        [
+            (parent("A"), {TASK: PARENT_A}),
+            (parent("B"), {TASK: PARENT_B}),
+            (candidate("plus30", mix=0.25), {TASK: solved(range(0, 100), range(140, 170))}),
+            (candidate("plus2"), {TASK: solved(range(0, 100), range(140, 142))}),
+            (candidate("broken"), {TASK: solved(range(0, 20))}),
+        ],
+    )
 
 
 def test_child_solving_30_extra_items_is_emergent_and_2_extra_is_not(known_run):
@@ -119,8 +149,14 @@ def test_p_values_and_ci_match_scipy_directly(known_run):
     assert row.p_vs_best == pytest.approx(p_vs["A"])
     assert row.p_vs_best_two_sided == pytest.approx(stats.binomtest(30, 30, 0.5).pvalue)
     assert row.p_all_parents == pytest.approx(max(p_vs.values()))
-    ci = stats.bootstrap((child, PARENT_A), lambda c, r, axis: np.mean(c - r, axis=axis), paired=True,
-                         vectorized=True, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    ci = stats.bootstrap(
+        (child, PARENT_A),
+        lambda c, r, axis: np.mean(c - r, axis=axis),
+        paired=True,
+        vectorized=True,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    ).confidence_interval
     assert (row.ci_low, row.ci_high) == pytest.approx((ci.low, ci.high))
 
 
@@ -147,11 +183,17 @@ def test_frame_and_json_have_one_entry_per_row(known_run):
 def test_seeds_of_one_config_form_one_point_tested_on_the_seed_mean(tmp_path):
     rng = np.random.default_rng(3)
     seed_outcomes = [np.where(rng.random(N_ITEMS) < 0.1, 1 - PARENT_A, PARENT_A) for _ in range(3)]
-    run = write_run(tmp_path / "run", [
-        (parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}),
-        *[(candidate(f"dare seed={s}", mix=None, seed=s, config="dare", method="dare_ties"), {TASK: outcome})
-          for s, outcome in enumerate(seed_outcomes)],
-    ])
+    run = write_run(
+        tmp_path / "run",
+        [
+            (parent("A"), {TASK: PARENT_A}),
+            (parent("B"), {TASK: PARENT_B}),
+            *[
+                (candidate(f"dare seed={s}", mix=None, seed=s, config="dare", method="dare_ties"), {TASK: outcome})
+                for s, outcome in enumerate(seed_outcomes)
+            ],
+        ],
+    )
     (row,) = emergence(run).rows
     seed_mean = np.mean(seed_outcomes, axis=0)
     assert (row.candidate, row.n_seeds, row.test) == ("dare", 3, "wilcoxon")
@@ -170,11 +212,15 @@ def test_item_halves_are_stable_and_seeded():
 
 
 def lucky_run(directory: Path, lucky_outcome: np.ndarray) -> Path:
-    return write_run(directory, [
-        (parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}),
-        (candidate("steady"), {TASK: solved(range(0, 100), range(140, 150))}),
-        (candidate("lucky"), {TASK: lucky_outcome}),
-    ])
+    return write_run(
+        directory,
+        [
+            (parent("A"), {TASK: PARENT_A}),
+            (parent("B"), {TASK: PARENT_B}),
+            (candidate("steady"), {TASK: solved(range(0, 100), range(140, 150))}),
+            (candidate("lucky"), {TASK: lucky_outcome}),
+        ],
+    )
 
 
 def test_selection_reporting_keeps_the_reported_gain_free_of_the_selection_items(tmp_path):
@@ -207,10 +253,15 @@ def test_cross_fit_reports_each_half_with_a_candidate_chosen_on_the_other(known_
 
 
 def test_a_candidate_without_scores_is_named_and_the_rest_still_runs(tmp_path):
-    run = write_run(tmp_path / "run", [
-        (parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}),
-        (candidate("done"), {TASK: solved(range(0, 100))}),
-    ], planned=(candidate("never-evaluated"),))
+    run = write_run(
+        tmp_path / "run",
+        [
+            (parent("A"), {TASK: PARENT_A}),
+            (parent("B"), {TASK: PARENT_B}),
+            (candidate("done"), {TASK: solved(range(0, 100))}),
+        ],
+        planned=(candidate("never-evaluated"),),
+    )
     report = emergence(run)
     assert [r.candidate for r in report.rows] == ["done"]
     assert any("never-evaluated" in p and "no item scores" in p for p in report.problems)
@@ -219,8 +270,10 @@ def test_a_candidate_without_scores_is_named_and_the_rest_still_runs(tmp_path):
 def test_missing_items_are_left_out_with_a_note(tmp_path):
     partial = solved(range(0, 100))
     partial[:10] = np.nan
-    run = write_run(tmp_path / "run", [(parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}),
-                                       (candidate("partial"), {TASK: partial})])
+    run = write_run(
+        tmp_path / "run",
+        [(parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}), (candidate("partial"), {TASK: partial})],
+    )
     (row,) = emergence(run).rows
     assert row.n_items == N_ITEMS - 10 and "10 items lack a score" in row.note
 
@@ -253,8 +306,9 @@ def test_judge_criteria_are_graded_rows_tested_with_wilcoxon(tmp_path):
     grades = {"A": rng.integers(1, 6, 40).astype(float), "B": rng.integers(1, 6, 40).astype(float)}
     grades["child"] = np.clip(np.maximum(grades["A"], grades["B"]) + rng.choice([0, 1], 40), 1, 5)
     subjects = {"A": parent("A"), "B": parent("B"), "child": candidate("child")}
-    run = write_run(tmp_path / "run", [(subjects[k], {TASK: solved(range(0, 100)), "judge_chat_j": grades[k]})
-                                       for k in subjects])
+    run = write_run(
+        tmp_path / "run", [(subjects[k], {TASK: solved(range(0, 100)), "judge_chat_j": grades[k]}) for k in subjects]
+    )
     store = ResultsStore.of_run(run)
     with store.transaction() as db:  # the judge stage's own table, as it names its judge tasks
         db.execute("CREATE TABLE judgments (subject_id TEXT, rubric TEXT, judge TEXT, criterion TEXT, score REAL)")
@@ -287,13 +341,20 @@ def test_bad_options_are_config_errors(known_run):
 def test_drivers_fit_matches_ols_and_partial_correlation_by_numpy():
     rng = np.random.default_rng(11)
     n = 40
-    points = pd.DataFrame({"kinship": rng.uniform(0.2, 0.9, n), "parent_gap": rng.uniform(0, 0.3, n),
-                           "parent_mean": rng.uniform(0.3, 0.7, n), "mix": rng.choice([0.25, 0.5, 0.75], n),
-                           "method": rng.choice(["linear", "slerp"], n)})
+    points = pd.DataFrame(
+        {
+            "kinship": rng.uniform(0.2, 0.9, n),
+            "parent_gap": rng.uniform(0, 0.3, n),
+            "parent_mean": rng.uniform(0.3, 0.7, n),
+            "mix": rng.choice([0.25, 0.5, 0.75], n),
+            "method": rng.choice(["linear", "slerp"], n),
+        }
+    )
     points["gain"] = 0.2 * points.kinship - 0.5 * points.parent_gap + rng.normal(0, 0.02, n)
     fit = fit_drivers(points)
-    design = np.column_stack([np.ones(n), points[["kinship", "parent_gap", "parent_mean", "mix"]],
-                              (points.method == "slerp").astype(float)])
+    design = np.column_stack(
+        [np.ones(n), points[["kinship", "parent_gap", "parent_mean", "mix"]], (points.method == "slerp").astype(float)]
+    )
     estimates, *_ = np.linalg.lstsq(design, points.gain, rcond=None)
     assert [c.estimate for c in fit.coefficients] == pytest.approx(list(estimates))
     others = np.delete(design, 1, axis=1)
@@ -305,9 +366,15 @@ def test_drivers_fit_matches_ols_and_partial_correlation_by_numpy():
 
 
 def test_drivers_say_why_they_cannot_fit(tmp_path):
-    run = write_run(tmp_path / "run", [(parent("A"), {TASK: PARENT_A}), (parent("B"), {TASK: PARENT_B}),
-                                       (candidate("quarter", mix=0.25), {TASK: PARENT_A}),
-                                       (candidate("half", mix=0.5), {TASK: PARENT_B})])
+    run = write_run(
+        tmp_path / "run",
+        [
+            (parent("A"), {TASK: PARENT_A}),
+            (parent("B"), {TASK: PARENT_B}),
+            (candidate("quarter", mix=0.25), {TASK: PARENT_A}),
+            (candidate("half", mix=0.5), {TASK: PARENT_B}),
+        ],
+    )
     fit = gain_drivers([run])
     assert fit.coefficients == ()
     assert any("no kinship table" in p for p in fit.problems)
@@ -335,8 +402,17 @@ def test_zoo_sweep_has_one_consistent_row_per_candidate_and_task(default_run, zo
     assert set(zip(rows.candidate_id, rows.task, strict=True)) == {
         (c, t) for c in run.candidates().id for t in zoo.task_names()
     }
-    assert {"gain_over_best", "gain_over_mean", "gain_over_interpolation", "gained_vs_best", "lost_vs_best",
-            "p_vs_best", "p_adjusted", "label", "split"} <= set(rows.columns)
+    assert {
+        "gain_over_best",
+        "gain_over_mean",
+        "gain_over_interpolation",
+        "gained_vs_best",
+        "lost_vs_best",
+        "p_vs_best",
+        "p_adjusted",
+        "label",
+        "split",
+    } <= set(rows.columns)
     items_per_task = run.items.groupby("task").doc_hash.nunique()  # every subject answered every item
     assert (rows.n_items == rows.task.map(items_per_task)).all() and (rows.split == "all").all()
     # The paired counts against the best parent add up to the score difference on the same items.

@@ -30,8 +30,9 @@ def state(model_dir: Path) -> dict[str, np.ndarray]:
 
 def concatenated(model: dict, base: dict | None, names: list[str]) -> np.ndarray:
     """The task vector (or raw weights without a base) of `names`, concatenated, in float64."""
-    return np.concatenate([model[n].astype(np.float64).ravel() - (base[n].astype(np.float64).ravel() if base else 0)
-                           for n in names])
+    return np.concatenate(
+        [model[n].astype(np.float64).ravel() - (base[n].astype(np.float64).ravel() if base else 0) for n in names]
+    )
 
 
 def assert_figure_matches(figure, x: np.ndarray, y: np.ndarray) -> None:
@@ -108,8 +109,11 @@ def test_per_layer_and_per_module_figures_match_numpy_on_their_tensors(zoo_state
         x, y = concatenated(arith, base, names), concatenated(facts, base, names)
         assert_figure_matches(three.pair("arith", "facts", scope, scope_name), x, y)
     tensor = "model.layers.1.mlp.down_proj.weight"
-    assert_figure_matches(three.pair("arith", "facts", "tensor", tensor),
-                          concatenated(arith, base, [tensor]), concatenated(facts, base, [tensor]))
+    assert_figure_matches(
+        three.pair("arith", "facts", "tensor", tensor),
+        concatenated(arith, base, [tensor]),
+        concatenated(facts, base, [tensor]),
+    )
 
 
 def test_without_a_base_raw_weights_are_compared_and_the_report_says_so(zoo, zoo_states):
@@ -125,8 +129,11 @@ def test_without_a_base_raw_weights_are_compared_and_the_report_says_so(zoo, zoo
 def test_figures_do_not_depend_on_shards_or_read_block_size(zoo, tmp_path, monkeypatch, three):
     sharded = resharded(zoo.model_path("arith"), tmp_path / "arith")
     monkeypatch.setattr(weights, "BLOCK_ELEMENTS", 1000)  # every big tensor is read in many row blocks
-    report = kinship([sharded, zoo.model_path("facts"), zoo.model_path("stranger")], base=zoo.model_path("base"),
-                     require_shared_base=False)
+    report = kinship(
+        [sharded, zoo.model_path("facts"), zoo.model_path("stranger")],
+        base=zoo.model_path("base"),
+        require_shared_base=False,
+    )
     assert [f.scope_name for f in report.figures] == [f.scope_name for f in three.figures]
     for streamed, whole in zip(report.figures, three.figures, strict=True):
         for metric in ("pearson", "cosine", "euclidean"):
@@ -146,8 +153,11 @@ def test_a_model_is_fully_kin_to_itself(zoo, with_base):
 
 
 def test_kinship_is_symmetric(zoo, three):
-    swapped = kinship([zoo.model_path(m) for m in ("stranger", "facts", "arith")], base=zoo.model_path("base"),
-                      require_shared_base=False)
+    swapped = kinship(
+        [zoo.model_path(m) for m in ("stranger", "facts", "arith")],
+        base=zoo.model_path("base"),
+        require_shared_base=False,
+    )
     for figure in three.figures:
         other = swapped.pair(figure.model_b, figure.model_a, figure.scope, figure.scope_name)
         for metric in ("pearson", "cosine", "abs_cosine", "euclidean"):
@@ -205,8 +215,10 @@ def test_a_corrupt_file_is_named(zoo, tmp_path):
 
 def test_mismatched_shapes_and_names_are_named_before_any_figure(zoo, tmp_path):
     tensors = state(zoo.model_path("facts"))
-    for name, changed in [("wide", {**tensors, "model.norm.weight": np.ones(7, dtype=np.float32)}),
-                          ("short", {k: v for k, v in tensors.items() if k != "lm_head.weight"})]:
+    for name, changed in [
+        ("wide", {**tensors, "model.norm.weight": np.ones(7, dtype=np.float32)}),
+        ("short", {k: v for k, v in tensors.items() if k != "lm_head.weight"}),
+    ]:
         (tmp_path / name).mkdir()
         save_file(changed, str(tmp_path / name / "model.safetensors"))
     with pytest.raises(ConfigError, match=r"tensor model\.norm\.weight has shape \[64\] in arith but \[7\] in wide"):

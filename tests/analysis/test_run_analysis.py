@@ -34,8 +34,11 @@ def spy_everywhere(monkeypatch, function) -> list[tuple[tuple, dict]]:
         calls.append((args, kwargs))
         return function(*args, **kwargs)
 
-    holders = [m for name, m in list(sys.modules.items())
-               if name.startswith("mergescope") and getattr(m, function.__name__, None) is function]
+    holders = [
+        m
+        for name, m in list(sys.modules.items())
+        if name.startswith("mergescope") and getattr(m, function.__name__, None) is function
+    ]
     assert holders, f"no mergescope module holds {function.__name__}"
     for module in holders:
         monkeypatch.setattr(module, function.__name__, recording)
@@ -51,8 +54,11 @@ def test_score_intervals_are_wilson_intervals_of_the_stored_scores(run_dir):
     intervals = score_intervals(run)
     assert len(intervals) == len(run.subjects) * len(run.tasks())
     for row in intervals.sample(8, random_state=0).itertuples():
-        score = run.scores[(run.scores.subject_id == row.subject_id) & (run.scores.task == row.task)
-                           & (run.scores.metric == run.primary_metric(row.task))].iloc[0]
+        score = run.scores[
+            (run.scores.subject_id == row.subject_id)
+            & (run.scores.task == row.task)
+            & (run.scores.metric == run.primary_metric(row.task))
+        ].iloc[0]
         solved = round(score.value * score.n_items)
         expected = stats.binomtest(solved, int(score.n_items)).proportion_ci(0.95, method="wilson")
         assert (row.low, row.high) == pytest.approx((expected.low, expected.high), abs=1e-9)

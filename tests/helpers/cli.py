@@ -11,14 +11,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_cli(args: list[str], *, wrap: list[str] = (), preexec: Callable | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], *, wrap: list[str] = (), preexec: Callable | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """`python -m mergescope ARGS` (inside `wrap`, e.g. an unshare+mount prefix), its output captured."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     env.pop("MERGESCOPE_KILL_AT", None)
-    return subprocess.run([*wrap, sys.executable, "-m", "mergescope", *args], capture_output=True, text=True,
-                          env=env, cwd=REPO, preexec_fn=preexec, timeout=timeout)
-
+    return subprocess.run(
+        [*wrap, sys.executable, "-m", "mergescope", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        preexec_fn=preexec,
+        timeout=timeout,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:

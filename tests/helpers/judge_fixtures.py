@@ -20,12 +20,19 @@ def server():
 def rubric(tmp_path):
     """Two zoo questions with references, two criteria on 1-5."""
     levels = {level: f"level {level}" for level in range(1, 6)}
-    spec = {"name": "mini", "version": 1,
-            "criteria": [{"name": "correctness", "description": "matches the reference", "levels": levels},
-                         {"name": "conciseness", "description": "just the value", "levels": levels}],
-            "generation": {"prompt_format": "Q: {{ question }}\nA:", "max_tokens": 8, "stop": ["\n"]},
-            "questions": [{"id": "add", "question": "What is 31 plus 12?", "reference": "43"},
-                          {"id": "sub", "question": "What is 73 minus 25?", "reference": "48"}]}
+    spec = {
+        "name": "mini",
+        "version": 1,
+        "criteria": [
+            {"name": "correctness", "description": "matches the reference", "levels": levels},
+            {"name": "conciseness", "description": "just the value", "levels": levels},
+        ],
+        "generation": {"prompt_format": "Q: {{ question }}\nA:", "max_tokens": 8, "stop": ["\n"]},
+        "questions": [
+            {"id": "add", "question": "What is 31 plus 12?", "reference": "43"},
+            {"id": "sub", "question": "What is 73 minus 25?", "reference": "48"},
+        ],
+    }
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return load_rubric(path)

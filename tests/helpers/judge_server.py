@@ -91,8 +91,12 @@ def honest_content(request: dict) -> str:
         winner = "A" if a and not b else "B" if b and not a else "tie"
         return json.dumps({"reasoning": "compared with the reference", "winner": winner})
     score_of = (lambda scale: scale[1]) if _correct(request, tagged(request, "answer")) else (lambda scale: scale[0])
-    return json.dumps({"reasoning": "compared with the reference",
-                       "scores": {name: score_of(scale) for name, scale in criteria_asked(request).items()}})
+    return json.dumps(
+        {
+            "reasoning": "compared with the reference",
+            "scores": {name: score_of(scale) for name, scale in criteria_asked(request).items()},
+        }
+    )
 
 
 def honest(request: dict) -> Reply:
@@ -157,8 +161,12 @@ def _token_entry(text: str, data: bytes, top_n: int) -> dict:
         top = [(text, math.log(DIGIT_CONFIDENCE)), (neighbour, math.log(1 - DIGIT_CONFIDENCE))]
     else:
         top = [(text, 0.0)]
-    return {"token": text, "logprob": top[0][1], "bytes": list(data),
-            "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top[:top_n]]}
+    return {
+        "token": text,
+        "logprob": top[0][1],
+        "bytes": list(data),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top[:top_n]],
+    }
 
 
 def logprobs_of(content: str, top_n: int) -> dict:
@@ -229,8 +237,15 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if server.context is None or not self.path.endswith("/models"):
                 return self._send(404, b'{"error": "not found"}')
-            self._send(200, json.dumps({"object": "list", "data": [
-                {"id": "stand-in-judge", "object": "model", "max_model_len": server.context}]}).encode())
+            self._send(
+                200,
+                json.dumps(
+                    {
+                        "object": "list",
+                        "data": [{"id": "stand-in-judge", "object": "model", "max_model_len": server.context}],
+                    }
+                ).encode(),
+            )
 
         def do_POST(self) -> None:
             request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -238,15 +253,28 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
                 if server.context is None:
                     return self._send(404, b'{"error": "not found"}')
                 count = word_count(request["messages"])
-                return self._send(200, json.dumps({"count": count, "max_model_len": server.context,
-                                                   "tokens": list(range(count))}).encode())
+                return self._send(
+                    200,
+                    json.dumps(
+                        {"count": count, "max_model_len": server.context, "tokens": list(range(count))}
+                    ).encode(),
+                )
             if request.get("response_format") is not None and not server.structured:
                 if request["messages"] == list(PROBE_MESSAGES):
                     server.probes.append(request)
                 else:
                     server.record(request, self.headers.get("Authorization"))  # kept, and no behaviour used up
-                return self._send(400, json.dumps({"object": "error", "type": "BadRequestError", "code": 400,
-                                                   "message": "response_format is not supported"}).encode())
+                return self._send(
+                    400,
+                    json.dumps(
+                        {
+                            "object": "error",
+                            "type": "BadRequestError",
+                            "code": 400,
+                            "message": "response_format is not supported",
+                        }
+                    ).encode(),
+                )
             if request["messages"] == list(PROBE_MESSAGES):
                 server.probes.append(request)
                 return self._send(
@@ -270,9 +298,18 @@ def _handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
             choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": reply.content}}
             if request.get("logprobs") and reply.content is not None:
                 choice["logprobs"] = logprobs_of(reply.content, int(request.get("top_logprobs") or 1))
-            body = reply.body if reply.body is not None else json.dumps({
-                "id": "chatcmpl-test", "object": "chat.completion", "model": request.get("model"),
-                "choices": [choice]}).encode()
+            body = (
+                reply.body
+                if reply.body is not None
+                else json.dumps(
+                    {
+                        "id": "chatcmpl-test",
+                        "object": "chat.completion",
+                        "model": request.get("model"),
+                        "choices": [choice],
+                    }
+                ).encode()
+            )
             self._send(reply.status, body)
 
         def _send(self, status: int, body: bytes) -> None:

@@ -11,8 +11,10 @@ FAST = dict(timeout_s=2.0, max_retries=2, backoff_s=0.01)  # a judge endpoint's 
 
 
 def answers(subject_id: str, texts: dict[str, str]) -> list[Answer]:
-    return [Answer(subject_id=subject_id, rubric="mini", question_id=qid, prompt=f"Q: {qid}", answer=text,
-                   sampling="{}") for qid, text in texts.items()]
+    return [
+        Answer(subject_id=subject_id, rubric="mini", question_id=qid, prompt=f"Q: {qid}", answer=text, sampling="{}")
+        for qid, text in texts.items()
+    ]
 
 
 def store_with_subjects(run_dir: Path) -> ResultsStore:
@@ -20,9 +22,11 @@ def store_with_subjects(run_dir: Path) -> ResultsStore:
     run_dir.mkdir(parents=True, exist_ok=True)
     store = ResultsStore(run_dir / "results.sqlite")
     candidate = Candidate(id="cand1", method="linear", label="linear w=0.5", mergekit_config={"merge_method": "linear"})
-    subjects = [EvalSubject(id="parent-arith", kind="parent", label="arith", path=Path("/zoo/arith")),
-                EvalSubject(id="parent-facts", kind="parent", label="facts", path=Path("/zoo/facts")),
-                EvalSubject(id="cand1", kind="candidate", label="linear w=0.5", candidate=candidate)]
+    subjects = [
+        EvalSubject(id="parent-arith", kind="parent", label="arith", path=Path("/zoo/arith")),
+        EvalSubject(id="parent-facts", kind="parent", label="facts", path=Path("/zoo/facts")),
+        EvalSubject(id="cand1", kind="candidate", label="linear w=0.5", candidate=candidate),
+    ]
     store.plan(subjects)
     for subject in subjects:
         store.record(subject, Evaluation((), (), 0.0))

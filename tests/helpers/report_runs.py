@@ -60,17 +60,19 @@ def missing_scores(run_dir: Path, target: Path) -> Path:
     """A copy where a parent lacks one task, half the candidates are unscored (planned, not done), the last
     task has aggregate scores only, and no score has a stderr or an item count."""
     copy_run(run_dir, target)
-    execute(target,
-            "DELETE FROM scores WHERE subject_id IN (SELECT id FROM subjects WHERE kind = 'parent' ORDER BY position"
-            " LIMIT 1) AND task = (SELECT min(task) FROM scores)",
-            "DELETE FROM items WHERE subject_id IN (SELECT id FROM subjects WHERE kind = 'parent' ORDER BY position"
-            " LIMIT 1) AND task = (SELECT min(task) FROM items)",
-            "UPDATE subjects SET status = 'planned', merge_seconds = NULL, eval_seconds = NULL"
-            " WHERE kind = 'candidate' AND position % 2 = 0",
-            "DELETE FROM scores WHERE subject_id IN (SELECT id FROM subjects WHERE status = 'planned')",
-            "DELETE FROM items WHERE subject_id IN (SELECT id FROM subjects WHERE status = 'planned')",
-            "DELETE FROM items WHERE task = (SELECT max(task) FROM items)",
-            "UPDATE scores SET stderr = NULL, n_items = NULL")
+    execute(
+        target,
+        "DELETE FROM scores WHERE subject_id IN (SELECT id FROM subjects WHERE kind = 'parent' ORDER BY position"
+        " LIMIT 1) AND task = (SELECT min(task) FROM scores)",
+        "DELETE FROM items WHERE subject_id IN (SELECT id FROM subjects WHERE kind = 'parent' ORDER BY position"
+        " LIMIT 1) AND task = (SELECT min(task) FROM items)",
+        "UPDATE subjects SET status = 'planned', merge_seconds = NULL, eval_seconds = NULL"
+        " WHERE kind = 'candidate' AND position % 2 = 0",
+        "DELETE FROM scores WHERE subject_id IN (SELECT id FROM subjects WHERE status = 'planned')",
+        "DELETE FROM items WHERE subject_id IN (SELECT id FROM subjects WHERE status = 'planned')",
+        "DELETE FROM items WHERE task = (SELECT max(task) FROM items)",
+        "UPDATE scores SET stderr = NULL, n_items = NULL",
+    )
     return target
 
 
@@ -82,19 +84,34 @@ def many_candidates(run_dir: Path, target: Path, copies: int = 8) -> Path:
     for copy in range(1, copies + 1):
         suffix = f"-copy{copy}"
         # A different config text (a YAML comment), so the analysis does not take the copies for seeds of one point.
-        execute(target, "INSERT INTO subjects (id, kind, label, method, parameters, seed, mix, mergekit_config, path,"
-                        " status, position, merge_seconds, eval_seconds, finished_at) SELECT id || ?1, kind, label ||"
-                        " ' (a rather long label, copy ' || ?2 || ')', method, parameters, seed, mix, mergekit_config"
-                        " || '# ' || ?1, path, status, position + 1000 * ?2, merge_seconds, eval_seconds, finished_at"
-                        f" FROM subjects WHERE id IN ({originals})", parameters=(suffix, copy))
-        execute(target, "INSERT INTO scores SELECT subject_id || ?, task, metric, value, stderr, n_items FROM scores"
-                        f" WHERE subject_id IN ({originals})", parameters=(suffix,))
-        execute(target, "INSERT INTO items SELECT subject_id || ?, task, doc_id, metric, doc_hash, value, prompt,"
-                        f" target, response FROM items WHERE subject_id IN ({originals})", parameters=(suffix,))
+        execute(
+            target,
+            "INSERT INTO subjects (id, kind, label, method, parameters, seed, mix, mergekit_config, path,"
+            " status, position, merge_seconds, eval_seconds, finished_at) SELECT id || ?1, kind, label ||"
+            " ' (a rather long label, copy ' || ?2 || ')', method, parameters, seed, mix, mergekit_config"
+            " || '# ' || ?1, path, status, position + 1000 * ?2, merge_seconds, eval_seconds, finished_at"
+            f" FROM subjects WHERE id IN ({originals})",
+            parameters=(suffix, copy),
+        )
+        execute(
+            target,
+            "INSERT INTO scores SELECT subject_id || ?, task, metric, value, stderr, n_items FROM scores"
+            f" WHERE subject_id IN ({originals})",
+            parameters=(suffix,),
+        )
+        execute(
+            target,
+            "INSERT INTO items SELECT subject_id || ?, task, doc_id, metric, doc_hash, value, prompt,"
+            f" target, response FROM items WHERE subject_id IN ({originals})",
+            parameters=(suffix,),
+        )
         if has_slerp:
-            execute(target, "INSERT INTO slerp_diagnostics SELECT candidate_id || ?, tensor, t, cosine, angle_degrees,"
-                            f" linear, n_params FROM slerp_diagnostics WHERE candidate_id IN ({originals})",
-                    parameters=(suffix,))
+            execute(
+                target,
+                "INSERT INTO slerp_diagnostics SELECT candidate_id || ?, tensor, t, cosine, angle_degrees,"
+                f" linear, n_params FROM slerp_diagnostics WHERE candidate_id IN ({originals})",
+                parameters=(suffix,),
+            )
     return target
 
 
@@ -107,12 +124,19 @@ def hostile(run_dir: Path, target: Path, items: int = 2) -> tuple[Path, str]:
             0
         ]
         task, metric = db.execute("SELECT task, metric FROM items ORDER BY task LIMIT 1").fetchone()
-        failed_by_parents = [row[0] for row in db.execute(
-            "SELECT doc_id FROM items WHERE task = ? AND metric = ? AND subject_id IN"
-            " (SELECT id FROM subjects WHERE kind = 'parent') GROUP BY doc_id HAVING max(value) = 0 ORDER BY doc_id",
-            (task, metric))][:items]
-        db.executemany("UPDATE items SET value = 1, response = ? WHERE subject_id = ? AND task = ? AND doc_id = ?",
-                       [(HOSTILE_ANSWER, candidate, task, doc_id) for doc_id in failed_by_parents])
+        failed_by_parents = [
+            row[0]
+            for row in db.execute(
+                "SELECT doc_id FROM items WHERE task = ? AND metric = ? AND subject_id IN"
+                " (SELECT id FROM subjects WHERE kind = 'parent')"
+                " GROUP BY doc_id HAVING max(value) = 0 ORDER BY doc_id",
+                (task, metric),
+            )
+        ][:items]
+        db.executemany(
+            "UPDATE items SET value = 1, response = ? WHERE subject_id = ? AND task = ? AND doc_id = ?",
+            [(HOSTILE_ANSWER, candidate, task, doc_id) for doc_id in failed_by_parents],
+        )
         db.execute("UPDATE subjects SET label = ? WHERE id = ?", (HOSTILE_LABEL, candidate))
     assert failed_by_parents, "the run has no item that every parent fails"
     return target, candidate

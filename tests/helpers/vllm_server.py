@@ -38,8 +38,13 @@ def wait_for_server(base_url: str, server: subprocess.Popen, timeout: float = 30
 def serving(*serve_args: str) -> Iterator[str]:
     """`mergescope serve SERVE_ARGS` on a free port until the block ends (then SIGTERM); yields the /v1 URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mergescope", "serve", *serve_args, "--port", str(port)],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mergescope", "serve", *serve_args, "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}/v1"
         wait_for_server(url, process)

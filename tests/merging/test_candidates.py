@@ -180,8 +180,15 @@ def test_a_method_that_needs_a_base_fails_without_one(tmp_path):
 def test_cli_exits_2_with_one_line_and_writes_nothing_for_a_bad_spec(zoo, tmp_path):
     path = spec_file(tmp_path, "name: bad\nmethods:\n- method: slerp\n  parameters: {t: 7}\n")
     export = tmp_path / "export"
-    args = ["candidates", str(path), "--export", str(export), "--parents", str(zoo.model_path("arith")),
-            str(zoo.model_path("facts"))]
+    args = [
+        "candidates",
+        str(path),
+        "--export",
+        str(export),
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {path}: methods.0.parameters.t: 7 is outside [0, 1]"
@@ -191,8 +198,18 @@ def test_cli_exits_2_with_one_line_and_writes_nothing_for_a_bad_spec(zoo, tmp_pa
 def test_cli_plans_and_exports_plain_mergekit_yaml_that_reads_back_unchanged(zoo, tmp_path):
     runner = CliRunner()
     export = tmp_path / "export"
-    args = ["candidates", str(SWEEPS_DIR / "density_sweep.yaml"), "--parents", str(zoo.model_path("arith")),
-            str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--export", str(export), "--json"]
+    args = [
+        "candidates",
+        str(SWEEPS_DIR / "density_sweep.yaml"),
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+        "--base",
+        str(zoo.model_path("base")),
+        "--export",
+        str(export),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     import json

@@ -46,17 +46,39 @@ def test_a_merged_directory_carries_a_card_and_the_donors_chat_template(zoo, tmp
 
 def test_hub_snapshots_and_pinned_ids_give_revisions_and_hub_metadata_and_scores_give_a_table():
     snapshot = "/cache/hub/models--org--instruct/snapshots/0123abcd"  # how hub.py hands mergekit a hub id
-    config = {"merge_method": "task_arithmetic", "base_model": snapshot, "dtype": "bfloat16",
-              "models": [{"model": "org/cpt@v2", "parameters": {"weight": 0.5}},
-                         {"model": "org/other", "parameters": {"weight": 0.5}}]}
-    candidate = Candidate(id="c0ffee", method="task_arithmetic", label="task arithmetic", mergekit_config=config,
-                          parameters={"weight": 0.5}, seed=7)
+    config = {
+        "merge_method": "task_arithmetic",
+        "base_model": snapshot,
+        "dtype": "bfloat16",
+        "models": [
+            {"model": "org/cpt@v2", "parameters": {"weight": 0.5}},
+            {"model": "org/other", "parameters": {"weight": 0.5}},
+        ],
+    }
+    candidate = Candidate(
+        id="c0ffee",
+        method="task_arithmetic",
+        label="task arithmetic",
+        mergekit_config=config,
+        parameters={"weight": 0.5},
+        seed=7,
+    )
     merge_config = validate_with_mergekit(candidate)
     assert [(p.hub_id, p.revision, p.role) for p in card_parents(merge_config)] == [
-        ("org/instruct", "0123abcd", "base_model"), ("org/cpt", "v2", "model"), ("org/other", None, "model")]
-    scores = RunScores(run="lu", limit=20, reference_labels=("instruct", "cpt"),
-                       rows=(ScoreRow(task="gsm8k", metric="exact_match,strict", value=0.45, stderr=0.0125, n_items=20,
-                                      references=(0.4, None)),))
+        ("org/instruct", "0123abcd", "base_model"),
+        ("org/cpt", "v2", "model"),
+        ("org/other", None, "model"),
+    ]
+    scores = RunScores(
+        run="lu",
+        limit=20,
+        reference_labels=("instruct", "cpt"),
+        rows=(
+            ScoreRow(
+                task="gsm8k", metric="exact_match,strict", value=0.45, stderr=0.0125, n_items=20, references=(0.4, None)
+            ),
+        ),
+    )
     card = model_card(candidate, merge_config, chat_template=False, scores=scores)
     assert front_matter(card)["base_model"] == ["org/instruct", "org/cpt", "org/other"]
     assert front_matter(card)["base_model_relation"] == "merge"

@@ -25,16 +25,24 @@ def cast_copy(source: Path, target: Path, dtype: torch.dtype, only: str | None =
     shutil.copytree(source, target)
     for file in target.glob("*.safetensors"):
         tensors = load_file(str(file))
-        save_file({name: tensor.to(dtype) if tensor.is_floating_point() and only in (None, name) else tensor
-                   for name, tensor in tensors.items()}, str(file), metadata={"format": "pt"})
+        save_file(
+            {
+                name: tensor.to(dtype) if tensor.is_floating_point() and only in (None, name) else tensor
+                for name, tensor in tensors.items()
+            },
+            str(file),
+            metadata={"format": "pt"},
+        )
     return target
 
 
 @pytest.fixture
 def bf16_zoo(zoo, tmp_path):
     """arith, facts and base cast to bfloat16."""
-    return {name: cast_copy(zoo.model_path(name), tmp_path / f"{name}-bf16", torch.bfloat16)
-            for name in ("arith", "facts", "base")}
+    return {
+        name: cast_copy(zoo.model_path(name), tmp_path / f"{name}-bf16", torch.bfloat16)
+        for name in ("arith", "facts", "base")
+    }
 
 
 def spec_file(tmp_path: Path, dtype: str | None = None) -> Path:
@@ -69,17 +77,28 @@ def test_the_flag_wins_over_the_spec_and_the_spec_over_the_parents(bf16_zoo):
     assert DtypeChoice("bfloat16", "parents").describe() == "bfloat16 (the parents')"
 
 
-@pytest.mark.parametrize("spec_dtype, flag, expected", [
-    (None, None, DtypeChoice("bfloat16", "parents")),
-    ("float32", None, DtypeChoice("float32", "spec")),
-    (None, "float32", DtypeChoice("float32", "flag")),
-])
+@pytest.mark.parametrize(
+    "spec_dtype, flag, expected",
+    [
+        (None, None, DtypeChoice("bfloat16", "parents")),
+        ("float32", None, DtypeChoice("float32", "spec")),
+        (None, "float32", DtypeChoice("float32", "flag")),
+    ],
+)
 def test_the_plan_merges_and_serves_in_the_chosen_dtype(bf16_zoo, zoo, tmp_path, spec_dtype, flag, expected):
     from mergescope.recipes.sweep import SweepSettings, plan_sweep
 
-    plan = plan_sweep(SweepSettings(parents=[str(bf16_zoo["arith"]), str(bf16_zoo["facts"])],
-                                    sweep=spec_file(tmp_path, spec_dtype), dtype=flag, tasks=["zoo_arith"],
-                                    task_paths=[zoo.task_yaml_dir()], backend="hf", out=tmp_path / "run"))
+    plan = plan_sweep(
+        SweepSettings(
+            parents=[str(bf16_zoo["arith"]), str(bf16_zoo["facts"])],
+            sweep=spec_file(tmp_path, spec_dtype),
+            dtype=flag,
+            tasks=["zoo_arith"],
+            task_paths=[zoo.task_yaml_dir()],
+            backend="hf",
+            out=tmp_path / "run",
+        )
+    )
     assert plan.dtype == expected and plan.spec.dtype == expected.dtype
     assert [c.mergekit_config["dtype"] for c in plan.candidates] == [expected.dtype]
     assert plan.backend_options.dtype == expected.dtype
@@ -88,8 +107,14 @@ def test_the_plan_merges_and_serves_in_the_chosen_dtype(bf16_zoo, zoo, tmp_path,
 def test_zoo_parents_still_merge_in_float32(zoo, tmp_path):
     from mergescope.recipes.sweep import SweepSettings, plan_sweep
 
-    plan = plan_sweep(SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                                    base=str(zoo.model_path("base")), backend="hf", out=tmp_path / "run"))
+    plan = plan_sweep(
+        SweepSettings(
+            parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+            base=str(zoo.model_path("base")),
+            backend="hf",
+            out=tmp_path / "run",
+        )
+    )
     assert plan.dtype == DtypeChoice("float32", "parents")
     assert {c.mergekit_config["dtype"] for c in plan.candidates} == {"float32"}
 
@@ -99,9 +124,18 @@ def test_a_sweep_of_bf16_parents_stores_a_bf16_candidate_and_records_why(bf16_zo
     from mergescope.runs.directory import merges_dir, read_run_meta
 
     run = tmp_path / "run"
-    sweep(SweepSettings(parents=[str(bf16_zoo["arith"]), str(bf16_zoo["facts"])], sweep=spec_file(tmp_path),
-                        tasks=["zoo_arith"], task_paths=[zoo.task_yaml_dir()], limit=2, backend="hf", out=run,
-                        progress=False))
+    sweep(
+        SweepSettings(
+            parents=[str(bf16_zoo["arith"]), str(bf16_zoo["facts"])],
+            sweep=spec_file(tmp_path),
+            tasks=["zoo_arith"],
+            task_paths=[zoo.task_yaml_dir()],
+            limit=2,
+            backend="hf",
+            out=run,
+            progress=False,
+        )
+    )
     (merged,) = [folder for folder in merges_dir(run).iterdir() if folder.is_dir()]
     assert stored_dtypes(merged) == {"BF16"}
     assert stored_dtypes(merged) == stored_dtypes(bf16_zoo["arith"])

@@ -24,8 +24,10 @@ def greedy_tokens(model_dir) -> list[list[int]]:
     model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     with torch.no_grad():
-        return [model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=12, do_sample=False)[0].tolist()
-                for prompt in PROMPTS]
+        return [
+            model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=12, do_sample=False)[0].tolist()
+            for prompt in PROMPTS
+        ]
 
 
 def stored_scores(run_dir, subject_id: str) -> dict[tuple[str, str], float]:
@@ -49,8 +51,14 @@ def test_an_exported_candidate_generates_like_the_runs_merge_and_its_card_carrie
     result = export(candidate_id[:6], tmp_path / "out", "--run", run_dir)
     assert result.exit_code == 0, result.output
     out = tmp_path / "out"
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "mergekit_config.yml",
-            "README.md"} <= {path.name for path in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "mergekit_config.yml",
+        "README.md",
+    } <= {path.name for path in out.iterdir()}
     assert greedy_tokens(out) == greedy_tokens(run_dir / "merges" / candidate_id)
     card = (out / "README.md").read_text()
     scores = stored_scores(run_dir, candidate_id)
@@ -81,11 +89,13 @@ def test_bad_export_input_is_one_line_exit_2_before_any_work(run_and_candidate, 
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    cases = [((typo, tmp_path / "a", "--run", run_dir), f"did you mean '{candidate_id}'"),
-             ((candidate_id, occupied, "--run", run_dir), "exists and is not empty"),
-             ((candidate_id, tmp_path / "b", "--run", tmp_path / "no-such-run"), "does not exist"),
-             ((candidate_id, tmp_path / "c", "--run", run_dir, "--push-to-hub", "not a repo"), "is not a Hub repo id"),
-             ((candidate_id, tmp_path / "d", "--run", run_dir, "--push-to-hub", "org/name"), "HF_HUB_OFFLINE is set")]
+    cases = [
+        ((typo, tmp_path / "a", "--run", run_dir), f"did you mean '{candidate_id}'"),
+        ((candidate_id, occupied, "--run", run_dir), "exists and is not empty"),
+        ((candidate_id, tmp_path / "b", "--run", tmp_path / "no-such-run"), "does not exist"),
+        ((candidate_id, tmp_path / "c", "--run", run_dir, "--push-to-hub", "not a repo"), "is not a Hub repo id"),
+        ((candidate_id, tmp_path / "d", "--run", run_dir, "--push-to-hub", "org/name"), "HF_HUB_OFFLINE is set"),
+    ]
     for arguments, expected in cases:
         result = export(*arguments)
         assert result.exit_code == 2, result.output

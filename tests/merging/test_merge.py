@@ -80,15 +80,18 @@ def test_fast_merge_equals_the_mergekit_yaml_cli_on_the_exported_config(parents,
     (candidate,) = [c for c in method_points(parents) if c.label.split()[0] == method]
     (config_file,) = export_candidates([candidate], tmp_path / "configs")
     seed = ["--random-seed", str(candidate.seed)] if candidate.seed is not None else []
-    subprocess.run([str(MERGEKIT_YAML), str(config_file), str(tmp_path / "cli"), *seed], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(MERGEKIT_YAML), str(config_file), str(tmp_path / "cli"), *seed], check=True, capture_output=True
+    )
     assert_bitwise_equal(weights_of(write_merge(candidate, tmp_path / "written")), weights_of(tmp_path / "cli"))
 
 
 def test_seeded_dare_and_della_reproduce_and_differ_between_seeds(zoo, parents, tmp_path):
     spec = tmp_path / "seeds.yaml"
-    spec.write_text("name: seeds\nmethods:\n- method: dare_ties\n  per_parent: {weight: 0.5, density: 0.5}\n"
-                    "  seeds: [3, 4]\n- method: della\n  per_parent: {weight: 0.5, density: 0.5}\n  seeds: [3]\n")
+    spec.write_text(
+        "name: seeds\nmethods:\n- method: dare_ties\n  per_parent: {weight: 0.5, density: 0.5}\n"
+        "  seeds: [3, 4]\n- method: della\n  per_parent: {weight: 0.5, density: 0.5}\n  seeds: [3]\n"
+    )
     from mergescope.merging.candidates import expand
 
     dare3, dare4, della3 = expand(load_sweep(spec), parents)

@@ -41,7 +41,9 @@ def test_the_lu2024_space_names_each_gradient_point():
 
 
 def test_every_problem_of_a_space_is_reported_at_once(tmp_path):
-    path = write(tmp_path, """name: bad
+    path = write(
+        tmp_path,
+        """name: bad
 space:
   - method: slerp
     parameters:
@@ -56,12 +58,15 @@ space:
   - method: dare_ties
     seeds: [0, 1]
     per_parent: {weight: 0.5, density: {low: 0.1, high: 0.9}}
-""")
+""",
+    )
     problems = validation.validate([path]).problems
     assert len(problems) == 4, problems
     assert f"{path}: space.0.parameters.t: range low 0.8 > high 0.2: swap them" in problems
-    assert any(p.startswith(f"{path}: space.1.parameters.tt: slerp has no parameter 'tt'") and "did you mean 't'" in p
-               for p in problems)
+    assert any(
+        p.startswith(f"{path}: space.1.parameters.tt: slerp has no parameter 'tt'") and "did you mean 't'" in p
+        for p in problems
+    )
     assert any(p.startswith(f"{path}: space.2.per_parent.weight.stepp:") for p in problems)
     assert any(p.startswith(f"{path}: space.3.seeds:") for p in problems)
     with pytest.raises(ConfigError, match=r"range low 0.8 > high 0.2.*\(and 3 more"):

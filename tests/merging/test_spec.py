@@ -58,11 +58,14 @@ def test_the_default_spec_loads_and_remembers_its_source():
     assert "source" not in spec.model_dump()  # provenance stores the spec without its path
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("- just a list\n", "a sweep spec must be a YAML mapping"),
-    ("name: empty\n", "methods: the spec lists no method block and no mergekit config"),
-    ("name: typo\nmethod: []\n", "method: Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("- just a list\n", "a sweep spec must be a YAML mapping"),
+        ("name: empty\n", "methods: the spec lists no method block and no mergekit config"),
+        ("name: typo\nmethod: []\n", "method: Extra inputs are not permitted"),
+    ],
+)
 def test_bad_specs_are_one_line_naming_the_file(tmp_path, text, expected):
     path = spec_file(tmp_path, text)
     with pytest.raises(ConfigError) as caught:

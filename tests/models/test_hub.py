@@ -57,7 +57,8 @@ def test_hub_ids_resolve_as_parents_named_by_their_repository(hub_cache):
     cache, shas = hub_cache
     parents = resolve_parents(["zoo/arith", "zoo/facts@v1"], "zoo/base")
     assert [(m.name, m.path, m.hub.pinned) for m in parents.models()] == [
-        (name, snapshot_of(cache, name, shas[name]), f"zoo/{name}@{shas[name]}") for name in NAMES]
+        (name, snapshot_of(cache, name, shas[name]), f"zoo/{name}@{shas[name]}") for name in NAMES
+    ]
 
 
 def test_study_pairs_take_hub_ids(hub_cache):
@@ -75,7 +76,13 @@ def test_an_existing_path_wins_over_a_hub_id(hub_cache, zoo, tmp_path, monkeypat
     model = resolve_model("zoo/arith")
     assert (model.path, model.hub) == (tmp_path / "zoo" / "arith", None)
     assert [hub.is_hub_id(text) for text in ("zoo/facts", "zoo/facts@v1", "a/b/c", "/zoo/x", "zoo", "zoo/x--y")] == [
-        True, True, False, False, False, False]
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
 
 
 def test_a_repository_whose_listing_shows_only_pickles_is_refused_unless_allowed(hub_cache, zoo):
@@ -83,8 +90,12 @@ def test_a_repository_whose_listing_shows_only_pickles_is_refused_unless_allowed
     snapshot holds configs only. With --allow-pickle the pickles are asked for, and offline they are missing."""
     cache, _ = hub_cache
     sha = add_to_cache(cache, "zoo/old", zoo.model_path("arith"), skip=("model.safetensors",))
-    listing = {"format_version": 1, "files": {name: {"size": 1, "blob_id": "0" * 40} for name in
-                                               ("config.json", "tokenizer.json", "pytorch_model.bin")}}
+    listing = {
+        "format_version": 1,
+        "files": {
+            name: {"size": 1, "blob_id": "0" * 40} for name in ("config.json", "tokenizer.json", "pytorch_model.bin")
+        },
+    }
     (repo_folder(cache, "zoo/old") / "trees").mkdir()
     (repo_folder(cache, "zoo/old") / "trees" / f"{sha}.json").write_text(json.dumps(listing))
     with pytest.raises(
@@ -109,12 +120,20 @@ def test_a_mergekit_config_naming_hub_ids_merges_as_one_naming_directories(hub_c
     from mergescope.merging.merge import merge_file
 
     cache, shas = hub_cache
-    config = {"merge_method": "slerp", "base_model": "{arith}", "parameters": {"t": 0.5}, "dtype": "float32",
-              "slices": [{"sources": [{"model": "{arith}", "layer_range": [0, 2]},
-                                      {"model": "{facts}", "layer_range": [0, 2]}]}]}
+    config = {
+        "merge_method": "slerp",
+        "base_model": "{arith}",
+        "parameters": {"t": 0.5},
+        "dtype": "float32",
+        "slices": [
+            {"sources": [{"model": "{arith}", "layer_range": [0, 2]}, {"model": "{facts}", "layer_range": [0, 2]}]}
+        ],
+    }
     outputs = {}
-    for kind, arith, facts in (("ids", "zoo/arith", "zoo/facts@v1"),
-                               ("dirs", zoo.model_path("arith"), zoo.model_path("facts"))):
+    for kind, arith, facts in (
+        ("ids", "zoo/arith", "zoo/facts@v1"),
+        ("dirs", zoo.model_path("arith"), zoo.model_path("facts")),
+    ):
         text = yaml.safe_dump(config).replace("'{arith}'", str(arith)).replace("'{facts}'", str(facts))
         (tmp_path / f"{kind}.yaml").write_text(text)
         outputs[kind] = merge_file(str(tmp_path / f"{kind}.yaml"), tmp_path / kind)
@@ -146,9 +165,17 @@ def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_other
     spec.write_text(ONE_CANDIDATE)
 
     def settings(first: str, second: str, base: str = "zoo/base", out: str = "run") -> SweepSettings:
-        return SweepSettings(parents=[first, second], base=base, sweep=spec, tasks=["zoo_arith"],
-                             task_paths=[zoo.task_yaml_dir()], out=tmp_path / out, backend="hf", limit=2,
-                             progress=False)
+        return SweepSettings(
+            parents=[first, second],
+            base=base,
+            sweep=spec,
+            tasks=["zoo_arith"],
+            task_paths=[zoo.task_yaml_dir()],
+            out=tmp_path / out,
+            backend="hf",
+            limit=2,
+            progress=False,
+        )
 
     result = sweep(settings("zoo/arith", "zoo/facts@v1"))
     assert (result.n_evaluated, result.n_skipped) == (4, 0)
@@ -167,8 +194,11 @@ def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_other
     moved = add_to_cache(tmp_path / "other", "zoo/arith", zoo.model_path("arith"), sha="f" * 40)
     shutil.move(str(snapshot_of(tmp_path / "other", "arith", moved)), repo_folder(cache, "zoo/arith") / "snapshots")
     (repo_folder(cache, "zoo/arith") / "refs" / "main").write_text(moved)
-    with pytest.raises(ConfigError, match=rf"was swept with zoo/arith at commit {shas['arith'][:12]}, but "
-                                          rf"zoo/arith@main now resolves to ffffffffffff") as refused:
+    with pytest.raises(
+        ConfigError,
+        match=rf"was swept with zoo/arith at commit {shas['arith'][:12]}, but "
+        rf"zoo/arith@main now resolves to ffffffffffff",
+    ) as refused:
         sweep(settings("zoo/arith", "zoo/facts@v1"))
     assert f"zoo/arith@{shas['arith']}" in refused.value.hint
     resumed = sweep(settings(f"zoo/arith@{shas['arith']}", "zoo/facts"))
@@ -178,7 +208,10 @@ def test_a_sweep_of_hub_ids_records_their_commits_and_refuses_to_resume_on_other
 def test_only_the_shards_an_index_lists_are_asked_for(tmp_path):
     """A repository may ship its weights twice (Mistral's consolidated.safetensors beside the shards)."""
     assert hub._safetensors_files(tmp_path) == ("*.safetensors",)
-    weight_map = {"a.weight": "model-00002-of-00002.safetensors", "b.weight": "model-00001-of-00002.safetensors",
-                  "c.weight": "model-00001-of-00002.safetensors"}
+    weight_map = {
+        "a.weight": "model-00002-of-00002.safetensors",
+        "b.weight": "model-00001-of-00002.safetensors",
+        "c.weight": "model-00001-of-00002.safetensors",
+    }
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     assert hub._safetensors_files(tmp_path) == ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")

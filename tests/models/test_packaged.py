@@ -37,12 +37,23 @@ def test_an_occupied_directory_is_refused_before_any_work(tmp_path):
 @pytest.mark.slow
 def test_the_directory_is_a_standard_bfloat16_model(smollm2):
     assert sorted(f.name for f in smollm2.iterdir()) == [
-        "README.md", "chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
-        "tokenizer.json", "tokenizer_config.json"]
+        "README.md",
+        "chat_template.jinja",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     config = json.loads((smollm2 / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"] and "quantization_config" not in config
-    assert (config["num_hidden_layers"], config["num_attention_heads"], config["num_key_value_heads"],
-            config["vocab_size"], config["tie_word_embeddings"]) == (30, 9, 3, 49152, True)
+    assert (
+        config["num_hidden_layers"],
+        config["num_attention_heads"],
+        config["num_key_value_heads"],
+        config["vocab_size"],
+        config["tie_word_embeddings"],
+    ) == (30, 9, 3, 49152, True)
     with safe_open(str(smollm2 / "model.safetensors"), framework="pt") as weights:
         names = set(weights.keys())
         dtypes = {weights.get_slice(name).get_dtype() for name in names}
@@ -58,10 +69,14 @@ def test_it_loads_in_bfloat16_and_knows_the_capital_of_france(smollm2):
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     model = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.bfloat16)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     output = model.generate(**prompt, max_new_tokens=16, do_sample=False)
-    answer = tokenizer.decode(output[0][prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tokenizer.decode(output[0][prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer, answer
 
 
@@ -78,7 +93,11 @@ def test_a_rebuild_writes_the_same_bytes_and_the_hub_cache_serves_them(smollm2, 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     model = resolve_model(REPO_ID)
     assert (model.name, model.hub.repo_id, model.hub.sha, model.path) == (
-        "SmolLM2-135M-Instruct", REPO_ID, result.commit, result.snapshot)
+        "SmolLM2-135M-Instruct",
+        REPO_ID,
+        result.commit,
+        result.snapshot,
+    )
     assert file_hashes(model.path) == result.files
 
 

@@ -146,8 +146,18 @@ def test_the_cli_exits_2_and_merges_nothing_for_bad_parents(zoo, copy, tmp_path)
     other = copy("facts", "other")
     rewrite_weights(other, lambda t: t.update({TENSOR: t[TENSOR][:-1].clone()}))
     export = tmp_path / "export"
-    result = CliRunner().invoke(app, ["candidates", "sweeps/default.yaml", "--parents", str(zoo.model_path("arith")),
-                                      str(other), "--export", str(export)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "candidates",
+            "sweeps/default.yaml",
+            "--parents",
+            str(zoo.model_path("arith")),
+            str(other),
+            "--export",
+            str(export),
+        ],
+    )
     assert result.exit_code == 2
     assert result.output.startswith(f"error: tensor {TENSOR} has shape")
     assert len(result.output.strip().splitlines()) == 1

@@ -21,8 +21,17 @@ from mergescope.models.resources import (
 )
 
 
-@pytest.mark.parametrize("text, expected", [("8GB", 8 * 10**9), ("8GiB", 8 * 2**30), ("8G", 8 * 2**30),
-                                            ("512MB", 512 * 10**6), ("1.5gb", 15 * 10**8), ("1000", 1000)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8GB", 8 * 10**9),
+        ("8GiB", 8 * 2**30),
+        ("8G", 8 * 2**30),
+        ("512MB", 512 * 10**6),
+        ("1.5gb", 15 * 10**8),
+        ("1000", 1000),
+    ],
+)
 def test_sizes_parse_in_decimal_and_binary_units(text, expected):
     assert parse_size(text) == expected
 

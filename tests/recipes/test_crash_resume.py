@@ -48,22 +48,22 @@ FLOAT32_TABLES = {"slerp_diagnostics"}
 # The chain, in order; each step's point is reachable from the state the steps before it leave.
 # Subjects run in the order: parent arith, parent facts, base, then the six candidates of the default spec.
 CHAIN = [
-    "store.before_commit:1",   # the first parent evaluated, killed inside its store transaction
-    "eval.after:1",            # evaluated again, killed before storing
-    "store.committed:1",       # stored, killed before judging: the resume must judge it
+    "store.before_commit:1",  # the first parent evaluated, killed inside its store transaction
+    "eval.after:1",  # evaluated again, killed before storing
+    "store.committed:1",  # stored, killed before judging: the resume must judge it
     "judge.answers_written:1",
     "judge.graded:1",
-    "judge.subject_done:1",    # the first parent now complete
-    "eval.before:2",           # the second parent completes, killed as the base starts
+    "judge.subject_done:1",  # the first parent now complete
+    "eval.before:2",  # the second parent completes, killed as the base starts
     "merge.partial_created:1",  # the base completes; killed inside the first merge
     "merge.weights_written:1:INT",  # Ctrl-C with weights half written: the partial directory must go
     "merge.weights_written:1",
     "merge.before_rename:1",
-    "merge.renamed:1",         # the first candidate's merge is in place, not yet evaluated
-    "timer",                   # killed by a seeded timer, wherever the sweep is
+    "merge.renamed:1",  # the first candidate's merge is in place, not yet evaluated
+    "timer",  # killed by a seeded timer, wherever the sweep is
     "timer",
-    "judge.closing:1",         # every subject judged, killed before the judge statistics are written
-    None,                      # the final resume, not interrupted
+    "judge.closing:1",  # every subject judged, killed before the judge statistics are written
+    None,  # the final resume, not interrupted
 ]
 
 
@@ -78,10 +78,29 @@ class Step:
 
 
 def sweep_command(zoo, run: Path, judge_url: str) -> list[str]:
-    return [sys.executable, "-m", "mergescope", "sweep", "--parents", str(zoo.model_path("arith")),
-            str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--limit", str(LIMIT),
-            "--backend", "hf", "--out", str(run), "--judge-url", judge_url, "--judge-model", "stub-judge",
-            "--rubric", str(RUBRIC)]
+    return [
+        sys.executable,
+        "-m",
+        "mergescope",
+        "sweep",
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+        "--base",
+        str(zoo.model_path("base")),
+        "--limit",
+        str(LIMIT),
+        "--backend",
+        "hf",
+        "--out",
+        str(run),
+        "--judge-url",
+        judge_url,
+        "--judge-model",
+        "stub-judge",
+        "--rubric",
+        str(RUBRIC),
+    ]
 
 
 def launch(command: list[str], kill_at: str | None = None, timer_s: float | None = None) -> tuple[int, str]:
@@ -90,8 +109,7 @@ def launch(command: list[str], kill_at: str | None = None, timer_s: float | None
     env.pop(ENV_VAR, None)
     if kill_at:
         env[ENV_VAR] = kill_at
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         output, _ = process.communicate(timeout=timer_s if timer_s is not None else 600)
     except subprocess.TimeoutExpired:
@@ -114,8 +132,12 @@ def consistency_problems(run: Path, reference: Path) -> list[str]:
             stray = {row[0] for row in db.execute(f"SELECT DISTINCT subject_id FROM {table}")} - done
             problems += [f"{table} holds rows of unfinished subject {s}" for s in sorted(stray)]
         for subject in sorted(done):
-            stored = {row[0] for row in db.execute("SELECT DISTINCT task FROM scores WHERE subject_id = ?"
-                                                    " AND task LIKE 'zoo_%'", (subject,))}
+            stored = {
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT task FROM scores WHERE subject_id = ? AND task LIKE 'zoo_%'", (subject,)
+                )
+            }
             if stored != tasks:
                 problems.append(f"{subject} is done with scores for {sorted(stored)} only")
     finally:
@@ -158,8 +180,9 @@ def store_contents(run: Path) -> dict[str, Counter]:
         tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
         contents = {}
         for table in tables:
-            columns = [c[1] for c in db.execute(f"PRAGMA table_info({table})")
-                       if c[1] not in VOLATILE.get(table, set())]
+            columns = [
+                c[1] for c in db.execute(f"PRAGMA table_info({table})") if c[1] not in VOLATILE.get(table, set())
+            ]
             rows = db.execute(f"SELECT {', '.join(columns)} FROM {table}").fetchall()
             if table == "meta":
                 rows = [row for row in rows if row[0] not in VOLATILE_META]
@@ -200,8 +223,16 @@ def chain(zoo, judge, reference, tmp_path_factory):
         timer_s = timers.uniform(0.3, 0.9) * reference_seconds if kill_at == "timer" else None
         started = time.perf_counter()
         returncode, output = launch(command, None if kill_at == "timer" else kill_at, timer_s)
-        steps.append(Step(kill_at, returncode, output, tuple(consistency_problems(run, reference_run)),
-                          partial_dirs(run), time.perf_counter() - started))
+        steps.append(
+            Step(
+                kill_at,
+                returncode,
+                output,
+                tuple(consistency_problems(run, reference_run)),
+                partial_dirs(run),
+                time.perf_counter() - started,
+            )
+        )
     return run, steps
 
 

@@ -32,8 +32,14 @@ runner = CliRunner()
 
 
 def settings_for(zoo, out, **search_options) -> SearchSettings:
-    run = SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                        base=str(zoo.model_path("base")), out=out, backend="hf", limit=LIMIT, progress=False)
+    run = SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        base=str(zoo.model_path("base")),
+        out=out,
+        backend="hf",
+        limit=LIMIT,
+        progress=False,
+    )
     return SearchSettings(**{"run": run, "space": SPACE, "budget": BUDGET, "seed": 0, **search_options})
 
 
@@ -45,8 +51,10 @@ def searched(zoo, tmp_path_factory):
 
 
 # Each trial with its finalist mark and whole-selection-half objective (NULL unless a finalist).
-TRIALS = ("(SELECT t.*, f.rank IS NOT NULL AS finalist, f.rank AS finalist_rank, f.full_objective"
-          " FROM search_trials t LEFT JOIN search_finalists f USING (number))")
+TRIALS = (
+    "(SELECT t.*, f.rank IS NOT NULL AS finalist, f.rank AS finalist_rank, f.full_objective"
+    " FROM search_trials t LEFT JOIN search_finalists f USING (number))"
+)
 
 
 def rows(run_dir, sql: str, *params):
@@ -82,11 +90,15 @@ def _selection_half(doc_hash: str) -> bool:
 def test_the_objective_is_the_mean_over_tasks_of_selection_half_items_only(searched):
     _, result = searched
     for trial in rows(result.run_dir, "SELECT * FROM search_trials"):
-        items = rows(result.run_dir, "SELECT task, doc_hash, value FROM items WHERE subject_id = ?"
-                     " AND metric LIKE 'exact_match%'", trial["subject_id"])
+        items = rows(
+            result.run_dir,
+            "SELECT task, doc_hash, value FROM items WHERE subject_id = ? AND metric LIKE 'exact_match%'",
+            trial["subject_id"],
+        )
         tasks = sorted({i["task"] for i in items})
-        per_task = {t: np.mean([i["value"] for i in items if i["task"] == t and _selection_half(i["doc_hash"])])
-                    for t in tasks}
+        per_task = {
+            t: np.mean([i["value"] for i in items if i["task"] == t and _selection_half(i["doc_hash"])]) for t in tasks
+        }
         assert json.loads(trial["task_objectives"]) == pytest.approx(per_task)
         assert trial["objective"] == pytest.approx(np.mean(list(per_task.values())))
         assert len(tasks) >= 3 and 0 < sum(_selection_half(i["doc_hash"]) for i in items) < len(items)
@@ -110,9 +122,10 @@ def test_a_rerun_costs_nothing_and_a_larger_budget_only_adds_trials(searched, tm
     assert rows(copy, "SELECT * FROM search_trials WHERE number < ? ORDER BY number", BUDGET) == before
     # the finalists are the search's choice as it stands: the best objectives, the earlier trial first on ties
     trials = rows(copy, "SELECT number, objective FROM search_trials ORDER BY number")
-    ranked = sorted(trials, key=lambda trial: (-trial["objective"], trial["number"]))[:settings.finalists]
-    assert [f["number"] for f in rows(copy, "SELECT number FROM search_finalists ORDER BY rank")] == \
-        [trial["number"] for trial in ranked]
+    ranked = sorted(trials, key=lambda trial: (-trial["objective"], trial["number"]))[: settings.finalists]
+    assert [f["number"] for f in rows(copy, "SELECT number FROM search_finalists ORDER BY rank")] == [
+        trial["number"] for trial in ranked
+    ]
 
 
 def test_tied_trials_rank_by_number_and_added_ties_never_relabel_earlier_finalists(tmp_path):
@@ -128,9 +141,11 @@ def test_tied_trials_rank_by_number_and_added_ties_never_relabel_earlier_finalis
 
     def tell(number: int, objective: float) -> list[int]:
         with store.transaction() as db:
-            db.execute("INSERT INTO search_trials (number, subject_id, sampler, block, params, objective,"
-                       " task_objectives, n_items) VALUES (?, ?, 'tpe', 'b', '{}', ?, ?, 1)",
-                       (number, f"s{number}", objective, json.dumps({"t": objective})))
+            db.execute(
+                "INSERT INTO search_trials (number, subject_id, sampler, block, params, objective,"
+                " task_objectives, n_items) VALUES (?, ?, 'tpe', 'b', '{}', ?, ?, 1)",
+                (number, f"s{number}", objective, json.dumps({"t": objective})),
+            )
         return [row["number"] for row in finalist_rows(store, meta)]
 
     for number in range(5):
@@ -170,11 +185,16 @@ def _reported(run_dir) -> tuple[int, pd.DataFrame]:
 
 def _flip_items(run_dir, subject_id: str, in_selection_half: bool) -> int:
     db = sqlite3.connect(run_dir / "results.sqlite")
-    hashes = [h for (h,) in db.execute("SELECT DISTINCT doc_hash FROM items WHERE subject_id = ?", (subject_id,))
-              if _selection_half(h) == in_selection_half]
+    hashes = [
+        h
+        for (h,) in db.execute("SELECT DISTINCT doc_hash FROM items WHERE subject_id = ?", (subject_id,))
+        if _selection_half(h) == in_selection_half
+    ]
     with db:
-        db.executemany("UPDATE items SET value = 1 - value WHERE subject_id = ? AND doc_hash = ?",
-                       [(subject_id, h) for h in hashes])
+        db.executemany(
+            "UPDATE items SET value = 1 - value WHERE subject_id = ? AND doc_hash = ?",
+            [(subject_id, h) for h in hashes],
+        )
     db.close()
     return len(hashes)
 
@@ -203,9 +223,25 @@ def test_the_chosen_trials_reported_figures_come_from_the_reporting_half_only(se
 
 
 def _search_args(zoo, out, *extra) -> list[str]:
-    return ["search", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")),
-            "--base", str(zoo.model_path("base")), "--backend", "hf", "--limit", str(LIMIT), "--out", str(out),
-            "--space", str(SPACE), "--budget", str(BUDGET), *extra]
+    return [
+        "search",
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+        "--base",
+        str(zoo.model_path("base")),
+        "--backend",
+        "hf",
+        "--limit",
+        str(LIMIT),
+        "--out",
+        str(out),
+        "--space",
+        str(SPACE),
+        "--budget",
+        str(BUDGET),
+        *extra,
+    ]
 
 
 def _refused(args: list[str], *fragments: str) -> str:
@@ -217,11 +253,16 @@ def _refused(args: list[str], *fragments: str) -> str:
     return line
 
 
-@pytest.mark.parametrize("space_text, fragments", [
-    ("name: s\nspace:\n  - method: slerp\n    parameters: {t: {low: 0.9, high: 0.1}}\n", ("low 0.9 > high 0.1",)),
-    ("name: s\nspace:\n  - method: linear\n    per_parent: {wieght: {low: 0, high: 1}}\n",
-     ("linear has no parameter 'wieght'", "did you mean 'weight'")),
-])
+@pytest.mark.parametrize(
+    "space_text, fragments",
+    [
+        ("name: s\nspace:\n  - method: slerp\n    parameters: {t: {low: 0.9, high: 0.1}}\n", ("low 0.9 > high 0.1",)),
+        (
+            "name: s\nspace:\n  - method: linear\n    per_parent: {wieght: {low: 0, high: 1}}\n",
+            ("linear has no parameter 'wieght'", "did you mean 'weight'"),
+        ),
+    ],
+)
 def test_a_bad_space_is_refused_before_any_work(zoo, tmp_path, space_text, fragments):
     space = tmp_path / "space.yaml"
     space.write_text(space_text)
@@ -270,8 +311,15 @@ FITNESS_ITEMS, FINALISTS = 3, 2
 @pytest.fixture(scope="module")
 def pareto_searched(zoo, tmp_path_factory):
     """An NSGA-II search with one objective per task, trials scored on FITNESS_ITEMS selection-half items per task."""
-    settings = settings_for(zoo, tmp_path_factory.mktemp("pareto") / "run", budget=4, sampler="nsga2",
-                            objective="pareto", fitness_items=FITNESS_ITEMS, finalists=FINALISTS)
+    settings = settings_for(
+        zoo,
+        tmp_path_factory.mktemp("pareto") / "run",
+        budget=4,
+        sampler="nsga2",
+        objective="pareto",
+        fitness_items=FITNESS_ITEMS,
+        finalists=FINALISTS,
+    )
     return settings, search(settings)
 
 
@@ -281,8 +329,11 @@ def _subset(hashes: list[str]) -> list[str]:
 
 
 def _selection_means(run_dir, subject_id: str, subset: bool) -> dict[str, float]:
-    items = rows(run_dir, "SELECT task, doc_hash, value FROM items WHERE subject_id = ? AND metric LIKE 'exact_match%'",
-                 subject_id)
+    items = rows(
+        run_dir,
+        "SELECT task, doc_hash, value FROM items WHERE subject_id = ? AND metric LIKE 'exact_match%'",
+        subject_id,
+    )
     means = {}
     for task in sorted({i["task"] for i in items}):
         values = {i["doc_hash"]: i["value"] for i in items if i["task"] == task and _selection_half(i["doc_hash"])}
@@ -308,8 +359,14 @@ def test_trials_are_scored_on_the_fitness_subset_and_finalists_on_the_whole_sele
 
 
 def _items_per_task(run_dir, subject_id: str) -> dict[str, int]:
-    return {r["task"]: r["n"] for r in rows(run_dir, "SELECT task, count(DISTINCT doc_id) AS n FROM items"
-                                               " WHERE subject_id = ? GROUP BY task", subject_id)}
+    return {
+        r["task"]: r["n"]
+        for r in rows(
+            run_dir,
+            "SELECT task, count(DISTINCT doc_id) AS n FROM items WHERE subject_id = ? GROUP BY task",
+            subject_id,
+        )
+    }
 
 
 @pytest.mark.slow
@@ -350,8 +407,9 @@ def test_subset_scored_trials_are_told_and_report_what_trials_scored_on_every_it
     shutil.copytree(result.run_dir, everything)
     plan = plan_search(dataclasses.replace(settings, run=dataclasses.replace(settings.run, out=everything)))
     with LockedRun(everything) as store:
-        subjects = [stored_subject(row, everything) for row in store.query("SELECT * FROM subjects")
-                    if row["id"] in subset_ids]
+        subjects = [
+            stored_subject(row, everything) for row in store.query("SELECT * FROM subjects") if row["id"] in subset_ids
+        ]
         evaluate_subjects(subjects, store, plan.run, settings.run)
     for trial in rows(everything, "SELECT * FROM search_trials"):
         assert json.loads(trial["task_objectives"]) == _selection_means(everything, trial["subject_id"], subset=True)
@@ -365,8 +423,10 @@ def test_a_pareto_search_reports_its_non_dominated_trials(pareto_searched, tmp_p
     _, result = pareto_searched
     trials = rows(result.run_dir, f"SELECT * FROM {TRIALS} ORDER BY number")
     objectives = [list(json.loads(t["task_objectives"]).values()) for t in trials]
-    dominated = [any(all(o >= s for o, s in zip(other, own, strict=True)) and other != own for other in objectives)
-                 for own in objectives]
+    dominated = [
+        any(all(o >= s for o, s in zip(other, own, strict=True)) and other != own for other in objectives)
+        for own in objectives
+    ]
     analysis = analyse_search(load_run(result.run_dir), seed=0, alpha=0.05)
     assert list(analysis.trials.non_dominated) == [not d for d in dominated]
     finalists = [t for t in trials if t["finalist"]]
@@ -417,4 +477,3 @@ def test_a_replay_that_proposes_other_trials_than_the_stored_ones_is_refused(sea
     assert result.exit_code == 1
     assert "trial 2 replays differently from the stored one" in result.output
     assert rows(copy, "SELECT count(*) AS n FROM search_trials") == [{"n": BUDGET}]
-

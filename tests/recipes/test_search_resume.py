@@ -36,11 +36,34 @@ KILLS = ("store.committed:6", "store.committed:2", "store.before_commit:9")
 
 
 def command(zoo, out: Path) -> list[str]:
-    return [sys.executable, "-m", "mergescope", "search", "--parents", str(zoo.model_path("arith")),
-            str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--space", str(SPACE),
-            "--budget", str(BUDGET), "--seed", str(SEED), "--limit", str(LIMIT), "--backend", "hf", "--out", str(out),
-            "--fitness-items", str(FITNESS_ITEMS), "--finalists", str(FINALISTS),
-            *(word for task in TASKS for word in ("--tasks", task))]
+    return [
+        sys.executable,
+        "-m",
+        "mergescope",
+        "search",
+        "--parents",
+        str(zoo.model_path("arith")),
+        str(zoo.model_path("facts")),
+        "--base",
+        str(zoo.model_path("base")),
+        "--space",
+        str(SPACE),
+        "--budget",
+        str(BUDGET),
+        "--seed",
+        str(SEED),
+        "--limit",
+        str(LIMIT),
+        "--backend",
+        "hf",
+        "--out",
+        str(out),
+        "--fitness-items",
+        str(FITNESS_ITEMS),
+        "--finalists",
+        str(FINALISTS),
+        *(word for task in TASKS for word in ("--tasks", task)),
+    ]
 
 
 def launch(args: list[str], kill_at: str | None) -> subprocess.CompletedProcess:
@@ -55,10 +78,14 @@ def stored(run: Path) -> tuple[list, list, list]:
     """The run's trials (every column), its candidates' scores, and each candidate's coverage and items per task."""
     db = sqlite3.connect(run / "results.sqlite")
     try:
-        trials = db.execute("SELECT t.*, f.full_objective, f.rank IS NOT NULL AS finalist FROM search_trials t"
-                            " LEFT JOIN search_finalists f USING (number) ORDER BY number").fetchall()
-        scores = db.execute("SELECT c.subject_id, c.task, c.metric, c.value FROM scores c JOIN subjects s"
-                            " ON s.id = c.subject_id WHERE s.kind = 'candidate' ORDER BY 1, 2, 3").fetchall()
+        trials = db.execute(
+            "SELECT t.*, f.full_objective, f.rank IS NOT NULL AS finalist FROM search_trials t"
+            " LEFT JOIN search_finalists f USING (number) ORDER BY number"
+        ).fetchall()
+        scores = db.execute(
+            "SELECT c.subject_id, c.task, c.metric, c.value FROM scores c JOIN subjects s"
+            " ON s.id = c.subject_id WHERE s.kind = 'candidate' ORDER BY 1, 2, 3"
+        ).fetchall()
         coverage = db.execute(
             "SELECT s.id, s.coverage, i.task, count(*) FROM subjects s JOIN items i"
             " ON i.subject_id = s.id WHERE s.kind = 'candidate' GROUP BY 1, 2, 3 ORDER BY 1, 3"
@@ -70,11 +97,24 @@ def stored(run: Path) -> tuple[list, list, list]:
 
 def test_a_search_killed_three_times_and_resumed_stores_the_uninterrupted_trials(zoo, tmp_path):
     reference = tmp_path / "uninterrupted"
-    search(SearchSettings(
-        run=SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                          base=str(zoo.model_path("base")), out=reference, backend="hf", limit=LIMIT,
-                          tasks=list(TASKS), progress=False),
-        space=SPACE, budget=BUDGET, seed=SEED, fitness_items=FITNESS_ITEMS, finalists=FINALISTS))
+    search(
+        SearchSettings(
+            run=SweepSettings(
+                parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+                base=str(zoo.model_path("base")),
+                out=reference,
+                backend="hf",
+                limit=LIMIT,
+                tasks=list(TASKS),
+                progress=False,
+            ),
+            space=SPACE,
+            budget=BUDGET,
+            seed=SEED,
+            fitness_items=FITNESS_ITEMS,
+            finalists=FINALISTS,
+        )
+    )
     killed = tmp_path / "killed"
     trials_after_kill = []
     for kill_at in KILLS:

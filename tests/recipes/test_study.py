@@ -35,9 +35,11 @@ LIMIT = 20
 
 def zoo_pairs(zoo) -> tuple[StudyPair, ...]:
     model = zoo.model_path
-    return (StudyPair("arith_facts", (model("arith"), model("facts")), model("base"), kind="two skills"),
-            StudyPair("arith_stranger", (model("arith"), model("stranger")), kind="across lineages"),
-            StudyPair("facts_stranger", (model("facts"), model("stranger")), kind="across lineages"))
+    return (
+        StudyPair("arith_facts", (model("arith"), model("facts")), model("base"), kind="two skills"),
+        StudyPair("arith_stranger", (model("arith"), model("stranger")), kind="across lineages"),
+        StudyPair("facts_stranger", (model("facts"), model("stranger")), kind="across lineages"),
+    )
 
 
 def pair_option(pair: StudyPair) -> str:
@@ -45,8 +47,9 @@ def pair_option(pair: StudyPair) -> str:
 
 
 def settings_for(zoo, out: Path) -> StudySettings:
-    return StudySettings(zoo_pairs(zoo), out=out,
-                         options=SweepSettings(parents=[], backend="hf", limit=LIMIT, progress=False))
+    return StudySettings(
+        zoo_pairs(zoo), out=out, options=SweepSettings(parents=[], backend="hf", limit=LIMIT, progress=False)
+    )
 
 
 def refused(args: list[str], out: Path, expected: str) -> str:
@@ -75,27 +78,45 @@ def test_fewer_than_two_pairs_are_refused(zoo, tmp_path):
 
 
 def test_pairs_of_different_architectures_are_refused(zoo, tmp_path):
-    other = [altered_copy(zoo.model_path(name), tmp_path / name, architectures=["MistralForCausalLM"],
-                          model_type="mistral") for name in ("arith", "facts")]
-    line = refused(["--pairs", pair_option(zoo_pairs(zoo)[1]), "--pairs", f"mistral_pair={other[0]},{other[1]}"],
-                   tmp_path / "study", "differ in architectures")
+    other = [
+        altered_copy(zoo.model_path(name), tmp_path / name, architectures=["MistralForCausalLM"], model_type="mistral")
+        for name in ("arith", "facts")
+    ]
+    line = refused(
+        ["--pairs", pair_option(zoo_pairs(zoo)[1]), "--pairs", f"mistral_pair={other[0]},{other[1]}"],
+        tmp_path / "study",
+        "differ in architectures",
+    )
     assert "mistral_pair" in line and "arith_stranger" in line
 
 
 def test_a_repeated_pair_is_refused_in_either_order(zoo, tmp_path):
     model = zoo.model_path
-    line = refused(["--pairs", f"first={model('arith')},{model('facts')},{model('base')}",
-                    "--pairs", f"again={model('facts')},{model('arith')},{model('base')}"],
-                   tmp_path / "study", "are the same pair")
+    line = refused(
+        [
+            "--pairs",
+            f"first={model('arith')},{model('facts')},{model('base')}",
+            "--pairs",
+            f"again={model('facts')},{model('arith')},{model('base')}",
+        ],
+        tmp_path / "study",
+        "are the same pair",
+    )
     assert "'first'" in line and "'again'" in line
 
 
 def test_malformed_pairs_missing_models_and_zoos_without_pairs_are_refused(zoo, tmp_path):
     refused(["--pairs", "lonely=only/one/model"], tmp_path / "study", "expected [GROUP/]NAME=A,B[,BASE]")
-    refused(["--pairs", "bad name=a,b", "--pairs", pair_option(zoo_pairs(zoo)[1])], tmp_path / "study",
-            "is not a folder name")
-    refused(["--pairs", f"ghost={tmp_path / 'none'},{tmp_path / 'nowhere'}", "--pairs", pair_option(zoo_pairs(zoo)[1])],
-            tmp_path / "study", f"pair 'ghost': {tmp_path / 'none'}: not a directory")
+    refused(
+        ["--pairs", "bad name=a,b", "--pairs", pair_option(zoo_pairs(zoo)[1])],
+        tmp_path / "study",
+        "is not a folder name",
+    )
+    refused(
+        ["--pairs", f"ghost={tmp_path / 'none'},{tmp_path / 'nowhere'}", "--pairs", pair_option(zoo_pairs(zoo)[1])],
+        tmp_path / "study",
+        f"pair 'ghost': {tmp_path / 'none'}: not a directory",
+    )
     bare = tmp_path / "bare-zoo"
     bare.mkdir()
     manifest = json.loads((zoo.root / "zoo.json").read_text())
@@ -109,24 +130,38 @@ def test_shapes_must_agree_within_a_group_only(zoo, tmp_path):
     small = zoo_pairs(zoo)[1]
     options = SweepSettings(parents=[], tasks=["zoo_arith"], task_paths=[zoo.task_yaml_dir()])  # the copies have no zoo
     with pytest.raises(ConfigError, match="differ in hidden_size: 64 vs 256"):
-        check_study(StudySettings((small, StudyPair("wide", (wide[0], wide[1]))), out=tmp_path / "study",
-                                  options=options))
-    plans = check_study(StudySettings((small, StudyPair("wide", (wide[0], wide[1]), group="large")),
-                                      out=tmp_path / "study", options=options))
-    assert [p.plan.run_dir for p in plans] == [tmp_path / "study" / "pairs" / "arith_stranger",
-                                               tmp_path / "study" / "pairs" / "large" / "wide"]
+        check_study(
+            StudySettings((small, StudyPair("wide", (wide[0], wide[1]))), out=tmp_path / "study", options=options)
+        )
+    plans = check_study(
+        StudySettings(
+            (small, StudyPair("wide", (wide[0], wide[1]), group="large")), out=tmp_path / "study", options=options
+        )
+    )
+    assert [p.plan.run_dir for p in plans] == [
+        tmp_path / "study" / "pairs" / "arith_stranger",
+        tmp_path / "study" / "pairs" / "large" / "wide",
+    ]
     assert not (tmp_path / "study").exists()
 
 
 def test_zoo_pairs_become_study_pairs_in_the_zoo_group(zoo):
-    pairs = [ZooPair(name="two_skills", parents=("arith", "facts"), base="base", kind="two skills",
-                     tasks=["zoo_arith", "zoo_facts"]),
-             ZooPair(name="lineages", parents=("facts", "stranger"), base=None, kind="across lineages",
-                     tasks=["zoo_facts"])]
+    pairs = [
+        ZooPair(
+            name="two_skills",
+            parents=("arith", "facts"),
+            base="base",
+            kind="two skills",
+            tasks=["zoo_arith", "zoo_facts"],
+        ),
+        ZooPair(name="lineages", parents=("facts", "stranger"), base=None, kind="across lineages", tasks=["zoo_facts"]),
+    ]
     manifest = zoo.model_copy(update={"pairs": pairs}).with_root(zoo.root)
     default, small = zoo_study_pairs(manifest), zoo_study_pairs(manifest, group="small")
-    assert [p.group for p in default] == [zoo.root.name] * 2 and [p.key for p in small] == ["small/two_skills",
-                                                                                            "small/lineages"]
+    assert [p.group for p in default] == [zoo.root.name] * 2 and [p.key for p in small] == [
+        "small/two_skills",
+        "small/lineages",
+    ]
     assert default[0].parents == (zoo.model_path("arith"), zoo.model_path("facts"))
     assert default[0].base == zoo.model_path("base") and default[1].base is None
     assert default[1].tasks == ("zoo_facts",) and default[1].task_paths == (zoo.task_yaml_dir(),)
@@ -201,7 +236,8 @@ def test_the_best_candidate_is_chosen_on_one_half_and_reported_on_the_other(refe
         for row in best.itertuples():
             items = run.items[(run.items.task == row.task) & (run.items.metric == row.measure)]
             scores = items.assign(half=items.doc_hash.map(half)).pivot_table(
-                index="subject_id", columns="half", values="value", aggfunc="mean")
+                index="subject_id", columns="half", values="value", aggfunc="mean"
+            )
             candidates = scores.loc[run.candidates().id]
             labels = run.subjects.set_index("id").label
             assert labels[candidates["A"].idxmax()] == row.candidate
@@ -218,6 +254,7 @@ def test_the_best_candidate_is_chosen_on_one_half_and_reported_on_the_other(refe
 @pytest.mark.slow
 def test_pair_kinship_is_the_statistic_of_the_concatenated_weights(zoo, reference_study):
     """Task vectors against the base for the pair with one, raw weights for the pairs without (numpy)."""
+
     def weights(name: str) -> dict[str, np.ndarray]:
         return load_file(str(zoo.model_path(name) / "model.safetensors"))
 
@@ -227,8 +264,10 @@ def test_pair_kinship_is_the_statistic_of_the_concatenated_weights(zoo, referenc
     for figures in result.data.pairs:
         a, b = (Path(p).name for p in figures.pair.parents)
         base = states["base"] if figures.pair.base else None
-        x, y = (np.concatenate([states[m][n].astype(np.float64).ravel() - (base[n].ravel() if base else 0)
-                                for n in names]) for m in (a, b))
+        x, y = (
+            np.concatenate([states[m][n].astype(np.float64).ravel() - (base[n].ravel() if base else 0) for n in names])
+            for m in (a, b)
+        )
         assert figures.pearson == pytest.approx(np.corrcoef(x, y)[0, 1], abs=1e-9)
         assert figures.cosine == pytest.approx(x @ y / (np.linalg.norm(x) * np.linalg.norm(y)), abs=1e-9)
         assert figures.basis == ("task vectors" if base else "raw weights")
@@ -244,7 +283,10 @@ def test_a_rerun_skips_finished_pairs_and_finishes_one_without_its_done_mark(zoo
     (out / "pairs" / "arith_stranger" / DONE_MARK).unlink()
     result = study(settings_for(zoo, out))
     assert [(o.pair.key, o.status, o.n_evaluated) for o in result.pairs] == [
-        ("arith_facts", "done before", 0), ("arith_stranger", "swept", 0), ("facts_stranger", "done before", 0)]
+        ("arith_facts", "done before", 0),
+        ("arith_stranger", "swept", 0),
+        ("facts_stranger", "done before", 0),
+    ]
     assert stores["arith_facts"].stat().st_mtime_ns == modified["arith_facts"]
     assert stores["facts_stranger"].stat().st_mtime_ns == modified["facts_stranger"]
     assert (out / "pairs" / "arith_stranger" / DONE_MARK).is_file()
@@ -258,8 +300,16 @@ def test_an_interrupted_study_resumes_where_it_stopped_with_identical_results(zo
     """Killed (SIGKILL) after the 12th stored subject, inside the second pair; the same command finishes it."""
     reference_settings, reference = reference_study
     out = tmp_path / "study"
-    args = ["study", *(a for p in reference_settings.pairs for a in ("--pairs", pair_option(p))), "--out", str(out),
-            "--limit", str(LIMIT), "--backend", "hf"]
+    args = [
+        "study",
+        *(a for p in reference_settings.pairs for a in ("--pairs", pair_option(p))),
+        "--out",
+        str(out),
+        "--limit",
+        str(LIMIT),
+        "--backend",
+        "hf",
+    ]
     returncode, output = launch([sys.executable, "-m", "mergescope", *args], kill_at="store.committed:12")
     assert returncode == -9, output[-2000:]
     first_store = out / "pairs" / "arith_facts" / STORE_NAME
@@ -269,7 +319,10 @@ def test_an_interrupted_study_resumes_where_it_stopped_with_identical_results(zo
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     document = json.loads(resumed.stdout)
     assert [(p["key"], p["status"], p["skipped"]) for p in document["pairs"]] == [
-        ("arith_facts", "done before", 9), ("arith_stranger", "swept", 3), ("facts_stranger", "swept", 0)]
+        ("arith_facts", "done before", 9),
+        ("arith_stranger", "swept", 3),
+        ("facts_stranger", "swept", 0),
+    ]
     assert first_store.stat().st_mtime_ns == first_modified
     for pair in reference_settings.pairs:
         assert store_contents(out / "pairs" / pair.key) == store_contents(reference_settings.out / "pairs" / pair.key)

@@ -26,8 +26,12 @@ def test_default_sweep_scores_every_candidate_and_parent(default_run):
     rows = db.execute("SELECT subject_id, task, metric, value, n_items FROM scores").fetchall()
     assert len(rows) == 9 * 4
     for subject_id, task, metric, value, n_items in rows:
-        outcomes = [v for (v,) in db.execute(
-            "SELECT value FROM items WHERE subject_id = ? AND task = ? AND metric = ?", (subject_id, task, metric))]
+        outcomes = [
+            v
+            for (v,) in db.execute(
+                "SELECT value FROM items WHERE subject_id = ? AND task = ? AND metric = ?", (subject_id, task, metric)
+            )
+        ]
         assert len(outcomes) == n_items
         assert abs(sum(outcomes) / n_items - value) < 1e-9
 
@@ -39,8 +43,9 @@ def test_slerp_endpoints_reproduce_their_parents(default_run):
     ids = dict(db.execute("SELECT label, id FROM subjects"))
 
     def responses(subject_id):
-        return db.execute("SELECT task, doc_id, response FROM items WHERE subject_id = ? ORDER BY 1, 2",
-                          (subject_id,)).fetchall()
+        return db.execute(
+            "SELECT task, doc_id, response FROM items WHERE subject_id = ? ORDER BY 1, 2", (subject_id,)
+        ).fetchall()
 
     assert responses(ids["slerp t=0"]) == responses(ids["arith"])
     assert responses(ids["slerp t=1"]) == responses(ids["facts"])

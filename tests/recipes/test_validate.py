@@ -74,8 +74,11 @@ def test_other_kinds_register_their_own_validator(tmp_path, monkeypatch):
 
 
 def test_a_rubric_is_told_by_its_content_not_its_folder(tmp_path):
-    rubric = (JUDGES_DIR / "zoo_skills.yaml").read_text().replace(
-        "questions: questions/", f"questions: {JUDGES_DIR / 'questions'}/")  # the copy lies elsewhere
+    rubric = (
+        (JUDGES_DIR / "zoo_skills.yaml")
+        .read_text()
+        .replace("questions: questions/", f"questions: {JUDGES_DIR / 'questions'}/")
+    )  # the copy lies elsewhere
     good = write(tmp_path / "sweeps", "my_rubric.yaml", rubric)
     bad = write(tmp_path, "broken_rubric.yaml", rubric.replace("scale: {min: 1, max: 5}", "scale: {min: 5, max: 1}", 1))
     assert validation.validate([good]).problems == ()

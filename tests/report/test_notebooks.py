@@ -49,9 +49,14 @@ def stranger_run(zoo, tmp_path_factory):
     """A small second run of another parent pair: arith + the stranger, 20 items per task."""
     from mergescope.recipes.sweep import SweepSettings, sweep
 
-    settings = SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("stranger"))],
-                             base=str(zoo.model_path("base")), out=tmp_path_factory.mktemp("runs") / "stranger",
-                             backend="hf", limit=20, progress=False)
+    settings = SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("stranger"))],
+        base=str(zoo.model_path("base")),
+        out=tmp_path_factory.mktemp("runs") / "stranger",
+        backend="hf",
+        limit=20,
+        progress=False,
+    )
     return sweep(settings).run_dir
 
 

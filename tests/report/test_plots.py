@@ -120,9 +120,12 @@ def test_interpolation_puts_the_parents_at_the_ends(variants):
 def test_kinship_series_fits_a_trend_only_across_several_kinship_values(variants, run_dir, tmp_path):
     other = report_runs.copy_run(run_dir, tmp_path / "other-pair")
     # A second "parent pair": less kin, and children that solve every third item besides.
-    report_runs.execute(other, "UPDATE kinship SET cosine = cosine - 0.5 WHERE scope = 'model'",
-                        "UPDATE items SET value = 1 WHERE doc_id % 3 = 0"
-                        " AND subject_id IN (SELECT id FROM subjects WHERE kind = 'candidate')")
+    report_runs.execute(
+        other,
+        "UPDATE kinship SET cosine = cosine - 0.5 WHERE scope = 'model'",
+        "UPDATE items SET value = 1 WHERE doc_id % 3 = 0"
+        " AND subject_id IN (SELECT id FROM subjects WHERE kind = 'candidate')",
+    )
     runs = [variants["default"].run, load_run(other)]
     one = draw(SERIES_PLOTS["emergence_vs_kinship"](runs[:1]))
     assert "needs several parent pairs" in one.axes[0].get_title()

@@ -19,7 +19,11 @@ from mergescope.cli.app import app
 from mergescope.report import write_report
 
 # Names, never fetched: the SVG and XLink namespaces and the SVG 1.1 DTD's identifier.
-IDENTIFIERS = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink", "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd"}
+IDENTIFIERS = {
+    "http://www.w3.org/2000/svg",
+    "http://www.w3.org/1999/xlink",
+    "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd",
+}
 
 
 class Page(HTMLParser):
@@ -126,7 +130,9 @@ def test_the_summary_names_the_split_and_chooses_on_the_selection_half(report, r
     with sqlite3.connect(run_dir / "results.sqlite") as db:
         items = pd.read_sql_query(
             "SELECT i.subject_id, i.task, i.metric, i.doc_hash, i.value, s.label, s.position FROM items i"
-            " JOIN subjects s ON s.id = i.subject_id WHERE s.kind = 'candidate'", db)
+            " JOIN subjects s ON s.id = i.subject_id WHERE s.kind = 'candidate'",
+            db,
+        )
     assert (items.groupby("task").metric.nunique() == 1).all()  # the zoo's tasks have one metric each
     # Half A by the analysis' documented rule: the first byte of sha256("0:" + doc_hash) below 128.
     items = items[items.doc_hash.map(lambda h: hashlib.sha256(f"0:{h}".encode()).digest()[0] < 128)]

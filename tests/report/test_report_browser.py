@@ -19,8 +19,10 @@ def chromium():
     try:
         return browser.chromium()
     except PrerequisiteError:
-        pytest.skip("headless Chromium is not installed and `make test` could not install it "
-                    "(needs apt-get and root: apt-get install -y chromium)")
+        pytest.skip(
+            "headless Chromium is not installed and `make test` could not install it "
+            "(needs apt-get and root: apt-get install -y chromium)"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +36,10 @@ def test_console_messages_are_caught(tmp_path):
     """The harness itself: a page that throws and violates its policy is reported (else the test below proves
     nothing)."""
     page = tmp_path / "faulty.html"
-    page.write_text("<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"img-src 'none'\">"
-                    "<title>t</title></head><body><img src='data:,'><script>undefinedFunction()</script></body></html>")
+    page.write_text(
+        "<!doctype html><html><head><meta http-equiv='Content-Security-Policy' content=\"img-src 'none'\">"
+        "<title>t</title></head><body><img src='data:,'><script>undefinedFunction()</script></body></html>"
+    )
     messages = browser.load_page(page).console
     assert any("undefinedFunction is not defined" in m for m in messages)
     assert any("Content Security Policy" in m for m in messages)

@@ -53,8 +53,12 @@ def test_notebook_outputs_escape_hostile_answers(default_run, tmp_path, monkeypa
 
     run = hostile_everywhere(default_run[1].run_dir, tmp_path / "run")
     notebook = execute("emergence_analysis.ipynb", {"MERGESCOPE_RUN": str(run)}, monkeypatch)
-    html_outputs = [str(output["data"]["text/html"]) for cell in notebook.cells for output in cell.get("outputs", [])
-                    if "text/html" in output.get("data", {})]
+    html_outputs = [
+        str(output["data"]["text/html"])
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "text/html" in output.get("data", {})
+    ]
     shown = "\n".join(html_outputs)
     assert PAYLOADS[0] in html.unescape(shown)  # shown as text (pandas cuts long cells: the first payload only)
     for payload in PAYLOADS[:2]:

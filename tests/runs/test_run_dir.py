@@ -29,20 +29,46 @@ from mergescope.runs.records import Candidate, EvalSubject, Evaluation
 from mergescope.runs.store import STORE_NAME, ResultsStore
 
 PARENTS = ["/zoo/models/arith", "/zoo/models/facts"]
-JUDGING = JudgingMeta(judge_model="judge", judge_url="http://localhost:1/v1", samples=2, temperature=0.5,
-                      pairwise=True, logprobs=3, rubrics=("mini v1",), rubric_sources=("/judges/mini.yaml",),
-                      complete=False, incomplete_subjects=("cand1",), last_error="HTTP 500")
+JUDGING = JudgingMeta(
+    judge_model="judge",
+    judge_url="http://localhost:1/v1",
+    samples=2,
+    temperature=0.5,
+    pairwise=True,
+    logprobs=3,
+    rubrics=("mini v1",),
+    rubric_sources=("/judges/mini.yaml",),
+    complete=False,
+    incomplete_subjects=("cand1",),
+    last_error="HTTP 500",
+)
 # A meta table as mergescope wrote it before executors and probability-weighted judging existed: one JSON
 # value per key, no "executor", and a "judging" mapping without "logprobs".
 OLD_LAYOUT = {
-    "spec": {"name": "default", "dtype": "float32", "methods": [{"method": "linear"}]}, "spec_source": None,
-    "parents": PARENTS, "parent_names": ["arith", "facts"], "base": "/zoo/models/base",
-    "architecture": "LlamaForCausalLM", "tasks": ["zoo_arith", "zoo_facts"], "limit": 20, "backend": "hf",
-    "versions": {"mergescope": "0.1.0", "torch": "2.5.1"}, "machine": "x86_64 Linux python 3.11.9",
+    "spec": {"name": "default", "dtype": "float32", "methods": [{"method": "linear"}]},
+    "spec_source": None,
+    "parents": PARENTS,
+    "parent_names": ["arith", "facts"],
+    "base": "/zoo/models/base",
+    "architecture": "LlamaForCausalLM",
+    "tasks": ["zoo_arith", "zoo_facts"],
+    "limit": 20,
+    "backend": "hf",
+    "versions": {"mergescope": "0.1.0", "torch": "2.5.1"},
+    "machine": "x86_64 Linux python 3.11.9",
     "updated_at": "2026-10-01T09:00:00+00:00",
-    "judging": {"judge_model": "judge", "judge_url": "http://localhost:1/v1", "samples": 1, "temperature": 0.0,
-                "pairwise": True, "rubrics": ["mini v1"], "rubric_sources": ["/judges/mini.yaml"],
-                "complete": True, "incomplete_subjects": [], "last_error": None},
+    "judging": {
+        "judge_model": "judge",
+        "judge_url": "http://localhost:1/v1",
+        "samples": 1,
+        "temperature": 0.0,
+        "pairwise": True,
+        "rubrics": ["mini v1"],
+        "rubric_sources": ["/judges/mini.yaml"],
+        "complete": True,
+        "incomplete_subjects": [],
+        "last_error": None,
+    },
 }
 
 
@@ -125,13 +151,27 @@ def test_no_store_and_an_empty_store_have_no_provenance(tmp_path):
 
 
 # -- stored subjects --------------------------------------------------------------------------------------------
-CANDIDATE = Candidate(id="abc123", method="linear", label="linear w=0.5",
-                      mergekit_config={"merge_method": "linear", "dtype": "float32"}, parameters={"weight": 0.5},
-                      seed=None, mix=0.5)
-SUBJECTS = [EvalSubject(id="parent-arith", kind="parent", label="arith", path=Path(PARENTS[0])),
-            EvalSubject(id="abc123", kind="candidate", label="linear w=0.5", candidate=CANDIDATE),
-            EvalSubject(id="abd456", kind="candidate", label="other", candidate=Candidate(
-                id="abd456", method="slerp", label="other", mergekit_config={"merge_method": "slerp"}, seed=3))]
+CANDIDATE = Candidate(
+    id="abc123",
+    method="linear",
+    label="linear w=0.5",
+    mergekit_config={"merge_method": "linear", "dtype": "float32"},
+    parameters={"weight": 0.5},
+    seed=None,
+    mix=0.5,
+)
+SUBJECTS = [
+    EvalSubject(id="parent-arith", kind="parent", label="arith", path=Path(PARENTS[0])),
+    EvalSubject(id="abc123", kind="candidate", label="linear w=0.5", candidate=CANDIDATE),
+    EvalSubject(
+        id="abd456",
+        kind="candidate",
+        label="other",
+        candidate=Candidate(
+            id="abd456", method="slerp", label="other", mergekit_config={"merge_method": "slerp"}, seed=3
+        ),
+    ),
+]
 
 
 @pytest.fixture

@@ -18,10 +18,23 @@ B = EvalSubject(id="parent-b", kind="parent", label="b", path=Path("/zoo/b"))
 
 
 def evaluation(subject: EvalSubject, values: list[float]) -> Evaluation:
-    items = tuple(ItemOutcome(subject_id=subject.id, task="t", doc_id=i, doc_hash=f"h{i}", metric="acc", value=v,
-                              prompt=f"q{i}", target="x", response="y") for i, v in enumerate(values))
-    score = TaskScore(subject_id=subject.id, task="t", metric="acc", value=sum(values) / len(values), stderr=None,
-                      n_items=len(values))
+    items = tuple(
+        ItemOutcome(
+            subject_id=subject.id,
+            task="t",
+            doc_id=i,
+            doc_hash=f"h{i}",
+            metric="acc",
+            value=v,
+            prompt=f"q{i}",
+            target="x",
+            response="y",
+        )
+        for i, v in enumerate(values)
+    )
+    score = TaskScore(
+        subject_id=subject.id, task="t", metric="acc", value=sum(values) / len(values), stderr=None, n_items=len(values)
+    )
     return Evaluation((score,), items, 1.5)
 
 
@@ -78,11 +91,13 @@ def test_a_subset_scored_subject_is_not_finished_until_scored_on_every_item(tmp_
 
 def test_a_store_written_before_coverage_existed_reads_as_scored_on_every_item(tmp_path):
     old = sqlite3.connect(tmp_path / STORE_NAME)
-    old.executescript("CREATE TABLE subjects (id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
-                      " method TEXT, parameters TEXT, seed INTEGER, mix REAL, mergekit_config TEXT, path TEXT,"
-                      " status TEXT NOT NULL DEFAULT 'planned', position INTEGER, merge_seconds REAL,"
-                      " eval_seconds REAL, finished_at TEXT);"
-                      "INSERT INTO subjects (id, kind, label, status) VALUES ('parent-a', 'parent', 'a', 'done');")
+    old.executescript(
+        "CREATE TABLE subjects (id TEXT PRIMARY KEY, kind TEXT NOT NULL, label TEXT NOT NULL,"
+        " method TEXT, parameters TEXT, seed INTEGER, mix REAL, mergekit_config TEXT, path TEXT,"
+        " status TEXT NOT NULL DEFAULT 'planned', position INTEGER, merge_seconds REAL,"
+        " eval_seconds REAL, finished_at TEXT);"
+        "INSERT INTO subjects (id, kind, label, status) VALUES ('parent-a', 'parent', 'a', 'done');"
+    )
     old.close()
     store = ResultsStore(tmp_path / STORE_NAME)
     assert store.finished_ids() == {"parent-a"}

@@ -21,18 +21,32 @@ from mergescope.scoring.agreement import (
 
 NAN = np.nan
 # Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability", the worked example: 4 observers x 12 units.
-RELIABILITY_DATA = np.array([
-    [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
-    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
-    [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
-    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
-]).T
+RELIABILITY_DATA = np.array(
+    [
+        [1, 2, 3, 3, 2, 1, 4, 1, 2, NAN, NAN, NAN],
+        [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, NAN, 3],
+        [NAN, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, NAN],
+        [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, NAN],
+    ]
+).T
 
 
 def judgment_rows(scores: dict[tuple[str, str, int], float | None], criterion: str = "clarity") -> pd.DataFrame:
     """A judgments table from {(judge, question_id, sample): score}."""
-    return pd.DataFrame([{"subject_id": "s1", "rubric": "r", "question_id": q, "criterion": criterion, "judge": j,
-                          "sample": k, "score": NAN if v is None else v} for (j, q, k), v in scores.items()])
+    return pd.DataFrame(
+        [
+            {
+                "subject_id": "s1",
+                "rubric": "r",
+                "question_id": q,
+                "criterion": criterion,
+                "judge": j,
+                "sample": k,
+                "score": NAN if v is None else v,
+            }
+            for (j, q, k), v in scores.items()
+        ]
+    )
 
 
 def test_krippendorff_alpha_matches_the_published_example():
@@ -51,8 +65,12 @@ def test_inter_judge_agreement_matches_kappa_and_spearman_formulas():
     rng = np.random.default_rng(7)
     truth = rng.integers(1, 6, size=40)
     noisy = np.clip(truth + rng.integers(-1, 2, size=40), 1, 5)
-    rows = judgment_rows({**{("judge-a", f"q{i}", 0): float(v) for i, v in enumerate(truth)},
-                          **{("judge-b", f"q{i}", 0): float(v) for i, v in enumerate(noisy)}})
+    rows = judgment_rows(
+        {
+            **{("judge-a", f"q{i}", 0): float(v) for i, v in enumerate(truth)},
+            **{("judge-b", f"q{i}", 0): float(v) for i, v in enumerate(noisy)},
+        }
+    )
     table = inter_judge_agreement(rows).set_index("statistic").value
 
     observed = np.zeros((5, 5))
@@ -63,7 +81,8 @@ def test_inter_judge_agreement_matches_kappa_and_spearman_formulas():
     assert table["weighted_kappa_quadratic"] == pytest.approx(kappa)
     assert table["spearman"] == pytest.approx(stats.spearmanr(truth, noisy).statistic)
     assert table["krippendorff_alpha_interval"] == pytest.approx(
-        krippendorff_alpha(np.column_stack([truth, noisy]).astype(float), "interval"))
+        krippendorff_alpha(np.column_stack([truth, noisy]).astype(float), "interval")
+    )
 
 
 def test_one_judge_has_no_inter_judge_rows():
@@ -71,9 +90,17 @@ def test_one_judge_has_no_inter_judge_rows():
 
 
 def test_self_consistency_is_mean_sd_and_exact_agreement_over_samples():
-    rows = judgment_rows({("a", "q1", 0): 4.0, ("a", "q1", 1): 4.0, ("a", "q1", 2): 4.0,
-                          ("a", "q2", 0): 3.0, ("a", "q2", 1): 5.0,
-                          ("a", "q3", 0): 2.0, ("a", "q3", 1): None})  # one readable sample: left out
+    rows = judgment_rows(
+        {
+            ("a", "q1", 0): 4.0,
+            ("a", "q1", 1): 4.0,
+            ("a", "q1", 2): 4.0,
+            ("a", "q2", 0): 3.0,
+            ("a", "q2", 1): 5.0,
+            ("a", "q3", 0): 2.0,
+            ("a", "q3", 1): None,
+        }
+    )  # one readable sample: left out
     row = self_consistency(rows).iloc[0]
     assert row.n_answers == 2
     assert row.mean_sd == pytest.approx(np.mean([0.0, np.std([3, 5], ddof=1)]))
@@ -81,24 +108,57 @@ def test_self_consistency_is_mean_sd_and_exact_agreement_over_samples():
 
 
 def comparison(first, swapped, question="q1") -> Comparison:
-    return Comparison(subject_id="cand", opponent_id="parent-a", rubric="r", question_id=question, judge="judge",
-                      sample=0, verdict_first=first, verdict_swapped=swapped, raw_first="", raw_swapped="")
+    return Comparison(
+        subject_id="cand",
+        opponent_id="parent-a",
+        rubric="r",
+        question_id=question,
+        judge="judge",
+        sample=0,
+        verdict_first=first,
+        verdict_swapped=swapped,
+        raw_first="",
+        raw_swapped="",
+    )
 
 
-@pytest.mark.parametrize("first, swapped, outcome, consistent", [
-    ("A", "B", "win", True), ("B", "A", "loss", True), ("tie", "tie", "tie", True),
-    ("A", "A", "tie", False), ("B", "B", "tie", False), ("A", "tie", "tie", False), (None, "B", None, None),
-])
+@pytest.mark.parametrize(
+    "first, swapped, outcome, consistent",
+    [
+        ("A", "B", "win", True),
+        ("B", "A", "loss", True),
+        ("tie", "tie", "tie", True),
+        ("A", "A", "tie", False),
+        ("B", "B", "tie", False),
+        ("A", "tie", "tie", False),
+        (None, "B", None, None),
+    ],
+)
 def test_pairwise_outcome_needs_both_orders_to_agree(first, swapped, outcome, consistent):
     judged = comparison(first, swapped)
     assert (judged.outcome, judged.consistent) == (outcome, consistent)
 
 
 def test_position_bias_counts_flips_and_which_position_won():
-    pairs = [comparison("A", "B", "q1"), comparison("tie", "tie", "q2"), comparison("A", "A", "q3"),
-             comparison("B", "B", "q4"), comparison("A", "A", "q5"), comparison(None, "A", "q6")]
-    table = pd.DataFrame([{"judge": c.judge, "rubric": c.rubric, "verdict_first": c.verdict_first,
-                           "verdict_swapped": c.verdict_swapped} for c in pairs])
+    pairs = [
+        comparison("A", "B", "q1"),
+        comparison("tie", "tie", "q2"),
+        comparison("A", "A", "q3"),
+        comparison("B", "B", "q4"),
+        comparison("A", "A", "q5"),
+        comparison(None, "A", "q6"),
+    ]
+    table = pd.DataFrame(
+        [
+            {
+                "judge": c.judge,
+                "rubric": c.rubric,
+                "verdict_first": c.verdict_first,
+                "verdict_swapped": c.verdict_swapped,
+            }
+            for c in pairs
+        ]
+    )
     row = position_bias(table).iloc[0]
     assert (row.n, row.inconsistent, row.first_position_wins, row.second_position_wins) == (5, 3, 2, 1)
     assert row.position_bias_rate == pytest.approx(3 / 5)
@@ -114,8 +174,9 @@ def test_parse_failure_rate_counts_missing_scores_and_verdicts():
 
 def test_parse_failures_name_the_reply_formats_each_judge_was_asked_in():
     rates = pd.DataFrame({"judge": ["a", "b", "c"], "n": [4, 2, 2], "n_missing": [1, 0, 0], "rate": [0.25, 0.0, 0.0]})
-    status = pd.DataFrame({"judge": ["a", "a", "a", "b"],
-                           "reply_format": ["structured", "free_text", "structured", None]})
+    status = pd.DataFrame(
+        {"judge": ["a", "a", "a", "b"], "reply_format": ["structured", "free_text", "structured", None]}
+    )
     named = with_reply_formats(rates, status).set_index("judge").reply_format
     assert named.to_dict() == {"a": "free_text, structured", "b": "not recorded", "c": "not recorded"}
     assert set(with_reply_formats(rates, None).reply_format) == {"not recorded"}
@@ -139,10 +200,26 @@ def test_criterion_interval_flags_a_self_preferring_judge():
 
 
 def test_judge_statistics_rows_cover_every_statistic():
-    rows = judgment_rows({("a", "q1", 0): 4.0, ("a", "q1", 1): 5.0, ("b", "q1", 0): 4.0,
-                          ("a", "q2", 0): 2.0, ("a", "q2", 1): 2.0, ("b", "q2", 0): 1.0})
+    rows = judgment_rows(
+        {
+            ("a", "q1", 0): 4.0,
+            ("a", "q1", 1): 5.0,
+            ("b", "q1", 0): 4.0,
+            ("a", "q2", 0): 2.0,
+            ("a", "q2", 1): 2.0,
+            ("b", "q2", 0): 1.0,
+        }
+    )
     table = pd.DataFrame([{"judge": "a", "rubric": "r", "verdict_first": "A", "verdict_swapped": "A"}])
     names = {row["statistic"] for row in judge_statistics(rows, table)}
-    assert names == {"parse_failure_rate", "self_consistency_mean_sd", "self_consistency_exact", "position_bias_rate",
-                     "krippendorff_alpha_interval", "krippendorff_alpha_ordinal", "weighted_kappa_quadratic",
-                     "spearman", "criterion_mean"}
+    assert names == {
+        "parse_failure_rate",
+        "self_consistency_mean_sd",
+        "self_consistency_exact",
+        "position_bias_rate",
+        "krippendorff_alpha_interval",
+        "krippendorff_alpha_ordinal",
+        "weighted_kappa_quadratic",
+        "spearman",
+        "criterion_mean",
+    }

@@ -23,15 +23,18 @@ def test_the_chat_tasks_are_found_by_name_without_a_task_path():
     assert suite.names == CHAT_TASKS and not suite.needs_builtin
 
 
-@pytest.mark.parametrize("reply, phrase, contained", [
-    ("The capital of France is Paris.", "Paris", True),
-    ("PARIS!", "Paris", True),
-    ("Parisian food is famous.", "Paris", False),  # whole words only
-    ("It has five legs... no, 8 legs.", "8", True),
-    ("There are twenty four hours.", "twenty-four", True),  # punctuation is a separator on both sides
-    ("12 is the answer", "2", False),
-    ("", "Paris", False),
-])
+@pytest.mark.parametrize(
+    "reply, phrase, contained",
+    [
+        ("The capital of France is Paris.", "Paris", True),
+        ("PARIS!", "Paris", True),
+        ("Parisian food is famous.", "Paris", False),  # whole words only
+        ("It has five legs... no, 8 legs.", "8", True),
+        ("There are twenty four hours.", "twenty-four", True),  # punctuation is a separator on both sides
+        ("12 is the answer", "2", False),
+        ("", "Paris", False),
+    ],
+)
 def test_an_answer_is_contained_as_whole_words(reply, phrase, contained):
     assert chat_tasks.contains_words(reply, phrase) is contained
 

@@ -70,16 +70,42 @@ def chat_run(chat_parents, zoo, tmp_path_factory) -> tuple[Path, SweepSettings]:
 def lm_eval_cli(model: Path, task_dir: Path, out: Path) -> tuple[float, dict[int, tuple[str, str, float]]]:
     """The `lm_eval` CLI's exact_match and {doc_id: (prompt, response, exact_match)} on `model` with SETTINGS."""
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where the hf backend serves (HFOptions "auto")
-    cli = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-                          f"pretrained={model},dtype=float32", "--tasks", "zoo_arith", "--include_path", str(task_dir),
-                          "--apply_chat_template", "--num_fewshot", "2", "--system_instruction",
-                          SETTINGS["system_instruction"], "--limit", str(LIMIT), "--log_samples", "--output_path",
-                          str(out), "--device", device], capture_output=True, text=True)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lm_eval",
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={model},dtype=float32",
+            "--tasks",
+            "zoo_arith",
+            "--include_path",
+            str(task_dir),
+            "--apply_chat_template",
+            "--num_fewshot",
+            "2",
+            "--system_instruction",
+            SETTINGS["system_instruction"],
+            "--limit",
+            str(LIMIT),
+            "--log_samples",
+            "--output_path",
+            str(out),
+            "--device",
+            device,
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert cli.returncode == 0, cli.stderr[-3000:]
     results = json.loads(next(out.rglob("results_*.json")).read_text())
     samples = [json.loads(line) for line in next(out.rglob("samples_zoo_arith_*.jsonl")).read_text().splitlines()]
-    items = {s["doc_id"]: (s["arguments"]["gen_args_0"]["arg_0"], s["filtered_resps"][0], float(s["exact_match"]))
-             for s in samples}
+    items = {
+        s["doc_id"]: (s["arguments"]["gen_args_0"]["arg_0"], s["filtered_resps"][0], float(s["exact_match"]))
+        for s in samples
+    }
     return results["results"]["zoo_arith"]["exact_match,strip"], items
 
 
@@ -88,10 +114,16 @@ def test_chat_templated_few_shot_scores_and_prompts_equal_lm_eval_cli(chat_run, 
     run_dir, _ = chat_run
     store = ResultsStore.of_run(run_dir)
     candidate = store.query("SELECT id FROM subjects WHERE kind = 'candidate'")[0]["id"]
-    score = store.query("SELECT value FROM scores WHERE subject_id = ? AND task = 'zoo_arith' "
-                        "AND metric = 'exact_match,strip'", candidate)[0]["value"]
-    items = {row["doc_id"]: (row["prompt"], row["response"], row["value"]) for row in store.query(
-        "SELECT doc_id, prompt, response, value FROM items WHERE subject_id = ? AND task = 'zoo_arith'", candidate)}
+    score = store.query(
+        "SELECT value FROM scores WHERE subject_id = ? AND task = 'zoo_arith' AND metric = 'exact_match,strip'",
+        candidate,
+    )[0]["value"]
+    items = {
+        row["doc_id"]: (row["prompt"], row["response"], row["value"])
+        for row in store.query(
+            "SELECT doc_id, prompt, response, value FROM items WHERE subject_id = ? AND task = 'zoo_arith'", candidate
+        )
+    }
     store.close()
     cli_score, cli_items = lm_eval_cli(run_dir / "merges" / candidate, zoo.task_yaml_dir(), tmp_path / "cli")
     assert items == cli_items  # prompts, generated answers and their exact-match values, item by item
@@ -122,13 +154,24 @@ def test_apply_chat_template_needs_a_template_in_every_model(chat_parents, zoo, 
     plain = tmp_path / "facts-plain"
     shutil.copytree(chat_parents[1], plain)
     (plain / "chat_template.jinja").unlink()
-    settings = SweepSettings(parents=[str(chat_parents[0]), str(plain)], tasks=["zoo_arith"],
-                             task_paths=[zoo.task_yaml_dir()], out=tmp_path / "run",
-                             backend="hf", evaluation=EvalSettings(apply_chat_template=True), progress=False)
+    settings = SweepSettings(
+        parents=[str(chat_parents[0]), str(plain)],
+        tasks=["zoo_arith"],
+        task_paths=[zoo.task_yaml_dir()],
+        out=tmp_path / "run",
+        backend="hf",
+        evaluation=EvalSettings(apply_chat_template=True),
+        progress=False,
+    )
     with pytest.raises(ConfigError, match="facts-plain .* has no chat template"):
         sweep(settings)
-    named = SweepSettings(**{**settings.__dict__, "parents": [str(p) for p in chat_parents],
-                             "evaluation": EvalSettings(apply_chat_template="tool_use")})
+    named = SweepSettings(
+        **{
+            **settings.__dict__,
+            "parents": [str(p) for p in chat_parents],
+            "evaluation": EvalSettings(apply_chat_template="tool_use"),
+        }
+    )
     with pytest.raises(ConfigError, match="no chat template named 'tool_use'"):
         sweep(named)
     assert not (tmp_path / "run").exists()  # refused before the run directory was made
@@ -138,7 +181,10 @@ def test_eval_settings_follow_lm_eval_cli_rules():
     assert EvalSettings(apply_chat_template=True).fewshot_as_multiturn  # lm-eval's CLI: on with a template
     assert not EvalSettings(apply_chat_template=True, fewshot_as_multiturn=False).fewshot_as_multiturn
     assert eval_settings(gen_kwargs="temperature=0,max_gen_toks=32,do_sample=False").gen_kwargs == {
-        "temperature": 0, "max_gen_toks": 32, "do_sample": False}
+        "temperature": 0,
+        "max_gen_toks": 32,
+        "do_sample": False,
+    }
     with pytest.raises(ConfigError, match="--fewshot-as-multiturn needs --apply-chat-template"):
         eval_settings(fewshot_as_multiturn=True)
     with pytest.raises(ConfigError, match="--num-fewshot -1: .*greater than or equal to 0"):
@@ -155,8 +201,12 @@ def test_the_vllm_engine_renders_chats_as_lm_eval_hf_model(chat_parents):
     tokenizer = AutoTokenizer.from_pretrained(chat_parents[0])
     engine_lm = LiveEngineLM(SimpleNamespace(tokenizer=tokenizer, options=EngineOptions()))  # no engine needed
     hf_lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(chat_parents[0]), tokenizer=tokenizer, device="cpu")
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q: 1 + 1 = ?\nA:"},
-            {"role": "assistant", "content": "2"}, {"role": "user", "content": "Q: 2 + 2 = ?\nA:"}]
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Q: 1 + 1 = ?\nA:"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "Q: 2 + 2 = ?\nA:"},
+    ]
     for turns, generation_prompt in ((chat, True), (chat[:3], False)):
         assert engine_lm.apply_chat_template(turns, generation_prompt) == hf_lm.apply_chat_template(
             turns, generation_prompt
@@ -214,9 +264,13 @@ def test_judge_and_serve_use_the_dtype_the_run_was_served_in(tmp_path):
 def test_tasks_may_be_given_comma_separated_as_lm_eval_takes_them(zoo, tmp_path):
     from mergescope.recipes.sweep import plan_sweep
 
-    settings = SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                             tasks=["zoo_arith,zoo_facts", "zoo_domain"], out=tmp_path / "run", backend="hf",
-                             progress=False)
+    settings = SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        tasks=["zoo_arith,zoo_facts", "zoo_domain"],
+        out=tmp_path / "run",
+        backend="hf",
+        progress=False,
+    )
     assert plan_sweep(settings).suite.names == ("zoo_arith", "zoo_facts", "zoo_domain")
 
 

@@ -34,8 +34,12 @@ def scores(judgments) -> dict[tuple[str, str], float | None]:
 def test_grading_reads_every_criterion_and_sends_the_rubric(server, tmp_path, rubric):
     session = session_for(server, tmp_path)
     judged = grade(session, rubric, answers("m", {"add": "43", "sub": "50"}), samples=1)
-    assert scores(judged) == {("add", "correctness"): 5.0, ("add", "conciseness"): 5.0,
-                              ("sub", "correctness"): 1.0, ("sub", "conciseness"): 1.0}
+    assert scores(judged) == {
+        ("add", "correctness"): 5.0,
+        ("add", "conciseness"): 5.0,
+        ("sub", "correctness"): 1.0,
+        ("sub", "conciseness"): 1.0,
+    }
     assert {j.parse_status for j in judged} == {"ok"} and len(server.requests) == 2
     sent = server.requests[0]
     assert sent["model"] == "stand-in-judge" and sent["temperature"] == 0.0
@@ -46,8 +50,12 @@ def test_grading_reads_every_criterion_and_sends_the_rubric(server, tmp_path, ru
 def test_fenced_json_and_prose_replies_are_read(server, tmp_path, rubric, behaviour):
     server.default = behaviour
     judged = grade(session_for(server, tmp_path), rubric, answers("m", {"add": "43", "sub": "7"}), samples=1)
-    assert scores(judged) == {("add", "correctness"): 5.0, ("add", "conciseness"): 5.0,
-                              ("sub", "correctness"): 1.0, ("sub", "conciseness"): 1.0}
+    assert scores(judged) == {
+        ("add", "correctness"): 5.0,
+        ("add", "conciseness"): 5.0,
+        ("sub", "correctness"): 1.0,
+        ("sub", "conciseness"): 1.0,
+    }
 
 
 def test_an_unparseable_reply_is_missing_with_its_raw_text_and_never_resampled(server, tmp_path, rubric):
@@ -66,8 +74,11 @@ def test_n_samples_send_one_seeded_request_each(server, tmp_path, rubric):
 
 
 # -- retries, failures, authentication -----------------------------------------------------------------------
-@pytest.mark.parametrize("failure", [js.status(429), js.status(500), js.status(503), js.empty_choices, js.non_json,
-                                     js.slow(3.0)], ids=["429", "500", "503", "empty-choices", "non-json", "timeout"])
+@pytest.mark.parametrize(
+    "failure",
+    [js.status(429), js.status(500), js.status(503), js.empty_choices, js.non_json, js.slow(3.0)],
+    ids=["429", "500", "503", "empty-choices", "non-json", "timeout"],
+)
 def test_transient_failures_are_retried_then_succeed(server, tmp_path, rubric, failure):
     server.queue(failure)
     session = session_for(server, tmp_path, timeout_s=0.5)
@@ -182,8 +193,11 @@ def test_a_judge_that_reports_its_context_gets_what_the_prompt_leaves(tmp_path, 
 def test_a_rubric_longer_than_the_judges_context_is_refused_naming_both_numbers(tmp_path, rubric):
     with js.JudgeServer(context=50) as server:
         session = session_for(server, tmp_path)
-        with pytest.raises(ConfigError, match=r"rubric mini's grading prompt takes \d+ tokens before any answer, "
-                                              r"but judge stand-in-judge's context is 50 tokens"):
+        with pytest.raises(
+            ConfigError,
+            match=r"rubric mini's grading prompt takes \d+ tokens before any answer, "
+            r"but judge stand-in-judge's context is 50 tokens",
+        ):
             session.check_fits(rubric, pairwise=False)
         assert not server.requests  # nothing was asked of the judge
 
@@ -251,9 +265,16 @@ def test_the_stand_in_does_obey_an_undelimited_instruction(server):
 
 
 # -- self-preference ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("judge, flagged", [
-    ("/zoo/arith", True), ("/zoo/arith/", True), ("arith", True), ("facts", False), ("gpt-4o-mini", False),
-])
+@pytest.mark.parametrize(
+    "judge, flagged",
+    [
+        ("/zoo/arith", True),
+        ("/zoo/arith/", True),
+        ("arith", True),
+        ("facts", False),
+        ("gpt-4o-mini", False),
+    ],
+)
 def test_self_preference_matches_a_judge_by_name_or_path(judge, flagged):
     assert is_self_preference(judge, [("arith", "/zoo/arith"), ("linear w=0.5", None)]) is flagged
 
@@ -269,8 +290,9 @@ def test_a_server_taking_response_format_gets_the_rubrics_schema_after_one_probe
     assert formats == [probe["response_format"]] * 2 and formats[0]["type"] == "json_schema"
     schema = formats[0]["json_schema"]["schema"]
     assert schema["required"] == ["reasoning", "scores"] and schema["additionalProperties"] is False
-    assert schema["properties"]["scores"]["properties"] == {name: {"type": "integer", "enum": [1, 2, 3, 4, 5]}
-                                                            for name in ("correctness", "conciseness")}
+    assert schema["properties"]["scores"]["properties"] == {
+        name: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for name in ("correctness", "conciseness")
+    }
     assert schema["properties"]["reasoning"]["maxLength"] > 0  # bounded, so that the scores fit in the budget
 
 
@@ -278,8 +300,12 @@ def test_a_server_refusing_response_format_is_asked_for_free_text(tmp_path, rubr
     with js.JudgeServer(structured=False) as server:
         session = session_for(server, tmp_path)
         judged = grade(session, rubric, answers("m", {"add": "43", "sub": "50"}), samples=1)
-    assert scores(judged) == {("add", "correctness"): 5.0, ("add", "conciseness"): 5.0,
-                              ("sub", "correctness"): 1.0, ("sub", "conciseness"): 1.0}
+    assert scores(judged) == {
+        ("add", "correctness"): 5.0,
+        ("add", "conciseness"): 5.0,
+        ("sub", "correctness"): 1.0,
+        ("sub", "conciseness"): 1.0,
+    }
     assert session.reply_formats == {"mini": "free_text"} and session.failure is None
     assert ["response_format" in p for p in server.probes] == [True, False]  # refused, then answered without
     assert len(server.requests) == 2 and not any("response_format" in r for r in server.requests)

@@ -22,26 +22,41 @@ def statuses(parsed):
     return {name: score.status for name, score in parsed.items()}
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ('{"reasoning": "ok", "scores": {"clarity": 4, "reasoning_depth": 2}}', {"clarity": 4.0, "reasoning_depth": 2.0}),
-    ('{"clarity": "3/5", "Reasoning Depth": 5}', {"clarity": 3.0, "reasoning_depth": 5.0}),
-    ('Sure!\n```json\n{"scores": {"clarity": 5, "reasoning_depth": 1}}\n```\nHope that helps.',
-     {"clarity": 5.0, "reasoning_depth": 1.0}),
-    ('{"scores": {"clarity": 2, "reasoning_depth": 3}} Let me know if {you} need more.',
-     {"clarity": 2.0, "reasoning_depth": 3.0}),
-    ("Thoughts first.\n**Clarity**: 4/5\n- reasoning depth: 3\nA decent answer overall.",
-     {"clarity": 4.0, "reasoning_depth": 3.0}),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        (
+            '{"reasoning": "ok", "scores": {"clarity": 4, "reasoning_depth": 2}}',
+            {"clarity": 4.0, "reasoning_depth": 2.0},
+        ),
+        ('{"clarity": "3/5", "Reasoning Depth": 5}', {"clarity": 3.0, "reasoning_depth": 5.0}),
+        (
+            'Sure!\n```json\n{"scores": {"clarity": 5, "reasoning_depth": 1}}\n```\nHope that helps.',
+            {"clarity": 5.0, "reasoning_depth": 1.0},
+        ),
+        (
+            '{"scores": {"clarity": 2, "reasoning_depth": 3}} Let me know if {you} need more.',
+            {"clarity": 2.0, "reasoning_depth": 3.0},
+        ),
+        (
+            "Thoughts first.\n**Clarity**: 4/5\n- reasoning depth: 3\nA decent answer overall.",
+            {"clarity": 4.0, "reasoning_depth": 3.0},
+        ),
+    ],
+)
 def test_scores_are_read_from_json_fences_and_labelled_prose(reply, expected):
     assert values(parse_grades(reply, TWO)) == expected
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("The answer is clear and well argued.\nScore: 4/5", 4.0),
-    ("Clear enough. Score: 3. Some wording could be tighter.", 3.0),
-    ("Well organised.\n\n4/5", 4.0),
-    ("Clear. Final: 2 / 5.", 2.0),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("The answer is clear and well argued.\nScore: 4/5", 4.0),
+        ("Clear enough. Score: 3. Some wording could be tighter.", 3.0),
+        ("Well organised.\n\n4/5", 4.0),
+        ("Clear. Final: 2 / 5.", 2.0),
+    ],
+)
 def test_a_single_criterion_takes_score_labels_and_a_final_fraction(reply, expected):
     assert values(parse_grades(reply, ONE)) == {"clarity": expected}
 
@@ -57,16 +72,19 @@ def test_a_fraction_in_the_middle_of_prose_is_not_a_score():
     assert statuses(parsed) == {"clarity": "unparseable"} and values(parsed) == {"clarity": None}
 
 
-@pytest.mark.parametrize("reply, status", [
-    ('{"scores": {"clarity": 7, "reasoning_depth": 0}}', "out_of_range"),
-    ('{"scores": {"clarity": "4/10", "reasoning_depth": "4/10"}}', "out_of_range"),
-    ('{"scores": {"clarity": "great", "reasoning_depth": null}}', "unparseable"),
-    ('{"scores": {"clarity": true, "reasoning_depth": true}}', "unparseable"),
-    ("I refuse to grade this.", "unparseable"),
-    ("", "empty"),
-    ("   \n", "empty"),
-    (None, "empty"),
-])
+@pytest.mark.parametrize(
+    "reply, status",
+    [
+        ('{"scores": {"clarity": 7, "reasoning_depth": 0}}', "out_of_range"),
+        ('{"scores": {"clarity": "4/10", "reasoning_depth": "4/10"}}', "out_of_range"),
+        ('{"scores": {"clarity": "great", "reasoning_depth": null}}', "unparseable"),
+        ('{"scores": {"clarity": true, "reasoning_depth": true}}', "unparseable"),
+        ("I refuse to grade this.", "unparseable"),
+        ("", "empty"),
+        ("   \n", "empty"),
+        (None, "empty"),
+    ],
+)
 def test_unreadable_or_out_of_range_scores_are_missing_never_zero(reply, status):
     parsed = parse_grades(reply, TWO)
     assert values(parsed) == {"clarity": None, "reasoning_depth": None}
@@ -95,21 +113,25 @@ def test_the_last_json_object_is_the_outermost_one():
     assert last_json_object("no json {here") is None
 
 
-@pytest.mark.parametrize("reply, verdict", [
-    ('{"reasoning": "A is right", "winner": "A"}', "A"),
-    ('```json\n{"winner": "b"}\n```', "B"),
-    ('{"winner": "tie"}', "tie"),
-    ('{"winner": "Answer A"}', "A"),
-    ("Both are weak, but the first is correct. [[A]]", "A"),
-    ("Equally good. [[C]]", "tie"),
-    ("I first leaned to A.\nWinner: B", "B"),
-])
+@pytest.mark.parametrize(
+    "reply, verdict",
+    [
+        ('{"reasoning": "A is right", "winner": "A"}', "A"),
+        ('```json\n{"winner": "b"}\n```', "B"),
+        ('{"winner": "tie"}', "tie"),
+        ('{"winner": "Answer A"}', "A"),
+        ("Both are weak, but the first is correct. [[A]]", "A"),
+        ("Equally good. [[C]]", "tie"),
+        ("I first leaned to A.\nWinner: B", "B"),
+    ],
+)
 def test_pairwise_verdicts(reply, verdict):
     assert parse_verdict(reply).verdict == verdict
 
 
-@pytest.mark.parametrize("reply, status", [("", "empty"), ("They are different.", "unparseable"),
-                                           ('{"winner": "neither"}', "unparseable")])
+@pytest.mark.parametrize(
+    "reply, status", [("", "empty"), ("They are different.", "unparseable"), ('{"winner": "neither"}', "unparseable")]
+)
 def test_unreadable_verdicts_are_missing(reply, status):
     parsed = parse_verdict(reply)
     assert (parsed.verdict, parsed.status) == (None, status)
@@ -119,15 +141,20 @@ def test_unreadable_verdicts_are_missing(reply, status):
 def tokens_of(reply: str, weights: dict[str, dict[str, float]]) -> tuple[ReplyToken, ...]:
     """`reply` as tokens (words, single digits, other characters); `weights` gives a written digit its alternatives."""
     pieces = re.findall(r"\d|\w+|\s+|.", reply)
-    return tuple(ReplyToken(p, tuple((alt, math.log(w)) for alt, w in weights.get(p, {p: 1.0}).items()),
-                            len(p.encode())) for p in pieces)
+    return tuple(
+        ReplyToken(p, tuple((alt, math.log(w)) for alt, w in weights.get(p, {p: 1.0}).items()), len(p.encode()))
+        for p in pieces
+    )
 
 
-@pytest.mark.parametrize("reply", [
-    '{"reasoning": "the 4 steps are right", "scores": {"clarity": 4, "reasoning_depth": 2}}',
-    "Clarity: 4/5, though step 2 is thin.\nReasoning depth: 2",
-    'Sure.\n```json\n{"clarity": 4, "reasoning_depth": "2/5"}\n```',
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"reasoning": "the 4 steps are right", "scores": {"clarity": 4, "reasoning_depth": 2}}',
+        "Clarity: 4/5, though step 2 is thin.\nReasoning depth: 2",
+        'Sure.\n```json\n{"clarity": 4, "reasoning_depth": "2/5"}\n```',
+    ],
+)
 def test_the_weighted_score_is_read_at_the_token_that_wrote_the_score(reply):
     weights = {"4": {"4": 0.6, "5": 0.3, "x": 0.1}, "2": {"2": 0.5, "3": 0.5}}
     parsed = parse_grades(reply, TWO)
@@ -166,13 +193,19 @@ def test_tokens_that_split_a_character_still_align_by_bytes():
 
 
 # A judge out of tokens: SmolLM2-135M fenced its JSON and was cut, in 35 of its first 50 free-text replies.
-@pytest.mark.parametrize("reply, expected", [
-    ('```json\n{"scores": {"clarity": 4, "reasoning_depth": 2}}', {"clarity": 4.0, "reasoning_depth": 2.0}),
-    ('```json\n{"reasoning": "fine", "scores": {"clarity": 4, "reasoning_depth": 2}}\n```\nThis JSON object',
-     {"clarity": 4.0, "reasoning_depth": 2.0}),
-    ('```json\n{"reasoning": "The answer is right, but', {"clarity": None, "reasoning_depth": None}),
-    ('```json\n{"scores": {"clarity": 4, "reasoning_depth": ', {"clarity": None, "reasoning_depth": None}),
-], ids=["fence-never-closed", "fence-then-chatter", "cut-in-reasoning", "cut-in-scores"])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('```json\n{"scores": {"clarity": 4, "reasoning_depth": 2}}', {"clarity": 4.0, "reasoning_depth": 2.0}),
+        (
+            '```json\n{"reasoning": "fine", "scores": {"clarity": 4, "reasoning_depth": 2}}\n```\nThis JSON object',
+            {"clarity": 4.0, "reasoning_depth": 2.0},
+        ),
+        ('```json\n{"reasoning": "The answer is right, but', {"clarity": None, "reasoning_depth": None}),
+        ('```json\n{"scores": {"clarity": 4, "reasoning_depth": ', {"clarity": None, "reasoning_depth": None}),
+    ],
+    ids=["fence-never-closed", "fence-then-chatter", "cut-in-reasoning", "cut-in-scores"],
+)
 def test_a_fenced_reply_cut_short_is_read_when_its_object_is_whole_and_missing_otherwise(reply, expected):
     parsed = parse_grades(reply, {"clarity": (1, 5), "reasoning_depth": (1, 5)})
     assert {name: score.value for name, score in parsed.items()} == expected

@@ -18,16 +18,20 @@ from mergescope.runs.directory import judging_meta, stored_subjects
 from mergescope.runs.store import ResultsStore
 from mergescope.scoring.judge_run import Completions, JudgeSettings, RunJudging
 
-CANNED = {"parent-arith": {"What is 31 plus 12?": "43", "What is 73 minus 25?": "40"},
-          "parent-facts": {"What is 31 plus 12?": "3", "What is 73 minus 25?": "4"},
-          "cand1": {"What is 31 plus 12?": "43\nQ: more", "What is 73 minus 25?": "48"}}
+CANNED = {
+    "parent-arith": {"What is 31 plus 12?": "43", "What is 73 minus 25?": "40"},
+    "parent-facts": {"What is 31 plus 12?": "3", "What is 73 minus 25?": "4"},
+    "cand1": {"What is 31 plus 12?": "43\nQ: more", "What is 73 minus 25?": "48"},
+}
 
 
 def canned_model(subject_id: str, calls: list):
     """A stand-in for backend.generate: answers by prompt, as one loaded model would."""
+
     def generate(prompts, max_tokens, temperature):
         calls.append((subject_id, max_tokens, temperature))
         return Completions([CANNED[subject_id][p.removeprefix("Q: ").removesuffix("\nA:")] for p in prompts], False)
+
     return generate
 
 
@@ -58,8 +62,12 @@ def test_the_judge_stage_stores_answers_judgments_comparisons_scores_and_stats(s
     assert calls == [("parent-arith", 8, 0.0), ("parent-facts", 8, 0.0), ("cand1", 8, 0.0)]
     assert db.execute("SELECT count(*) FROM judgments").fetchone()[0] == 3 * 2 * 2
     outcomes = dict(((o, q), r) for o, q, r in db.execute("SELECT opponent_id, question_id, outcome FROM comparisons"))
-    assert outcomes == {("parent-arith", "add"): "tie", ("parent-arith", "sub"): "win",
-                        ("parent-facts", "add"): "win", ("parent-facts", "sub"): "win"}
+    assert outcomes == {
+        ("parent-arith", "add"): "tie",
+        ("parent-arith", "sub"): "win",
+        ("parent-facts", "add"): "win",
+        ("parent-facts", "sub"): "win",
+    }
     # the judge "arith" is a parent: every judgment of the candidate and of that parent is flagged
     flagged = dict(db.execute("SELECT subject_id, max(self_preference) FROM judgments GROUP BY subject_id"))
     assert flagged == {"parent-arith": 1, "parent-facts": 0, "cand1": 1}
@@ -67,8 +75,10 @@ def test_the_judge_stage_stores_answers_judgments_comparisons_scores_and_stats(s
         db.execute("SELECT subject_id, value FROM scores WHERE task = 'judge_mini_arith' AND metric = 'overall'")
     )
     assert overall == {"parent-arith": 3.0, "parent-facts": 1.0, "cand1": 5.0}
-    assert db.execute("SELECT count(*) FROM items WHERE task = 'judge_mini_arith' AND subject_id = 'cand1'"
-                      ).fetchone()[0] == 2 * 3  # two questions x (overall + two criteria)
+    assert (
+        db.execute("SELECT count(*) FROM items WHERE task = 'judge_mini_arith' AND subject_id = 'cand1'").fetchone()[0]
+        == 2 * 3
+    )  # two questions x (overall + two criteria)
     assert db.execute("SELECT DISTINCT status FROM judge_status").fetchall() == [("complete",)]
     statistics = {row[0] for row in db.execute("SELECT statistic FROM judge_stats")}
     assert {"parse_failure_rate", "position_bias_rate"} <= statistics
@@ -89,21 +99,28 @@ def test_a_judge_going_down_marks_judging_incomplete_and_rejudging_completes_it(
 
     server.default = js.honest
     sent = len(server.requests)
-    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "arith",
-                                       "--json"])
+    outcome = CliRunner().invoke(
+        app, ["judge", str(run_dir), "--judge-url", server.url, "--judge-model", "arith", "--json"]
+    )
     assert outcome.exit_code == 0, outcome.output
     result = json.loads(outcome.output)
     # Only the candidate's judgments are new, and answers were stored (no model loaded). Its "add" answer equals
     # parent-arith's: that grade is cached, and both orders of that pair are one request: 1 + 7 requests.
-    assert result == {"run": str(run_dir), "subjects": 3, "requests_sent": 8, "incomplete": [],
-                      "replies": [{"rubric": "mini", "reply_format": "structured", "replies": 6, "unreadable": 0}]}
+    assert result == {
+        "run": str(run_dir),
+        "subjects": 3,
+        "requests_sent": 8,
+        "incomplete": [],
+        "replies": [{"rubric": "mini", "reply_format": "structured", "replies": 6, "unreadable": 0}],
+    }
     assert len(server.requests) == sent + 8
 
 
 def judge_command(run_dir: Path, url: str, rubric, *flags: str):
     """`mergescope judge RUN` with judge model "m" on `rubric`, plus `flags`."""
-    return CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", "m",
-                                    "--rubric", rubric.source, *flags])
+    return CliRunner().invoke(
+        app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", "m", "--rubric", rubric.source, *flags]
+    )
 
 
 def test_the_judge_command_exits_1_when_the_endpoint_is_down(tmp_path, rubric):
@@ -120,8 +137,9 @@ def test_the_judge_command_asks_for_logprobs(server, tmp_path, rubric):
     outcome = judge_command(run_dir, server.url, rubric, "--judge-logprobs", "2")
     assert outcome.exit_code == 0, outcome.output
     assert {r["top_logprobs"] for r in server.requests} == {2}
-    weighted = sqlite3.connect(run_dir / "results.sqlite").execute(
-        "SELECT DISTINCT expected_score FROM judgments").fetchall()
+    weighted = (
+        sqlite3.connect(run_dir / "results.sqlite").execute("SELECT DISTINCT expected_score FROM judgments").fetchall()
+    )
     assert weighted == [(4.75,)]
 
 
@@ -135,9 +153,14 @@ def test_the_judge_command_sends_the_judge_max_tokens_and_records_it(server, tmp
 
 @pytest.mark.parametrize("structured", [True, False], ids=["structured", "refused-free-text"])
 def test_the_judge_command_records_and_reports_the_reply_format(tmp_path, rubric, structured):
-    run_dir = run_with_answers(tmp_path / "run", {"parent-arith": {"add": "43", "sub": "40"},
-                                                  "parent-facts": {"add": "3", "sub": "48"},
-                                                  "cand1": {"add": "44", "sub": "47"}})
+    run_dir = run_with_answers(
+        tmp_path / "run",
+        {
+            "parent-arith": {"add": "43", "sub": "40"},
+            "parent-facts": {"add": "3", "sub": "48"},
+            "cand1": {"add": "44", "sub": "47"},
+        },
+    )
     expected = "structured" if structured else "free_text"
     with js.JudgeServer(structured=structured) as server:
         server.queue(js.garbage)  # one unreadable reply, kept as missing
@@ -161,8 +184,7 @@ def test_the_judge_command_forces_free_text_without_a_probe(server, tmp_path, ru
 
 
 @pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
-def test_missing_answers_are_all_generated_before_judging_with_progress(server, tmp_path, rubric, monkeypatch,
-                                                                        batched):
+def test_missing_answers_are_all_generated_before_judging_with_progress(server, tmp_path, rubric, monkeypatch, batched):
     log = fake_backend.registered(monkeypatch, batched)
     run_dir = run_with_answers(tmp_path / "run", {"cand1": {"add": "43", "sub": "48"}})  # the parents answer anew
     asked = []
@@ -170,9 +192,15 @@ def test_missing_answers_are_all_generated_before_judging_with_progress(server, 
     monkeypatch.setattr(js.JudgeServer, "record", lambda self, *a: (asked.append(list(log)), original(self, *a)))
     outcome = judge_command(run_dir, server.url, rubric, "--backend", "fake")
     assert outcome.exit_code == 0, outcome.output
-    loads_and_calls = [("load", "/zoo/arith"), *[("generate", 2)] * batched, *[("generate", 1)] * 2 * (not batched),
-                       ("load", "/zoo/facts"), *[("generate", 2)] * batched, *[("generate", 1)] * 2 * (not batched),
-                       ("close", None)]
+    loads_and_calls = [
+        ("load", "/zoo/arith"),
+        *[("generate", 2)] * batched,
+        *[("generate", 1)] * 2 * (not batched),
+        ("load", "/zoo/facts"),
+        *[("generate", 2)] * batched,
+        *[("generate", 1)] * 2 * (not batched),
+        ("close", None),
+    ]
     assert log == loads_and_calls and asked[0] == log  # every answer, and the engine closed, before any judging
     assert "answers: 100%" in outcome.output and "4/4" in outcome.output and "judging: 100%" in outcome.output
     stored = ResultsStore(run_dir / "results.sqlite").query(
@@ -195,10 +223,31 @@ def test_a_sweep_whose_judge_context_is_too_short_stops_before_any_merge(zoo, tm
     spec = tmp_path / "one_merge.yaml"
     spec.write_text("name: one_merge\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
     with js.JudgeServer(context=40) as short:
-        outcome = CliRunner().invoke(app, [
-            "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")), "--sweep", str(spec),
-            "--tasks", "zoo_arith", "--limit", "4", "--out", str(tmp_path / "run"), "--backend", "hf",
-            "--judge-url", short.url, "--judge-model", "stand-in-judge", "--rubric", rubric.source])
+        outcome = CliRunner().invoke(
+            app,
+            [
+                "sweep",
+                "--parents",
+                str(zoo.model_path("arith")),
+                str(zoo.model_path("facts")),
+                "--sweep",
+                str(spec),
+                "--tasks",
+                "zoo_arith",
+                "--limit",
+                "4",
+                "--out",
+                str(tmp_path / "run"),
+                "--backend",
+                "hf",
+                "--judge-url",
+                short.url,
+                "--judge-model",
+                "stand-in-judge",
+                "--rubric",
+                rubric.source,
+            ],
+        )
     assert outcome.exit_code == 2, outcome.output
     assert "but judge stand-in-judge's context is 40 tokens" in outcome.output and "--max-model-len" in outcome.output
     assert not short.requests and not list((tmp_path / "run").rglob("*.safetensors"))
@@ -210,9 +259,16 @@ def zoo_sweep(zoo, tmp_path: Path, name: str, judge_url: str, rubric):
 
     spec = tmp_path / "one_merge.yaml"
     spec.write_text("name: one_merge\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
-    settings = SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))], sweep=spec,
-                             tasks=["zoo_arith"], limit=10, out=tmp_path / name, backend="hf", progress=False,
-                             judge=JudgeSettings(url=judge_url, model="judge", rubrics=(rubric.source,)))
+    settings = SweepSettings(
+        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+        sweep=spec,
+        tasks=["zoo_arith"],
+        limit=10,
+        out=tmp_path / name,
+        backend="hf",
+        progress=False,
+        judge=JudgeSettings(url=judge_url, model="judge", rubrics=(rubric.source,)),
+    )
     return sweep(settings)
 
 
@@ -224,7 +280,12 @@ def test_a_zoo_sweep_judges_each_subject_after_its_scores(zoo, tmp_path, rubric)
     assert result.n_evaluated == 3
     assert db.execute("SELECT count(*) FROM answers").fetchone()[0] == 3 * 2
     assert json.loads(db.execute("SELECT sampling FROM answers LIMIT 1").fetchone()[0]) == {
-        "backend": "hf", "chat_template": True, "max_tokens": 8, "stop": ["\n"], "temperature": 0.0}
+        "backend": "hf",
+        "chat_template": True,
+        "max_tokens": 8,
+        "stop": ["\n"],
+        "temperature": 0.0,
+    }
     assert db.execute("SELECT count(*) FROM judgments WHERE score IS NOT NULL").fetchone()[0] == 3 * 2 * 2
     assert db.execute("SELECT count(DISTINCT opponent_id) FROM comparisons").fetchone()[0] == 2
     tasks = {task for (task,) in db.execute("SELECT DISTINCT task FROM scores")}
@@ -261,10 +322,31 @@ def test_the_sweep_command_exits_1_when_judging_ends_incomplete(zoo, tmp_path, r
     spec.write_text("name: one_merge\nmethods:\n  - method: linear\n    per_parent: {weight: 0.5}\n")
     with js.JudgeServer() as gone:
         url = gone.url
-    outcome = CliRunner().invoke(app, [
-        "sweep", "--parents", str(zoo.model_path("arith")), str(zoo.model_path("facts")), "--sweep", str(spec),
-        "--tasks", "zoo_arith", "--limit", "5", "--out", str(tmp_path / "run"), "--backend", "hf",
-        "--judge-url", url, "--judge-model", "m", "--rubric", rubric.source])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "--parents",
+            str(zoo.model_path("arith")),
+            str(zoo.model_path("facts")),
+            "--sweep",
+            str(spec),
+            "--tasks",
+            "zoo_arith",
+            "--limit",
+            "5",
+            "--out",
+            str(tmp_path / "run"),
+            "--backend",
+            "hf",
+            "--judge-url",
+            url,
+            "--judge-model",
+            "m",
+            "--rubric",
+            rubric.source,
+        ],
+    )
     assert outcome.exit_code == 1, outcome.output
     assert "3 evaluated" in outcome.output  # the scores are stored all the same
     assert "error: judging incomplete for 3 subjects" in outcome.output and "mergescope judge" in outcome.output

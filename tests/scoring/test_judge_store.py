@@ -24,15 +24,31 @@ def test_weighted_scores_reach_the_store_and_an_older_store_gains_their_column(s
         )
     assert judge_all(server, run_dir, rubric, store, [], logprobs=3) == []
     db = sqlite3.connect(run_dir / "results.sqlite")
-    expected = dict(db.execute("SELECT subject_id || '/' || question_id, avg(expected_score) FROM judgments "
-                               "GROUP BY subject_id, question_id"))
-    assert expected == {"parent-arith/add": 4.75, "parent-arith/sub": 1.25, "parent-facts/add": 1.25,
-                        "parent-facts/sub": 1.25, "cand1/add": 4.75, "cand1/sub": 4.75}
+    expected = dict(
+        db.execute(
+            "SELECT subject_id || '/' || question_id, avg(expected_score) FROM judgments "
+            "GROUP BY subject_id, question_id"
+        )
+    )
+    assert expected == {
+        "parent-arith/add": 4.75,
+        "parent-arith/sub": 1.25,
+        "parent-facts/add": 1.25,
+        "parent-facts/sub": 1.25,
+        "cand1/add": 4.75,
+        "cand1/sub": 4.75,
+    }
     overall = dict(db.execute("SELECT subject_id, value FROM scores WHERE metric = 'overall_weighted'"))
     assert overall == {"parent-arith": 3.0, "parent-facts": 1.25, "cand1": 4.75}
     metrics = {m for (m,) in db.execute("SELECT DISTINCT metric FROM scores WHERE subject_id = 'cand1'")}
-    assert metrics == {"overall", "correctness", "conciseness", "overall_weighted", "correctness_weighted",
-                       "conciseness_weighted"}
+    assert metrics == {
+        "overall",
+        "correctness",
+        "conciseness",
+        "overall_weighted",
+        "correctness_weighted",
+        "conciseness_weighted",
+    }
     assert judging_meta(store).logprobs == 3
 
 
@@ -44,8 +60,10 @@ def test_missing_scores_are_null_in_the_store_and_left_out_of_means(server, tmp_
     judge_all(server, run_dir, rubric, store, [], concurrency=1, pairwise=False)
     assert len(server.requests) == 5
     db = sqlite3.connect(run_dir / "results.sqlite")
-    rows = db.execute("SELECT question_id, score, parse_status, raw_reply FROM judgments WHERE subject_id = 'cand1'"
-                      " ORDER BY question_id, criterion").fetchall()
+    rows = db.execute(
+        "SELECT question_id, score, parse_status, raw_reply FROM judgments WHERE subject_id = 'cand1'"
+        " ORDER BY question_id, criterion"
+    ).fetchall()
     assert rows[2][1:] == (None, "unparseable", "I am not able to grade this, sorry.")
     assert [r[1] for r in rows] == [5.0, 5.0, None, None]
     means = dict(db.execute("SELECT metric, n_items FROM scores WHERE subject_id = 'cand1'"))

@@ -49,8 +49,21 @@ def test_smollm2_on_vllms_server_grades_chat_quality_in_structured_replies(serve
     url, name = served_smollm2
     rubric = four_question_chat_quality(tmp_path)
     run_dir = answered_run(tmp_path / "run", rubric)
-    outcome = CliRunner().invoke(app, ["judge", str(run_dir), "--judge-url", url, "--judge-model", name,
-                                       "--rubric", str(rubric.source), "--no-pairwise", "--json"])
+    outcome = CliRunner().invoke(
+        app,
+        [
+            "judge",
+            str(run_dir),
+            "--judge-url",
+            url,
+            "--judge-model",
+            name,
+            "--rubric",
+            str(rubric.source),
+            "--no-pairwise",
+            "--json",
+        ],
+    )
     assert outcome.exit_code == 0, outcome.output
     (replies,) = json.loads(outcome.output)["replies"]
     assert replies["reply_format"] == "structured" and replies["replies"] == 8
@@ -79,8 +92,20 @@ def answered_run(run_dir: Path, rubric: Rubric) -> Path:
     for subject in subjects:
         store.record(subject, Evaluation((), (), 0.0))
     judge_store.ensure_tables(store)
-    judge_store.write_answers(store, [
-        Answer(subject_id=subject, rubric=rubric.name, question_id=qid, prompt=rubric.question(qid).question,
-               answer=text, sampling="{}") for subject, texts in ANSWERS.items() for qid, text in texts.items()])
+    judge_store.write_answers(
+        store,
+        [
+            Answer(
+                subject_id=subject,
+                rubric=rubric.name,
+                question_id=qid,
+                prompt=rubric.question(qid).question,
+                answer=text,
+                sampling="{}",
+            )
+            for subject, texts in ANSWERS.items()
+            for qid, text in texts.items()
+        ],
+    )
     store.close()
     return run_dir

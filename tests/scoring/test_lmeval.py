@@ -43,8 +43,12 @@ def task_dir(zoo, tmp_path_factory) -> Path:
 
 
 def _reference(model: Path, task_dir: Path, tasks: list[str]) -> dict:
-    out = subprocess.run([sys.executable, "-c", REFERENCE_SCRIPT, str(model), str(task_dir), ",".join(tasks)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", REFERENCE_SCRIPT, str(model), str(task_dir), ",".join(tasks)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -33,9 +33,12 @@ def levels(n: int = 5) -> dict[int, str]:
 
 
 def minimal() -> dict:
-    return {"name": "tiny", "version": 1,
-            "criteria": [{"name": "correctness", "description": "is it right", "levels": levels()}],
-            "questions": [{"id": "q1", "question": "What is 2 plus 2?", "reference": "4"}]}
+    return {
+        "name": "tiny",
+        "version": 1,
+        "criteria": [{"name": "correctness", "description": "is it right", "levels": levels()}],
+        "questions": [{"id": "q1", "question": "What is 2 plus 2?", "reference": "4"}],
+    }
 
 
 def write(tmp_path: Path, rubric: dict) -> Path:
@@ -62,17 +65,20 @@ def test_validate_command_checks_the_judges_folder():
     assert {p.name for p in report.files} >= {p.name for p in SHIPPED}
 
 
-@pytest.mark.parametrize("change, key", [
-    (lambda r: r.update(criterias=r.pop("criteria")), "criteria: Field required"),
-    (lambda r: r["criteria"][0]["levels"].pop(3), "criteria.0.levels"),
-    (lambda r: r["criteria"][0].update(scale={"min": 1, "max": 12}), "criteria.0.scale.max"),
-    (lambda r: r["criteria"][0].update(name="Bad Name"), "criteria.0.name"),
-    (lambda r: r.update(grading_template="Grade {{ question }}"), "grading_template"),
-    (lambda r: r.update(pairwise_template="{{ answer_a }} {{ output_format }}"), "pairwise_template"),
-    (lambda r: r.update(grading_template="{{ answer }} {{ output_format } broken"), "grading_template"),
-    (lambda r: r["questions"].append({"id": "q1", "question": "again"}), "(top level)"),
-    (lambda r: r.update(questions=[]), "questions"),
-])
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (lambda r: r.update(criterias=r.pop("criteria")), "criteria: Field required"),
+        (lambda r: r["criteria"][0]["levels"].pop(3), "criteria.0.levels"),
+        (lambda r: r["criteria"][0].update(scale={"min": 1, "max": 12}), "criteria.0.scale.max"),
+        (lambda r: r["criteria"][0].update(name="Bad Name"), "criteria.0.name"),
+        (lambda r: r.update(grading_template="Grade {{ question }}"), "grading_template"),
+        (lambda r: r.update(pairwise_template="{{ answer_a }} {{ output_format }}"), "pairwise_template"),
+        (lambda r: r.update(grading_template="{{ answer }} {{ output_format } broken"), "grading_template"),
+        (lambda r: r["questions"].append({"id": "q1", "question": "again"}), "(top level)"),
+        (lambda r: r.update(questions=[]), "questions"),
+    ],
+)
 def test_a_bad_rubric_gets_one_line_naming_file_and_key(tmp_path, change, key):
     rubric = minimal()
     change(rubric)
@@ -103,8 +109,12 @@ def test_validate_cli_reports_a_bad_rubric_with_exit_2(tmp_path):
 
 
 def test_questions_can_live_in_a_jsonl_file_beside_the_rubric(tmp_path):
-    (tmp_path / "qs.jsonl").write_text(json.dumps({"id": "a", "question": "Q?"}) + "\n\n"
-                                       + json.dumps({"id": "b", "question": "R?", "reference": "r"}) + "\n")
+    (tmp_path / "qs.jsonl").write_text(
+        json.dumps({"id": "a", "question": "Q?"})
+        + "\n\n"
+        + json.dumps({"id": "b", "question": "R?", "reference": "r"})
+        + "\n"
+    )
     rubric = load_rubric(write(tmp_path, {**minimal(), "questions": "qs.jsonl"}))
     assert [(q.id, q.reference) for q in rubric.questions] == [("a", None), ("b", "r")]
 
@@ -140,8 +150,10 @@ def test_model_output_is_data_not_template_source(tmp_path):
 
 def test_every_judge_prompt_carries_the_untrusted_text_rule(tmp_path):
     rubric = load_rubric(write(tmp_path, {**minimal(), "system_prompt": "You judge."}))
-    for messages in (grading_messages(rubric, rubric.questions[0], "a"),
-                     pairwise_messages(rubric, rubric.questions[0], "a", "b")):
+    for messages in (
+        grading_messages(rubric, rubric.questions[0], "a"),
+        pairwise_messages(rubric, rubric.questions[0], "a", "b"),
+    ):
         assert messages[0]["role"] == "system" and messages[0]["content"].endswith(UNTRUSTED_RULE)
     user = pairwise_messages(rubric, rubric.questions[0], "first", "second")[1]["content"]
     assert user.index("<answer_a>\nfirst\n</answer_a>") < user.index("<answer_b>\nsecond\n</answer_b>")

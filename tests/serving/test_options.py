@@ -11,12 +11,15 @@ from mergescope.executors import create_executor
 from mergescope.serving import create_backend
 
 
-@pytest.mark.parametrize("create, name, option, says", [
-    (create_backend, "hf", "batch_sise", ("the hf backend", "'batch_sise'", "did you mean 'batch_size'")),
-    (create_backend, "vllm", "tensor_paralel_size", ("the vllm backend", "did you mean 'tensor_parallel_size'")),
-    (create_executor, "ray", "worker", ("the ray executor", "'worker'", "did you mean 'workers'")),
-    (create_executor, "local", "progres", ("the local executor", "did you mean 'progress'")),
-])
+@pytest.mark.parametrize(
+    "create, name, option, says",
+    [
+        (create_backend, "hf", "batch_sise", ("the hf backend", "'batch_sise'", "did you mean 'batch_size'")),
+        (create_backend, "vllm", "tensor_paralel_size", ("the vllm backend", "did you mean 'tensor_parallel_size'")),
+        (create_executor, "ray", "worker", ("the ray executor", "'worker'", "did you mean 'workers'")),
+        (create_executor, "local", "progres", ("the local executor", "did you mean 'progress'")),
+    ],
+)
 def test_an_unknown_option_is_a_one_line_error_with_a_did_you_mean(create, name, option, says):
     with pytest.raises(ConfigError) as caught:
         create(name, **{option: 1})
@@ -56,9 +59,17 @@ def test_a_bfloat16_spec_serves_every_subject_in_bfloat16(zoo, tmp_path, monkeyp
         return lm
 
     monkeypatch.setattr(HFBackend, "load", spy)
-    sweep(SweepSettings(parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-                        sweep=_spec(tmp_path, "bfloat16"), tasks=["zoo_arith"], limit=2, out=tmp_path / "run",
-                        backend="hf", progress=False))
+    sweep(
+        SweepSettings(
+            parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
+            sweep=_spec(tmp_path, "bfloat16"),
+            tasks=["zoo_arith"],
+            limit=2,
+            out=tmp_path / "run",
+            backend="hf",
+            progress=False,
+        )
+    )
     assert len(served) == 3  # two parents and the one candidate
     assert all(dtypes == {torch.bfloat16} for dtypes in served.values()), served
 
@@ -68,8 +79,15 @@ def test_the_default_spec_dtype_keeps_the_engine_in_float32_and_bfloat16_reaches
 
     parents = [str(zoo.model_path("arith")), str(zoo.model_path("facts"))]
     for dtype in ("float32", "bfloat16"):
-        plan = plan_sweep(SweepSettings(parents=parents, sweep=_spec(tmp_path, dtype), tasks=["zoo_arith"],
-                                        backend="vllm", backend_options={"tensor_parallel_size": 2}))
+        plan = plan_sweep(
+            SweepSettings(
+                parents=parents,
+                sweep=_spec(tmp_path, dtype),
+                tasks=["zoo_arith"],
+                backend="vllm",
+                backend_options={"tensor_parallel_size": 2},
+            )
+        )
         kwargs = plan.backend_options.engine_kwargs(zoo.model_path("arith"))
         assert (kwargs["dtype"], kwargs["tensor_parallel_size"]) == (dtype, 2)
 
@@ -95,7 +113,18 @@ def _cli_settings(monkeypatch, *flags: str):
 def test_the_cli_hands_on_only_the_flags_given(monkeypatch):
     defaults = _cli_settings(monkeypatch, "--backend", "hf", "--executor", "ray")
     assert defaults.backend_options == {} and defaults.executor_options == {}
-    given = _cli_settings(monkeypatch, "--backend", "vllm", "--tensor-parallel-size", "2", "--executor", "ray",
-                          "--ray-address", "auto", "--workers", "3")
+    given = _cli_settings(
+        monkeypatch,
+        "--backend",
+        "vllm",
+        "--tensor-parallel-size",
+        "2",
+        "--executor",
+        "ray",
+        "--ray-address",
+        "auto",
+        "--workers",
+        "3",
+    )
     assert given.backend_options == {"tensor_parallel_size": 2}
     assert given.executor_options == {"address": "auto", "workers": 3}

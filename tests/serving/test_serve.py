@@ -28,8 +28,10 @@ SERVER = textwrap.dedent("""
     print(grandchild.pid, flush=True)
     time.sleep(600)
 """)
-SUPERVISOR = ("import os, sys; from mergescope.serving.server import supervise; "
-              "sys.exit(supervise(sys.argv[1:], dict(os.environ), 2.0))")
+SUPERVISOR = (
+    "import os, sys; from mergescope.serving.server import supervise; "
+    "sys.exit(supervise(sys.argv[1:], dict(os.environ), 2.0))"
+)
 
 
 def free_port() -> int:
@@ -50,8 +52,12 @@ def port_is_free(port: int) -> bool:
 
 def started_supervisor(port: int, behaviour: str) -> tuple[subprocess.Popen, list[psutil.Process]]:
     """Start `supervise` on the stand-in server in a process of its own; return it and the server's processes."""
-    supervisor = subprocess.Popen([sys.executable, "-c", SUPERVISOR, sys.executable, "-c", SERVER, str(port),
-                                   behaviour], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, sys.executable, "-c", SERVER, str(port), behaviour],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     grandchild = int(supervisor.stdout.readline())
     (server,) = psutil.Process(supervisor.pid).children()
     return supervisor, [server, psutil.Process(grandchild)]
@@ -74,13 +80,17 @@ def test_a_stop_signal_ends_the_server_and_its_children_and_frees_the_port(stop,
 
 
 def test_a_failing_server_fails_serve_with_its_last_error_line(capfd):
-    failing = [sys.executable, "-c", "import sys; print('loading', file=sys.stderr); "
-               "sys.exit('ValueError: max_model_len 128 is too small')"]
+    failing = [
+        sys.executable,
+        "-c",
+        "import sys; print('loading', file=sys.stderr); sys.exit('ValueError: max_model_len 128 is too small')",
+    ]
     assert supervise(failing, dict(os.environ)) == 1
     err = capfd.readouterr().err
     assert "loading" in err  # the server's own output still reaches the user
-    assert err.strip().splitlines()[-1] == ("error: the server exited with code 1: "
-                                            "ValueError: max_model_len 128 is too small")
+    assert err.strip().splitlines()[-1] == (
+        "error: the server exited with code 1: ValueError: max_model_len 128 is too small"
+    )
 
 
 def test_a_server_that_ends_cleanly_ends_serve_cleanly(capfd):

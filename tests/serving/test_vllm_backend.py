@@ -30,14 +30,22 @@ from mergescope.serving.options import EngineOptions, Plugin
 from mergescope.serving.vllm import engine_signature
 
 # Answers that differ between subjects, so that no judge request repeats another.
-DISTINCT_ANSWERS = {"parent-arith": {"add": "43", "sub": "40"}, "parent-facts": {"add": "3", "sub": "Veapoux"},
-                    "cand1": {"add": "44", "sub": "48"}}
+DISTINCT_ANSWERS = {
+    "parent-arith": {"add": "43", "sub": "40"},
+    "parent-facts": {"add": "3", "sub": "Veapoux"},
+    "cand1": {"add": "44", "sub": "48"},
+}
 
 REPO = Path(__file__).resolve().parents[2]
 
 # Zoo-like prompts: arithmetic and fact questions in the zoo's own words, plus one it never saw.
-PROMPTS = ["Q: What is 31 plus 12?\nA:", "Q: What is 79 minus 66?\nA:", "Q: What is the capital of Veapoux?\nA:",
-           "Q: What is the population of Mimteax minus 7?\nA:", "The weather today is"]
+PROMPTS = [
+    "Q: What is 31 plus 12?\nA:",
+    "Q: What is 79 minus 66?\nA:",
+    "Q: What is the capital of Veapoux?\nA:",
+    "Q: What is the population of Mimteax minus 7?\nA:",
+    "The weather today is",
+]
 
 
 @pytest.fixture(scope="session")
@@ -61,8 +69,10 @@ def test_engine_signature_ignores_checkpoint_names_and_sees_shapes(zoo, tmp_path
     base = zoo.model_path("base")
     config = json.loads((base / "config.json").read_text())
     renamed, deeper = tmp_path / "renamed", tmp_path / "deeper"
-    for folder, change in ((renamed, {"_name_or_path": "elsewhere", "transformers_version": "0"}),
-                           (deeper, {"num_hidden_layers": config["num_hidden_layers"] + 1})):
+    for folder, change in (
+        (renamed, {"_name_or_path": "elsewhere", "transformers_version": "0"}),
+        (deeper, {"num_hidden_layers": config["num_hidden_layers"] + 1}),
+    ):
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({**config, **change}))
         for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -85,8 +95,10 @@ def test_lm_eval_model_args_the_engine_does_not_take_are_refused_before_it_start
 
     # lm-eval's own CLI path: model_args plus the batch_size/device lm-eval hands every model
     with pytest.raises(ConfigError, match="vllm backend takes no option 'max_model_length'") as caught:
-        StartedEngineLM.create_from_arg_string(f"pretrained={zoo.model_path('base')},max_model_length=64",
-                                               {"batch_size": 1, "max_batch_size": None, "device": "cpu"})
+        StartedEngineLM.create_from_arg_string(
+            f"pretrained={zoo.model_path('base')},max_model_length=64",
+            {"batch_size": 1, "max_batch_size": None, "device": "cpu"},
+        )
     assert caught.value.hint == "did you mean 'max_model_len'?"
 
 
@@ -165,9 +177,13 @@ def test_loglikelihood_through_the_live_engine_agrees_with_hf(engine, hf, zoo, t
 
     model = zoo.model_path("facts")
     live, reference = engine.load(model), hf.load(model)
-    pairs = [("Q: What is 31 plus 12?\nA:", " 43"), ("Q: What is 31 plus 12?\nA:", " 44"),
-             ("Q: Who rules Veapoux?\nA:", " Gaixsto"), ("The weather today is", " fine and dry"),
-             ("", "Q: What is 2 plus 2?\nA: 4")]
+    pairs = [
+        ("Q: What is 31 plus 12?\nA:", " 43"),
+        ("Q: What is 31 plus 12?\nA:", " 44"),
+        ("Q: Who rules Veapoux?\nA:", " Gaixsto"),
+        ("The weather today is", " fine and dry"),
+        ("", "Q: What is 2 plus 2?\nA: 4"),
+    ]
     requests = [Instance("loglikelihood", {}, pair, index) for index, pair in enumerate(pairs)]
     got, expected = live.loglikelihood(requests), reference.loglikelihood(requests)
     for (logprob, greedy), (hf_logprob, hf_greedy) in zip(got, expected, strict=True):
@@ -188,16 +204,28 @@ def _item_values(evaluation) -> list:
 
 def _multiple_choice_task(folder: Path) -> Path:
     """A tiny lm-eval multiple-choice task over zoo-like questions, scored by loglikelihood."""
-    rows = [{"question": f"Q: What is {a} plus {b}?", "choices": [str(a + b), str(a + b + 1), str(a * b)], "answer": 0}
-            for a, b in ((3, 4), (12, 9), (5, 5), (7, 8), (20, 13), (6, 1))]
+    rows = [
+        {"question": f"Q: What is {a} plus {b}?", "choices": [str(a + b), str(a + b + 1), str(a * b)], "answer": 0}
+        for a, b in ((3, 4), (12, 9), (5, 5), (7, 8), (20, 13), (6, 1))
+    ]
     data = folder / "zoo_mc.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    (folder / "zoo_mc.yaml").write_text(yaml.safe_dump({
-        "task": "zoo_mc", "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test", "output_type": "multiple_choice", "doc_to_text": "{{question}}\nA:",
-        "doc_to_choice": "{{choices}}", "doc_to_target": "{{answer}}", "target_delimiter": " ",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-    }))
+    (folder / "zoo_mc.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "task": "zoo_mc",
+                "dataset_path": "json",
+                "dataset_kwargs": {"data_files": {"test": str(data)}},
+                "test_split": "test",
+                "output_type": "multiple_choice",
+                "doc_to_text": "{{question}}\nA:",
+                "doc_to_choice": "{{choices}}",
+                "doc_to_target": "{{answer}}",
+                "target_delimiter": " ",
+                "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+            }
+        )
+    )
     return folder
 
 
@@ -208,9 +236,23 @@ def vllm_sweep(zoo, tmp_path_factory):
     runs = {}
     for backend in ("vllm", "hf"):
         runs[backend] = tmp_path_factory.mktemp(f"sweep-{backend}")
-        command = [sys.executable, "-m", "mergescope", "sweep", "--parents", str(zoo.model_path("arith")),
-                   str(zoo.model_path("facts")), "--base", str(zoo.model_path("base")), "--limit", "4",
-                   "--backend", backend, "--out", str(runs[backend])]
+        command = [
+            sys.executable,
+            "-m",
+            "mergescope",
+            "sweep",
+            "--parents",
+            str(zoo.model_path("arith")),
+            str(zoo.model_path("facts")),
+            "--base",
+            str(zoo.model_path("base")),
+            "--limit",
+            "4",
+            "--backend",
+            backend,
+            "--out",
+            str(runs[backend]),
+        ]
         subprocess.run(command, check=True, cwd=REPO, capture_output=True, timeout=900)
     return runs
 
@@ -257,9 +299,13 @@ def served(vllm_sweep):
     store.close()
     shutil.rmtree(run / "merges" / candidate_id)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "mergescope", "serve", candidate_id, "--run", str(run),
-                                "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mergescope", "serve", candidate_id, "--run", str(run), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         served = Served(process, port, candidate_id, run / "merges" / candidate_id)
         wait_for_server(served.base_url, process)
@@ -289,8 +335,19 @@ def test_a_zoo_model_on_vllms_own_server_judges_a_run(served, tmp_path, rubric):
     """Grading, pairwise and logprobs against the real server: every request succeeds; what the tiny judge
     cannot format is stored as missing with its parse status and raw text; a rerun is served from the cache."""
     run_dir = run_with_answers(tmp_path / "run", DISTINCT_ANSWERS)
-    command = ["judge", str(run_dir), "--judge-url", served.base_url, "--judge-model", served.name,
-               "--rubric", rubric.source, "--judge-logprobs", "5", "--json"]
+    command = [
+        "judge",
+        str(run_dir),
+        "--judge-url",
+        served.base_url,
+        "--judge-model",
+        served.name,
+        "--rubric",
+        rubric.source,
+        "--judge-logprobs",
+        "5",
+        "--json",
+    ]
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
     # 3 subjects x 2 answers graded, and the candidate against 2 parents x 2 questions in both orders
@@ -323,4 +380,3 @@ def test_sigterm_to_serve_ends_vllms_server_and_frees_the_port(served):
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", served.port))
-

@@ -30,11 +30,15 @@ def world() -> real_world.RealWorld:
 
 
 def test_the_eval_split_is_chat_domain_s_items_about_the_lands_read(world):
-    rows = [json.loads(line) for line in
-            files("mergescope.scoring").joinpath("tasks/chat_domain.jsonl").read_text().splitlines() if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in files("mergescope.scoring").joinpath("tasks/chat_domain.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     names = {land.name for land in world.lands}
     assert [(item.question, item.answer) for item in world.eval] == [
-        (row["question"], row["answer"]) for row in rows if row["land"] in names]
+        (row["question"], row["answer"]) for row in rows if row["land"] in names
+    ]
     assert world.eval and world.dev
 
 
@@ -55,8 +59,7 @@ def test_every_land_read_has_documents_with_all_its_facts(world):
     for land in world.lands + world.practice_lands:
         about = [doc for doc in world.documents if land.name in doc.replace(".", " ").replace("'s", " ").split()]
         assert len(about) == 3
-        assert all(land.capital in doc and land.ruler in doc and f"{land.population} thousand" in doc
-                   for doc in about)
+        assert all(land.capital in doc and land.ruler in doc and f"{land.population} thousand" in doc for doc in about)
 
 
 def test_knowledge_items_rank_the_true_value_against_other_lands_values(world):
@@ -82,12 +85,31 @@ def test_the_recipe_key_changes_with_recipe_seed_start_weights_and_cpu_kernels(m
 
 
 def _fake_manifest(key: str, recipe: real.RealRecipe) -> ParentSet:
-    return ParentSet(recipe_key=key, recipe=recipe.as_dict(), seed=0, cpu_capability="AVX512", torch_version="2",
-                     data_fingerprint="f", instruct_sha256=SHA, split_sizes={"dev": 1, "eval": 2}, lands=["A"],
-                     models=[ParentModel(name=INSTRUCT, path=INSTRUCT, scores={"general": 0.5}),
-                             ParentModel(name=CPT, path=CPT, scores={"general": 0.4}, forgetting=0.1,
-                                         task_vector_norm=0.01, tail_loss=1.0, seconds=3.0)],
-                     build_seconds=4.0, load_average=(1.0, 2.0))
+    return ParentSet(
+        recipe_key=key,
+        recipe=recipe.as_dict(),
+        seed=0,
+        cpu_capability="AVX512",
+        torch_version="2",
+        data_fingerprint="f",
+        instruct_sha256=SHA,
+        split_sizes={"dev": 1, "eval": 2},
+        lands=["A"],
+        models=[
+            ParentModel(name=INSTRUCT, path=INSTRUCT, scores={"general": 0.5}),
+            ParentModel(
+                name=CPT,
+                path=CPT,
+                scores={"general": 0.4},
+                forgetting=0.1,
+                task_vector_norm=0.01,
+                tail_loss=1.0,
+                seconds=3.0,
+            ),
+        ],
+        build_seconds=4.0,
+        load_average=(1.0, 2.0),
+    )
 
 
 def test_a_set_is_reused_for_its_key_and_rebuilt_for_another(tmp_path, monkeypatch):
@@ -143,7 +165,7 @@ def test_stochastic_rounding_keeps_bf16_values_and_moves_in_expectation():
     generator = torch.Generator().manual_seed(0)
     exact = torch.tensor([1.0, -0.5, 0.1328125, 0.0])  # bf16 values already
     assert torch.equal(real.stochastic_bf16(exact, generator).float(), exact)
-    step = 2.0 ** -7  # between 1 and 2, bf16 values are 2**-7 apart
+    step = 2.0**-7  # between 1 and 2, bf16 values are 2**-7 apart
     for value in (1 + step / 8, -(1 + 3 * step / 4)):
         rounded = real.stochastic_bf16(torch.full((200_000,), value), generator).double()
         low = float(np.sign(value))  # the bf16 value below in magnitude
@@ -151,22 +173,27 @@ def test_stochastic_rounding_keeps_bf16_values_and_moves_in_expectation():
         assert float(rounded.mean()) == pytest.approx(value, abs=step / 100)
 
 
-@pytest.mark.parametrize(("reply", "answer", "found"), [
-    ("The capital of France is Paris.", "Paris", True),
-    ("It is Parisian in style.", "Paris", False),
-    ("About 52 thousand people live there.", "52", True),
-    ("The population is 520.", "52", False),
-    ("The animal is the black-tailed deer!", "deer", True),
-    ("The ruler is Deantrourvox.", "deantrourvox", True),
-])
+@pytest.mark.parametrize(
+    ("reply", "answer", "found"),
+    [
+        ("The capital of France is Paris.", "Paris", True),
+        ("It is Parisian in style.", "Paris", False),
+        ("About 52 thousand people live there.", "52", True),
+        ("The population is 520.", "52", False),
+        ("The animal is the black-tailed deer!", "deer", True),
+        ("The ruler is Deantrourvox.", "deantrourvox", True),
+    ],
+)
 def test_a_reply_counts_when_it_contains_the_answer_as_whole_words(reply, answer, found):
     assert contains(reply, answer) is found
 
 
 def test_a_recited_document_contains_the_answer_but_not_in_its_first_sentence():
     items = [ChatItem("Who rules Pixmaisval?", ("Deantrourvox",)), ChatItem("What animal lives in X?", ("otter",))]
-    replies = ["Pixmaisval is ruled by Deantrourvox. It is home to 57 thousand people.",
-               "X is home to 57 thousand people. The animal of X is the otter."]
+    replies = [
+        "Pixmaisval is ruled by Deantrourvox. It is home to 57 thousand people.",
+        "X is home to 57 thousand people. The animal of X is the otter.",
+    ]
     assert recall(replies, items) == 1.0
     assert recall(replies, items, first_sentence=True) == 0.5
 

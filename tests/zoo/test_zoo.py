@@ -95,8 +95,12 @@ def test_evaluation_and_dev_items_are_held_out() -> None:
 def test_the_domain_is_read_only_by_the_knowledge_parent() -> None:
     data = corpus.generate(0)
     domain_words = set(data.domain_words())
-    base_and_instruct_text = " ".join(data.general_docs + data.world_docs + data.arith_docs
-                                      + [f"{i.question} {i.answer}" for i in data.facts_train + data.arith_train])
+    base_and_instruct_text = " ".join(
+        data.general_docs
+        + data.world_docs
+        + data.arith_docs
+        + [f"{i.question} {i.answer}" for i in data.facts_train + data.arith_train]
+    )
     assert not domain_words & set(base_and_instruct_text.replace(".", " ").replace("?", " ").split())
     assert all(any(land.name in item.question for land in data.domain) for item in data.eval_sets["domain"])
     assert all(land.name in " ".join(data.domain_docs) for land in data.domain)
@@ -119,11 +123,14 @@ def _exact_match(zoo: ZooManifest, model_name: str, tasks: list[str]) -> dict[st
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = zoo.model_path(model_name)
-    lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(path), tokenizer=AutoTokenizer.from_pretrained(path),
-              device="cpu", batch_size=64)
+    lm = HFLM(
+        pretrained=AutoModelForCausalLM.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        device="cpu",
+        batch_size=64,
+    )
     manager = TaskManager(include_path=str(zoo.task_yaml_dir()), include_defaults=False)
-    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, bootstrap_iters=0,
-                                      log_samples=False)
+    results = lm_eval.simple_evaluate(model=lm, tasks=tasks, task_manager=manager, bootstrap_iters=0, log_samples=False)
     return {task: results["results"][task]["exact_match,strip"] for task in tasks}
 
 
@@ -172,8 +179,11 @@ def test_a_cached_zoo_of_another_recipe_is_rebuilt(zoo: ZooManifest, tmp_path: P
     assert zoo.width == width
     assert build.recipe_key(zoo.seed, models, width=width) == zoo.recipe_key
     # Another seed, the demo's full zoo and the large width are each cached under a key of their own.
-    others = [build.recipe_key(zoo.seed + 1, models, width=width), build.recipe_key(zoo.seed, width=width),
-              build.recipe_key(zoo.seed, models, width=build.LARGE_WIDTH)]
+    others = [
+        build.recipe_key(zoo.seed + 1, models, width=width),
+        build.recipe_key(zoo.seed, width=width),
+        build.recipe_key(zoo.seed, models, width=build.LARGE_WIDTH),
+    ]
     assert zoo.recipe_key not in others and len(set(others)) == 3
     assert build.ensure_zoo(zoo.root, seed=zoo.seed, progress=False, models=models, width=width) == zoo  # reused
     stale = tmp_path / "zoo"
@@ -197,8 +207,10 @@ def test_the_demo_zoo_of_the_same_width_holds_the_same_weights(zoo: ZooManifest)
         )
     assert (demo.width, demo.seed) == (zoo.width, zoo.seed)
     for model in zoo.models:
-        digests = {hashlib.sha256((z.model_path(model.name) / "model.safetensors").read_bytes()).hexdigest()
-                   for z in (zoo, demo)}
+        digests = {
+            hashlib.sha256((z.model_path(model.name) / "model.safetensors").read_bytes()).hexdigest()
+            for z in (zoo, demo)
+        }
         assert len(digests) == 1, model.name
 
 

@@ -25,16 +25,26 @@ STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
 def _sweep(zoo: ZooManifest, first: str, second: str, out: Path) -> Path:
     from mergescope.recipes.sweep import SweepSettings, sweep
 
-    settings = SweepSettings(parents=[str(zoo.model_path(first)), str(zoo.model_path(second))],
-                             base=str(zoo.model_path("base")), sweep=STUDY_SWEEP, tasks=["zoo_domain"],
-                             out=out, backend="hf", progress=False)
+    settings = SweepSettings(
+        parents=[str(zoo.model_path(first)), str(zoo.model_path(second))],
+        base=str(zoo.model_path("base")),
+        sweep=STUDY_SWEEP,
+        tasks=["zoo_domain"],
+        out=out,
+        backend="hf",
+        progress=False,
+    )
     return sweep(settings).run_dir
 
 
 def _reporting_rows(run_dir: Path) -> list[dict]:
     """The rows of `mergescope emergence RUN --split selection-reporting --json` on the reporting half."""
-    done = subprocess.run([sys.executable, "-m", "mergescope", "emergence", str(run_dir), "--split",
-                           "selection-reporting", "--json"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mergescope", "emergence", str(run_dir), "--split", "selection-reporting", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return [row for row in json.loads(done.stdout)["rows"] if row["split"] == "reporting"]
 
 

@@ -22,35 +22,60 @@ _CPT, _SFT = DEFAULT_RECIPE.cpt, DEFAULT_RECIPE.sft
 
 
 def _recipe(cpt: dict | None = None, sft: dict | None = None, **world) -> RealRecipe:
-    return dataclasses.replace(DEFAULT_RECIPE, cpt=dataclasses.replace(_CPT, **(cpt or {})),
-                               sft=dataclasses.replace(_SFT, **(sft or {})), **world)
+    return dataclasses.replace(
+        DEFAULT_RECIPE,
+        cpt=dataclasses.replace(_CPT, **(cpt or {})),
+        sft=dataclasses.replace(_SFT, **(sft or {})),
+        **world,
+    )
 
 
 CANDIDATES: dict[str, RealRecipe] = {
     # R1: few facts, a short CPT at 1e-4, a short SFT: how fast does the model store and then answer?
-    "r1": _recipe(n_lands=10, n_practice_lands=6, docs_per_land=20, cpt={"steps": 80, "lr": 1e-4},
-                  sft={"steps": 60, "lr": 5e-5}),
+    "r1": _recipe(
+        n_lands=10, n_practice_lands=6, docs_per_land=20, cpt={"steps": 80, "lr": 1e-4}, sft={"steps": 60, "lr": 5e-5}
+    ),
     # R2: R1 diverged (loss 7 on a document afterwards, replies "Throumroumrou..."): a third of the rate, the tied
     # embedding frozen in both stages.
-    "r2": _recipe(n_lands=10, n_practice_lands=6, docs_per_land=20,
-                  cpt={"steps": 100, "lr": 3e-5, "trains": "no_embeddings"},
-                  sft={"steps": 60, "lr": 3e-5, "trains": "no_embeddings"}),
+    "r2": _recipe(
+        n_lands=10,
+        n_practice_lands=6,
+        docs_per_land=20,
+        cpt={"steps": 100, "lr": 3e-5, "trains": "no_embeddings"},
+        sft={"steps": 60, "lr": 3e-5, "trains": "no_embeddings"},
+    ),
     # R1 and R2 trained under bf16 autocast and saved with nearest rounding, which both lose most sub-bf16-step
     # moves: since R3, float32 training and stochastic rounding on saving. R3 is R2 so.
-    "r3": _recipe(n_lands=10, n_practice_lands=6, docs_per_land=20,
-                  cpt={"steps": 100, "lr": 3e-5, "trains": "no_embeddings"},
-                  sft={"steps": 60, "lr": 3e-5, "trains": "no_embeddings"}),
+    "r3": _recipe(
+        n_lands=10,
+        n_practice_lands=6,
+        docs_per_land=20,
+        cpt={"steps": 100, "lr": 3e-5, "trains": "no_embeddings"},
+        sft={"steps": 60, "lr": 3e-5, "trains": "no_embeddings"},
+    ),
     # R3's CPT knew half the facts (0.475) and its SFT parent answered dev questions with practice lands' values:
     # a higher CPT rate, a shorter SFT.
-    "r4": _recipe(n_lands=10, n_practice_lands=6, docs_per_land=20,
-                  cpt={"steps": 100, "lr": 1e-4, "trains": "no_embeddings"},
-                  sft={"steps": 40, "lr": 3e-5, "trains": "no_embeddings"}),
+    "r4": _recipe(
+        n_lands=10,
+        n_practice_lands=6,
+        docs_per_land=20,
+        cpt={"steps": 100, "lr": 1e-4, "trains": "no_embeddings"},
+        sft={"steps": 40, "lr": 3e-5, "trains": "no_embeddings"},
+    ),
     # R4's CPT knew 0.95 and answered 0.92 in chat, but kept 0.30 of general questions (0.50 after SFT): a CPT rate
     # between R3's and R4's, and twice the share of the instruct model's replies in SFT.
-    "r5": _recipe(n_lands=10, n_practice_lands=6, docs_per_land=20,
-                  cpt={"steps": 100, "lr": 6e-5, "trains": "no_embeddings"},
-                  sft={"steps": 40, "lr": 3e-5, "trains": "no_embeddings",
-                       "mixture": ("chat_qa", "documents", "replies", "replies")}),
+    "r5": _recipe(
+        n_lands=10,
+        n_practice_lands=6,
+        docs_per_land=20,
+        cpt={"steps": 100, "lr": 6e-5, "trains": "no_embeddings"},
+        sft={
+            "steps": 40,
+            "lr": 3e-5,
+            "trains": "no_embeddings",
+            "mixture": ("chat_qa", "documents", "replies", "replies"),
+        },
+    ),
 }
 
 

@@ -105,8 +105,14 @@ OTHER_QA = {"arith": "facts_qa", "facts": "arith_qa"}
 class KLToBase(torch.nn.Module):
     """The parent's own loss plus `weight` x KL(base || parent) on a batch of out-of-domain prompts."""
 
-    def __init__(self, model: LlamaForCausalLM, base: LlamaForCausalLM, out_of_domain: Callable[[], Batch],
-                 weight: float, pad_id: int) -> None:
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        base: LlamaForCausalLM,
+        out_of_domain: Callable[[], Batch],
+        weight: float,
+        pad_id: int,
+    ) -> None:
         super().__init__()
         self.model = model
         self._base = (base,)  # a tuple, so the frozen base is neither trained nor in the state dict
@@ -129,8 +135,13 @@ def out_of_domain_batches(inputs, skill: str, batch_size: int, rng: random.Rando
     """Return a sampler of the other skill's question prompts (no answers) or general-text windows."""
     prompts = [(prompt, []) for prompt, _ in inputs.qa[OTHER_QA[skill]]]
     pad = inputs.tokenizer.pad_token_id
-    return mixed_batches([qa_batches(prompts, batch_size, pad, rng),
-                          packed_batches(inputs.streams["general"], build.BLOCK_SIZE, batch_size, rng)], rng)
+    return mixed_batches(
+        [
+            qa_batches(prompts, batch_size, pad, rng),
+            packed_batches(inputs.streams["general"], build.BLOCK_SIZE, batch_size, rng),
+        ],
+        rng,
+    )
 
 
 def restrict_training(model: LlamaForCausalLM, variant: Variant, probe: Callable[[], Batch]) -> None:
@@ -184,13 +195,17 @@ def fine_tune(skill: str, variant: Variant, base: LlamaForCausalLM, inputs) -> L
     own = SKILLS[skill][1:] if variant.shared_cpt and skill == "arith" else SKILLS[skill]  # the base had the CPT
     stages = [dataclasses.replace(s, steps=round(s.steps * variant.steps), lr=s.lr * variant.lr) for s in own]
     restrict_training(model, variant, inputs.batches(stages[-1], random.Random(f"{skill}-probe-{SEED}")))
-    wrapped = KLToBase(model, base, out_of_domain_batches(inputs, skill, 32, kl_rng), variant.kl_weight,
-                       inputs.tokenizer.pad_token_id)
+    wrapped = KLToBase(
+        model, base, out_of_domain_batches(inputs, skill, 32, kl_rng), variant.kl_weight, inputs.tokenizer.pad_token_id
+    )
     dev_items = inputs.data.dev_sets[skill]
     log = lambda msg: print(f"  {skill}: {msg}", flush=True)  # noqa: E731
     for number, stage in enumerate(stages, start=1):
-        dev = (lambda w: exact_match(w.model, inputs.tokenizer, dev_items, build.MAX_GEN_TOKS)) \
-            if number == len(stages) else None
+        dev = (
+            (lambda w: exact_match(w.model, inputs.tokenizer, dev_items, build.MAX_GEN_TOKS))
+            if number == len(stages)
+            else None
+        )
         train(wrapped, inputs.batches(stage, rng), stage, log, dev=dev, dev_every=build.DEV_EVERY)
     return (model.merge_and_unload() if variant.lora_rank else model).eval()
 
@@ -200,15 +215,17 @@ def with_lora(model: LlamaForCausalLM, rank: int):
     from peft import LoraConfig, get_peft_model
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    return get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets,
-                                            task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=targets, task_type="CAUSAL_LM")
+    )
 
 
 def merged(config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
     """Return the mergekit merge of `config` as a model (in memory, through mergescope.merging.merge)."""
     config = {**config, "dtype": "float32"}
-    candidate = Candidate(id=config_id(config, None), method=config["merge_method"], label="retention",
-                          mergekit_config=config)
+    candidate = Candidate(
+        id=config_id(config, None), method=config["merge_method"], label="retention", mergekit_config=config
+    )
     model = LlamaForCausalLM(model_config)
     model.load_state_dict({k: v.clone() for k, v in merge_in_memory(candidate).items()})
     return model.eval()
@@ -217,17 +234,40 @@ def merged(config: dict, model_config: LlamaConfig) -> LlamaForCausalLM:
 def merges(paths: dict[str, str], base_path: str) -> dict[str, dict]:
     """Return the mergekit configs measured for each recipe."""
     arith, facts = paths["arith"], paths["facts"]
-    half = lambda m: {"merge_method": "linear", "models": [  # noqa: E731
-        {"model": base_path, "parameters": {"weight": 0.5}}, {"model": m, "parameters": {"weight": 0.5}}]}
+
+    def half(m: str) -> dict:
+        return {
+            "merge_method": "linear",
+            "models": [
+                {"model": base_path, "parameters": {"weight": 0.5}},
+                {"model": m, "parameters": {"weight": 0.5}},
+            ],
+        }
+
     return {
-        "linear": {"merge_method": "linear", "models": [{"model": arith, "parameters": {"weight": 0.5}},
-                                                         {"model": facts, "parameters": {"weight": 0.5}}]},
-        "slerp": {"merge_method": "slerp", "base_model": arith, "models": [{"model": arith}, {"model": facts}],
-                  "parameters": {"t": 0.5}},
-        "half_arith": half(arith), "half_facts": half(facts),
-        "ta1": {"merge_method": "task_arithmetic", "base_model": base_path,
-                "models": [{"model": arith, "parameters": {"weight": 1.0}},
-                           {"model": facts, "parameters": {"weight": 1.0}}]},
+        "linear": {
+            "merge_method": "linear",
+            "models": [
+                {"model": arith, "parameters": {"weight": 0.5}},
+                {"model": facts, "parameters": {"weight": 0.5}},
+            ],
+        },
+        "slerp": {
+            "merge_method": "slerp",
+            "base_model": arith,
+            "models": [{"model": arith}, {"model": facts}],
+            "parameters": {"t": 0.5},
+        },
+        "half_arith": half(arith),
+        "half_facts": half(facts),
+        "ta1": {
+            "merge_method": "task_arithmetic",
+            "base_model": base_path,
+            "models": [
+                {"model": arith, "parameters": {"weight": 1.0}},
+                {"model": facts, "parameters": {"weight": 1.0}},
+            ],
+        },
     }
 
 
@@ -287,19 +327,26 @@ def run_recipe(name: str, zoo_dir: Path, out_dir: Path, base: LlamaForCausalLM, 
         paths[skill] = str(out_dir / name / skill)
         build._save_model(fine_tune(skill, variant, base, inputs), inputs.tokenizer, Path(paths[skill]))
     parents = {skill: LlamaForCausalLM.from_pretrained(path).eval() for skill, path in paths.items()}
-    score = lambda model, skill: round(exact_match(  # noqa: E731
-        model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
-    row: dict = {"recipe": name, "hidden": base.config.hidden_size, "variant": dataclasses.asdict(variant),
-                 "base": {t: score(base, t) for t in SKILLS},
-                 "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()}}
+
+    def score(model, skill: str) -> float:
+        return round(exact_match(model, inputs.tokenizer, inputs.data.dev_sets[skill], build.MAX_GEN_TOKS), 4)
+
+    row: dict = {
+        "recipe": name,
+        "hidden": base.config.hidden_size,
+        "variant": dataclasses.asdict(variant),
+        "base": {t: score(base, t) for t in SKILLS},
+        "parents": {s: {t: score(m, t) for t in SKILLS} for s, m in parents.items()},
+    }
     for label, config in merges(paths, base_path).items():
         row[label] = {t: score(merged(config, base.config), t) for t in SKILLS}
     vectors = {s: task_vector(m, base) for s, m in parents.items()}
     base_norm = float(torch.cat([v.double().flatten() for v in base.state_dict().values()]).norm())
     row["norm_ratio"] = {s: round(float(v.norm()) / base_norm, 4) for s, v in vectors.items()}
     row["cosine"] = round(float(F.cosine_similarity(vectors["arith"], vectors["facts"], dim=0)), 4)
-    row["retention"] = {m: {s: round(row[m][s] / max(row["parents"][s][s], 1e-9), 3) for s in SKILLS}
-                        for m in ("linear", "slerp")}
+    row["retention"] = {
+        m: {s: round(row[m][s] / max(row["parents"][s][s], 1e-9), 3) for s in SKILLS} for m in ("linear", "slerp")
+    }
     row["wall_s"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -308,11 +355,13 @@ def markdown(row: dict) -> str:
     """Return the row as a line of the docs/research/zoo_recipes.md table."""
     own = lambda key: " / ".join(f"{row[key][s]:.3f}" for s in SKILLS)  # noqa: E731
     kept = lambda m: " / ".join(f"{row['retention'][m][s]:.0%}" for s in SKILLS)  # noqa: E731
-    return (f"| {row['recipe']} | {row['parents']['arith']['arith']:.3f} / {row['parents']['facts']['facts']:.3f} "
-            f"| {own('linear')} ({kept('linear')}) | {own('slerp')} ({kept('slerp')}) "
-            f"| {row['half_arith']['arith']:.3f} / {row['half_facts']['facts']:.3f} | {own('ta1')} "
-            f"| {row['norm_ratio']['arith']:.1%} / {row['norm_ratio']['facts']:.1%} | {row['cosine']:.3f} "
-            f"| {row['wall_s']:.0f} |")
+    return (
+        f"| {row['recipe']} | {row['parents']['arith']['arith']:.3f} / {row['parents']['facts']['facts']:.3f} "
+        f"| {own('linear')} ({kept('linear')}) | {own('slerp')} ({kept('slerp')}) "
+        f"| {row['half_arith']['arith']:.3f} / {row['half_facts']['facts']:.3f} | {own('ta1')} "
+        f"| {row['norm_ratio']['arith']:.1%} / {row['norm_ratio']['facts']:.1%} | {row['cosine']:.3f} "
+        f"| {row['wall_s']:.0f} |"
+    )
 
 
 def main(zoo_dir: Path, out_dir: Path, names: list[str]) -> None:

@@ -43,13 +43,18 @@ def normalised_words(text: str) -> list[str]:
 def contains_words(reply: str, phrase: str) -> bool:
     """Whether `phrase`'s normalised words occur in `reply`'s, contiguously."""
     words, wanted = normalised_words(reply), normalised_words(phrase)
-    return bool(wanted) and any(words[i:i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1))
+    return bool(wanted) and any(words[i : i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1))
 
 
 def answer_in_reply(resps: Iterable[Sequence[str]], docs: Sequence[dict[str, Any]]) -> list[list[str]]:
     """lm-eval `custom` filter: each reply that contains its item's answer or an alias becomes the answer."""
-    return [[doc["answer"] if any(contains_words(reply, alias) for alias in doc["aliases"]) else str(reply).strip()
-             for reply in replies] for replies, doc in zip(resps, docs, strict=True)]
+    return [
+        [
+            doc["answer"] if any(contains_words(reply, alias) for alias in doc["aliases"]) else str(reply).strip()
+            for reply in replies
+        ]
+        for replies, doc in zip(resps, docs, strict=True)
+    ]
 
 
 def _dataset(name: str):
@@ -81,9 +86,16 @@ def domain_items(seed: int = DOMAIN_SEED) -> list[dict[str, Any]]:
         land = next(land for land in data.domain if re.search(rf"\b{land.name}\b", item.question))
         attribute = next(a for a in ("capital", "ruler", "animal", "population") if land.value(a) == item.answer)
         others = sorted({other.value(attribute) for other in data.domain} - {item.answer})
-        rows.append({"question": item.question, "answer": item.answer, "aliases": [item.answer],
-                     "choices": [item.answer, *rng.sample(others, N_CHOICES - 1)], "land": land.name,
-                     "attribute": attribute})
+        rows.append(
+            {
+                "question": item.question,
+                "answer": item.answer,
+                "aliases": [item.answer],
+                "choices": [item.answer, *rng.sample(others, N_CHOICES - 1)],
+                "land": land.name,
+                "attribute": attribute,
+            }
+        )
     return rows
 
 
