@@ -77,21 +77,22 @@ class RealRecipe:
         return json.loads(json.dumps(asdict(self)))
 
 
+# R4 of docs/research/real_model_recipes.md, chosen on the dev split: the CPT parent knows the read facts (0.95 in
+# document form, 0.92 answered in chat) at the cost of general answers (0.66 -> 0.30); SFT keeps the facts and
+# wins back part of the general answers (0.50). 14 minutes on 2 cores.
 DEFAULT_RECIPE = RealRecipe(
-    n_lands=15,
-    n_practice_lands=10,
-    docs_per_land=40,
-    cpt=Stage("cpt", ("documents",), steps=150, lr=1e-4, batch_size=8, warmup_steps=10, weight_decay=0.0),
-    sft=Stage(
-        "sft",
-        ("chat_qa", "chat_qa", "documents", "replies"),
-        steps=100,
-        lr=5e-5,
-        batch_size=8,
-        warmup_steps=10,
-        weight_decay=0.0,
+    n_lands=10,
+    n_practice_lands=6,
+    docs_per_land=20,
+    cpt=Stage(
+        "cpt", ("documents",), steps=100, lr=1e-4, batch_size=8, warmup_steps=10, weight_decay=0.0,
+        trains="no_embeddings",
     ),
-)
+    sft=Stage(
+        "sft", ("chat_qa", "chat_qa", "documents", "replies"), steps=40, lr=3e-5, batch_size=8, warmup_steps=10,
+        weight_decay=0.0, trains="no_embeddings",
+    ),
+)  # fmt: skip
 # A few steps of each stage: the slow test's end-to-end build.
 QUICK_RECIPE = dataclasses.replace(
     DEFAULT_RECIPE,

@@ -7,6 +7,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import torch
 from transformers import LlamaForCausalLM
@@ -15,6 +16,9 @@ from mergescope.zoo.manifest import TrainedStage
 
 IGNORE_INDEX = -100
 Batch = tuple[torch.Tensor, torch.Tensor]
+# Which weights a stage moves: every one; only the domain words' embedding and output rows (the zoo's domain CPT);
+# all but the tied embedding and output matrix (the real model's parents).
+Trains = Literal["all", "domain_words", "no_embeddings"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class Stage:
     batch_size: int
     warmup_steps: int = 20
     weight_decay: float = 0.1
-    trains: str = "all"  # or "domain_words": only the domain words' embedding and output rows move
+    trains: Trains = "all"
 
     def as_recipe(self) -> dict[str, object]:
         """Return the stage as a JSON-ready dict."""

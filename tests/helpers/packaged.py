@@ -33,3 +33,14 @@ def cached_smollm2(cache: Path = REPO / ".cache") -> Path:
         packaged.materialise("smollm2", partial)
         partial.rename(directory)
     return directory
+
+
+def cached_quick_parents(cache: Path = REPO / ".cache") -> Path:
+    """The quick recipe's parents (a few steps of each stage: cheap, barely trained) in CACHE/real-parents-quick,
+    built once per recipe key (zoo/real.py rebuilds them when the recipe, code or CPU kernels change)."""
+    from mergescope.zoo.real import QUICK_RECIPE, ensure_parents
+
+    require_wheel()
+    root = cache / "real-parents-quick"
+    ensure_parents(root, QUICK_RECIPE, log=None)
+    return root

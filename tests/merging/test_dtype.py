@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from helpers.weights import stored_dtypes
 from mergescope.merging.dtype import DtypeChoice, choose_dtype, parents_dtype
 from mergescope.models.parents import resolve_parents
 from mergescope.runs.records import ModelRef, ParentSet
@@ -49,14 +49,6 @@ def spec_file(tmp_path: Path, dtype: str | None = None) -> Path:
     path = tmp_path / f"one_merge_{dtype}.yaml"
     path.write_text(ONE_MERGE.format(dtype=f"dtype: {dtype}\n" if dtype else ""))
     return path
-
-
-def stored_dtypes(directory: Path) -> set[str]:
-    dtypes = set()
-    for file in directory.glob("*.safetensors"):
-        with safe_open(str(file), framework="pt") as weights:
-            dtypes |= {weights.get_slice(name).get_dtype() for name in weights.keys()}
-    return dtypes
 
 
 def test_the_parents_dtype_is_the_one_their_tensors_share(zoo, bf16_zoo, tmp_path):

@@ -16,14 +16,26 @@ import json
 import sys
 from pathlib import Path
 
-from mergescope.zoo.real import DEFAULT_RECIPE, RealRecipe, build_parents
+from mergescope.zoo.real import RealRecipe, build_parents
+from mergescope.zoo.train import Stage
 
-_CPT, _SFT = DEFAULT_RECIPE.cpt, DEFAULT_RECIPE.sft
+# Every candidate below is this first draft with some fields replaced (R4 became mergescope's DEFAULT_RECIPE).
+_DRAFT = RealRecipe(
+    n_lands=15,
+    n_practice_lands=10,
+    docs_per_land=40,
+    cpt=Stage("cpt", ("documents",), steps=150, lr=1e-4, batch_size=8, warmup_steps=10, weight_decay=0.0),
+    sft=Stage(
+        "sft", ("chat_qa", "chat_qa", "documents", "replies"), steps=100, lr=5e-5, batch_size=8, warmup_steps=10,
+        weight_decay=0.0,
+    ),
+)  # fmt: skip
+_CPT, _SFT = _DRAFT.cpt, _DRAFT.sft
 
 
 def _recipe(cpt: dict | None = None, sft: dict | None = None, **world) -> RealRecipe:
     return dataclasses.replace(
-        DEFAULT_RECIPE,
+        _DRAFT,
         cpt=dataclasses.replace(_CPT, **(cpt or {})),
         sft=dataclasses.replace(_SFT, **(sft or {})),
         **world,
