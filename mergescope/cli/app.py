@@ -324,7 +324,7 @@ def study(
         typer.Option(
             "--zoo",
             help="[GROUP=]DIR: study the pairs this zoo lists, on its tasks (repeatable; the group defaults "
-            "to DIR's name). "
+            "to DIR's name); a DIR of `mergescope models parents` gives the real model's pairs, on chat tasks. "
             "Without --pairs and --zoo: the demo's .cache/zoo64 and .cache/zoo128.",
         ),
     ] = None,

@@ -247,8 +247,10 @@ def _pair_settings(settings: StudySettings, pair: StudyPair) -> SweepSettings:
         options,
         parents=[str(p) for p in pair.parents],
         base=str(pair.base) if pair.base else None,
+        sweep=pair.sweep or options.sweep,
         tasks=list(pair.tasks or options.tasks),
         task_paths=list(dict.fromkeys([*options.task_paths, *pair.task_paths])),
+        evaluation=pair.evaluation or options.evaluation,
         out=settings.out / "pairs" / pair.key,
     )
 
@@ -350,9 +352,14 @@ def zoo_study_pairs(manifest: ZooManifest, group: str | None = None) -> list[Stu
 
 
 def zoo_pairs(zoo_dir: str | Path, group: str | None = None) -> list[StudyPair]:
-    """The study pairs of the zoo built in `zoo_dir`; ConfigError when there is no zoo or it lists no pairs."""
+    """The study pairs of the zoo built in `zoo_dir`, or of the real model's parents built there
+    (`mergescope models parents`); ConfigError when there is neither or it lists no pairs."""
     from mergescope.zoo import load_zoo
+    from mergescope.zoo.real import MANIFEST_NAME as PARENTS_MANIFEST
+    from mergescope.zoo.real_study import real_study_pairs
 
+    if (Path(zoo_dir) / PARENTS_MANIFEST).is_file():
+        return real_study_pairs(Path(zoo_dir), group)
     try:
         manifest = load_zoo(zoo_dir)
     except FileNotFoundError as error:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from mergescope.merging.spec import EvalSettings
     from mergescope.scoring.judge_parse import ParseStatus, Verdict
 
 ModelKind = Literal["parent", "base", "candidate"]
@@ -67,6 +68,8 @@ class StudyPair:
     task_paths: tuple[Path, ...] = ()  # folders of task YAMLs the tasks need
     group: str = ""  # e.g. the zoo (size) the pair comes from: pairs of one group share their shapes
     kind: str = ""  # how the parents are related ("same skill", "across lineages" ...), as the zoo says
+    sweep: Path | None = None  # the pair's own sweep spec; None: the study's
+    evaluation: EvalSettings | None = None  # how lm-eval prompts the pair (e.g. a chat template); None: the study's
 
     @property
     def key(self) -> str:

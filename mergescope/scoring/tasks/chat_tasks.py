@@ -57,10 +57,14 @@ def answer_in_reply(resps: Iterable[Sequence[str]], docs: Sequence[dict[str, Any
     ]
 
 
-def _dataset(name: str):
+def _dataset(name: str, lands: Sequence[str] | None = None):
     import datasets
 
     rows = [json.loads(line) for line in (TASKS_DIR / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+    if lands is not None:
+        rows = [row for row in rows if row["land"] in set(lands)]
+        if not rows:
+            raise ValueError(f"{name}: no item asks about the lands {', '.join(lands)}")
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
@@ -69,9 +73,10 @@ def load_general(**_: Any):
     return _dataset("chat_general")
 
 
-def load_domain(**_: Any):
-    """lm-eval `custom_dataset`: the made-up world's questions."""
-    return _dataset("chat_domain")
+def load_domain(lands: Sequence[str] | None = None, **_: Any):
+    """lm-eval `custom_dataset`: the made-up world's questions, or only those about `lands` (a task's
+    `dataset_kwargs`, e.g. the lands a real model's parents read: zoo/real.py writes such a task)."""
+    return _dataset("chat_domain", lands)
 
 
 def domain_items(seed: int = DOMAIN_SEED) -> list[dict[str, Any]]:
