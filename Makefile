@@ -92,8 +92,9 @@ screenshot: install browser
 	test -f reports/demo/index.html || $(BIN)/mergescope demo
 	$(BIN)/python -m mergescope.report.browser reports/demo/pairs/zoo128/knowledge_instruct/index.html docs/report.png
 
+# The zoo's benchmarks, then the sweep, merge and vllm ones again on the real model's parents (built once, ~15 min).
 bench: install
-	$(BIN)/python benchmarks/run.py --zoo .cache/zoo128
+	$(BIN)/python benchmarks/run.py --zoo .cache/zoo128 --real .cache/smollm2
 
 clean:
 	rm -rf runs reports/*/ .cache

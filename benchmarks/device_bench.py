@@ -18,12 +18,13 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from bench_pair import BenchPair, zoo_pair
 from sweep_bench import SPEC, sweep_command, timed
 
 
-def _sweep(zoo, spec: Path, out: Path, gpu: bool) -> float:
+def _sweep(pair: BenchPair, spec: Path, out: Path, gpu: bool) -> float:
     # `python -m mergescope`: a GPU image may hold the package without its console script
-    command = sweep_command(zoo, spec, out, program=(sys.executable, "-m", "mergescope"))
+    command = sweep_command(pair, spec, out, program=(sys.executable, "-m", "mergescope"))
     return timed(command, env=dict(os.environ, **({} if gpu else {"CUDA_VISIBLE_DEVICES": ""})))
 
 
@@ -36,7 +37,7 @@ def _scores(run: Path) -> dict[tuple[str, str], float]:
     return {(row.label, row.task): row.value for row in rows}
 
 
-def run(zoo, repeats: int = 2) -> dict:
+def run(pair: BenchPair, repeats: int = 2) -> dict:
     """Median sweep times on each device, their ratio, and the largest score difference between devices."""
     import torch
 
@@ -49,7 +50,7 @@ def run(zoo, repeats: int = 2) -> dict:
         times = {"gpu": [], "cpu": []}
         for repeat in range(repeats):
             for device in ("gpu", "cpu"):
-                times[device].append(_sweep(zoo, spec, scratch / f"{device}-{repeat}", device == "gpu"))
+                times[device].append(_sweep(pair, spec, scratch / f"{device}-{repeat}", device == "gpu"))
         gpu, cpu = _scores(scratch / "gpu-0"), _scores(scratch / "cpu-0")
     differences = {
         f"{label} {task}": gpu[label, task] - cpu[label, task]
@@ -71,4 +72,4 @@ def run(zoo, repeats: int = 2) -> dict:
 if __name__ == "__main__":
     from mergescope.zoo import load_zoo
 
-    print(run(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo")))
+    print(run(zoo_pair(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo"))))

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_pair import BenchPair, zoo_pair
+
 N_CANDIDATES = 10
 MERGEKIT_YAML = Path(sys.executable).with_name("mergekit-yaml")
 
@@ -104,14 +106,14 @@ def _gb(n_bytes: float, seconds: float) -> float:
     return round(n_bytes / 1e9 / seconds, 3)
 
 
-def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
+def _large_parents(tokenizer_dir: Path, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
     """Peak RSS of the merge stage for each of `sizes` candidates and of one mergekit-yaml merge; GB/s of both."""
     from kinship_bench import measure_command
 
     from mergescope.merging.candidates import export_candidates
     from mergescope.models.resources import merge_stage_bytes
 
-    parents, parent_bytes = _write_large_parents(zoo, work)
+    parents, parent_bytes = _write_large_parents(tokenizer_dir, work)
     candidates = _candidates(parents, max(sizes))
     configs = [str(c) for c in export_candidates(candidates, work / "configs")]
     stage = {
@@ -144,9 +146,9 @@ def _large_parents(zoo, work: Path, sizes: tuple[int, ...] = (2, 10)) -> dict:
     }
 
 
-def _write_large_parents(zoo, work: Path):
-    """The resolved parent set (a, b, base: scaled-up zoo Llamas with the zoo's tokenizer files) and a parent's
-    bytes."""
+def _write_large_parents(tokenizer_dir: Path, work: Path):
+    """The resolved parent set (a, b, base: scaled-up zoo Llamas with the tokenizer files of `tokenizer_dir`, a
+    zoo model) and a parent's bytes."""
     import shutil
 
     from kinship_bench import write_model
@@ -157,37 +159,40 @@ def _write_large_parents(zoo, work: Path):
     for name, parent in (("a", 1), ("b", 2), ("base", None)):
         parent_bytes = write_model(work / name, parent)
         for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            if (zoo.model_path("base") / file).is_file():
-                shutil.copy(zoo.model_path("base") / file, work / name / file)
+            if (tokenizer_dir / file).is_file():
+                shutil.copy(tokenizer_dir / file, work / name / file)
     return resolve_parents([work / "a", work / "b"], work / "base"), parent_bytes
 
 
-def run(zoo) -> dict:
-    """Timings of both sides, their ratio, throughput, and whether their outputs are bitwise equal."""
+def run(pair: BenchPair, n_candidates: int = N_CANDIDATES, scaled_up: bool = True) -> dict:
+    """Timings of both sides, their ratio, throughput, and whether their outputs are bitwise equal; with
+    `scaled_up`, also memory and throughput on two ~1 GB parents (scaled-up zoo Llamas: `pair` a zoo's)."""
     from mergescope.models.parents import resolve_parents
 
-    parent_dirs = [zoo.model_path("arith"), zoo.model_path("facts")]
-    read = N_CANDIDATES * sum((d / "model.safetensors").stat().st_size for d in parent_dirs)
+    parent_dirs = list(pair.parents)
+    read = n_candidates * sum(f.stat().st_size for d in parent_dirs for f in d.glob("*.safetensors"))
     with tempfile.TemporaryDirectory(prefix="merge-bench-") as scratch:
-        sides = _both_sides(_candidates(resolve_parents(parent_dirs), N_CANDIDATES), Path(scratch) / "zoo")
-        large = _large_parents(zoo, Path(scratch) / "large")
+        sides = _both_sides(_candidates(resolve_parents(parent_dirs), n_candidates), Path(scratch) / pair.name)
+        large = _large_parents(pair.base, Path(scratch) / "large") if scaled_up else None
     inner, cli_s, fast_s = sides["inner"], sides["cli_s"], sides["fast_s"]
     return {
-        "candidates": N_CANDIDATES,
+        "candidates": n_candidates,
+        "parents_dtype": pair.dtype,
+        "parent_gb_each": round(read / n_candidates / 2 / 1e9, 4),
         "mergekit_yaml_s": round(cli_s, 2),
-        "mergescope_s": round(fast_s, 2),  # start-up, imports, 10 merges and writes; not the in-memory pass
+        "mergescope_s": round(fast_s, 2),  # start-up, imports, the merges and writes; not the in-memory pass
         "mergescope_startup_s": round(inner["startup_s"], 2),
         "mergescope_write_s": round(inner["write_s"], 3),
         "mergescope_in_memory_s": round(inner["in_memory_s"], 3),
         "speedup": round(cli_s / fast_s, 1),
         "speedup_in_process": round(cli_s / inner["write_s"], 1),
         "bitwise_equal": sides["equal"],
-        "zoo_gb_s": {
+        f"{pair.name}_gb_s": {
             "mergekit_yaml": _gb(read, cli_s),
             "mergescope": _gb(read, fast_s),
             "mergescope_in_process": _gb(read, inner["write_s"]),
         },
-        "two_1gb_parents_and_a_base": large,
+        **({"two_1gb_parents_and_a_base": large} if large else {}),
         "load_average_1min": round(os.getloadavg()[0], 1),
     }
 
@@ -195,7 +200,7 @@ def run(zoo) -> dict:
 if __name__ == "__main__":
     from mergescope.zoo import load_zoo
 
-    result = run(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo"))
+    result = run(zoo_pair(load_zoo(sys.argv[1] if len(sys.argv) > 1 else ".cache/test-zoo")))
     print(json.dumps(result, indent=1))
     print(
         f"{result['candidates']} SLERP merges: mergekit-yaml {result['mergekit_yaml_s']:.1f} s, "

@@ -2,9 +2,11 @@
 
 Each benchmark compares mergescope with the obvious alternative in the same run and reports ratios; see the
 docstring of each module for what exactly is timed. A benchmark that cannot run here (vLLM not installed)
-is reported as skipped with the reason.
+is reported as skipped with the reason. With `--real DIR` (the real model's parents, `mergescope models
+parents DIR`, built when missing), the sweep, merge and vllm benchmarks run again on SmolLM2-135M-Instruct's
+bf16 children, smaller (REAL_BENCHMARKS): its chat evaluation costs ~100x a zoo model's.
 
-    python benchmarks/run.py [--zoo .cache/zoo128] [--only sweep,merge,kinship,vllm,search,device]
+    python benchmarks/run.py [--zoo .cache/zoo128] [--real .cache/smollm2] [--only sweep,merge,kinship,vllm,...]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,11 +30,12 @@ import merge_bench  # noqa: E402
 import search_bench  # noqa: E402
 import sweep_bench  # noqa: E402
 import vllm_bench  # noqa: E402
+from bench_pair import BenchPair, real_pair, zoo_pair  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def _kinship(_zoo) -> dict:
+def _kinship(_pair) -> dict:
     with tempfile.TemporaryDirectory(prefix="kinship-bench-") as work:
         return kinship_bench.run(work)
 
@@ -60,6 +64,23 @@ BENCHMARKS = {
 }
 
 
+REAL_BENCHMARKS = {
+    "sweep": (
+        "End-to-end sweep, 4 candidates x 20 chat questions (bf16, chat template, generation): mergescope vs "
+        "mergekit-yaml + lm_eval CLI per candidate",
+        lambda pair: sweep_bench.run(pair, repeats=1, spec=sweep_bench.REAL_SPEC),
+    ),
+    "merge": (
+        "4 SLERP merges of two bf16 parents: mergescope in process vs 4 mergekit-yaml calls; GB/s",
+        lambda pair: merge_bench.run(pair, n_candidates=4, scaled_up=False),
+    ),
+    "vllm": (
+        "4 candidates on one live vLLM engine with weight swaps vs a fresh engine each (bf16)",
+        lambda pair: vllm_bench.run(pair, n_candidates=4),
+    ),
+}
+
+
 def machine() -> str:
     """A one-line description of the machine the numbers come from."""
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
@@ -80,28 +101,40 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--zoo", default=".cache/zoo128")
+    parser.add_argument("--real", default=None, help="the real model's parents (mergescope models parents DIR)")
     parser.add_argument("--only", default=",".join(BENCHMARKS))
     arguments = parser.parse_args()
     from mergescope.zoo import build_zoo, load_zoo
 
     zoo_dir = Path(arguments.zoo)
     zoo = load_zoo(zoo_dir) if (zoo_dir / "zoo.json").is_file() else build_zoo(zoo_dir)
+    runs: list[tuple[str, str, Callable[[BenchPair], dict], BenchPair]] = [
+        (name, title, function, zoo_pair(zoo)) for name, (title, function) in BENCHMARKS.items()
+    ]
+    if arguments.real:
+        from mergescope.zoo.real import ensure_parents
+
+        ensure_parents(Path(arguments.real))
+        pair = real_pair(Path(arguments.real))
+        runs += [(name, title, function, pair) for name, (title, function) in REAL_BENCHMARKS.items()]
     lines = [
         "# Benchmark results\n",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
         "Produced by `make bench` (benchmarks/run.py); each section is one benchmark module, run in one go.\n",
     ]
-    for name in arguments.only.split(","):
-        title, function = BENCHMARKS[name]
-        print(f"== {name}: {title}", flush=True)
+    for name, title, function, pair in runs:
+        if name not in arguments.only.split(","):
+            continue
+        section = name if pair.name == "zoo" else f"{name} ({pair.name})"
+        print(f"== {section}: {title}", flush=True)
         started = time.perf_counter()
         try:
-            result = function(zoo)
+            result = function(pair)
         except Exception as error:  # a benchmark that cannot run here is reported, not fatal to the others
             result = {"skipped": f"{type(error).__name__}: {error}"}
         print(json.dumps(result, indent=1), flush=True)
         lines += [
-            f"\n## {name}: {title}\n",
+            f"\n## {section}: {title}\n",
             f"Took {time.perf_counter() - started:.0f} s.\n",
             "```json",
             json.dumps(result, indent=1),

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import yaml
+from bench_pair import BenchPair, zoo_pair
 
 DENSITIES = [0.25, 0.5, 0.75, 1.0]
 WEIGHTS = [0.25, 0.5, 0.75, 1.0, 1.25]
@@ -60,12 +61,12 @@ SEEDS = range(5)
 FITNESS_BUDGET, FITNESS_FINALISTS = 6, 2
 
 
-def _settings(zoo, out: Path, limit: int):
+def _settings(pair: BenchPair, out: Path, limit: int):
     from mergescope.recipes.sweep import SweepSettings
 
     return SweepSettings(
-        parents=[str(zoo.model_path("arith")), str(zoo.model_path("facts"))],
-        base=str(zoo.model_path("base")),
+        parents=[str(parent) for parent in pair.parents],
+        base=str(pair.base),  # no tasks: the sweep takes the zoo's own
         out=out,
         backend="hf",
         limit=limit,
@@ -73,13 +74,13 @@ def _settings(zoo, out: Path, limit: int):
     )
 
 
-def _grid_objectives(grid_run: Path, space: Path, zoo, limit: int) -> dict[str, float]:
+def _grid_objectives(grid_run: Path, space: Path, pair: BenchPair, limit: int) -> dict[str, float]:
     """Each grid point's objective as the search computes it: a one-trial search in a copy reads the items."""
     from mergescope.recipes.search import SearchSettings, plan_search
     from mergescope.recipes.search_fitness import fitness_items, task_objectives
     from mergescope.runs.store import ResultsStore
 
-    plan = plan_search(SearchSettings(run=_settings(zoo, grid_run, limit), space=space, budget=1))
+    plan = plan_search(SearchSettings(run=_settings(pair, grid_run, limit), space=space, budget=1))
     store = ResultsStore.of_run(grid_run)
     try:
         fitness = fitness_items(store, plan.run.subjects[0].id, plan.run.suite.names, plan.meta)
@@ -111,7 +112,7 @@ def _evaluations_to(best: float, run: Path, budget: int) -> tuple[int, int | Non
     return budget + 1, None
 
 
-def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
+def fitness_cost(pair: BenchPair, limit: int | None, fitness_items: int) -> dict:
     """Wall and CPU seconds of a search evaluating every trial on every item, and of the same search with a fitness
     subset of `fitness_items` per task, each in a fresh run; and their ratios (subset / every item)."""
     from mergescope.merging.spec import SWEEPS_DIR
@@ -126,7 +127,7 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
             wall, cpu = time.perf_counter(), time.process_time()
             search(
                 SearchSettings(
-                    run=_settings(zoo, Path(scratch) / name, limit),
+                    run=_settings(pair, Path(scratch) / name, limit),
                     space=SWEEPS_DIR / "space_lu2024.yaml",
                     budget=FITNESS_BUDGET,
                     seed=0,
@@ -151,7 +152,7 @@ def fitness_cost(zoo, limit: int | None, fitness_items: int) -> dict:
     }
 
 
-def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
+def run(pair: BenchPair, limit: int | None = None, fitness_items: int = 10) -> dict:
     """Evaluations-to-grid-best per sampler (median and every seed), the grid's size and best, and timings."""
     from mergescope.recipes.search import SearchSettings, search
     from mergescope.recipes.sweep import sweep
@@ -161,9 +162,9 @@ def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
         (scratch / "space.yaml").write_text(yaml.safe_dump(SPACE))
         (scratch / "grid.yaml").write_text(yaml.safe_dump(GRID))
         started = time.perf_counter()
-        grid = sweep(dataclasses.replace(_settings(zoo, scratch / "grid", limit), sweep=scratch / "grid.yaml"))
+        grid = sweep(dataclasses.replace(_settings(pair, scratch / "grid", limit), sweep=scratch / "grid.yaml"))
         grid_seconds = time.perf_counter() - started
-        objectives = _grid_objectives(grid.run_dir, scratch / "space.yaml", zoo, limit)
+        objectives = _grid_objectives(grid.run_dir, scratch / "space.yaml", pair, limit)
         best = max(objectives.values())
         budget = math.ceil(len(objectives) / 3)
         results = {}
@@ -172,7 +173,7 @@ def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
             for seed in SEEDS:
                 out = scratch / f"{sampler}-{seed}"
                 _search_copy(grid.run_dir, out)
-                settings = _settings(zoo, out, limit)
+                settings = _settings(pair, out, limit)
                 result = search(
                     SearchSettings(
                         run=settings, space=scratch / "space.yaml", budget=budget, sampler=sampler, seed=seed
@@ -199,7 +200,7 @@ def run(zoo, limit: int | None = None, fitness_items: int = 10) -> dict:
         "limit_items_per_task": limit,
         "grid_sweep_seconds": round(grid_seconds, 1),
         "samplers": results,
-        "fitness_cost": fitness_cost(zoo, limit, fitness_items),
+        "fitness_cost": fitness_cost(pair, limit, fitness_items),
     }
 
 
@@ -212,7 +213,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from mergescope.zoo import load_zoo
 
-    print(json.dumps(run(load_zoo(Path(arguments.zoo)), arguments.limit, arguments.fitness_items), indent=1))
+    print(json.dumps(run(zoo_pair(load_zoo(Path(arguments.zoo))), arguments.limit, arguments.fitness_items), indent=1))
 
 
 if __name__ == "__main__":

@@ -24,15 +24,24 @@ import time
 from pathlib import Path
 
 import yaml
+from bench_pair import BenchPair, zoo_pair
 
 BIN = Path(sys.executable).parent
-TASKS = ("zoo_arith", "zoo_composite")
 SPEC = {
     "name": "bench",
     "methods": [
         {"method": "slerp", "parameters": {"t": {"start": 0.1, "stop": 0.9, "num": 8}}},
         {"method": "linear", "per_parent": [{"weight": 0.3}, {"weight": 0.7}]},
         {"method": "task_arithmetic", "per_parent": {"weight": 0.5}},
+    ],
+}
+# The real model's version: a 135M-parameter model answering in chat costs ~100x a zoo model's evaluation, so
+# four candidates (SLERP at t = 0.3, 0.7, the linear and the task-arithmetic merge) and one interleaved repeat.
+REAL_SPEC = {
+    "name": "bench",
+    "methods": [
+        {"method": "slerp", "parameters": {"t": {"grid": [0.3, 0.7]}}},
+        *SPEC["methods"][1:],
     ],
 }
 
@@ -44,19 +53,20 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - started
 
 
-def sweep_command(zoo, spec: Path, out: Path, program: tuple[str, ...] = (str(BIN / "mergescope"),)) -> list[str]:
-    """The benchmark's `mergescope sweep` of the zoo's arith and facts parents over `spec`, hf backend."""
+def sweep_command(
+    pair: BenchPair, spec: Path, out: Path, program: tuple[str, ...] = (str(BIN / "mergescope"),)
+) -> list[str]:
+    """The benchmark's `mergescope sweep` of the pair's parents and base over `spec`, hf backend."""
     return [
         *program,
         "sweep",
         "--parents",
-        str(zoo.model_path("arith")),
-        str(zoo.model_path("facts")),
+        *map(str, pair.parents),
         "--base",
-        str(zoo.model_path("base")),
+        str(pair.base),
         "--sweep",
         str(spec),
-        *[arg for task in TASKS for arg in ("--tasks", task)],
+        *pair.mergescope_eval_args(),
         "--backend",
         "hf",
         "--out",
@@ -64,23 +74,20 @@ def sweep_command(zoo, spec: Path, out: Path, program: tuple[str, ...] = (str(BI
     ]
 
 
-def _naive_candidate(config: Path, zoo, scratch: Path) -> float:
+def _naive_candidate(config: Path, pair: BenchPair, scratch: Path) -> float:
     model_dir = scratch / f"model-{config.stem}"
-    return timed([str(BIN / "mergekit-yaml"), str(config), str(model_dir)]) + _naive_eval(model_dir, zoo, scratch)
+    return timed([str(BIN / "mergekit-yaml"), str(config), str(model_dir)]) + _naive_eval(model_dir, pair, scratch)
 
 
-def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
+def _naive_eval(model_dir: Path, pair: BenchPair, scratch: Path) -> float:
     return timed(
         [
             str(BIN / "lm_eval"),
             "--model",
             "hf",
             "--model_args",
-            f"pretrained={model_dir},dtype=float32",
-            "--tasks",
-            ",".join(TASKS),
-            "--include_path",
-            str(zoo.task_yaml_dir()),
+            f"pretrained={model_dir},dtype={pair.dtype}",
+            *pair.lm_eval_args(),
             "--device",
             "cpu",
             "--batch_size",
@@ -92,12 +99,12 @@ def _naive_eval(model_dir: Path, zoo, scratch: Path) -> float:
     )
 
 
-def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
+def _exported_configs(pair: BenchPair, spec: Path, directory: Path) -> list[Path]:
     from mergescope.merging.candidates import expand, to_mergekit_yaml
     from mergescope.merging.spec import load_sweep
     from mergescope.models.parents import resolve_parents
 
-    parents = resolve_parents([zoo.model_path("arith"), zoo.model_path("facts")], zoo.model_path("base"))
+    parents = resolve_parents(list(pair.parents), pair.base)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for candidate in expand(load_sweep(spec), parents):
@@ -106,7 +113,7 @@ def _exported_configs(zoo, spec: Path, directory: Path) -> list[Path]:
     return paths
 
 
-def run(zoo, repeats: int = 5) -> dict:
+def run(pair: BenchPair, repeats: int = 5, spec: dict = SPEC) -> dict:
     """Timings of both sides and their ratio; the median of `repeats` mergescope sweeps.
 
     The mergescope sweeps are interleaved with the naive loop's candidates, so that both sides sample the
@@ -114,22 +121,23 @@ def run(zoo, repeats: int = 5) -> dict:
     """
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
         scratch = Path(scratch)
-        spec = scratch / "bench.yaml"
-        spec.write_text(yaml.safe_dump(SPEC))
-        configs = _exported_configs(zoo, spec, scratch / "configs")
+        spec_file = scratch / "bench.yaml"
+        spec_file.write_text(yaml.safe_dump(spec))
+        configs = _exported_configs(pair, spec_file, scratch / "configs")
         every = max(1, len(configs) // repeats)
         sweeps, naive = [], []
         for index, config in enumerate(configs):
             if index % every == 0 and len(sweeps) < repeats:
-                sweeps.append(timed(sweep_command(zoo, spec, scratch / f"run-{index}")))
-            naive.append(_naive_candidate(config, zoo, scratch))
+                sweeps.append(timed(sweep_command(pair, spec_file, scratch / f"run-{index}")))
+            naive.append(_naive_candidate(config, pair, scratch))
         # mergescope's total also scores its three reference models (parents, base), which the naive loop
         # skips: `speedup` charges them against mergescope; `speedup_like_for_like` times them on both sides.
-        references = [_naive_eval(zoo.model_path(name), zoo, scratch) for name in ("arith", "facts", "base")]
+        references = [_naive_eval(model, pair, scratch) for model in (*pair.parents, pair.base)]
     mergescope = statistics.median(sweeps)
     return {
         "candidates": len(naive),
-        "tasks": list(TASKS),
+        "tasks": list(pair.tasks),
+        "items_per_task": pair.limit or "all",
         "mergescope_sweep_s": mergescope,
         "mergescope_runs_s": sweeps,
         "naive_total_s": sum(naive),
@@ -148,4 +156,4 @@ if __name__ == "__main__":
     parser.add_argument("zoo", nargs="?", default=".cache/test-zoo")
     parser.add_argument("--repeats", type=int, default=5)
     arguments = parser.parse_args()
-    print(run(load_zoo(arguments.zoo), arguments.repeats))
+    print(run(zoo_pair(load_zoo(arguments.zoo)), arguments.repeats))

@@ -20,6 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_pair import BenchPair, zoo_pair
+
+from mergescope.serving.options import EngineOptions, HFOptions
+
 N_CANDIDATES = 10
 N_COLD_STARTS = 2
 TOKENIZER_FILES = (
@@ -28,27 +32,32 @@ TOKENIZER_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
     "generation_config.json",
+    "chat_template.jinja",
 )
 
 
-def run(zoo) -> dict:
-    """Timings (seconds) of swaps, cold starts and per-candidate evaluation on `zoo`, and their ratios."""
+def run(pair: BenchPair, n_candidates: int = N_CANDIDATES) -> dict:
+    """Timings (seconds) of swaps, cold starts and per-candidate evaluation on `pair`, and their ratios."""
+    from mergescope.merging.spec import EvalSettings
     from mergescope.scoring.lmeval import TaskRunner, resolve_tasks
 
     # one runner for every model, as a sweep's worker keeps one
-    tasks = TaskRunner(resolve_tasks(zoo.task_names(), [zoo.task_yaml_dir()]))
+    settings = EvalSettings(apply_chat_template=pair.chat)
+    tasks = TaskRunner(resolve_tasks(list(pair.tasks), pair.task_paths, pair.limit, settings))
     scratch = Path(tempfile.mkdtemp(prefix="mergescope-bench-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     try:
-        cold = [_cold_start(zoo.model_path("base")) for _ in range(N_COLD_STARTS)]
-        swaps = _swap_sweep(zoo, tasks, scratch)
-        hf_eval = _hf_evaluations(zoo, tasks, scratch)
+        cold = [_cold_start(pair) for _ in range(N_COLD_STARTS)]
+        swaps = _swap_sweep(pair, tasks, scratch, n_candidates)
+        hf_eval = _hf_evaluations(pair, tasks, scratch, n_candidates)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     cold_start = statistics.mean(cold)
     swap = statistics.mean(s["write_s"] + s["reload_s"] for s in swaps)
     vllm_eval = statistics.mean(s["eval_s"] for s in swaps)
     return {
-        "candidates": N_CANDIDATES,
+        "candidates": n_candidates,
+        "dtype": pair.dtype,
+        "items_per_task": pair.limit or "all",
         "cold_start_s": cold,
         "swap_s_mean": swap,
         "write_s_mean": statistics.mean(s["write_s"] for s in swaps),
@@ -57,36 +66,36 @@ def run(zoo) -> dict:
         "vllm_eval_s_mean": vllm_eval,
         "hf_load_and_eval_s_mean": statistics.mean(hf_eval),
         "one_engine_total_s": cold_start + sum(s["write_s"] + s["reload_s"] + s["eval_s"] for s in swaps),
-        "fresh_engine_each_total_s_extrapolated": N_CANDIDATES * (cold_start + vllm_eval),
+        "fresh_engine_each_total_s_extrapolated": n_candidates * (cold_start + vllm_eval),
         "hf_total_s": sum(hf_eval),
         "tasks": list(tasks.suite.names),
         "machine": f"{os.cpu_count()} CPUs visible, torch threads {_torch_threads()}",
     }
 
 
-def _cold_start(model_dir: Path) -> float:
+def _cold_start(pair: BenchPair) -> float:
     from mergescope.serving.vllm import VLLMBackend
 
-    backend = VLLMBackend()
+    backend = VLLMBackend(EngineOptions(dtype=pair.dtype))
     started = time.perf_counter()
-    backend.serve(model_dir)
+    backend.serve(pair.base)
     backend.generate(["Q: 1 + 1 = ? A:"], max_tokens=4)
     seconds = time.perf_counter() - started
     backend.close()
     return seconds
 
 
-def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
+def _swap_sweep(pair: BenchPair, tasks, scratch: Path, n_candidates: int) -> list[dict]:
     from mergescope.serving.vllm import VLLMBackend
 
-    parents = [_state_dict(zoo.model_path(name)) for name in ("arith", "facts")]
-    backend = VLLMBackend()
-    backend.serve(zoo.model_path("base"))
+    parents = [_state_dict(model) for model in pair.parents]
+    backend = VLLMBackend(EngineOptions(dtype=pair.dtype))
+    backend.serve(pair.base)
     timings = []
     try:
-        for index in range(N_CANDIDATES):
+        for index in range(n_candidates):
             started = time.perf_counter()
-            model_dir = _write_candidate(parents, index / (N_CANDIDATES - 1), zoo.model_path("base"), scratch, index)
+            model_dir = _write_candidate(parents, index / (n_candidates - 1), pair.base, scratch, index)
             written = time.perf_counter()
             lm = backend.load(model_dir)
             reloaded = time.perf_counter()
@@ -100,12 +109,12 @@ def _swap_sweep(zoo, tasks, scratch: Path) -> list[dict]:
     return timings
 
 
-def _hf_evaluations(zoo, tasks, scratch: Path) -> list[float]:
+def _hf_evaluations(pair: BenchPair, tasks, scratch: Path, n_candidates: int) -> list[float]:
     from mergescope.serving.hf import HFBackend
 
-    backend = HFBackend()
+    backend = HFBackend(HFOptions(dtype=pair.dtype))
     seconds = []
-    for index in range(N_CANDIDATES):
+    for index in range(n_candidates):
         started = time.perf_counter()
         tasks.evaluate(backend.load(scratch / f"candidate-{index}"), f"candidate-{index}")
         seconds.append(time.perf_counter() - started)
@@ -143,4 +152,4 @@ if __name__ == "__main__":
     from mergescope.zoo import load_zoo
 
     zoo_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / ".cache/test-zoo"
-    print(json.dumps(run(load_zoo(zoo_dir)), indent=1))
+    print(json.dumps(run(zoo_pair(load_zoo(zoo_dir))), indent=1))
