@@ -611,12 +611,20 @@ def validate(
 
 @app.command()
 @user_errors
-def demo(cache: Annotated[Path, typer.Option(help="Where the two zoos are built (zoo64/, zoo128/).")] = Path(".cache")):
+def demo(
+    cache: Annotated[
+        Path, typer.Option(help="Where the zoos and the real model's parents are built (zoo64/, zoo128/, smollm2/).")
+    ] = Path(".cache"),
+    real: Annotated[
+        bool,
+        typer.Option(help="Then the real model's pairs (SmolLM2-135M-Instruct's parents: ~25 min more on 2 cores)."),
+    ] = True,
+):
     """Build the zoo at two widths (once per recipe), study both zoos' pairs with the shipped study spec, write the
-    report."""
+    report; then build the real model's parents and add their pairs to the same study. Rerunning resumes."""
     from mergescope.recipes.demo import run_demo
 
-    typer.echo(f"report: {run_demo(cache).report.resolve()}")
+    typer.echo(f"report: {run_demo(cache, real=real, say=typer.echo).report.resolve()}")
 
 
 @app.command()

@@ -1,7 +1,10 @@
-"""The demo recipe behind `make demo`: the zoo at two widths -> a kinship study of both zoos' pairs -> one report."""
+"""The demo recipe behind `make demo`: the zoo at two widths -> a kinship study of both zoos' pairs -> one report;
+then the real model's parents (SmolLM2-135M-Instruct and two children trained here) join the same study."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 from mergescope.errors import MergescopeError
@@ -14,18 +17,36 @@ from mergescope.zoo.build import LARGE_WIDTH, SMALL_WIDTH, ensure_zoo
 STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
 # Each zoo's directory under the cache names its group in the study: the two sizes side by side.
 DEMO_ZOOS = (("zoo64", SMALL_WIDTH), ("zoo128", LARGE_WIDTH))
+REAL_PARENTS = "smollm2"  # the real model's parents under the cache, and their group in the study
 
 
 def run_demo(
-    cache: Path = Path(".cache"), run_dir: Path = Path("runs/demo"), report_dir: Path = Path("reports/demo")
+    cache: Path = Path(".cache"),
+    run_dir: Path = Path("runs/demo"),
+    report_dir: Path = Path("reports/demo"),
+    real: bool = True,
+    say: Callable[[str], None] = print,
 ) -> StudyResult:
-    """Study every pair of both zoos (each built once per recipe, into `cache`) with the shipped study spec;
-    rerunning resumes."""
+    """Study every pair of both zoos (each built once per recipe, into `cache`) with the shipped study spec; with
+    `real`, then build the real model's parents (once per recipe) and study their pairs beside the zoo's, into the
+    same study and report. Rerunning resumes: finished pairs are skipped."""
     zoos = [ensure_zoo(cache / name, width=width) for name, width in DEMO_ZOOS]
-    pairs = tuple(pair for zoo in zoos for pair in zoo_study_pairs(zoo))
-    return study(
-        StudySettings(pairs, out=run_dir, report=report_dir, options=SweepSettings(parents=[], sweep=STUDY_SWEEP))
+    settings = StudySettings(
+        tuple(pair for zoo in zoos for pair in zoo_study_pairs(zoo)),
+        out=run_dir,
+        report=report_dir,
+        options=SweepSettings(parents=[], sweep=STUDY_SWEEP),
     )
+    result = study(settings)
+    if not real:
+        return result
+    say(f"the zoo's study: {result.report.resolve()}; next, the real model's parents and pairs join it")
+    from mergescope.zoo.real import ensure_parents
+    from mergescope.zoo.real_study import real_study_pairs
+
+    ensure_parents(cache / REAL_PARENTS)
+    real_pairs = tuple(real_study_pairs(cache / REAL_PARENTS, group=REAL_PARENTS))
+    return study(dataclasses.replace(settings, pairs=settings.pairs + real_pairs))
 
 
 def save_study_picture(result: StudyResult, path: Path) -> Path:

@@ -98,3 +98,24 @@ def test_a_vllm_sweep_of_the_real_pair_answers_in_chat_and_stores_bf16_candidate
     assert len(replies) == 4 * 6
     # free chat, not the zoo's "Q: ... A:" completions: the instruct model answers in sentences
     assert all(len(row["response"].split()) >= 3 for row in replies), [tuple(row) for row in replies]
+
+
+@pytest.mark.slow
+def test_a_study_of_the_real_pairs_scores_them_in_chat_with_their_own_spec(quick_parents, tmp_path):
+    """`--zoo DIR` of real parents: three pairs, each swept with the real_study spec in chat on real_domain (the
+    read lands' questions) and chat_general, merged and served in bf16, into one study report."""
+    from mergescope.recipes.study import StudySettings, study, zoo_pairs
+    from mergescope.recipes.sweep import SweepSettings
+    from mergescope.runs.directory import read_run_meta
+
+    pairs = tuple(zoo_pairs(quick_parents, "smollm2"))
+    options = SweepSettings(parents=[], limit=1, progress=False)
+    result = study(StudySettings(pairs, out=tmp_path / "study", options=options))
+    assert [outcome.status for outcome in result.pairs] == ["swept"] * 3 and result.report.is_file()
+    for outcome in result.pairs:
+        meta = read_run_meta(outcome.run_dir)
+        assert meta.spec["name"] == "real_study" and meta.evaluation.apply_chat_template is True
+        assert meta.tasks == ("real_domain", "chat_general") and meta.served_dtype() == "bfloat16"
+        assert outcome.n_evaluated == 6  # two parents, four candidates
+    assert [figures.pair.key for figures in result.data.pairs] == [pair.key for pair in pairs]
+    assert all(-1 <= figures.cosine <= 1 for figures in result.data.pairs)  # kinship of every pair measured
