@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE=1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test test-fast test-cpus bench picture screenshot browser validate lint wheel-check constraints clean
+.PHONY: install demo test test-real test-fast test-cpus bench picture screenshot browser validate lint wheel-check constraints clean
 
 install: $(STAMP)
 
@@ -44,7 +44,12 @@ demo: install
 	$(BIN)/mergescope demo
 
 test: install browser
-	$(BIN)/python -m pytest -q -ra --durations=25
+	$(BIN)/python -m pytest -q -ra --durations=25 -m "not real"
+
+# The tests on the real pretrained model (SmolLM2-135M-Instruct from its wheel): materialised once, a few-step
+# CPT/SFT pair, hub id = directory, a vLLM sweep and a study in chat, a judge on vLLM's server. CI runs them.
+test-real: install
+	$(BIN)/python -m pytest -q -ra --durations=10 -m real
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser"

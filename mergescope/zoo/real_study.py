@@ -23,7 +23,8 @@ from mergescope.zoo.real import CPT, CPT_SFT, INSTRUCT, load_parents
 TASKS_FOLDER = "tasks"
 DOMAIN_TASK = "real_domain"
 TASKS = (DOMAIN_TASK, "chat_general")  # what the study scores each pair on: the read facts, and forgetting
-STUDY_SWEEP = SWEEPS_DIR / "real_study.yaml"
+STUDY_SWEEP = SWEEPS_DIR / "real_study.yaml"  # SLERP and linear: no base needed
+BASED_SWEEP = SWEEPS_DIR / "real_study_base.yaml"  # and task arithmetic and TIES, for the pair with a base
 CHAT = EvalSettings(apply_chat_template=True)
 # (name, parents, base, kind): the seed paper's pair first
 PAIRS = (
@@ -57,7 +58,7 @@ def real_study_pairs(root: Path, group: str | None = None) -> list[StudyPair]:
             task_paths=(tasks,),
             group=root.name if group is None else group,
             kind=kind,
-            sweep=STUDY_SWEEP,
+            sweep=BASED_SWEEP if base else STUDY_SWEEP,
             evaluation=CHAT,
         )
         for name, (first, second), base, kind in PAIRS

@@ -35,6 +35,7 @@ def test_an_occupied_directory_is_refused_before_any_work(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_the_directory_is_a_standard_bfloat16_model(smollm2):
     assert sorted(f.name for f in smollm2.iterdir()) == [
         "README.md",
@@ -62,6 +63,7 @@ def test_the_directory_is_a_standard_bfloat16_model(smollm2):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_it_loads_in_bfloat16_and_knows_the_capital_of_france(smollm2):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -81,6 +83,7 @@ def test_it_loads_in_bfloat16_and_knows_the_capital_of_france(smollm2):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_a_rebuild_writes_the_same_bytes_and_the_hub_cache_serves_them(smollm2, tmp_path, monkeypatch):
     """A second build (into a new directory and a hub cache) hashes alike, file by file; the hub id then
     resolves offline to a snapshot holding those files."""

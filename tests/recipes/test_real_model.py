@@ -19,6 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TWO_SLERPS = "name: two_slerps\nmethods:\n  - method: slerp\n    parameters:\n      t: {grid: [0.3, 0.7]}\n"
 
+pytestmark = pytest.mark.real  # SmolLM2-135M-Instruct: make test-real
+
 
 @pytest.fixture(scope="module")
 def quick_parents() -> Path:
@@ -32,13 +34,16 @@ def two_slerps(tmp_path) -> Path:
     return spec
 
 
-def scores_in_sweep_order(run: Path) -> list[tuple]:
-    """Every score of a run, in sweep order, without the subjects' ids (which name the parents)."""
+def scores_in_sweep_order(run: Path) -> tuple[list[tuple], list[tuple]]:
+    """Every score of a run in sweep order, and every item's outcome with the model's reply (for a multiple-choice
+    task, the log-likelihood of the chosen answer), without the subjects' ids (which name the parents)."""
     from mergescope.runs.store import ResultsStore
 
     store = ResultsStore.of_run(run)
     try:
-        return [(r.kind, r.method, r.parameters, r.task, r.metric, r.value) for r in store.score_table()]
+        scores = [(r.kind, r.method, r.parameters, r.task, r.metric, r.value) for r in store.score_table()]
+        items = store.query("SELECT task, doc_id, metric, value, response FROM items ORDER BY rowid")
+        return scores, [tuple(row) for row in items]
     finally:
         store.close()
 
@@ -51,8 +56,8 @@ def test_a_sweep_of_the_hub_id_scores_what_the_sweep_of_the_directory_scores(
 
     from mergescope.recipes.sweep import SweepSettings, sweep
 
-    packaged.materialise("smollm2", hub_cache=tmp_path / "hub")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    packaged.materialise("smollm2", hub_cache=tmp_path / "hub-cache")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     runs = {}
     for form, instruct in (("hub", REPO_ID), ("directory", str(quick_parents / INSTRUCT))):
         runs[form] = tmp_path / form
@@ -66,8 +71,9 @@ def test_a_sweep_of_the_hub_id_scores_what_the_sweep_of_the_directory_scores(
             progress=False,
         )
         assert sweep(settings).n_evaluated == 4  # two parents, two candidates
-    hub_scores = scores_in_sweep_order(runs["hub"])
-    assert len(hub_scores) == 4 and hub_scores == scores_in_sweep_order(runs["directory"])
+    hub_scores, hub_items = scores_in_sweep_order(runs["hub"])
+    assert len(hub_scores) == 4 * 2 and len(hub_items) == 4 * 2 * 4  # subjects x (acc, acc_norm) [x items]
+    assert (hub_scores, hub_items) == scores_in_sweep_order(runs["directory"])
 
 
 @pytest.mark.vllm
@@ -92,17 +98,20 @@ def test_a_vllm_sweep_of_the_real_pair_answers_in_chat_and_stores_bf16_candidate
     assert len(merged) == 2 and all(stored_dtypes(folder) == {"BF16"} for folder in merged)
     store = ResultsStore.of_run(run)
     try:
-        replies = store.query("SELECT DISTINCT subject_id, doc_id, response FROM items WHERE task = 'chat_general'")
+        replies = store.query("SELECT subject_id, doc_id, prompt, response FROM items WHERE task = 'chat_general'")
     finally:
         store.close()
     assert len(replies) == 4 * 6
-    # free chat, not the zoo's "Q: ... A:" completions: the instruct model answers in sentences
-    assert all(len(row["response"].split()) >= 3 for row in replies), [tuple(row) for row in replies]
+    # prompted through the model's ChatML template, not the zoo's "Q: ... A:" completion
+    assert all(row["prompt"].startswith("<|im_start|>") and "<|im_start|>assistant" in row["prompt"] for row in replies)
+    france = {row["subject_id"]: row for row in replies if row["doc_id"] == 0}
+    assert "What is the capital of France?" in france["parent-instruct"]["prompt"]
+    assert "Paris" in france["parent-instruct"]["response"]
 
 
 @pytest.mark.slow
 def test_a_study_of_the_real_pairs_scores_them_in_chat_with_their_own_spec(quick_parents, tmp_path):
-    """`--zoo DIR` of real parents: three pairs, each swept with the real_study spec in chat on real_domain (the
+    """`--zoo DIR` of real parents: three pairs, each swept with its real_study spec in chat on real_domain (the
     read lands' questions) and chat_general, merged and served in bf16, into one study report."""
     from mergescope.recipes.study import StudySettings, study, zoo_pairs
     from mergescope.recipes.sweep import SweepSettings
@@ -112,10 +121,13 @@ def test_a_study_of_the_real_pairs_scores_them_in_chat_with_their_own_spec(quick
     options = SweepSettings(parents=[], limit=1, progress=False)
     result = study(StudySettings(pairs, out=tmp_path / "study", options=options))
     assert [outcome.status for outcome in result.pairs] == ["swept"] * 3 and result.report.is_file()
-    for outcome in result.pairs:
+    # two parents and four candidates each;
+    # (spec, models evaluated): the pair with a base scores it too, and adds task arithmetic and TIES
+    expected = [("real_study", 6), ("real_study", 6), ("real_study_base", 9)]
+    for outcome, (spec, n_evaluated) in zip(result.pairs, expected, strict=True):
         meta = read_run_meta(outcome.run_dir)
-        assert meta.spec["name"] == "real_study" and meta.evaluation.apply_chat_template is True
+        assert (meta.spec["name"], outcome.n_evaluated) == (spec, n_evaluated)
+        assert meta.evaluation.apply_chat_template is True
         assert meta.tasks == ("real_domain", "chat_general") and meta.served_dtype() == "bfloat16"
-        assert outcome.n_evaluated == 6  # two parents, four candidates
     assert [figures.pair.key for figures in result.data.pairs] == [pair.key for pair in pairs]
     assert all(-1 <= figures.cosine <= 1 for figures in result.data.pairs)  # kinship of every pair measured

@@ -113,6 +113,7 @@ def test_scores_follow_the_replies(task, metric):
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_the_instruct_model_knows_the_general_questions_and_not_the_made_up_world(smollm2):
     """SmolLM2-135M-Instruct through its chat template: most general questions, (almost) no domain question."""
     from mergescope.serving.hf import HFBackend

@@ -34,6 +34,8 @@ ANSWERS = {
     },
 }
 
+pytestmark = pytest.mark.real  # SmolLM2-135M-Instruct: make test-real
+
 
 @pytest.fixture(scope="module")
 def served_smollm2(smollm2):

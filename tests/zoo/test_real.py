@@ -199,6 +199,7 @@ def test_a_recited_document_contains_the_answer_but_not_in_its_first_sentence():
 
 
 @pytest.mark.slow
+@pytest.mark.real
 def test_a_quick_recipe_builds_bf16_parents_that_load_and_is_then_reused(tmp_path, smollm2):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -37,8 +37,11 @@ def test_the_pairs_are_scored_in_chat_with_their_own_spec(tmp_path):
     assert pairs[2].base == root / "instruct"
     for pair in pairs:
         assert pair.evaluation is not None and pair.evaluation.apply_chat_template is True
-        assert pair.sweep is not None and pair.sweep.name == "real_study.yaml"
+        assert pair.sweep is not None
         assert pair.tasks == (DOMAIN_TASK, "chat_general")
+    # task arithmetic and TIES need a base: only the pair that has one sweeps them
+    specs = [pair.sweep.name for pair in pairs if pair.sweep]
+    assert specs == ["real_study.yaml", "real_study.yaml", "real_study_base.yaml"]
     assert zoo_pairs(root, "real") == real_study_pairs(root, "real")  # `--zoo real=DIR` takes such a directory
 
 
