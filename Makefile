@@ -52,7 +52,7 @@ test-real: install
 	$(BIN)/python -m pytest -q -ra --durations=10 -m real
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm and not browser and not real"
 
 # The tests whose results come from training or scoring, run as CPUs with fewer vector instructions would run
 # them: ATEN_CPU_CAPABILITY makes torch pick those kernels, whose float rounding differs. Each capability builds
