@@ -47,7 +47,8 @@ test: install browser
 	$(BIN)/python -m pytest -q -ra --durations=25 -m "not real"
 
 # The tests on the real pretrained model (SmolLM2-135M-Instruct from its wheel): materialised once, a few-step
-# CPT/SFT pair, hub id = directory, a vLLM sweep and a study in chat, a judge on vLLM's server. CI runs them.
+# CPT/SFT pair, hub id = directory, a vLLM sweep and a study in chat, a judge on vLLM's server.
+# Not in CI: ~20-30 min more would take it past its 90 minutes on a slow 2-core machine; run before a release.
 test-real: install
 	$(BIN)/python -m pytest -q -ra --durations=10 -m real
 
