@@ -29,20 +29,33 @@ def _normalised(text: str) -> str:
     return text.lower().translate(_PUNCTUATION).strip()
 
 
-@torch.no_grad()
 def greedy_answers(
     model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, prompts: list[str], max_new_tokens: int
 ) -> list[str]:
     """Return each prompt's greedy continuation, cut at the first newline (left-padded batches, as lm-eval's)."""
+    encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return [text.split("\n")[0] for text in greedy_continuations(model, tokenizer, encoded, max_new_tokens, _BATCH)]
+
+
+@torch.no_grad()
+def greedy_continuations(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    encoded: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """Each token-id prompt's greedy continuation, decoded, in left-padded batches of `batch_size` (the batch
+    size is part of what is computed: padding changes the float rounding)."""
     was_training = model.training
     model.eval()
-    answers = []
-    for start in range(0, len(prompts), _BATCH):
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[start : start + _BATCH]]
-        width = max(map(len, encoded))
-        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
+    continuations = []
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        width = max(map(len, batch))
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
         generated = model.generate(
@@ -53,9 +66,9 @@ def greedy_answers(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )
-        answers += [tokenizer.decode(row[width:], skip_special_tokens=True).split("\n")[0] for row in generated]
+        continuations += [tokenizer.decode(row[width:], skip_special_tokens=True) for row in generated]
     model.train(was_training)
-    return answers
+    return continuations
 
 
 def exact_match(

@@ -16,11 +16,10 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 
-import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from mergescope.zoo.corpus import ChoiceItem, QAItem
-from mergescope.zoo.quality import choice_accuracy
+from mergescope.zoo.quality import choice_accuracy, greedy_continuations
 
 MAX_NEW_TOKENS = 48  # as the chat tasks
 _BATCH = 64
@@ -57,7 +56,6 @@ def contains(reply: str, answer: str) -> bool:
     return bool(wanted) and any(words[i : i + len(wanted)] == wanted for i in range(len(words) - len(wanted) + 1))
 
 
-@torch.no_grad()
 def chat_replies(
     model: LlamaForCausalLM,
     tokenizer: PreTrainedTokenizerFast,
@@ -65,28 +63,9 @@ def chat_replies(
     max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> list[str]:
     """Each question's greedy reply through the chat template (left-padded batches), cut at a blank line."""
-    was_training = model.training
-    model.eval()
-    replies = []
-    for start in range(0, len(questions), _BATCH):
-        encoded = [chat_prompt(tokenizer, q) for q in questions[start : start + _BATCH]]
-        width = max(map(len, encoded))
-        input_ids = torch.full((len(encoded), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(encoded), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
-        generated = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        replies += [tokenizer.decode(row[width:], skip_special_tokens=True).split("\n\n")[0] for row in generated]
-    model.train(was_training)
-    return replies
+    encoded = [chat_prompt(tokenizer, q) for q in questions]
+    replies = greedy_continuations(model, tokenizer, encoded, max_new_tokens, _BATCH)
+    return [reply.split("\n\n")[0] for reply in replies]
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerFast, question: str) -> list[int]:
